@@ -1,0 +1,15 @@
+//! xen-levelling: Xen's CPUID feature levelling as an embeddable `no_std` library.
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod cpuid;
+pub mod dump;
+pub mod feature;
+pub mod featureset;
+
+pub use cpuid::{CpuidRegs, CpuidSource, Vendor};
+pub use feature::Feature;
+pub use featureset::Featureset;

@@ -1,0 +1,146 @@
+//! `cargo xtask`: the one entry point that owns building, checking and running xen-levelling.
+//!
+//! Plain Rust with no dependencies, in the manner of rust-analyzer's `xtask/`: the alias in
+//! `.cargo/config.toml` turns `cargo xtask <command>` into `cargo run --package xtask -- <command>`.
+//!
+//! | command     | module         | what it does                                              |
+//! |-------------|----------------|-----------------------------------------------------------|
+//! | `test`      | [`gate`]       | the strict gate, identical locally and in CI (`.ci/run`)  |
+//! | `run`       | [`run`]        | builds and runs the host example `level_dumps`            |
+//! | `provision` | [`provision`]  | installs QEMU and checks the bare-metal Rust targets      |
+//!
+//! Exit codes: 0 success, 1 a command failed, 2 the command line was not understood.
+
+mod gate;
+mod process;
+mod provision;
+mod run;
+
+use std::process::ExitCode;
+
+use process::Workspace;
+
+/// The text printed for `--help`, for no arguments, and after a command-line error.
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test          run the gate: fmt, clippy, doc, host tests, bare-metal builds (as CI does)
+  run [ARGS]    build and run the host example `level_dumps`, passing ARGS to it
+  provision     install QEMU (qemu-system-x86) if missing, check the bare-metal Rust targets
+  help          print this message (also -h, --help)";
+
+/// One command, as parsed from the command line.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    /// `cargo xtask test`.
+    Test,
+    /// `cargo xtask run [ARGS]`, with the arguments to pass to the example.
+    Run(Vec<String>),
+    /// `cargo xtask provision`.
+    Provision,
+    /// `cargo xtask help`, `--help`, `-h`, or no command at all.
+    Help,
+}
+
+/// Parses the arguments that follow `cargo xtask`, or explains why they make no sense.
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    let Some((name, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    let command = match name.as_str() {
+        "test" => Command::Test,
+        "run" => return Ok(Command::Run(strip_separator(rest).to_vec())),
+        "provision" => Command::Provision,
+        "help" | "-h" | "--help" => Command::Help,
+        other => return Err(format!("unknown command `{other}`")),
+    };
+    match rest.first() {
+        None => Ok(command),
+        Some(extra) => Err(format!("`{name}` takes no arguments (got `{extra}`)")),
+    }
+}
+
+/// Drops one leading `--`, so `cargo xtask run -- --flag` passes `--flag` through.
+fn strip_separator(args: &[String]) -> &[String] {
+    match args.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => args,
+    }
+}
+
+/// Turns a command's result into an exit code, printing the error if there is one.
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one parsed command from the workspace root.
+fn execute(command: Command) -> ExitCode {
+    let workspace = Workspace::locate();
+    match command {
+        Command::Test => gate::run(&workspace),
+        Command::Run(args) => report(run::run(&workspace, &args)),
+        Command::Provision => report(provision::run(&workspace)),
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Parses the command line and runs the command; a bad command line exits with 2.
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse_args(&args) {
+        Ok(command) => execute(command),
+        Err(message) => {
+            eprintln!("xtask: error: {message}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Command, parse_args};
+
+    /// Parses a command line written as one string.
+    fn parse(line: &str) -> Result<Command, String> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        parse_args(&args)
+    }
+
+    #[test]
+    fn no_arguments_and_help_flags_mean_help() {
+        for line in ["", "help", "-h", "--help"] {
+            assert_eq!(parse(line), Ok(Command::Help), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn known_commands_parse() {
+        assert_eq!(parse("test"), Ok(Command::Test));
+        assert_eq!(parse("provision"), Ok(Command::Provision));
+        assert_eq!(parse("run"), Ok(Command::Run(vec![])));
+    }
+
+    #[test]
+    fn run_forwards_its_arguments_without_the_separator() {
+        let expected = Ok(Command::Run(vec!["--json".into(), "x".into()]));
+        assert_eq!(parse("run --json x"), expected);
+        assert_eq!(parse("run -- --json x"), expected);
+    }
+
+    #[test]
+    fn unknown_commands_and_stray_arguments_are_errors() {
+        assert_eq!(parse("bogus"), Err("unknown command `bogus`".into()));
+        assert!(parse("test --fast").unwrap_err().contains("`test` takes no arguments"));
+        assert!(parse("provision now").is_err());
+    }
+}
