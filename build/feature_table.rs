@@ -50,14 +50,11 @@ impl WordRow {
     /// The locator without a trailing bit range, and the bit the word starts at:
     /// `MSR.10AH[63:32]` is (`MSR.10AH`, 32); `CPUID.01H:EDX` is (`CPUID.01H:EDX`, 0).
     pub fn register_and_offset(&self) -> (&str, u32) {
-        if let Some((base, range)) = self.locator.split_once('[') {
-            if let Some(lo) = range.strip_suffix(']').and_then(|r| r.split_once(':')).map(|(_, lo)| lo) {
-                if let Ok(lo) = lo.parse() {
-                    return (base, lo);
-                }
-            }
-        }
-        (&self.locator, 0)
+        let parsed = self.locator.split_once('[').and_then(|(base, range)| {
+            let (_, lo) = range.strip_suffix(']')?.split_once(':')?;
+            Some((base, lo.parse().ok()?))
+        });
+        parsed.unwrap_or((&self.locator, 0))
     }
 }
 
@@ -73,7 +70,10 @@ impl FeatureRow {
     }
 
     fn has(&self, letter: char) -> bool {
-        let i = ANNOTATION_LETTERS.iter().position(|&l| l == letter).unwrap();
+        let i = ANNOTATION_LETTERS
+            .iter()
+            .position(|&l| l == letter)
+            .unwrap();
         self.annotations & (1 << i) != 0
     }
 }
@@ -106,13 +106,17 @@ pub struct Table {
 pub type Words = Vec<u32>;
 
 fn err<T>(line: usize, message: impl Into<String>) -> Result<T, TableError> {
-    Err(TableError { line, message: message.into() })
+    Err(TableError {
+        line,
+        message: message.into(),
+    })
 }
 
 fn is_feature_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_uppercase() || c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Split off the first blank-separated field.
@@ -132,7 +136,10 @@ fn parse_annotations(text: &str, line: usize) -> Result<u8, TableError> {
     let mut bits = 0u8;
     for c in text.chars() {
         let Some(i) = ANNOTATION_LETTERS.iter().position(|&l| l == c) else {
-            return err(line, format!("unknown annotation `{c}` in `{text}` (allowed: A S H a s h ! | or -)"));
+            return err(
+                line,
+                format!("unknown annotation `{c}` in `{text}` (allowed: A S H a s h ! | or -)"),
+            );
         };
         if bits & (1 << i) != 0 {
             return err(line, format!("annotation `{c}` given twice in `{text}`"));
@@ -141,7 +148,10 @@ fn parse_annotations(text: &str, line: usize) -> Result<u8, TableError> {
     }
     let scopes = bits & 0x3f;
     if scopes.count_ones() > 1 {
-        return err(line, format!("annotations `{text}` name more than one guest scope"));
+        return err(
+            line,
+            format!("annotations `{text}` name more than one guest scope"),
+        );
     }
     Ok(bits)
 }
@@ -157,30 +167,51 @@ pub fn parse(text: &str) -> Result<Table, TableError> {
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let content = raw.split('#').next().unwrap_or("").trim();
-        let Some((first, rest)) = next_field(content) else { continue };
+        let Some((first, rest)) = next_field(content) else {
+            continue;
+        };
         match first {
             "word" => {
                 let fields: Vec<&str> = rest.split_whitespace().collect();
                 let [index, name, locator] = fields[..] else {
-                    return err(line, "a word line is `word <index> <xen-word-name> <locator>`");
+                    return err(
+                        line,
+                        "a word line is `word <index> <xen-word-name> <locator>`",
+                    );
                 };
                 let Ok(index) = index.parse::<usize>() else {
                     return err(line, format!("word index `{index}` is not a number"));
                 };
                 if index != words.len() {
-                    return err(line, format!("word {index} out of order: expected word {}", words.len()));
+                    return err(
+                        line,
+                        format!("word {index} out of order: expected word {}", words.len()),
+                    );
                 }
-                words.push(WordRow { index, name: name.into(), locator: locator.into() });
+                words.push(WordRow {
+                    index,
+                    name: name.into(),
+                    locator: locator.into(),
+                });
             }
             "dep" => {
                 let (Some((pre, rest)), true) = (next_field(rest), true) else {
-                    return err(line, "a dep line is `dep <PREREQUISITE> <DEPENDENT> <reason>`");
+                    return err(
+                        line,
+                        "a dep line is `dep <PREREQUISITE> <DEPENDENT> <reason>`",
+                    );
                 };
                 let Some((dependent, reason)) = next_field(rest) else {
-                    return err(line, "a dep line is `dep <PREREQUISITE> <DEPENDENT> <reason>`");
+                    return err(
+                        line,
+                        "a dep line is `dep <PREREQUISITE> <DEPENDENT> <reason>`",
+                    );
                 };
                 if reason.is_empty() {
-                    return err(line, format!("dependency {pre} -> {dependent} has no reason"));
+                    return err(
+                        line,
+                        format!("dependency {pre} -> {dependent} has no reason"),
+                    );
                 }
                 let dependent = match dependent.strip_prefix("word:") {
                     Some(n) => match n.parse::<usize>() {
@@ -189,14 +220,25 @@ pub fn parse(text: &str) -> Result<Table, TableError> {
                     },
                     None => Dependent::Feature(dependent.into()),
                 };
-                deps.push(DepRow { prerequisite: pre.into(), dependent, reason: reason.into(), line });
+                deps.push(DepRow {
+                    prerequisite: pre.into(),
+                    dependent,
+                    reason: reason.into(),
+                    line,
+                });
             }
             name => {
                 if !is_feature_name(name) {
-                    return err(line, format!("`{name}` is not a feature name (upper case, digits and `_`)"));
+                    return err(
+                        line,
+                        format!("`{name}` is not a feature name (upper case, digits and `_`)"),
+                    );
                 }
                 let Some(word) = words.last() else {
-                    return err(line, format!("feature {name} comes before the first `word` line"));
+                    return err(
+                        line,
+                        format!("feature {name} comes before the first `word` line"),
+                    );
                 };
                 let (Some((bit, rest)), word) = (next_field(rest), word.index) else {
                     return err(line, format!("feature {name} has no bit"));
@@ -205,10 +247,16 @@ pub fn parse(text: &str) -> Result<Table, TableError> {
                     return err(line, format!("feature {name}: bit `{bit}` is not a number"));
                 };
                 if bit >= WORD_BITS {
-                    return err(line, format!("feature {name}: bit {bit} is past the end of word {word} (0-31)"));
+                    return err(
+                        line,
+                        format!("feature {name}: bit {bit} is past the end of word {word} (0-31)"),
+                    );
                 }
                 let Some((annotations, description)) = next_field(rest) else {
-                    return err(line, format!("feature {name} has no annotations (use `-` for none)"));
+                    return err(
+                        line,
+                        format!("feature {name} has no annotations (use `-` for none)"),
+                    );
                 };
                 let annotations = parse_annotations(annotations, line)?;
                 if description.is_empty() {
@@ -223,15 +271,33 @@ pub fn parse(text: &str) -> Result<Table, TableError> {
                     line,
                 };
                 if let Some(&other) = by_name.get(name) {
-                    return err(line, format!("duplicate feature name {name} (first on line {})", features[other].line));
+                    return err(
+                        line,
+                        format!(
+                            "duplicate feature name {name} (first on line {})",
+                            features[other].line
+                        ),
+                    );
                 }
                 let xen_name = row.xen_name();
                 if let Some(other) = features.iter().find(|f| f.xen_name() == xen_name) {
-                    return err(line, format!("{name} and {} (line {}) share the name `{xen_name}`", other.name, other.line));
+                    return err(
+                        line,
+                        format!(
+                            "{name} and {} (line {}) share the name `{xen_name}`",
+                            other.name, other.line
+                        ),
+                    );
                 }
                 if let Some(&other) = by_number.get(&row.number()) {
                     let other = &features[other];
-                    return err(line, format!("{name} aliases {} (line {}): both are {word}:{bit}", other.name, other.line));
+                    return err(
+                        line,
+                        format!(
+                            "{name} aliases {} (line {}): both are {word}:{bit}",
+                            other.name, other.line
+                        ),
+                    );
                 }
                 by_name.insert(name.into(), features.len());
                 by_number.insert(row.number(), features.len());
@@ -244,19 +310,29 @@ pub fn parse(text: &str) -> Result<Table, TableError> {
     }
     for dep in &deps {
         if !by_name.contains_key(&dep.prerequisite) {
-            return err(dep.line, format!("unknown prerequisite {}", dep.prerequisite));
+            return err(
+                dep.line,
+                format!("unknown prerequisite {}", dep.prerequisite),
+            );
         }
         match &dep.dependent {
             Dependent::Feature(name) if !by_name.contains_key(name) => {
                 return err(dep.line, format!("unknown dependent {name}"));
             }
             Dependent::Word(n) if *n >= words.len() => {
-                return err(dep.line, format!("word:{n} is past the last word ({})", words.len() - 1));
+                return err(
+                    dep.line,
+                    format!("word:{n} is past the last word ({})", words.len() - 1),
+                );
             }
             _ => {}
         }
     }
-    let table = Table { words, features, deps };
+    let table = Table {
+        words,
+        features,
+        deps,
+    };
     table.deep_dependencies()?;
     Ok(table)
 }
@@ -268,7 +344,10 @@ impl Table {
     }
 
     fn feature(&self, name: &str) -> &FeatureRow {
-        self.features.iter().find(|f| f.name == name).expect("checked in parse")
+        self.features
+            .iter()
+            .find(|f| f.name == name)
+            .expect("checked in parse")
     }
 
     fn empty(&self) -> Words {
@@ -279,7 +358,9 @@ impl Table {
     pub fn edge_targets(&self, dep: &DepRow) -> BTreeSet<usize> {
         match &dep.dependent {
             Dependent::Feature(name) => [self.feature(name).number()].into(),
-            Dependent::Word(w) => (0..WORD_BITS as usize).map(|b| w * WORD_BITS as usize + b).collect(),
+            Dependent::Word(w) => (0..WORD_BITS as usize)
+                .map(|b| w * WORD_BITS as usize + b)
+                .collect(),
         }
     }
 
@@ -300,13 +381,21 @@ impl Table {
             let mut queue: Vec<(usize, usize)> = direct[&key].clone();
             while let Some((f, line)) = queue.pop() {
                 if f == key {
-                    let name = &self.features.iter().find(|r| r.number() == key).unwrap().name;
-                    return err(line, format!("dependency cycle: {name} depends on itself through this edge"));
+                    let name = &self
+                        .features
+                        .iter()
+                        .find(|r| r.number() == key)
+                        .unwrap()
+                        .name;
+                    return err(
+                        line,
+                        format!("dependency cycle: {name} depends on itself through this edge"),
+                    );
                 }
-                if seen.insert(f) {
-                    if let Some(next) = direct.get(&f) {
-                        queue.extend(next.iter().copied());
-                    }
+                if seen.insert(f)
+                    && let Some(next) = direct.get(&f)
+                {
+                    queue.extend(next.iter().copied());
                 }
             }
             deep.insert(key, seen);
@@ -341,12 +430,24 @@ impl Table {
         };
         let any = |f: &FeatureRow, letters: &str| letters.chars().any(|l| f.has(l));
 
-        writeln!(o, "// @generated by build.rs from data/features.tbl. Do not edit.").unwrap();
-        writeln!(o, "/// Number of 32-bit words in a featureset (Xen's `FEATURESET_NR_ENTRIES`).").unwrap();
+        writeln!(
+            o,
+            "// @generated by build.rs from data/features.tbl. Do not edit."
+        )
+        .unwrap();
+        writeln!(
+            o,
+            "/// Number of 32-bit words in a featureset (Xen's `FEATURESET_NR_ENTRIES`)."
+        )
+        .unwrap();
         writeln!(o, "pub const NR_WORDS: usize = {n};").unwrap();
         writeln!(o, "/// Number of named features.").unwrap();
         writeln!(o, "pub const NR_FEATURES: usize = {};", self.features.len()).unwrap();
-        writeln!(o, "/// Every featureset word: Xen's short name and where its bits live.").unwrap();
+        writeln!(
+            o,
+            "/// Every featureset word: Xen's short name and where its bits live."
+        )
+        .unwrap();
         writeln!(o, "pub static WORDS: [WordInfo; NR_WORDS] = [").unwrap();
         for w in &self.words {
             let (register, first_bit) = w.register_and_offset();
@@ -362,8 +463,20 @@ impl Table {
         writeln!(o, "impl Feature {{").unwrap();
         for f in &self.features {
             let (register, first_bit) = self.words[f.word].register_and_offset();
-            writeln!(o, "    /// {} (`{register}[{}]`)", f.description, first_bit + f.bit).unwrap();
-            writeln!(o, "    pub const {}: Feature = Feature({});", rust_ident(&f.name), f.number()).unwrap();
+            writeln!(
+                o,
+                "    /// {} (`{register}[{}]`)",
+                f.description,
+                first_bit + f.bit
+            )
+            .unwrap();
+            writeln!(
+                o,
+                "    pub const {}: Feature = Feature({});",
+                rust_ident(&f.name),
+                f.number()
+            )
+            .unwrap();
         }
         writeln!(o, "}}").unwrap();
 
@@ -383,7 +496,11 @@ impl Table {
 
         let mut by_name: Vec<&FeatureRow> = self.features.iter().collect();
         by_name.sort_by_key(|f| f.xen_name());
-        writeln!(o, "/// Indices into [`FEATURES`], ordered by Xen's lower-case name, for binary search.").unwrap();
+        writeln!(
+            o,
+            "/// Indices into [`FEATURES`], ordered by Xen's lower-case name, for binary search."
+        )
+        .unwrap();
         writeln!(o, "pub(crate) static BY_XEN_NAME: [u16; NR_FEATURES] = [").unwrap();
         for f in &by_name {
             let idx = sorted.iter().position(|g| g.name == f.name).unwrap();
@@ -392,15 +509,51 @@ impl Table {
         writeln!(o, "];").unwrap();
 
         let masks: [(&str, &str, Words); 9] = [
-            ("KNOWN", "Every named feature (Xen's `INIT_KNOWN_FEATURES`).", self.mask(|_| true)),
-            ("SPECIAL", "Features Xen computes or overrides itself, annotated `!`.", self.mask(|f| f.has('!'))),
-            ("SIMPLE_OR", "Features a pool ORs rather than ANDs, annotated `|`.", self.mask(|f| f.has('|'))),
-            ("PV_DEFAULT", "Offered to PV guests by default (`A`).", self.mask(|f| any(f, "A"))),
-            ("PV_MAX", "Offered to PV guests at most (`A`, `a`).", self.mask(|f| any(f, "Aa"))),
-            ("HVM_SHADOW_DEFAULT", "Offered to shadow-paging HVM guests by default (`A`, `S`).", self.mask(|f| any(f, "AS"))),
-            ("HVM_SHADOW_MAX", "Offered to shadow-paging HVM guests at most (`A`, `a`, `S`, `s`).", self.mask(|f| any(f, "AaSs"))),
-            ("HVM_HAP_DEFAULT", "Offered to HAP HVM guests by default (`A`, `S`, `H`).", self.mask(|f| any(f, "ASH"))),
-            ("HVM_HAP_MAX", "Offered to HAP HVM guests at most (`A`, `a`, `S`, `s`, `H`, `h`).", self.mask(|f| any(f, "AaSsHh"))),
+            (
+                "KNOWN",
+                "Every named feature (Xen's `INIT_KNOWN_FEATURES`).",
+                self.mask(|_| true),
+            ),
+            (
+                "SPECIAL",
+                "Features Xen computes or overrides itself, annotated `!`.",
+                self.mask(|f| f.has('!')),
+            ),
+            (
+                "SIMPLE_OR",
+                "Features a pool ORs rather than ANDs, annotated `|`.",
+                self.mask(|f| f.has('|')),
+            ),
+            (
+                "PV_DEFAULT",
+                "Offered to PV guests by default (`A`).",
+                self.mask(|f| any(f, "A")),
+            ),
+            (
+                "PV_MAX",
+                "Offered to PV guests at most (`A`, `a`).",
+                self.mask(|f| any(f, "Aa")),
+            ),
+            (
+                "HVM_SHADOW_DEFAULT",
+                "Offered to shadow-paging HVM guests by default (`A`, `S`).",
+                self.mask(|f| any(f, "AS")),
+            ),
+            (
+                "HVM_SHADOW_MAX",
+                "Offered to shadow-paging HVM guests at most (`A`, `a`, `S`, `s`).",
+                self.mask(|f| any(f, "AaSs")),
+            ),
+            (
+                "HVM_HAP_DEFAULT",
+                "Offered to HAP HVM guests by default (`A`, `S`, `H`).",
+                self.mask(|f| any(f, "ASH")),
+            ),
+            (
+                "HVM_HAP_MAX",
+                "Offered to HAP HVM guests at most (`A`, `a`, `S`, `s`, `H`, `h`).",
+                self.mask(|f| any(f, "AaSsHh")),
+            ),
         ];
         for (name, doc, w) in &masks {
             writeln!(o, "/// {doc}").unwrap();
@@ -412,18 +565,47 @@ impl Table {
         for &k in deep.keys() {
             deep_features[k / 32] |= 1 << (k % 32);
         }
-        writeln!(o, "/// Features that have dependents (Xen's `INIT_DEEP_FEATURES`).").unwrap();
-        writeln!(o, "pub const DEEP_FEATURES: Featureset = {};", words(&deep_features)).unwrap();
+        writeln!(
+            o,
+            "/// Features that have dependents (Xen's `INIT_DEEP_FEATURES`)."
+        )
+        .unwrap();
+        writeln!(
+            o,
+            "pub const DEEP_FEATURES: Featureset = {};",
+            words(&deep_features)
+        )
+        .unwrap();
         writeln!(o, "/// Each feature with dependents and all of its transitive dependents, ordered by feature.").unwrap();
-        writeln!(o, "pub static DEEP_DEPS: [(Feature, Featureset); {}] = [", deep.len()).unwrap();
+        writeln!(
+            o,
+            "pub static DEEP_DEPS: [(Feature, Featureset); {}] = [",
+            deep.len()
+        )
+        .unwrap();
         for (k, set) in &deep {
             let name = &sorted.iter().find(|f| f.number() == *k).unwrap().name;
-            writeln!(o, "    (Feature::{}, {}),", rust_ident(name), words(&self.mask_of(set))).unwrap();
+            writeln!(
+                o,
+                "    (Feature::{}, {}),",
+                rust_ident(name),
+                words(&self.mask_of(set))
+            )
+            .unwrap();
         }
         writeln!(o, "];").unwrap();
 
-        writeln!(o, "/// Every direct dependency edge of the table, with its reason.").unwrap();
-        writeln!(o, "pub static DEPENDENCIES: [Dependency; {}] = [", self.deps.len()).unwrap();
+        writeln!(
+            o,
+            "/// Every direct dependency edge of the table, with its reason."
+        )
+        .unwrap();
+        writeln!(
+            o,
+            "pub static DEPENDENCIES: [Dependency; {}] = [",
+            self.deps.len()
+        )
+        .unwrap();
         for d in &self.deps {
             writeln!(
                 o,
@@ -441,5 +623,9 @@ impl Table {
 
 /// Feature names may start with a digit (`3DNOW`); Rust constants may not.
 pub fn rust_ident(name: &str) -> String {
-    if name.starts_with(|c: char| c.is_ascii_digit()) { format!("_{name}") } else { name.to_string() }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{name}")
+    } else {
+        name.to_string()
+    }
 }

@@ -24,7 +24,12 @@ pub struct CpuidRegs {
 
 impl CpuidRegs {
     /// All four registers zero: what an out-of-range leaf returns to a guest.
-    pub const ZERO: CpuidRegs = CpuidRegs { a: 0, b: 0, c: 0, d: 0 };
+    pub const ZERO: CpuidRegs = CpuidRegs {
+        a: 0,
+        b: 0,
+        c: 0,
+        d: 0,
+    };
 
     /// Registers from their values in EAX, EBX, ECX, EDX order.
     pub const fn new(a: u32, b: u32, c: u32, d: u32) -> Self {
@@ -134,12 +139,20 @@ impl Signature {
         } else {
             base_model
         };
-        Signature { family, model, stepping: eax & 0xf }
+        Signature {
+            family,
+            model,
+            stepping: eax & 0xf,
+        }
     }
 }
 
 impl fmt::Display for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "family {:#x} model {:#x} stepping {:#x}", self.family, self.model, self.stepping)
+        write!(
+            f,
+            "family {:#x} model {:#x} stepping {:#x}",
+            self.family, self.model, self.stepping
+        )
     }
 }

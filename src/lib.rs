@@ -5,11 +5,14 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod abi;
 pub mod cpuid;
 pub mod dump;
 pub mod feature;
 pub mod featureset;
+pub mod policy;
 
 pub use cpuid::{CpuidRegs, CpuidSource, Vendor};
 pub use feature::Feature;
 pub use featureset::Featureset;
+pub use policy::CpuPolicy;

@@ -37,13 +37,28 @@ fn features_match_the_reference_list() {
     // Every line of reference/xen-features.tsv: same name, word and bit, same annotations.
     let tsv = include_str!("../../shared/reference/xen-features.tsv");
     let mut count = 0;
-    for line in tsv.lines().filter(|l| !l.starts_with('#') && !l.starts_with("NAME")) {
+    for line in tsv
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("NAME"))
+    {
         let cols: Vec<&str> = line.split('\t').collect();
         let (name, word, bit) = (cols[0], cols[1].parse().unwrap(), cols[2].parse().unwrap());
-        let info = FEATURES.iter().find(|i| i.name == name).unwrap_or_else(|| panic!("{name} missing"));
-        assert_eq!((info.feature.word(), info.feature.bit()), (word, bit), "{name}");
+        let info = FEATURES
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(
+            (info.feature.word(), info.feature.bit()),
+            (word, bit),
+            "{name}"
+        );
         let mut expected: Vec<char> = cols.get(3).copied().unwrap_or("").chars().collect();
-        let mut found: Vec<char> = info.annotations.to_string().chars().filter(|&c| c != '-').collect();
+        let mut found: Vec<char> = info
+            .annotations
+            .to_string()
+            .chars()
+            .filter(|&c| c != '-')
+            .collect();
         expected.sort();
         found.sort();
         assert_eq!(found, expected, "{name} annotations");
@@ -70,11 +85,16 @@ fn annotation_sets_match_xen_head() {
     assert_eq!(with('h'), set("svm vmx"));
     assert_eq!(
         with('!'),
-        set("apic arch-caps clwb cmp-legacy fb-clear fdp-excp-only hle htt hypervisor its-no \
+        set(
+            "apic arch-caps clwb cmp-legacy fb-clear fdp-excp-only hle htt hypervisor its-no \
              md-clear no-fpu-sel ospke osxsave rdrand rfds-clear rrsba rsba rtm rtm-always-abort \
-             srso-us-no verw-clear virt-ssbd x2apic")
+             srso-us-no verw-clear virt-ssbd x2apic"
+        )
     );
-    assert_eq!(with('|'), set("fb-clear fs-gs-ns md-clear no-lmsl rfds-clear verw-clear"));
+    assert_eq!(
+        with('|'),
+        set("fb-clear fs-gs-ns md-clear no-lmsl rfds-clear verw-clear")
+    );
     assert_eq!(feature::SPECIAL, with('!'));
     assert_eq!(feature::SIMPLE_OR, with('|'));
 }
@@ -97,7 +117,10 @@ fn derived_masks_follow_the_annotations() {
     assert!(!HVM_HAP_MAX.contains(Feature::DS) && KNOWN.contains(Feature::DS));
     assert!(HVM_SHADOW_MAX.contains(Feature::MPX) && !PV_MAX.contains(Feature::MPX));
     // gen-cpuid.py's CPUID_COMMON_1D_FEATURES is the known 1d bits mirrored in e1d on AMD.
-    assert_eq!(KNOWN.word(0) & KNOWN.word(2) & 0x0183_f3ff, 0x0183_f3ff & KNOWN.word(2));
+    assert_eq!(
+        KNOWN.word(0) & KNOWN.word(2) & 0x0183_f3ff,
+        0x0183_f3ff & KNOWN.word(2)
+    );
 }
 
 #[test]
@@ -105,14 +128,32 @@ fn flattened_examples_match_xen() {
     // reference/xen-levelling.md 5: XSAVE has 47 transitive dependents; PAE's are LM's plus NX and SMAP.
     let xsave = Featureset::dependents_of(Feature::XSAVE);
     assert_eq!(xsave.len(), 47, "{}", xsave.names());
-    for f in [Feature::AVX512_FP16, Feature::AMX_INT8, Feature::LWP, Feature::SM4, Feature::XSAVES] {
+    for f in [
+        Feature::AVX512_FP16,
+        Feature::AMX_INT8,
+        Feature::LWP,
+        Feature::SM4,
+        Feature::XSAVES,
+    ] {
         assert!(xsave.contains(f), "{f}");
     }
     let mut lm = Featureset::dependents_of(Feature::LM);
     lm.insert(Feature::LM);
     assert_eq!(Featureset::dependents_of(Feature::PAE), lm | set("nx smap"));
     let fxsr = Featureset::dependents_of(Feature::FXSR);
-    for f in ["sse", "sse4-2", "aesni", "gfni", "sha", "vpclmulqdq", "vaes", "misalignsse", "ffxsr", "lm", "pcid"] {
+    for f in [
+        "sse",
+        "sse4-2",
+        "aesni",
+        "gfni",
+        "sha",
+        "vpclmulqdq",
+        "vaes",
+        "misalignsse",
+        "ffxsr",
+        "lm",
+        "pcid",
+    ] {
         assert!(fxsr.contains(Feature::from_name(f).unwrap()), "{f}");
     }
     assert!(!Featureset::dependents_of(Feature::SSE4_2).contains(Feature::POPCNT));
@@ -164,20 +205,31 @@ fn deep_deps_are_the_transitive_direct_edges() {
     for (key, deep) in &DEEP_DEPS {
         let mut only_key_missing = Featureset::FULL;
         only_key_missing.remove(*key);
-        assert_eq!(Featureset::FULL - naive_closure(only_key_missing), *deep | Featureset::of(&[*key]));
+        assert_eq!(
+            Featureset::FULL - naive_closure(only_key_missing),
+            *deep | Featureset::of(&[*key])
+        );
     }
 }
 
 #[test]
 fn every_feature_and_edge_is_described() {
     for info in &FEATURES {
-        assert!(info.description.len() >= 8, "{} has no real description", info.name);
+        assert!(
+            info.description.len() >= 8,
+            "{} has no real description",
+            info.name
+        );
         assert!(!info.description.contains("TODO"), "{}", info.name);
         assert_eq!(Feature::from_name(info.xen_name), Some(info.feature));
         assert_eq!(Feature::from_name(info.name), Some(info.feature));
     }
     for dep in &DEPENDENCIES {
-        assert!(dep.reason.len() >= 8 && !dep.reason.contains("TODO"), "{:?}", dep.prerequisite);
+        assert!(
+            dep.reason.len() >= 8 && !dep.reason.contains("TODO"),
+            "{:?}",
+            dep.prerequisite
+        );
     }
     assert_eq!(Feature::AVX2.locator().to_string(), "CPUID.07H.0:EBX[5]");
     assert_eq!(Feature::ITS_NO.locator().to_string(), "MSR.10AH[62]");
@@ -188,7 +240,8 @@ fn every_feature_and_edge_is_described() {
 
 // The checker that build.rs runs: every bad table is refused, naming its line.
 
-const GOOD: &str = "word 0 1d CPUID.01H:EDX\nFPU 0 A x87 unit\nMMX 23 A mmx unit\ndep FPU MMX aliases x87\n";
+const GOOD: &str =
+    "word 0 1d CPUID.01H:EDX\nFPU 0 A x87 unit\nMMX 23 A mmx unit\ndep FPU MMX aliases x87\n";
 
 fn table_error(text: &str) -> (usize, String) {
     let e = feature_table::parse(text).expect_err("the table should be refused");
@@ -199,20 +252,43 @@ fn table_error(text: &str) -> (usize, String) {
 fn checker_accepts_a_good_table() {
     let t = feature_table::parse(GOOD).unwrap();
     assert_eq!((t.words.len(), t.features.len(), t.deps.len()), (1, 2, 1));
-    assert!(t.generate().contains("pub const MMX: Feature = Feature(23);"));
+    assert!(
+        t.generate()
+            .contains("pub const MMX: Feature = Feature(23);")
+    );
 }
 
 #[test]
 fn checker_refuses_bad_tables_naming_the_line() {
     let cases: [(&str, usize, &str); 11] = [
-        ("word 0 1d X\nFPU 0 A a\nFPU 1 A b\n", 3, "duplicate feature name FPU"),
+        (
+            "word 0 1d X\nFPU 0 A a\nFPU 1 A b\n",
+            3,
+            "duplicate feature name FPU",
+        ),
         ("word 0 1d X\nFPU 0 A a\nFOO 0 A b\n", 3, "FOO aliases FPU"),
         ("word 0 1d X\nFPU 0 Q a\n", 2, "unknown annotation `Q`"),
-        ("word 0 1d X\nFPU 32 A a\n", 2, "bit 32 is past the end of word 0"),
+        (
+            "word 0 1d X\nFPU 32 A a\n",
+            2,
+            "bit 32 is past the end of word 0",
+        ),
         ("word 0 1d X\nword 2 1c Y\n", 2, "word 2 out of order"),
-        ("word 0 1d X\nA_B 0 A a\nB_C 1 A b\ndep A_B B_C x\ndep B_C A_B y\n", 5, "cycle"),
-        ("word 0 1d X\nFPU 0 A a\ndep FPU NOPE x\n", 3, "unknown dependent NOPE"),
-        ("word 0 1d X\nFPU 0 A a\ndep FPU word:3 x\n", 3, "word:3 is past the last word"),
+        (
+            "word 0 1d X\nA_B 0 A a\nB_C 1 A b\ndep A_B B_C x\ndep B_C A_B y\n",
+            5,
+            "cycle",
+        ),
+        (
+            "word 0 1d X\nFPU 0 A a\ndep FPU NOPE x\n",
+            3,
+            "unknown dependent NOPE",
+        ),
+        (
+            "word 0 1d X\nFPU 0 A a\ndep FPU word:3 x\n",
+            3,
+            "word:3 is past the last word",
+        ),
         ("FPU 0 A a\n", 1, "before the first `word` line"),
         ("word 0 1d X\nFPU 0 AS a\n", 2, "more than one guest scope"),
         ("word 0 1d X\nFPU 0 A\n", 2, "has no description"),

@@ -127,7 +127,10 @@ impl Featureset {
 
     /// Every feature in the set, named or not, in feature-number order.
     pub fn iter(&self) -> Iter {
-        Iter { words: self.0, word: 0 }
+        Iter {
+            words: self.0,
+            word: 0,
+        }
     }
 
     /// Bits set that the feature table does not name.

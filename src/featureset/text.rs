@@ -73,8 +73,15 @@ impl fmt::Display for FeaturesetError {
                 "word {word} ({value:#010x}) has bits set, but this build knows only words 0-{}",
                 NR_WORDS - 1
             ),
-            FeaturesetError::BadCharacter { column, word, found } => {
-                write!(f, "column {column} (word {word}): {found:?} is not a hex digit")
+            FeaturesetError::BadCharacter {
+                column,
+                word,
+                found,
+            } => {
+                write!(
+                    f,
+                    "column {column} (word {word}): {found:?} is not a hex digit"
+                )
             }
             FeaturesetError::WordTooLong { column, word } => {
                 write!(f, "column {column}: word {word} has more than 8 hex digits")
@@ -107,14 +114,19 @@ pub struct ShortText {
 impl ShortText {
     const CAPACITY: usize = 32;
 
-    fn new(text: &str) -> ShortText {
+    /// Keep `text`, cut to at most 32 bytes on a character boundary.
+    pub fn new(text: &str) -> ShortText {
         let mut end = text.len().min(Self::CAPACITY);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
         let mut bytes = [0; Self::CAPACITY];
         bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
-        ShortText { bytes, len: end as u8, cut: end < text.len() }
+        ShortText {
+            bytes,
+            len: end as u8,
+            cut: end < text.len(),
+        }
     }
 
     /// The kept text.
@@ -153,7 +165,10 @@ fn parse_hex_words(text: &str, separators: &[char]) -> Result<Featureset, Featur
     let mut digits = 0;
     let mut finish = |word: usize, value: u32, digits: usize, at: usize| {
         if digits == 0 {
-            return Err(FeaturesetError::EmptyWord { column: column(text, at), word });
+            return Err(FeaturesetError::EmptyWord {
+                column: column(text, at),
+                word,
+            });
         }
         match fs.0.get_mut(word) {
             Some(slot) => *slot = value,
@@ -170,12 +185,19 @@ fn parse_hex_words(text: &str, separators: &[char]) -> Result<Featureset, Featur
             digits = 0;
         } else if let Some(d) = c.to_digit(16) {
             if digits == 8 {
-                return Err(FeaturesetError::WordTooLong { column: column(text, at), word });
+                return Err(FeaturesetError::WordTooLong {
+                    column: column(text, at),
+                    word,
+                });
             }
             value = value << 4 | d;
             digits += 1;
         } else {
-            return Err(FeaturesetError::BadCharacter { column: column(text, at), word, found: c });
+            return Err(FeaturesetError::BadCharacter {
+                column: column(text, at),
+                word,
+                found: c,
+            });
         }
     }
     finish(word, value, digits, text.len())?;
@@ -202,15 +224,23 @@ impl Featureset {
         let mut rest = text;
         while let Some(start) = rest.find(|c: char| !is_separator(c)) {
             let item_and_tail = &rest[start..];
-            let end = item_and_tail.find(is_separator).unwrap_or(item_and_tail.len());
+            let end = item_and_tail
+                .find(is_separator)
+                .unwrap_or(item_and_tail.len());
             let item = &item_and_tail[..end];
             let at = text.len() - item_and_tail.len();
             fs.insert(parse_name_item(item).ok_or_else(|| {
                 let column = column(text, at);
                 if item.starts_with(|c: char| c.is_ascii_digit()) && item.contains(':') {
-                    FeaturesetError::BadBit { column, item: ShortText::new(item) }
+                    FeaturesetError::BadBit {
+                        column,
+                        item: ShortText::new(item),
+                    }
                 } else {
-                    FeaturesetError::UnknownName { column, name: ShortText::new(item) }
+                    FeaturesetError::UnknownName {
+                        column,
+                        name: ShortText::new(item),
+                    }
                 }
             })?);
             rest = &item_and_tail[end..];
@@ -224,7 +254,8 @@ fn parse_name_item(item: &str) -> Option<Feature> {
         return Some(feature);
     }
     let (word, bit) = item.split_once(':')?;
-    let all_digits = |s: &str| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit());
+    let all_digits =
+        |s: &str| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit());
     if !all_digits(word) || !all_digits(bit) {
         return None;
     }

@@ -140,7 +140,11 @@ mod tests {
     #[test]
     fn unknown_commands_and_stray_arguments_are_errors() {
         assert_eq!(parse("bogus"), Err("unknown command `bogus`".into()));
-        assert!(parse("test --fast").unwrap_err().contains("`test` takes no arguments"));
+        assert!(
+            parse("test --fast")
+                .unwrap_err()
+                .contains("`test` takes no arguments")
+        );
         assert!(parse("provision now").is_err());
     }
 }

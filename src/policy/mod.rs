@@ -1,0 +1,524 @@
+//! [`CpuPolicy`]: the CPUID leaves and MSRs a domain (or the system) may see.
+//!
+//! The leaf table has Xen's bounds (`xen/include/xen/lib/x86/cpu-policy.h`): basic leaves
+//! 0–0xD, leaf 4 subleaves 0–5, leaf 7 subleaves 0–2, leaf 0xB subleaves 0–1, leaf 0xD
+//! subleaves 0–62, extended leaves 0x80000000–0x80000021, and the two Xen leaf limits at
+//! 0x40000000/0x40000100. The MSR part holds MSR_PLATFORM_INFO (0xCE) and
+//! MSR_ARCH_CAPABILITIES (0x10A). A policy is plain data: `Copy`, comparable, serialisable.
+//!
+//! Submodules: [`system`] derives raw → host → PV/HVM max and default, and builds domain
+//! policies; [`guest`] answers a guest's CPUID; [`serialise`] converts to and from Xen's
+//! hypercall arrays; [`compat`] checks a domain policy against a max policy.
+
+pub mod compat;
+pub mod guest;
+pub mod serialise;
+pub mod system;
+
+use crate::cpuid::{CpuidRegs, CpuidSource, NO_SUBLEAF, Signature, Vendor};
+use crate::feature::NR_WORDS;
+use crate::featureset::Featureset;
+
+/// Basic leaves a policy holds: 0 to 0xD (Xen's `CPUID_GUEST_NR_BASIC`).
+pub const NR_BASIC: usize = 0xe;
+/// Leaf 4 (deterministic cache parameters) subleaves: 0 to 5.
+pub const NR_CACHE: usize = 6;
+/// Leaf 7 (structured extended features) subleaves: 0 to 2.
+pub const NR_FEAT: usize = 3;
+/// Leaf 0xB (extended topology) subleaves: 0 and 1.
+pub const NR_TOPO: usize = 2;
+/// Leaf 0xD (XSAVE state components) subleaves: 0 to 62.
+pub const NR_XSTATE: usize = 63;
+/// Extended leaves 0x80000000 to 0x80000021 (Xen's `CPUID_GUEST_NR_EXTD_AMD`).
+pub const NR_EXTD: usize = 0x22;
+/// The first extended leaf.
+pub const EXTD_BASE: u32 = 0x8000_0000;
+/// Xen's hypervisor leaves, and their relocated copy when Viridian takes the first range.
+pub const XEN_LEAVES: u32 = 0x4000_0000;
+/// Where the Xen leaves move when Viridian occupies [`XEN_LEAVES`].
+pub const XEN_LEAVES_RELOCATED: u32 = 0x4000_0100;
+
+/// MSR_PLATFORM_INFO (Intel SDM vol. 4, MSR 0xCE).
+pub const MSR_PLATFORM_INFO: u32 = 0xce;
+/// MSR_PLATFORM_INFO[31]: CPUID faulting supported (MSR 0x140 exists).
+pub const PLATFORM_INFO_CPUID_FAULTING: u32 = 1 << 31;
+/// IA32_ARCH_CAPABILITIES (Intel SDM vol. 4, MSR 0x10A).
+pub const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
+
+/// Where a (leaf, subleaf) lives in a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// A basic leaf without subleaves (subleaf ignored).
+    Basic(usize),
+    /// Leaf 4, subleaf n.
+    Cache(usize),
+    /// Leaf 7, subleaf n.
+    Feat(usize),
+    /// Leaf 0xB, subleaf n.
+    Topo(usize),
+    /// Leaf 0xD, subleaf n.
+    Xstate(usize),
+    /// Extended leaf 0x80000000 + n.
+    Extd(usize),
+}
+
+impl Slot {
+    /// True for the leaves that take a subleaf: 4, 7, 0xB and 0xD.
+    pub const fn leaf_has_subleaves(leaf: u32) -> bool {
+        matches!(leaf, 0x4 | 0x7 | 0xb | 0xd)
+    }
+
+    /// The slot for `(leaf, subleaf)`, if the policy can hold it. Leaves without subleaves
+    /// ignore `subleaf`. Limits are the array bounds, not the policy's max leaves.
+    pub const fn of(leaf: u32, subleaf: u32) -> Option<Slot> {
+        let s = subleaf as usize;
+        match leaf {
+            0x4 if s < NR_CACHE => Some(Slot::Cache(s)),
+            0x7 if s < NR_FEAT => Some(Slot::Feat(s)),
+            0xb if s < NR_TOPO => Some(Slot::Topo(s)),
+            0xd if s < NR_XSTATE => Some(Slot::Xstate(s)),
+            0x4 | 0x7 | 0xb | 0xd => None,
+            l if (l as usize) < NR_BASIC => Some(Slot::Basic(l as usize)),
+            l if l >= EXTD_BASE && ((l - EXTD_BASE) as usize) < NR_EXTD => {
+                Some(Slot::Extd((l - EXTD_BASE) as usize))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Which register of a CPUID result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reg {
+    /// EAX
+    A,
+    /// EBX
+    B,
+    /// ECX
+    C,
+    /// EDX
+    D,
+}
+
+impl Reg {
+    /// This register of `regs`.
+    pub const fn get(self, regs: &CpuidRegs) -> u32 {
+        match self {
+            Reg::A => regs.a,
+            Reg::B => regs.b,
+            Reg::C => regs.c,
+            Reg::D => regs.d,
+        }
+    }
+
+    /// This register of `regs`, for writing.
+    pub fn get_mut(self, regs: &mut CpuidRegs) -> &mut u32 {
+        match self {
+            Reg::A => &mut regs.a,
+            Reg::B => &mut regs.b,
+            Reg::C => &mut regs.c,
+            Reg::D => &mut regs.d,
+        }
+    }
+}
+
+/// Where a featureset word lives: a CPUID register, or a half of MSR_ARCH_CAPABILITIES.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WordHome {
+    /// CPUID `leaf`.`subleaf`:`reg`.
+    Cpuid {
+        /// The leaf.
+        leaf: u32,
+        /// The subleaf (0 for leaves without subleaves).
+        subleaf: u32,
+        /// The register.
+        reg: Reg,
+    },
+    /// MSR_ARCH_CAPABILITIES bits 31:0.
+    ArchCapsLow,
+    /// MSR_ARCH_CAPABILITIES bits 63:32.
+    ArchCapsHigh,
+}
+
+const fn cpuid_home(leaf: u32, subleaf: u32, reg: Reg) -> WordHome {
+    WordHome::Cpuid { leaf, subleaf, reg }
+}
+
+/// The home of every featureset word, in Xen's order (`FEATURESET_*` in `cpu-policy.h`). A
+/// test checks it against the locators of the feature table.
+pub const WORD_HOMES: [WordHome; NR_WORDS] = [
+    cpuid_home(0x1, 0, Reg::D),         // 1d
+    cpuid_home(0x1, 0, Reg::C),         // 1c
+    cpuid_home(0x8000_0001, 0, Reg::D), // e1d
+    cpuid_home(0x8000_0001, 0, Reg::C), // e1c
+    cpuid_home(0xd, 1, Reg::A),         // Da1
+    cpuid_home(0x7, 0, Reg::B),         // 7b0
+    cpuid_home(0x7, 0, Reg::C),         // 7c0
+    cpuid_home(0x8000_0007, 0, Reg::D), // e7d
+    cpuid_home(0x8000_0008, 0, Reg::B), // e8b
+    cpuid_home(0x7, 0, Reg::D),         // 7d0
+    cpuid_home(0x7, 1, Reg::A),         // 7a1
+    cpuid_home(0x8000_0021, 0, Reg::A), // e21a
+    cpuid_home(0x7, 1, Reg::B),         // 7b1
+    cpuid_home(0x7, 2, Reg::D),         // 7d2
+    cpuid_home(0x7, 1, Reg::C),         // 7c1
+    cpuid_home(0x7, 1, Reg::D),         // 7d1
+    WordHome::ArchCapsLow,              // m10Al
+    WordHome::ArchCapsHigh,             // m10Ah
+    cpuid_home(0x8000_0021, 0, Reg::C), // e21c
+];
+
+/// The CPUID leaves and MSRs a domain, or the system, may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CpuPolicy {
+    basic: [CpuidRegs; NR_BASIC],
+    cache: [CpuidRegs; NR_CACHE],
+    feat: [CpuidRegs; NR_FEAT],
+    topo: [CpuidRegs; NR_TOPO],
+    xstate: [CpuidRegs; NR_XSTATE],
+    extd: [CpuidRegs; NR_EXTD],
+    /// Xen leaves limit (EAX of 0x40000000 in the serialised form).
+    hv_limit: u32,
+    /// Relocated Xen leaves limit (EAX of 0x40000100).
+    hv2_limit: u32,
+    /// MSR_PLATFORM_INFO as the domain sees it (Xen keeps 32 bits).
+    platform_info: u32,
+    /// MSR_ARCH_CAPABILITIES as the domain sees it.
+    arch_caps: u64,
+}
+
+impl Default for CpuPolicy {
+    fn default() -> Self {
+        CpuPolicy::EMPTY
+    }
+}
+
+impl CpuPolicy {
+    /// Every leaf and MSR zero.
+    pub const EMPTY: CpuPolicy = CpuPolicy {
+        basic: [CpuidRegs::ZERO; NR_BASIC],
+        cache: [CpuidRegs::ZERO; NR_CACHE],
+        feat: [CpuidRegs::ZERO; NR_FEAT],
+        topo: [CpuidRegs::ZERO; NR_TOPO],
+        xstate: [CpuidRegs::ZERO; NR_XSTATE],
+        extd: [CpuidRegs::ZERO; NR_EXTD],
+        hv_limit: 0,
+        hv2_limit: 0,
+        platform_info: 0,
+        arch_caps: 0,
+    };
+
+    /// Read a processor through `source` the way Xen fills its raw policy
+    /// (`x86_cpu_policy_fill_native`): every leaf up to the reported maxima (within the table's
+    /// bounds), leaf 4 and 0xB subleaves up to the first invalid one, leaf 7 up to its max
+    /// subleaf, and the leaf 0xD subleaves of every state component the CPU enumerates.
+    /// `msrs` supplies MSR_PLATFORM_INFO and MSR_ARCH_CAPABILITIES where they can be read.
+    pub fn from_source(source: &impl CpuidSource, msrs: RawMsrs) -> CpuPolicy {
+        let mut p = CpuPolicy::EMPTY;
+        p.basic[0] = source.cpuid(0, 0);
+        let max_basic = (p.basic[0].a as usize).min(NR_BASIC - 1);
+        for leaf in 1..=max_basic as u32 {
+            match leaf {
+                0x4 => {
+                    for (i, slot) in p.cache.iter_mut().enumerate() {
+                        *slot = source.cpuid(leaf, i as u32);
+                        // EAX[4:0]: cache type 0 = no more caches (this subleaf included).
+                        if slot.a & 0x1f == 0 {
+                            break;
+                        }
+                    }
+                }
+                0x7 => {
+                    p.feat[0] = source.cpuid(leaf, 0);
+                    let max = (p.feat[0].a as usize).min(NR_FEAT - 1);
+                    for i in 1..=max {
+                        p.feat[i] = source.cpuid(leaf, i as u32);
+                    }
+                }
+                0xb => {
+                    for (i, slot) in p.topo.iter_mut().enumerate() {
+                        *slot = source.cpuid(leaf, i as u32);
+                        // ECX[15:8]: level type 0 = invalid level (this subleaf included).
+                        if (slot.c >> 8) & 0xff == 0 {
+                            break;
+                        }
+                    }
+                }
+                0xd => {
+                    p.xstate[0] = source.cpuid(leaf, 0);
+                    p.xstate[1] = source.cpuid(leaf, 1);
+                    let components = p.xcr0_mask() | p.xss_mask();
+                    for i in 2..NR_XSTATE {
+                        if components & (1 << i) != 0 {
+                            p.xstate[i] = source.cpuid(leaf, i as u32);
+                        }
+                    }
+                }
+                _ => p.basic[leaf as usize] = source.cpuid(leaf, 0),
+            }
+        }
+        p.extd[0] = source.cpuid(EXTD_BASE, 0);
+        if p.extd[0].a >> 16 == EXTD_BASE >> 16 {
+            let max = ((p.extd[0].a - EXTD_BASE) as usize).min(NR_EXTD - 1);
+            for i in 1..=max {
+                p.extd[i] = source.cpuid(EXTD_BASE + i as u32, 0);
+            }
+        } else {
+            p.extd[0] = CpuidRegs::ZERO;
+        }
+        p.platform_info = msrs
+            .platform_info
+            .map_or(0, |v| v as u32 & PLATFORM_INFO_CPUID_FAULTING);
+        if p.featureset().contains(crate::feature::Feature::ARCH_CAPS) {
+            p.arch_caps = msrs.arch_caps.unwrap_or(0);
+        }
+        p
+    }
+
+    /// The registers stored for `(leaf, subleaf)`, or `None` if the table has no slot for it.
+    /// Takes no account of the policy's max leaves: see [`guest::guest_cpuid`] for that.
+    pub fn leaf(&self, leaf: u32, subleaf: u32) -> Option<CpuidRegs> {
+        Slot::of(leaf, subleaf).map(|slot| *self.slot(slot))
+    }
+
+    /// The registers for `(leaf, subleaf)`, for writing.
+    pub fn leaf_mut(&mut self, leaf: u32, subleaf: u32) -> Option<&mut CpuidRegs> {
+        Slot::of(leaf, subleaf).map(|slot| self.slot_mut(slot))
+    }
+
+    /// The registers in `slot`.
+    pub fn slot(&self, slot: Slot) -> &CpuidRegs {
+        match slot {
+            Slot::Basic(i) => &self.basic[i],
+            Slot::Cache(i) => &self.cache[i],
+            Slot::Feat(i) => &self.feat[i],
+            Slot::Topo(i) => &self.topo[i],
+            Slot::Xstate(i) => &self.xstate[i],
+            Slot::Extd(i) => &self.extd[i],
+        }
+    }
+
+    /// The registers in `slot`, for writing.
+    pub fn slot_mut(&mut self, slot: Slot) -> &mut CpuidRegs {
+        match slot {
+            Slot::Basic(i) => &mut self.basic[i],
+            Slot::Cache(i) => &mut self.cache[i],
+            Slot::Feat(i) => &mut self.feat[i],
+            Slot::Topo(i) => &mut self.topo[i],
+            Slot::Xstate(i) => &mut self.xstate[i],
+            Slot::Extd(i) => &mut self.extd[i],
+        }
+    }
+
+    /// The vendor named by leaf 0.
+    pub fn vendor(&self) -> Vendor {
+        Vendor::from_regs(self.basic[0].b, self.basic[0].c, self.basic[0].d)
+    }
+
+    /// Family, model and stepping from CPUID.01H:EAX.
+    pub fn signature(&self) -> Signature {
+        Signature::from_eax(self.basic[1].a)
+    }
+
+    /// The highest basic leaf (CPUID.00H:EAX).
+    pub fn max_basic_leaf(&self) -> u32 {
+        self.basic[0].a
+    }
+
+    /// Set the highest basic leaf.
+    pub fn set_max_basic_leaf(&mut self, max: u32) {
+        self.basic[0].a = max;
+    }
+
+    /// The highest leaf 7 subleaf (CPUID.07H.0:EAX).
+    pub fn max_feat_subleaf(&self) -> u32 {
+        self.feat[0].a
+    }
+
+    /// Set the highest leaf 7 subleaf.
+    pub fn set_max_feat_subleaf(&mut self, max: u32) {
+        self.feat[0].a = max;
+    }
+
+    /// The highest extended leaf (CPUID.80000000H:EAX).
+    pub fn max_extd_leaf(&self) -> u32 {
+        self.extd[0].a
+    }
+
+    /// Set the highest extended leaf.
+    pub fn set_max_extd_leaf(&mut self, max: u32) {
+        self.extd[0].a = max;
+    }
+
+    /// The Xen leaves' limits: (at 0x40000000, at 0x40000100). 0 means the default, 5.
+    pub fn hypervisor_limits(&self) -> (u32, u32) {
+        (self.hv_limit, self.hv2_limit)
+    }
+
+    /// Set the Xen leaves' limits.
+    pub fn set_hypervisor_limits(&mut self, hv_limit: u32, hv2_limit: u32) {
+        self.hv_limit = hv_limit;
+        self.hv2_limit = hv2_limit;
+    }
+
+    /// MSR_PLATFORM_INFO as the policy holds it.
+    pub fn platform_info(&self) -> u32 {
+        self.platform_info
+    }
+
+    /// True if the policy offers CPUID faulting (MSR_PLATFORM_INFO[31]).
+    pub fn cpuid_faulting(&self) -> bool {
+        self.platform_info & PLATFORM_INFO_CPUID_FAULTING != 0
+    }
+
+    /// Offer or withdraw CPUID faulting (MSR_PLATFORM_INFO[31]).
+    pub fn set_cpuid_faulting(&mut self, on: bool) {
+        self.platform_info = if on {
+            self.platform_info | PLATFORM_INFO_CPUID_FAULTING
+        } else {
+            self.platform_info & !PLATFORM_INFO_CPUID_FAULTING
+        };
+    }
+
+    /// MSR_ARCH_CAPABILITIES as the policy holds it.
+    pub fn arch_caps(&self) -> u64 {
+        self.arch_caps
+    }
+
+    pub(crate) fn set_platform_info(&mut self, value: u32) {
+        self.platform_info = value;
+    }
+
+    pub(crate) fn set_arch_caps(&mut self, value: u64) {
+        self.arch_caps = value;
+    }
+
+    /// XCR0 components the CPU supports (CPUID.0DH.0:EDX:EAX).
+    pub fn xcr0_mask(&self) -> u64 {
+        (self.xstate[0].d as u64) << 32 | self.xstate[0].a as u64
+    }
+
+    /// IA32_XSS components the CPU supports (CPUID.0DH.1:EDX:ECX).
+    pub fn xss_mask(&self) -> u64 {
+        (self.xstate[1].d as u64) << 32 | self.xstate[1].c as u64
+    }
+
+    /// The policy's feature words (Xen's `x86_cpu_policy_to_featureset`).
+    pub fn featureset(&self) -> Featureset {
+        let mut fs = Featureset::EMPTY;
+        for (word, home) in WORD_HOMES.iter().enumerate() {
+            fs.set_word(word, self.word(*home));
+        }
+        fs
+    }
+
+    /// Write the feature words of `fs` into the policy (Xen's `x86_cpu_featureset_to_policy`);
+    /// everything else is left alone.
+    pub fn set_featureset(&mut self, fs: &Featureset) {
+        for (word, home) in WORD_HOMES.iter().enumerate() {
+            self.set_word(*home, fs.word(word));
+        }
+    }
+
+    fn word(&self, home: WordHome) -> u32 {
+        match home {
+            WordHome::Cpuid { leaf, subleaf, reg } => {
+                self.leaf(leaf, subleaf).map_or(0, |r| reg.get(&r))
+            }
+            WordHome::ArchCapsLow => self.arch_caps as u32,
+            WordHome::ArchCapsHigh => (self.arch_caps >> 32) as u32,
+        }
+    }
+
+    fn set_word(&mut self, home: WordHome, value: u32) {
+        match home {
+            WordHome::Cpuid { leaf, subleaf, reg } => {
+                if let Some(regs) = self.leaf_mut(leaf, subleaf) {
+                    *reg.get_mut(regs) = value;
+                }
+            }
+            WordHome::ArchCapsLow => self.arch_caps = self.arch_caps & !0xffff_ffff | value as u64,
+            WordHome::ArchCapsHigh => {
+                self.arch_caps = self.arch_caps & 0xffff_ffff | (value as u64) << 32
+            }
+        }
+    }
+
+    /// Zero every leaf beyond the policy's own max leaves and subleaves, and the leaf 4, 0xB
+    /// and 0xD subleaves past their terminators (Xen's `x86_cpu_policy_clear_out_of_range_leaves`).
+    /// After this, serialising and deserialising the policy gives it back exactly.
+    pub fn clear_out_of_range_leaves(&mut self) {
+        let max_basic = self.basic[0].a as usize;
+        for (i, leaf) in self.basic.iter_mut().enumerate().skip(1) {
+            // The subleaf-bearing leaves are held in their own arrays; their basic slot is unused.
+            if i > max_basic || Slot::leaf_has_subleaves(i as u32) {
+                *leaf = CpuidRegs::ZERO;
+            }
+        }
+        if max_basic < 0x4 {
+            self.cache = [CpuidRegs::ZERO; NR_CACHE];
+        } else {
+            zero_after_terminator(&mut self.cache, |r| r.a & 0x1f == 0);
+        }
+        if max_basic < 0x7 {
+            self.feat = [CpuidRegs::ZERO; NR_FEAT];
+        } else {
+            let max = self.feat[0].a as usize;
+            self.feat
+                .iter_mut()
+                .skip(max + 1)
+                .for_each(|r| *r = CpuidRegs::ZERO);
+        }
+        if max_basic < 0xb {
+            self.topo = [CpuidRegs::ZERO; NR_TOPO];
+        } else {
+            zero_after_terminator(&mut self.topo, |r| (r.c >> 8) & 0xff == 0);
+        }
+        if max_basic < 0xd {
+            self.xstate = [CpuidRegs::ZERO; NR_XSTATE];
+        } else {
+            let components = self.xcr0_mask() | self.xss_mask();
+            for (i, r) in self.xstate.iter_mut().enumerate().skip(2) {
+                if components & (1 << i) == 0 {
+                    *r = CpuidRegs::ZERO;
+                }
+            }
+        }
+        if self.extd[0].a >> 16 != EXTD_BASE >> 16 {
+            self.extd = [CpuidRegs::ZERO; NR_EXTD];
+        } else {
+            let max = (self.extd[0].a & 0xffff) as usize;
+            self.extd
+                .iter_mut()
+                .skip(max + 1)
+                .for_each(|r| *r = CpuidRegs::ZERO);
+        }
+    }
+}
+
+/// Zero every entry after the first one that `is_terminator` accepts.
+fn zero_after_terminator(leaves: &mut [CpuidRegs], is_terminator: impl Fn(&CpuidRegs) -> bool) {
+    if let Some(end) = leaves.iter().position(is_terminator) {
+        leaves[end + 1..]
+            .iter_mut()
+            .for_each(|r| *r = CpuidRegs::ZERO);
+    }
+}
+
+/// The MSRs a raw policy reads besides CPUID: `None` where the MSR is absent or unreadable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawMsrs {
+    /// MSR_PLATFORM_INFO (0xCE); only bit 31, CPUID faulting, is kept.
+    pub platform_info: Option<u64>,
+    /// MSR_ARCH_CAPABILITIES (0x10A); used only if CPUID.07H.0:EDX[29] enumerates it.
+    pub arch_caps: Option<u64>,
+}
+
+/// The subleaf Xen writes for a leaf in a serialised policy.
+pub(crate) const fn serialised_subleaf(leaf: u32, subleaf: u32) -> u32 {
+    if Slot::leaf_has_subleaves(leaf) {
+        subleaf
+    } else {
+        NO_SUBLEAF
+    }
+}

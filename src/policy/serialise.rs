@@ -1,0 +1,307 @@
+//! A policy to and from Xen's hypercall arrays: `xen_cpuid_leaf_t[]` and `xen_msr_entry_t[]`.
+//!
+//! The order is Xen's (`lib/cpu-policy/copy-to-buffer.c`): basic leaves up to the max leaf
+//! (leaf 4 and 0xB up to and including their terminating subleaf, leaf 7 up to its max
+//! subleaf, leaf 0xD subleaves 0, 1 and then up to the highest enumerated state component),
+//! then the two Xen leaf limits, then the extended leaves up to the max extended leaf; MSRs are
+//! always PLATFORM_INFO then ARCH_CAPABILITIES. Reading back follows `copy-from-buffer.c`:
+//! entries merge into a base policy, and any bad entry rejects the whole array.
+
+use core::fmt;
+
+use super::{
+    CpuPolicy, EXTD_BASE, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, NR_CACHE, NR_EXTD, NR_TOPO,
+    NR_XSTATE, Slot, XEN_LEAVES, XEN_LEAVES_RELOCATED, serialised_subleaf,
+};
+use crate::abi::{XenCpuidLeaf, XenMsrEntry};
+use crate::cpuid::{CpuidRegs, NO_SUBLEAF};
+
+/// The most leaves a serialised policy can have (Xen's `CPUID_MAX_SERIALISED_LEAVES`).
+pub const MAX_SERIALISED_LEAVES: usize = 120;
+/// The most MSRs a serialised policy can have (Xen's `MSR_MAX_SERIALISED_ENTRIES`).
+pub const MAX_SERIALISED_MSRS: usize = 2;
+
+/// Why an array could not be written or read. Each names the entry at fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyArrayError {
+    /// The output array is too short (Xen: `-ENOBUFS`).
+    BufferTooSmall {
+        /// Entries the policy needs.
+        needed: usize,
+    },
+    /// More leaves than a policy can hold (Xen: `-E2BIG`).
+    TooManyLeaves {
+        /// Entries offered.
+        count: usize,
+    },
+    /// More MSRs than a policy can hold (Xen: `-E2BIG`).
+    TooManyMsrs {
+        /// Entries offered.
+        count: usize,
+    },
+    /// A leaf or subleaf a policy cannot hold (Xen: `-ERANGE`, err_leaf/err_subleaf).
+    LeafOutOfRange {
+        /// The leaf.
+        leaf: u32,
+        /// The subleaf.
+        subleaf: u32,
+    },
+    /// Reserved MSR flags set (Xen: `-EINVAL`, err_msr).
+    MsrFlags {
+        /// The MSR.
+        msr: u32,
+        /// The flags given.
+        flags: u32,
+    },
+    /// A value wider than the MSR's field (Xen: `-EOVERFLOW`, err_msr).
+    MsrOverflow {
+        /// The MSR.
+        msr: u32,
+        /// The value given.
+        value: u64,
+    },
+    /// An MSR a policy does not hold (Xen: `-ERANGE`, err_msr).
+    UnknownMsr {
+        /// The MSR.
+        msr: u32,
+    },
+}
+
+impl fmt::Display for PolicyArrayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            PolicyArrayError::BufferTooSmall { needed } => {
+                write!(f, "buffer too small: the policy needs {needed} entries")
+            }
+            PolicyArrayError::TooManyLeaves { count } => write!(
+                f,
+                "{count} CPUID leaves given, at most {MAX_SERIALISED_LEAVES} fit a policy"
+            ),
+            PolicyArrayError::TooManyMsrs { count } => {
+                write!(
+                    f,
+                    "{count} MSRs given, at most {MAX_SERIALISED_MSRS} fit a policy"
+                )
+            }
+            PolicyArrayError::LeafOutOfRange { leaf, subleaf } if subleaf == NO_SUBLEAF => {
+                write!(f, "CPUID leaf {leaf:#x} is outside what a policy holds")
+            }
+            PolicyArrayError::LeafOutOfRange { leaf, subleaf } => {
+                write!(
+                    f,
+                    "CPUID leaf {leaf:#x} subleaf {subleaf:#x} is outside what a policy holds"
+                )
+            }
+            PolicyArrayError::MsrFlags { msr, flags } => {
+                write!(f, "MSR {msr:#x}: reserved flags {flags:#x} must be zero")
+            }
+            PolicyArrayError::MsrOverflow { msr, value } => {
+                write!(
+                    f,
+                    "MSR {msr:#x}: value {value:#x} does not fit the 32-bit field"
+                )
+            }
+            PolicyArrayError::UnknownMsr { msr } => {
+                write!(f, "MSR {msr:#x} is not part of a policy")
+            }
+        }
+    }
+}
+
+impl core::error::Error for PolicyArrayError {}
+
+/// Calls `emit(leaf, subleaf, regs)` for every leaf of `p`, in Xen's order.
+fn for_each_leaf(p: &CpuPolicy, mut emit: impl FnMut(u32, u32, CpuidRegs)) {
+    let max_basic = p.max_basic_leaf().min(0xd);
+    for leaf in 0..=max_basic {
+        match leaf {
+            0x4 => emit_until_terminator(leaf, NR_CACHE, p, &mut emit, |r| r.a & 0x1f == 0),
+            0xb => emit_until_terminator(leaf, NR_TOPO, p, &mut emit, |r| (r.c >> 8) & 0xff == 0),
+            0x7 => {
+                for sub in 0..=p.max_feat_subleaf().min(2) {
+                    emit(leaf, sub, *p.slot(Slot::Feat(sub as usize)));
+                }
+            }
+            0xd => {
+                emit(leaf, 0, *p.slot(Slot::Xstate(0)));
+                emit(leaf, 1, *p.slot(Slot::Xstate(1)));
+                let mut components = (p.xcr0_mask() | p.xss_mask()) >> 2;
+                let mut sub = 2;
+                while components != 0 && sub < NR_XSTATE {
+                    emit(leaf, sub as u32, *p.slot(Slot::Xstate(sub)));
+                    components >>= 1;
+                    sub += 1;
+                }
+            }
+            _ => emit(leaf, NO_SUBLEAF, *p.slot(Slot::Basic(leaf as usize))),
+        }
+    }
+    let (hv, hv2) = p.hypervisor_limits();
+    emit(XEN_LEAVES, NO_SUBLEAF, CpuidRegs::new(hv, 0, 0, 0));
+    emit(
+        XEN_LEAVES_RELOCATED,
+        NO_SUBLEAF,
+        CpuidRegs::new(hv2, 0, 0, 0),
+    );
+    if p.max_extd_leaf() >> 16 == EXTD_BASE >> 16 {
+        let max = (p.max_extd_leaf() & 0xffff).min(NR_EXTD as u32 - 1);
+        for i in 0..=max {
+            emit(EXTD_BASE + i, NO_SUBLEAF, *p.slot(Slot::Extd(i as usize)));
+        }
+    }
+}
+
+fn emit_until_terminator(
+    leaf: u32,
+    count: usize,
+    p: &CpuPolicy,
+    emit: &mut impl FnMut(u32, u32, CpuidRegs),
+    is_terminator: impl Fn(&CpuidRegs) -> bool,
+) {
+    for sub in 0..count {
+        let regs = p.leaf(leaf, sub as u32).unwrap_or_default();
+        emit(leaf, sub as u32, regs);
+        if is_terminator(&regs) {
+            break;
+        }
+    }
+}
+
+impl CpuPolicy {
+    /// How many leaves [`CpuPolicy::write_leaves`] writes.
+    pub fn nr_serialised_leaves(&self) -> usize {
+        let mut n = 0;
+        for_each_leaf(self, |_, _, _| n += 1);
+        n
+    }
+
+    /// Write the CPUID leaves into `out` in Xen's order; returns how many were written.
+    /// On a short buffer nothing is promised about `out` and the error says how many are needed.
+    pub fn write_leaves(&self, out: &mut [XenCpuidLeaf]) -> Result<usize, PolicyArrayError> {
+        let needed = self.nr_serialised_leaves();
+        if out.len() < needed {
+            return Err(PolicyArrayError::BufferTooSmall { needed });
+        }
+        let mut n = 0;
+        for_each_leaf(self, |leaf, subleaf, r| {
+            out[n] = XenCpuidLeaf {
+                leaf,
+                subleaf,
+                a: r.a,
+                b: r.b,
+                c: r.c,
+                d: r.d,
+            };
+            n += 1;
+        });
+        Ok(n)
+    }
+
+    /// Write the MSRs (PLATFORM_INFO, then ARCH_CAPABILITIES) into `out`; returns 2.
+    pub fn write_msrs(&self, out: &mut [XenMsrEntry]) -> Result<usize, PolicyArrayError> {
+        let entries = [
+            XenMsrEntry {
+                idx: MSR_PLATFORM_INFO,
+                flags: 0,
+                val: self.platform_info() as u64,
+            },
+            XenMsrEntry {
+                idx: MSR_ARCH_CAPABILITIES,
+                flags: 0,
+                val: self.arch_caps(),
+            },
+        ];
+        let dst = out
+            .get_mut(..entries.len())
+            .ok_or(PolicyArrayError::BufferTooSmall {
+                needed: entries.len(),
+            })?;
+        dst.copy_from_slice(&entries);
+        Ok(entries.len())
+    }
+
+    /// A copy of `self` with `leaves` and `msrs` merged in, as Xen's set_cpu_policy merges a
+    /// toolstack's arrays into a domain's policy. Any bad entry rejects everything and names
+    /// the entry; `self` is never changed.
+    pub fn merged(
+        &self,
+        leaves: &[XenCpuidLeaf],
+        msrs: &[XenMsrEntry],
+    ) -> Result<CpuPolicy, PolicyArrayError> {
+        let mut p = *self;
+        p.merge_leaves(leaves)?;
+        p.merge_msrs(msrs)?;
+        Ok(p)
+    }
+
+    /// A policy read from arrays alone (merged into [`CpuPolicy::EMPTY`]).
+    pub fn from_arrays(
+        leaves: &[XenCpuidLeaf],
+        msrs: &[XenMsrEntry],
+    ) -> Result<CpuPolicy, PolicyArrayError> {
+        CpuPolicy::EMPTY.merged(leaves, msrs)
+    }
+
+    fn merge_leaves(&mut self, leaves: &[XenCpuidLeaf]) -> Result<(), PolicyArrayError> {
+        if leaves.len() > MAX_SERIALISED_LEAVES {
+            return Err(PolicyArrayError::TooManyLeaves {
+                count: leaves.len(),
+            });
+        }
+        for l in leaves {
+            let out_of_range = PolicyArrayError::LeafOutOfRange {
+                leaf: l.leaf,
+                subleaf: l.subleaf,
+            };
+            let regs = CpuidRegs::new(l.a, l.b, l.c, l.d);
+            match l.leaf {
+                XEN_LEAVES | XEN_LEAVES_RELOCATED if l.subleaf == NO_SUBLEAF => {
+                    let (hv, hv2) = self.hypervisor_limits();
+                    if l.leaf == XEN_LEAVES {
+                        self.set_hypervisor_limits(l.a, hv2);
+                    } else {
+                        self.set_hypervisor_limits(hv, l.a);
+                    }
+                }
+                leaf => {
+                    // Leaves without subleaves must say so with NO_SUBLEAF, nothing else; the
+                    // others must name a subleaf their array holds.
+                    let subleaf = match serialised_subleaf(leaf, 0) {
+                        NO_SUBLEAF if l.subleaf == NO_SUBLEAF => 0,
+                        NO_SUBLEAF => return Err(out_of_range),
+                        _ => l.subleaf,
+                    };
+                    *self.leaf_mut(leaf, subleaf).ok_or(out_of_range)? = regs;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_msrs(&mut self, msrs: &[XenMsrEntry]) -> Result<(), PolicyArrayError> {
+        if msrs.len() > MAX_SERIALISED_MSRS {
+            return Err(PolicyArrayError::TooManyMsrs { count: msrs.len() });
+        }
+        for m in msrs {
+            if m.flags != 0 {
+                return Err(PolicyArrayError::MsrFlags {
+                    msr: m.idx,
+                    flags: m.flags,
+                });
+            }
+            match m.idx {
+                MSR_PLATFORM_INFO => {
+                    let value =
+                        u32::try_from(m.val).map_err(|_| PolicyArrayError::MsrOverflow {
+                            msr: m.idx,
+                            value: m.val,
+                        })?;
+                    self.set_platform_info(value);
+                }
+                MSR_ARCH_CAPABILITIES => self.set_arch_caps(m.val),
+                msr => return Err(PolicyArrayError::UnknownMsr { msr }),
+            }
+        }
+        Ok(())
+    }
+}
