@@ -116,11 +116,11 @@ impl fmt::Display for Vendor {
 /// Family, model and stepping decoded from CPUID.01H:EAX the way both vendors define it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Signature {
-    /// Base family (EAX[11:8]) plus extended family (EAX[27:20]) when the base is 0xF.
+    /// Base family (`EAX[11:8]`) plus extended family (`EAX[27:20]`) when the base is 0xF.
     pub family: u32,
-    /// Base model (EAX[7:4]) plus extended model (EAX[19:16]) << 4 when the base family is 6 or 0xF.
+    /// Base model (`EAX[7:4]`) plus extended model (`EAX[19:16]`) << 4 when the base family is 6 or 0xF.
     pub model: u32,
-    /// EAX[3:0]
+    /// `EAX[3:0]`
     pub stepping: u32,
 }
 

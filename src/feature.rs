@@ -68,6 +68,11 @@ pub use generated::{
     SIMPLE_OR, SPECIAL, WORDS,
 };
 
+/// The CPUID.01H:EDX features that AMD repeats at the same bits of CPUID.80000001H:EDX
+/// (Xen's `CPUID_COMMON_1D_FEATURES`): FPU VME DE PSE TSC MSR PAE MCE CX8 APIC MTRR PGE MCA
+/// CMOV PAT PSE36 MMX FXSR. Featuresets from AMD hosts carry the copies in word 2, unnamed.
+pub const COMMON_1D: u32 = 0x0183_f3ff;
+
 impl Feature {
     /// The feature with Xen's number `word * 32 + bit`, whether or not the table names it.
     pub const fn from_index(word: usize, bit: u32) -> Option<Feature> {

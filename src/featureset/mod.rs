@@ -9,7 +9,7 @@ pub mod text;
 use core::fmt;
 use core::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not, Sub, SubAssign};
 
-use crate::feature::{DEEP_DEPS, DEEP_FEATURES, Feature, KNOWN, NR_WORDS};
+use crate::feature::{COMMON_1D, DEEP_DEPS, DEEP_FEATURES, Feature, KNOWN, NR_WORDS};
 
 pub use text::{FeaturesetError, Names, Xapi, XenWords};
 
@@ -133,9 +133,13 @@ impl Featureset {
         }
     }
 
-    /// Bits set that the feature table does not name.
+    /// Bits set that the feature table does not name, apart from AMD's copies of the common
+    /// CPUID.01H:EDX bits in word 2 ([`crate::feature::COMMON_1D`]), which every AMD
+    /// featureset carries.
     pub fn unknown(&self) -> Featureset {
-        self.difference(&KNOWN)
+        let mut unknown = self.difference(&KNOWN);
+        unknown.0[2] &= !COMMON_1D;
+        unknown
     }
 
     /// All transitive dependents of `feature` (empty if nothing depends on it).

@@ -30,7 +30,7 @@ pub struct GuestDomain {
     pub hardware_domain: bool,
     /// The host's features, for the hardware domain's leaks.
     pub host_features: Featureset,
-    /// The host's physical address width (CPUID.80000008H:EAX[7:0]), for PV leaf 5.
+    /// The host's physical address width (`CPUID.80000008H:EAX[7:0]`), for PV leaf 5.
     pub host_paddr_bits: u8,
     /// Xen's version, (major, minor), for Xen leaf 1.
     pub xen_version: (u16, u16),

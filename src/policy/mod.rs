@@ -40,7 +40,7 @@ pub const XEN_LEAVES_RELOCATED: u32 = 0x4000_0100;
 
 /// MSR_PLATFORM_INFO (Intel SDM vol. 4, MSR 0xCE).
 pub const MSR_PLATFORM_INFO: u32 = 0xce;
-/// MSR_PLATFORM_INFO[31]: CPUID faulting supported (MSR 0x140 exists).
+/// `MSR_PLATFORM_INFO[31]`: CPUID faulting supported (MSR 0x140 exists).
 pub const PLATFORM_INFO_CPUID_FAULTING: u32 = 1 << 31;
 /// IA32_ARCH_CAPABILITIES (Intel SDM vol. 4, MSR 0x10A).
 pub const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
@@ -366,12 +366,12 @@ impl CpuPolicy {
         self.platform_info
     }
 
-    /// True if the policy offers CPUID faulting (MSR_PLATFORM_INFO[31]).
+    /// True if the policy offers CPUID faulting (`MSR_PLATFORM_INFO[31]`).
     pub fn cpuid_faulting(&self) -> bool {
         self.platform_info & PLATFORM_INFO_CPUID_FAULTING != 0
     }
 
-    /// Offer or withdraw CPUID faulting (MSR_PLATFORM_INFO[31]).
+    /// Offer or withdraw CPUID faulting (`MSR_PLATFORM_INFO[31]`).
     pub fn set_cpuid_faulting(&mut self, on: bool) {
         self.platform_info = if on {
             self.platform_info | PLATFORM_INFO_CPUID_FAULTING
@@ -510,7 +510,7 @@ fn zero_after_terminator(leaves: &mut [CpuidRegs], is_terminator: impl Fn(&Cpuid
 pub struct RawMsrs {
     /// MSR_PLATFORM_INFO (0xCE); only bit 31, CPUID faulting, is kept.
     pub platform_info: Option<u64>,
-    /// MSR_ARCH_CAPABILITIES (0x10A); used only if CPUID.07H.0:EDX[29] enumerates it.
+    /// MSR_ARCH_CAPABILITIES (0x10A); used only if `CPUID.07H.0:EDX[29]` enumerates it.
     pub arch_caps: Option<u64>,
 }
 

@@ -310,6 +310,7 @@ fn host_policy(raw: &CpuPolicy, options: &HostOptions) -> CpuPolicy {
     let fs = (raw.featureset() - options.disabled).sanitised();
     p.set_featureset(&fs);
     recalculate_xstate(&mut p, raw);
+    mirror_common_1d(&mut p);
     p.set_cpuid_faulting(options.cpuid_faulting);
     p.clear_out_of_range_leaves();
     p
@@ -356,6 +357,7 @@ fn max_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy) {
         Vendor::Amd | Vendor::Hygon => fs.insert(Feature::VERW_CLEAR),
         _ => {}
     }
+    fpu_behaviour_from_host(fs, host);
     // Topology and ERMS are safe to offer anywhere; a guest may be migrated to a host with them.
     fs.insert(Feature::HTT);
     fs.insert(Feature::CMP_LEGACY);
@@ -405,6 +407,17 @@ fn default_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy) {
         _ => {}
     }
     for f in [Feature::HTT, Feature::CMP_LEGACY, Feature::ERMS] {
+        fs.set(f, host_fs.contains(f));
+    }
+    fpu_behaviour_from_host(fs, host);
+}
+
+/// FDP_EXCP_ONLY and NO_FPU_SEL describe how the FPU behaves, which no guest can be shielded
+/// from: every policy reports the host's (Xen forces them per domain; we also put them in the
+/// max and default policies so that a domain policy stays within its max).
+fn fpu_behaviour_from_host(fs: &mut Featureset, host: &CpuPolicy) {
+    let host_fs = host.featureset();
+    for f in [Feature::FDP_EXCP_ONLY, Feature::NO_FPU_SEL] {
         fs.set(f, host_fs.contains(f));
     }
 }
@@ -502,9 +515,11 @@ fn hvm_default_policy(host: &CpuPolicy, hvm_max: &CpuPolicy, hap: bool) -> CpuPo
     p
 }
 
-/// Re-derive leaf 0xD from the features, then zero what is out of range.
+/// Re-derive leaf 0xD and the AMD copies of leaf 1 from the features, then zero what is out
+/// of range.
 fn finish(p: &mut CpuPolicy, host: &CpuPolicy) {
     recalculate_xstate(p, host);
+    mirror_common_1d(p);
     p.clear_out_of_range_leaves();
 }
 
@@ -525,11 +540,7 @@ fn recalculate_domain_policy(mut p: CpuPolicy, max: &CpuPolicy, host: &CpuPolicy
         fs.remove(Feature::XSAVE); // no leaf 0xD, no XSAVE
     }
     let mut fs = fs.sanitised();
-    // Behaviours of the FPU a guest cannot be shielded from: always the host's.
-    let host_fs = host.featureset();
-    for f in [Feature::FDP_EXCP_ONLY, Feature::NO_FPU_SEL] {
-        fs.set(f, host_fs.contains(f));
-    }
+    fpu_behaviour_from_host(&mut fs, host);
     p.set_featureset(&fs);
     recalculate_xstate(&mut p, host);
     recalculate_misc(&mut p);
@@ -604,6 +615,18 @@ fn recalculate_xstate(p: &mut CpuPolicy, host: &CpuPolicy) {
     leaf1.d = (xss >> 32) as u32;
 }
 
+/// CPUID.80000001H:EDX repeats CPUID.01H:EDX's common bits on AMD, and has them clear on
+/// Intel ([`feature::COMMON_1D`]).
+fn mirror_common_1d(p: &mut CpuPolicy) {
+    let leaf1_edx = p.slot(Slot::Basic(1)).d;
+    let amd_like = p.vendor().is_amd_like();
+    let e1 = p.slot_mut(Slot::Extd(1));
+    e1.d &= !feature::COMMON_1D;
+    if amd_like {
+        e1.d |= leaf1_edx & feature::COMMON_1D;
+    }
+}
+
 /// Xen's `recalculate_misc`: hide what no guest should see of the host's identity, power
 /// management and cache topology.
 fn recalculate_misc(p: &mut CpuPolicy) {
@@ -617,15 +640,10 @@ fn recalculate_misc(p: &mut CpuPolicy) {
     for i in 0..super::NR_TOPO {
         *p.slot_mut(Slot::Topo(i)) = CpuidRegs::ZERO; // CPUID.0BH: topology is per domain
     }
-    // CPUID.80000001H:EDX repeats CPUID.01H:EDX's common bits on AMD only.
-    const COMMON_1D: u32 = 0x0183_f3ff;
-    let leaf1_edx = p.slot(Slot::Basic(1)).d;
+    mirror_common_1d(p);
     let amd_like = p.vendor().is_amd_like();
-    let e1 = p.slot_mut(Slot::Extd(1));
-    e1.d &= !COMMON_1D;
-    if amd_like {
-        e1.d |= leaf1_edx & COMMON_1D;
-    } else {
+    if !amd_like {
+        let e1 = p.slot_mut(Slot::Extd(1));
         e1.a = 0; // CPUID.80000001H:EAX/EBX are reserved on Intel
         e1.b = 0;
     }
