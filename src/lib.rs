@@ -1,4 +1,4 @@
-//! xen-levelling: Xen's CPUID feature levelling as an embeddable `no_std` library.
+#![doc = include_str!("../README.md")]
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 

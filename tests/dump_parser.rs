@@ -988,8 +988,8 @@ fn line_soup() -> impl Strategy<Value = Vec<String>> {
         Just("CPU#000 AffMask: 0x0000000000000001 ".to_owned()),
     ];
     let leaf0 = prop_oneof![
-        Just("CPUID 00000000: 0000000D-756E6547-6C65746E-49656E69".to_owned()),
-        Just("CPUID 00000000  \t0000000D-756E6547-6C65746E-49656E69".to_owned()),
+        4 => Just("CPUID 00000000: 0000000D-756E6547-6C65746E-49656E69".to_owned()),
+        1 => Just("CPUID 00000000  \t0000000D-756E6547-6C65746E-49656E69".to_owned()),
     ];
     let line = prop_oneof![
         6 => "CPUID (0000000[1-7BD]|8000001D): [0-9A-F]{8}-[0-9A-F]{8}-[0-9A-F]{8}-[0-9A-F]{8}( \\[SL 0[0-3]\\])?( \\[[ -~]{0,8}\\])?",
@@ -1041,46 +1041,4 @@ proptest! {
         let crlf = exercise(&text.replace('\n', "\r\n"));
         prop_assert_eq!(lf, crlf);
     }
-}
-
-#[test]
-#[ignore]
-fn probe_outcomes() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
-    let mut runner = TestRunner::default();
-    let mut soup = BTreeMap::new();
-    for _ in 0..2000 {
-        let lines = line_soup().new_tree(&mut runner).unwrap().current();
-        let k = match exercise(&lines.join("\n")) {
-            Ok(s) => format!("ok {:?}", s.0),
-            Err(e) => format!("{:?}", e.kind()),
-        };
-        *soup.entry(k).or_insert(0) += 1;
-    }
-    println!("soup {soup:#?}");
-    let mut muts = BTreeMap::new();
-    let strat = (
-        0..EXPECTED.len(),
-        prop::collection::vec((any::<bool>(), any::<Index>(), mutation()), 1..6),
-    );
-    for _ in 0..500 {
-        let (file, edits) = strat.new_tree(&mut runner).unwrap().current();
-        let mut text = texts()[EXPECTED[file].file].clone();
-        for (near_start, at, m) in &edits {
-            let len = if *near_start {
-                text.len().min(6000)
-            } else {
-                text.len()
-            };
-            let at = if len == 0 { 0 } else { at.index(len) };
-            apply(&mut text, at, m);
-        }
-        let k = match exercise(&text) {
-            Ok(_) => "ok".to_string(),
-            Err(e) => format!("{:?}", e.kind()),
-        };
-        *muts.entry(k).or_insert(0) += 1;
-    }
-    println!("muts {muts:#?}");
 }
