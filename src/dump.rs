@@ -193,7 +193,8 @@ impl fmt::Display for CpuidLineError {
                 "CPUID line has a malformed leaf: expected 8 upper-case hex digits"
             }
             CpuidLineError::LeafSeparator => {
-                "CPUID line has a malformed separator after the leaf: expected \": \""
+                "CPUID line has a malformed separator after the leaf: expected \": \" (spaces and a \
+                 TAB in format E)"
             }
             CpuidLineError::Register => {
                 "CPUID line has a malformed register group: expected 8 upper-case hex digits"

@@ -1,0 +1,1 @@
+//! levelctl: the toolstack side of CPU levelling.
