@@ -10,6 +10,7 @@ pub mod cpuid;
 pub mod dump;
 pub mod feature;
 pub mod featureset;
+pub mod hardware;
 pub mod policy;
 
 pub use cpuid::{CpuidRegs, CpuidSource, Vendor};
