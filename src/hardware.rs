@@ -50,6 +50,25 @@ pub trait Hardware {
 
     /// WRMSR with EDI = [`AMD_MSR_PASSCODE`].
     fn wrmsr_amd_safe(&mut self, msr: u32, value: u64) -> Result<(), MsrFault>;
+
+    /// CPUID executed at CPL 3, to verify CPUID faulting by its effect. The default says it
+    /// cannot be done here; an implementation that can drop to user mode briefly (or a model)
+    /// overrides it.
+    fn cpuid_user(&mut self, leaf: u32, subleaf: u32) -> UserCpuid {
+        let _ = (leaf, subleaf);
+        UserCpuid::Unavailable
+    }
+}
+
+/// What CPUID at CPL 3 did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserCpuid {
+    /// It returned these registers.
+    Returned(CpuidRegs),
+    /// It raised #GP(0): CPUID faulting is on.
+    Faulted,
+    /// This `Hardware` cannot run code at CPL 3.
+    Unavailable,
 }
 
 /// Reads CPUID through a [`Hardware`], so that a policy can be built from it.

@@ -11,7 +11,10 @@ pub mod dump;
 pub mod feature;
 pub mod featureset;
 pub mod hardware;
+pub mod levelling;
 pub mod policy;
+#[cfg(feature = "silicon-model")]
+pub mod silicon;
 
 pub use cpuid::{CpuidRegs, CpuidSource, Vendor};
 pub use feature::Feature;

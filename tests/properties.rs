@@ -5,13 +5,16 @@
 //! fixpoint closure, a hand-written validity rule for serialised leaves), so every property
 //! can fail.
 
+use std::collections::HashSet;
+
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
 use xen_levelling::abi::{XenCpuidLeaf, XenMsrEntry};
 use xen_levelling::cpuid::{CpuidRegs, NO_SUBLEAF, Vendor};
-use xen_levelling::feature::{DEPENDENCIES, FEATURES, KNOWN, NR_FEATURES, NR_WORDS};
+use xen_levelling::feature::{COMMON_1D, DEPENDENCIES, FEATURES, KNOWN, NR_FEATURES, NR_WORDS};
 use xen_levelling::featureset::FeaturesetError;
+use xen_levelling::featureset::text::ShortText;
 use xen_levelling::policy::compat::{IncompatibilityReason, check_compatible};
 use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
 use xen_levelling::policy::serialise::{MAX_SERIALISED_LEAVES, PolicyArrayError};
@@ -94,10 +97,6 @@ fn named_features() -> Vec<Feature> {
     FEATURES.iter().map(|i| i.feature).collect()
 }
 
-fn named_feature() -> impl Strategy<Value = Feature> {
-    prop::sample::select(named_features())
-}
-
 fn prerequisite() -> impl Strategy<Value = Feature> {
     prop::sample::select(
         DEPENDENCIES
@@ -107,7 +106,7 @@ fn prerequisite() -> impl Strategy<Value = Feature> {
     )
 }
 
-fn featureset() -> impl Strategy<Value = Featureset> {
+fn featureset() -> BoxedStrategy<Featureset> {
     prop_oneof![
         // Random words: named and unnamed bits alike.
         prop::collection::vec(any::<u32>(), NR_WORDS)
@@ -140,6 +139,7 @@ fn featureset() -> impl Strategy<Value = Featureset> {
         prop::collection::vec(any_feature(), 0..6).prop_map(|fs| Featureset::of(&fs)),
         Just(Featureset::EMPTY),
     ]
+    .boxed()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,8 +188,10 @@ proptest! {
         prop_assert_eq!(a.len(), a.iter().count());
         prop_assert_eq!(a.iter().collect::<Featureset>(), a);
         prop_assert!(a.iter().all(|f| has_bit(&a, f)));
-        prop_assert_eq!(a.unknown(), a - KNOWN);
-        prop_assert!(words_disjoint(&a.unknown(), &KNOWN));
+        // Unnamed bits, less AMD's unnamed copies of the common leaf 1 EDX bits in word 2.
+        let mut unknown = *(a - KNOWN).words();
+        unknown[2] &= !COMMON_1D;
+        prop_assert_eq!(a.unknown(), Featureset::from_words(unknown));
     }
 
     #[test]
@@ -391,6 +393,73 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn malformed_hex_words_are_located(
+        fs in featureset(),
+        word in 0..NR_WORDS,
+        digit in 0..8usize,
+        extra in 1..4usize,
+        kind in 0..3u8,
+    ) {
+        // Word `word` starts at character 9 * word (8 digits and a separator each).
+        let mut words: Vec<String> = fs.words().iter().map(|w| format!("{w:08x}")).collect();
+        let expected = match kind {
+            0 => {
+                words[word].insert_str(0, &"0".repeat(extra));
+                FeaturesetError::WordTooLong { column: 9 * word + 9, word }
+            }
+            1 => {
+                words[word].replace_range(digit..digit + 1, "x");
+                FeaturesetError::BadCharacter { column: 9 * word + digit + 1, word, found: 'x' }
+            }
+            _ => {
+                words[word].clear();
+                FeaturesetError::EmptyWord { column: 9 * word + 1, word }
+            }
+        };
+        prop_assert_eq!(Featureset::parse_xen_words(&words.join(":")), Err(expected));
+        prop_assert_eq!(Featureset::parse_xapi(&words.join("-")), Err(expected));
+        if word > 0 {
+            // `:` is not a separator in XAPI's form: word 0 is intact, its end is the error.
+            let column = 9;
+            let found = ':';
+            prop_assert_eq!(
+                Featureset::parse_xapi(&words.join(":")),
+                Err(FeaturesetError::BadCharacter { column, word: 0, found })
+            );
+        }
+    }
+
+    #[test]
+    fn bad_names_are_located(
+        fs in featureset(),
+        at in any::<prop::sample::Index>(),
+        n in 0..1000u32,
+        kind in 0..3u8,
+    ) {
+        let mut items: Vec<String> = fs.names().to_string().split(',').map(String::from).collect();
+        items.retain(|i| !i.is_empty());
+        let token = match kind {
+            0 => format!("zz-{n}"),
+            1 => format!("{}:{}", NR_WORDS as u32 + n % 900, n % 32),
+            _ => format!("{}:{}", n as usize % NR_WORDS, 32 + n % 900),
+        };
+        let k = at.index(items.len() + 1);
+        let column = items[..k].iter().map(|i| i.len() + 1).sum::<usize>() + 1;
+        items.insert(k, token.clone());
+        let name = ShortText::new(&token);
+        let expected = if kind == 0 {
+            FeaturesetError::UnknownName { column, name }
+        } else {
+            FeaturesetError::BadBit { column, item: name }
+        };
+        prop_assert_eq!(Featureset::parse_names(&items.join(",")), Err(expected));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Parsing arbitrary text never panics; errors are explained.
 
@@ -476,28 +545,48 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Policy strategies.
 
+// The element strategies below map plain integers rather than using `prop_oneof!`: a union
+// per element makes a 120-entry array cost milliseconds in a debug build.
+
 /// The serialised (leaf, subleaf) of every slot a policy holds, plus the two Xen leaves.
-fn serialised_key() -> impl Strategy<Value = (u32, u32)> {
-    prop_oneof![
-        3 => prop::sample::select(vec![0u32, 1, 2, 3, 5, 6, 8, 9, 0xa, 0xc])
-            .prop_map(|l| (l, NO_SUBLEAF)),
-        1 => (0..NR_CACHE as u32).prop_map(|s| (0x4, s)),
-        2 => (0..NR_FEAT as u32).prop_map(|s| (0x7, s)),
-        1 => (0..NR_TOPO as u32).prop_map(|s| (0xb, s)),
-        2 => (0..NR_XSTATE as u32).prop_map(|s| (0xd, s)),
-        3 => (0..NR_EXTD as u32).prop_map(|i| (EXTD_BASE + i, NO_SUBLEAF)),
-        1 => prop::sample::select(vec![XEN_LEAVES, XEN_LEAVES_RELOCATED])
-            .prop_map(|l| (l, NO_SUBLEAF)),
-    ]
+fn key_of(kind: u8, n: u32) -> (u32, u32) {
+    const PLAIN: [u32; 10] = [0, 1, 2, 3, 5, 6, 8, 9, 0xa, 0xc];
+    match kind % 13 {
+        0..=2 => (PLAIN[n as usize % PLAIN.len()], NO_SUBLEAF),
+        3 => (0x4, n % NR_CACHE as u32),
+        4 | 5 => (0x7, n % NR_FEAT as u32),
+        6 => (0xb, n % NR_TOPO as u32),
+        7 | 8 => (0xd, n % NR_XSTATE as u32),
+        9..=11 => (EXTD_BASE + n % NR_EXTD as u32, NO_SUBLEAF),
+        _ => (
+            [XEN_LEAVES, XEN_LEAVES_RELOCATED][n as usize % 2],
+            NO_SUBLEAF,
+        ),
+    }
 }
 
-fn reg_value() -> impl Strategy<Value = u32> {
-    prop_oneof![3 => any::<u32>(), 2 => 0..64u32, 1 => Just(0u32)]
+fn serialised_key() -> impl Strategy<Value = (u32, u32)> {
+    any::<(u8, u32)>().prop_map(|(kind, n)| key_of(kind, n))
+}
+
+/// Half the time any value, otherwise small or zero (counts, max leaves, terminators).
+fn reg_of(kind: u8, v: u32) -> u32 {
+    match kind % 6 {
+        0..=2 => v,
+        3 | 4 => v % 64,
+        _ => 0,
+    }
 }
 
 fn regs() -> impl Strategy<Value = CpuidRegs> {
-    (reg_value(), reg_value(), reg_value(), reg_value())
-        .prop_map(|(a, b, c, d)| CpuidRegs::new(a, b, c, d))
+    any::<([u8; 4], [u32; 4])>().prop_map(|(k, v)| {
+        CpuidRegs::new(
+            reg_of(k[0], v[0]),
+            reg_of(k[1], v[1]),
+            reg_of(k[2], v[2]),
+            reg_of(k[3], v[3]),
+        )
+    })
 }
 
 fn vendor_regs() -> impl Strategy<Value = Option<(u32, u32, u32)>> {
@@ -520,9 +609,12 @@ struct MaxLeaves {
     vendor: Option<(u32, u32, u32)>,
 }
 
-fn max_leaves() -> impl Strategy<Value = MaxLeaves> {
+fn max_leaves() -> BoxedStrategy<MaxLeaves> {
     (
-        prop::option::weighted(0.8, prop_oneof![4 => 0..=0xeu32, 1 => any::<u32>()]),
+        prop::option::weighted(
+            0.8,
+            prop_oneof![4 => 0..=0xeu32, 2 => Just(0xdu32), 1 => any::<u32>()],
+        ),
         prop::option::weighted(0.8, prop_oneof![4 => 0..=3u32, 1 => any::<u32>()]),
         prop::option::weighted(
             0.8,
@@ -542,6 +634,7 @@ fn max_leaves() -> impl Strategy<Value = MaxLeaves> {
             hv,
             vendor,
         })
+        .boxed()
 }
 
 fn apply_max_leaves(p: &mut CpuPolicy, m: &MaxLeaves) {
@@ -564,9 +657,9 @@ fn apply_max_leaves(p: &mut CpuPolicy, m: &MaxLeaves) {
 }
 
 /// Valid MSR entries: PLATFORM_INFO within 32 bits, ARCH_CAPABILITIES any.
-fn valid_msrs() -> impl Strategy<Value = Vec<XenMsrEntry>> {
+fn valid_msrs() -> BoxedStrategy<Vec<XenMsrEntry>> {
     let platform_info =
-        prop_oneof![Just(0u32), Just(1u32 << 31), any::<u32>(),].prop_map(|v| XenMsrEntry {
+        prop_oneof![Just(0u32), Just(1u32 << 31), any::<u32>()].prop_map(|v| XenMsrEntry {
             idx: MSR_PLATFORM_INFO,
             flags: 0,
             val: v as u64,
@@ -588,6 +681,7 @@ fn valid_msrs() -> impl Strategy<Value = Vec<XenMsrEntry>> {
             }
             v
         })
+        .boxed()
 }
 
 fn leaf_entry((leaf, subleaf): (u32, u32), r: CpuidRegs) -> XenCpuidLeaf {
@@ -602,7 +696,7 @@ fn leaf_entry((leaf, subleaf): (u32, u32), r: CpuidRegs) -> XenCpuidLeaf {
 }
 
 /// Random valid arrays merged with `from_arrays`, then max leaves imposed. Not canonical.
-fn array_policy_raw() -> impl Strategy<Value = CpuPolicy> {
+fn array_policy_raw() -> BoxedStrategy<CpuPolicy> {
     (
         prop::collection::vec((serialised_key(), regs()), 0..=MAX_SERIALISED_LEAVES),
         valid_msrs(),
@@ -615,11 +709,12 @@ fn array_policy_raw() -> impl Strategy<Value = CpuPolicy> {
             apply_max_leaves(&mut p, &max);
             p
         })
+        .boxed()
 }
 
 /// Random registers written through `leaf_mut` (any subleaf for the plain leaves), then max
 /// leaves imposed. Not canonical.
-fn leaf_mut_policy_raw() -> impl Strategy<Value = CpuPolicy> {
+fn leaf_mut_policy_raw() -> BoxedStrategy<CpuPolicy> {
     (
         prop::collection::vec((serialised_key(), any::<u32>(), regs()), 0..80),
         valid_msrs(),
@@ -642,10 +737,11 @@ fn leaf_mut_policy_raw() -> impl Strategy<Value = CpuPolicy> {
             p.set_cpuid_faulting(faulting);
             p
         })
+        .boxed()
 }
 
-fn raw_policy() -> impl Strategy<Value = CpuPolicy> {
-    prop_oneof![array_policy_raw(), leaf_mut_policy_raw()]
+fn raw_policy() -> BoxedStrategy<CpuPolicy> {
+    prop_oneof![array_policy_raw(), leaf_mut_policy_raw()].boxed()
 }
 
 fn canonicalised(mut p: CpuPolicy) -> CpuPolicy {
@@ -653,48 +749,106 @@ fn canonicalised(mut p: CpuPolicy) -> CpuPolicy {
     p
 }
 
-/// The system policies derived from a random raw policy (all canonical except `raw`).
-fn system_policies() -> impl Strategy<Value = SystemPolicies> {
-    (raw_policy(), featureset(), any::<bool>(), any::<bool>()).prop_map(
-        |(raw, disabled, cpuid_faulting, hap)| {
-            let options = HostOptions {
-                disabled: if disabled.len() < 40 {
-                    disabled
-                } else {
-                    Featureset::EMPTY
-                },
-                cpuid_faulting,
-                hap,
-            };
-            SystemPolicies::derive(&raw, options)
-        },
+fn host_options() -> BoxedStrategy<HostOptions> {
+    (
+        prop::collection::vec(any_feature(), 0..8),
+        any::<bool>(),
+        any::<bool>(),
     )
+        .prop_map(|(disabled, cpuid_faulting, hap)| HostOptions {
+            disabled: Featureset::of(&disabled),
+            cpuid_faulting,
+            hap,
+        })
+        .boxed()
 }
 
-fn derived_policy() -> impl Strategy<Value = CpuPolicy> {
-    (system_policies(), 0..5usize).prop_map(|(s, i)| match i {
-        0 => s.host,
-        1 => s.pv_max,
-        2 => s.pv_default,
-        3 => s.hvm_max,
-        _ => s.hvm_default,
-    })
+/// Raw policies as hardware could report them: XSAVE component sizes and offsets within
+/// 16 bits (see `derive_never_panics` for arbitrary ones).
+fn hardware_policy() -> BoxedStrategy<CpuPolicy> {
+    raw_policy()
+        .prop_map(|mut p| {
+            for i in 2..NR_XSTATE as u32 {
+                let r = p.leaf_mut(0xd, i).unwrap();
+                r.a &= 0xffff;
+                r.b &= 0xffff;
+            }
+            p
+        })
+        .boxed()
 }
 
-fn canonical_policy() -> impl Strategy<Value = CpuPolicy> {
+/// The system policies derived from a random raw policy (all canonical except `raw`).
+fn system_policies() -> BoxedStrategy<SystemPolicies> {
+    (hardware_policy(), host_options())
+        .prop_map(|(raw, options)| SystemPolicies::derive(&raw, options))
+        .boxed()
+}
+
+fn derived_policy() -> BoxedStrategy<CpuPolicy> {
+    (system_policies(), 0..5usize)
+        .prop_map(|(s, i)| match i {
+            0 => s.host,
+            1 => s.pv_max,
+            2 => s.pv_default,
+            3 => s.hvm_max,
+            _ => s.hvm_default,
+        })
+        .boxed()
+}
+
+fn canonical_policy() -> BoxedStrategy<CpuPolicy> {
     prop_oneof![
         2 => array_policy_raw().prop_map(canonicalised),
         2 => leaf_mut_policy_raw().prop_map(canonicalised),
         1 => derived_policy(),
     ]
+    .boxed()
 }
 
-fn any_policy() -> impl Strategy<Value = CpuPolicy> {
-    prop_oneof![canonical_policy(), raw_policy()]
+fn any_policy() -> BoxedStrategy<CpuPolicy> {
+    prop_oneof![canonical_policy(), raw_policy()].boxed()
 }
 
 // ---------------------------------------------------------------------------------------------
 // 5. Serialisation.
+
+/// Every (leaf, subleaf) a policy has a slot for (subleaf 0 for the plain leaves).
+fn all_slots() -> impl Iterator<Item = (u32, u32)> {
+    let plain = [0u32, 1, 2, 3, 5, 6, 8, 9, 0xa, 0xc]
+        .into_iter()
+        .map(|l| (l, 0));
+    let sub = |leaf: u32, n: usize| (0..n as u32).map(move |s| (leaf, s));
+    plain
+        .chain(sub(0x4, NR_CACHE))
+        .chain(sub(0x7, NR_FEAT))
+        .chain(sub(0xb, NR_TOPO))
+        .chain(sub(0xd, NR_XSTATE))
+        .chain((0..NR_EXTD as u32).map(|i| (EXTD_BASE + i, 0)))
+}
+
+/// Independent statement of which leaves a policy's own max leaves and terminators put in
+/// range (Xen's `x86_cpu_policy_clear_out_of_range_leaves`).
+fn in_range(p: &CpuPolicy, leaf: u32, sub: u32) -> bool {
+    let max_basic = p.leaf(0, 0).unwrap().a;
+    let regs = |l: u32, s: u32| p.leaf(l, s).unwrap();
+    match leaf {
+        0 => true,
+        0x4 => max_basic >= 0x4 && (0..sub).all(|s| regs(0x4, s).a & 0x1f != 0),
+        0x7 => max_basic >= 0x7 && sub <= regs(0x7, 0).a,
+        0xb => max_basic >= 0xb && (0..sub).all(|s| (regs(0xb, s).c >> 8) & 0xff != 0),
+        0xd => {
+            let (l0, l1) = (regs(0xd, 0), regs(0xd, 1));
+            let components = (l0.d as u64) << 32 | l0.a as u64 | (l1.d as u64) << 32 | l1.c as u64;
+            max_basic >= 0xd && (sub < 2 || components >> sub & 1 != 0)
+        }
+        1..=0xd => leaf <= max_basic,
+        _ => {
+            let max_extd = regs(EXTD_BASE, 0).a;
+            max_extd >> 16 == 0x8000 && leaf <= max_extd
+        }
+    }
+}
 
 fn serialise(p: &CpuPolicy) -> (Vec<XenCpuidLeaf>, Vec<XenMsrEntry>) {
     let mut leaves = vec![XenCpuidLeaf::default(); MAX_SERIALISED_LEAVES + 8];
@@ -749,15 +903,33 @@ fn interesting_subleaf() -> impl Strategy<Value = u32> {
     ]
 }
 
+/// Leaves biased toward the edges of the three ranges, then anything.
+fn leaf_of(kind: u8, n: u32) -> u32 {
+    match kind % 9 {
+        0..=2 => n % 0x20,
+        3 | 4 => XEN_LEAVES + n % 0x102,
+        5..=7 => EXTD_BASE + n % 0x30,
+        _ => n,
+    }
+}
+
+fn subleaf_of(kind: u8, n: u32) -> u32 {
+    match kind % 7 {
+        0..=2 => n % 70,
+        3..=5 => NO_SUBLEAF,
+        _ => n,
+    }
+}
+
 fn arbitrary_leaf() -> impl Strategy<Value = XenCpuidLeaf> {
-    (
-        prop_oneof![
-            4 => serialised_key(),
-            3 => (interesting_leaf(), interesting_subleaf()),
-        ],
-        regs(),
-    )
-        .prop_map(|(k, r)| leaf_entry(k, r))
+    (any::<(u8, u8, u32, u32)>(), regs()).prop_map(|((k1, k2, n1, n2), r)| {
+        let key = if k1 % 7 < 4 {
+            key_of(k2, n1)
+        } else {
+            (leaf_of(k1 / 7, n1), subleaf_of(k2, n2))
+        };
+        leaf_entry(key, r)
+    })
 }
 
 fn arbitrary_msr() -> impl Strategy<Value = XenMsrEntry> {
@@ -810,6 +982,42 @@ proptest! {
             p.write_msrs(&mut one_msr),
             Err(PolicyArrayError::BufferTooSmall { needed: 2 })
         );
+    }
+
+    #[test]
+    fn clearing_zeroes_exactly_the_out_of_range_leaves(p in raw_policy()) {
+        let c = canonicalised(p);
+        for (leaf, sub) in all_slots() {
+            let expected = if in_range(&p, leaf, sub) {
+                p.leaf(leaf, sub)
+            } else {
+                Some(CpuidRegs::ZERO)
+            };
+            prop_assert_eq!(c.leaf(leaf, sub), expected, "leaf {:#x} subleaf {}", leaf, sub);
+        }
+        prop_assert_eq!(c.hypervisor_limits(), p.hypervisor_limits());
+        prop_assert_eq!((c.platform_info(), c.arch_caps()), (p.platform_info(), p.arch_caps()));
+        // Serialisation writes every in-range leaf, and otherwise only empty XSAVE subleaves.
+        let (leaves, _) = serialise(&c);
+        let written: HashSet<(u32, u32)> = leaves.iter().map(|l| (l.leaf, l.subleaf)).collect();
+        for (leaf, sub) in all_slots() {
+            let key = if Slot::leaf_has_subleaves(leaf) { sub } else { NO_SUBLEAF };
+            prop_assert!(
+                written.contains(&(leaf, key)) || !in_range(&c, leaf, sub),
+                "leaf {:#x} subleaf {} in range but not written", leaf, sub
+            );
+        }
+        for l in &leaves {
+            if [XEN_LEAVES, XEN_LEAVES_RELOCATED].contains(&l.leaf) {
+                continue;
+            }
+            let sub = if l.subleaf == NO_SUBLEAF { 0 } else { l.subleaf };
+            prop_assert!(
+                in_range(&c, l.leaf, sub)
+                    || (l.leaf == 0xd && (l.a, l.b, l.c, l.d) == (0, 0, 0, 0)),
+                "out-of-range entry written: {:x?}", l
+            );
+        }
     }
 
     #[test]
@@ -874,16 +1082,29 @@ proptest! {
                         }
                     }
                 }
-                let untouched = |leaf: u32, sub: u32| {
-                    let key = if Slot::leaf_has_subleaves(leaf) { sub } else { NO_SUBLEAF };
-                    !leaves.iter().any(|l| l.leaf == leaf && l.subleaf == key)
+                let written: HashSet<(u32, u32)> =
+                    leaves.iter().map(|l| (l.leaf, l.subleaf)).collect();
+                let subleaves = |leaf: u32| match leaf {
+                    0x4 => NR_CACHE as u32,
+                    0x7 => NR_FEAT as u32,
+                    0xb => NR_TOPO as u32,
+                    0xd => NR_XSTATE as u32,
+                    _ => 1,
                 };
                 for leaf in (0..0xe).chain(EXTD_BASE..EXTD_BASE + NR_EXTD as u32) {
-                    for sub in 0..NR_XSTATE as u32 {
-                        if untouched(leaf, sub) {
+                    for sub in 0..subleaves(leaf) {
+                        let key = if Slot::leaf_has_subleaves(leaf) { sub } else { NO_SUBLEAF };
+                        if !written.contains(&(leaf, key)) {
                             prop_assert_eq!(p.leaf(leaf, sub), base.leaf(leaf, sub));
                         }
                     }
+                }
+                let (hv, hv2) = base.hypervisor_limits();
+                if !written.contains(&(XEN_LEAVES, NO_SUBLEAF)) {
+                    prop_assert_eq!(p.hypervisor_limits().0, hv);
+                }
+                if !written.contains(&(XEN_LEAVES_RELOCATED, NO_SUBLEAF)) {
+                    prop_assert_eq!(p.hypervisor_limits().1, hv2);
                 }
                 let last = |idx: u32| msrs.iter().rev().find(|m| m.idx == idx).map(|m| m.val);
                 prop_assert_eq!(
@@ -919,6 +1140,46 @@ proptest! {
     }
 
     #[test]
+    fn raised_limits_are_reported(max in canonical_policy(), which in 0..4u8, bump in 1..16u32, bit in 0..32u32) {
+        let mut guest = max;
+        let (reason, leaf, subleaf, msr) = match which {
+            0 => {
+                prop_assume!(max.max_basic_leaf().checked_add(bump).is_some());
+                guest.set_max_basic_leaf(max.max_basic_leaf() + bump);
+                (IncompatibilityReason::MaxBasicLeaf, 0, NO_SUBLEAF, !0)
+            }
+            1 => {
+                prop_assume!(max.max_feat_subleaf().checked_add(bump).is_some());
+                guest.set_max_feat_subleaf(max.max_feat_subleaf() + bump);
+                (IncompatibilityReason::MaxFeatSubleaf, 7, 0, !0)
+            }
+            2 => {
+                prop_assume!(max.max_extd_leaf().checked_add(bump).is_some());
+                guest.set_max_extd_leaf(max.max_extd_leaf() + bump);
+                (IncompatibilityReason::MaxExtdLeaf, EXTD_BASE, NO_SUBLEAF, !0)
+            }
+            _ => {
+                prop_assume!(max.platform_info() & 1 << bit == 0);
+                let entry = XenMsrEntry {
+                    idx: MSR_PLATFORM_INFO,
+                    flags: 0,
+                    val: u64::from(max.platform_info() | 1 << bit),
+                };
+                guest = max.merged(&[], &[entry]).unwrap();
+                (IncompatibilityReason::PlatformInfo, !0, !0, MSR_PLATFORM_INFO)
+            }
+        };
+        let e = check_compatible(&max, &guest);
+        prop_assert!(e.is_err(), "raised limit accepted");
+        let e = e.unwrap_err();
+        prop_assert_eq!((e.reason, e.leaf, e.subleaf, e.msr), (reason, leaf, subleaf, msr));
+        prop_assert_eq!(e.extra_features, Featureset::EMPTY);
+        prop_assert!(!e.to_string().is_empty());
+        // The other way round is fine: lower limits are within the max.
+        prop_assert_eq!(check_compatible(&guest, &max), Ok(()));
+    }
+
+    #[test]
     fn extra_feature_is_reported(max in canonical_policy(), f in any_feature()) {
         prop_assume!(!has_bit(&max.featureset(), f));
         let mut guest = max;
@@ -940,6 +1201,46 @@ proptest! {
             }
         }
         prop_assert!(e.to_string().contains(&f.to_string()), "{}", e);
+    }
+
+    #[test]
+    fn derive_never_panics(
+        raw in raw_policy(),
+        options in host_options(),
+        xsave_heavy in any::<bool>(),
+        components in prop::collection::vec(
+            (prop::sample::select(vec![2u32, 3, 4, 5, 6, 7, 9, 17, 18, 62]), regs()),
+            0..6,
+        ),
+    ) {
+        // Raw policies here include XSAVE components whose offset + size overflow 32 bits,
+        // half of them with every feature and XSAVE component on so that leaf 0xD is rebuilt.
+        let mut raw = raw;
+        if xsave_heavy {
+            raw.set_max_basic_leaf(0xd);
+            raw.set_featureset(&(raw.featureset() | KNOWN));
+            let l0 = raw.leaf_mut(0xd, 0).unwrap();
+            l0.a |= 0x6_02ff;
+            l0.d |= 1 << 30;
+            for (i, r) in components {
+                *raw.leaf_mut(0xd, i).unwrap() = r;
+            }
+        }
+        let s = SystemPolicies::derive(&raw, options);
+        for p in [s.host, s.pv_max, s.pv_default, s.hvm_max, s.hvm_default] {
+            prop_assert_eq!(canonicalised(p), p);
+            prop_assert!(p.nr_serialised_leaves() <= MAX_SERIALISED_LEAVES);
+        }
+    }
+
+    #[test]
+    fn system_defaults_fit_their_max(s in system_policies(), k in 0..3usize) {
+        let kind = [DomainKind::Pv, DomainKind::HvmHap, DomainKind::HvmShadow][k];
+        if let Some(max) = s.max_for(kind) {
+            let default = s.default_for(kind);
+            let r = check_compatible(&max, &default);
+            prop_assert!(r.is_ok(), "{:?} default exceeds its max: {}", kind, r.unwrap_err());
+        }
     }
 
     #[test]
@@ -965,7 +1266,29 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // 7. Guest CPUID.
 
-fn guest_context() -> impl Strategy<Value = GuestContext> {
+fn vcpu_state() -> BoxedStrategy<VcpuState> {
+    let entry = prop_oneof![
+        Just(CpuidEntry::VmExit),
+        Just(CpuidEntry::Fault),
+        Just(CpuidEntry::ForcedEmulation),
+    ];
+    let xcomponents = prop_oneof![any::<u64>(), (0..0x1000u64), Just(0b111u64)];
+    (entry, any::<[bool; 6]>(), xcomponents.clone(), xcomponents)
+        .prop_map(|(entry, flags, xcr0, xss)| VcpuState {
+            entry,
+            cr4_osxsave: flags[0],
+            cr4_pke: flags[1],
+            kernel_mode: flags[2],
+            host_cr4_osxsave: flags[3],
+            xcr0,
+            xss,
+            apic_enabled: flags[4],
+            long_mode: flags[5],
+        })
+        .boxed()
+}
+
+fn guest_context() -> BoxedStrategy<GuestContext> {
     let kind = prop_oneof![
         Just(DomainKind::Pv),
         Just(DomainKind::HvmHap),
@@ -991,32 +1314,14 @@ fn guest_context() -> impl Strategy<Value = GuestContext> {
                 }
             },
         );
-    let entry = prop_oneof![
-        Just(CpuidEntry::VmExit),
-        Just(CpuidEntry::Fault),
-        Just(CpuidEntry::ForcedEmulation),
-    ];
-    let xcomponents = prop_oneof![any::<u64>(), (0..0x1000u64), Just(0b111u64)];
-    let state = (entry, any::<[bool; 6]>(), xcomponents.clone(), xcomponents).prop_map(
-        |(entry, flags, xcr0, xss)| VcpuState {
-            entry,
-            cr4_osxsave: flags[0],
-            cr4_pke: flags[1],
-            kernel_mode: flags[2],
-            host_cr4_osxsave: flags[3],
-            xcr0,
-            xss,
-            apic_enabled: flags[4],
-            long_mode: flags[5],
-        },
-    );
-    (domain, any::<u32>(), prop::option::of(state)).prop_map(|(domain, vcpu_id, state)| {
-        GuestContext {
+    let state = vcpu_state();
+    (domain, any::<u32>(), prop::option::of(state))
+        .prop_map(|(domain, vcpu_id, state)| GuestContext {
             domain,
             vcpu_id,
             state,
-        }
-    })
+        })
+        .boxed()
 }
 
 proptest! {
@@ -1028,7 +1333,9 @@ proptest! {
         ctx in guest_context(),
         queries in prop::collection::vec((interesting_leaf(), interesting_subleaf()), 1..16),
     ) {
-        for (leaf, subleaf) in queries {
+        // The leaves with a dynamic part, always; then random ones.
+        let fixed = [0x1, 0x7, 0xb, 0xd].into_iter().flat_map(|l| [(l, 0), (l, 1)]);
+        for (leaf, subleaf) in fixed.chain(queries) {
             let r = guest_cpuid(&p, leaf, subleaf, &ctx);
             let static_only = guest_cpuid(&p, leaf, subleaf, &GuestContext { state: None, ..ctx });
             // Outside the three ranges, and outside what the policy holds, all zeros.
@@ -1043,6 +1350,33 @@ proptest! {
                 && (p.max_extd_leaf() >> 16 != EXTD_BASE >> 16 || leaf > p.max_extd_leaf())
             {
                 prop_assert_eq!(r, CpuidRegs::ZERO, "leaf {:#x} max {:#x}", leaf, p.max_extd_leaf());
+            }
+        }
+    }
+
+    #[test]
+    fn xsave_leaves_never_panic(
+        p in any_policy(),
+        components in prop::collection::vec((2..NR_XSTATE as u32, regs()), 0..6),
+        ctx in guest_context(),
+        state in vcpu_state(),
+    ) {
+        // Any policy with XSAVE (and XSAVEC) offered, leaf 0xD in range, and some state
+        // components written as a toolstack may write them through `merged`.
+        let mut p = p;
+        p.set_max_basic_leaf(0xd);
+        let mut fs = p.featureset();
+        fs.insert(Feature::XSAVE);
+        fs.insert(Feature::XSAVEC);
+        p.set_featureset(&fs);
+        for (i, r) in components {
+            *p.leaf_mut(0xd, i).unwrap() = r;
+        }
+        let ctx = GuestContext { state: Some(state), ..ctx };
+        for subleaf in 0..4 {
+            let r = guest_cpuid(&p, 0xd, subleaf, &ctx);
+            if subleaf >= 2 {
+                prop_assert_eq!(Some(r), p.leaf(0xd, subleaf));
             }
         }
     }

@@ -1,0 +1,175 @@
+//! A domain's precomputed levelling, and the fail-closed rule.
+//!
+//! Computed once when a domain's policy is set, never in the switch path. For a levelled PV
+//! guest it also works out what native CPUID would show under the available mechanism and
+//! compares it with the policy: a feature the guest would see but its policy lacks cannot be
+//! hidden, and starting the guest is refused with that list, unless the caller explicitly
+//! accepts best effort. The list is kept with the domain either way.
+
+use core::fmt;
+
+use super::masks::{MaskValues, domain_masks};
+use super::{Levelling, Mechanism};
+use crate::feature::{Feature, KNOWN};
+use crate::featureset::Featureset;
+use crate::policy::system::DomainKind;
+use crate::policy::{CpuPolicy, WORD_HOMES, WordHome};
+
+/// Who a domain is, as far as levelling cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DomainRole {
+    /// The control domain (dom0): full host features unless `level_dom0` is configured.
+    Control,
+    /// Any other domain.
+    Guest,
+}
+
+/// Features native CPUID would show a PV guest that its policy does not have, on this host's
+/// mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unenforceable {
+    /// The features that cannot be hidden.
+    pub features: Featureset,
+    /// The mechanism that falls short.
+    pub mechanism: Mechanism,
+}
+
+impl fmt::Display for Unenforceable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = match self.mechanism {
+            Mechanism::Faulting { .. } => "with CPUID faulting",
+            Mechanism::Masking(_) => "with this CPU's mask MSRs",
+            Mechanism::None => "without faulting or mask MSRs",
+        };
+        write!(f, "cannot hide {how}: {}", self.features.names())
+    }
+}
+
+impl core::error::Error for Unenforceable {}
+
+/// Bits that native CPUID shows by design, whatever the policy: fast-forwarded from live
+/// state (OSXSAVE, OSPKE, APIC) or forced from the host so that the unmaskable topology
+/// leaves read consistently (HTT, X2APIC, CMP_LEGACY).
+const EXPOSED_BY_DESIGN: [Feature; 6] = [
+    Feature::OSXSAVE,
+    Feature::OSPKE,
+    Feature::APIC,
+    Feature::HTT,
+    Feature::X2APIC,
+    Feature::CMP_LEGACY,
+];
+
+/// A domain's levelling, precomputed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainLevelling {
+    /// PV or HVM.
+    pub kind: DomainKind,
+    /// This domain's CPUIDs are levelled (a guest, or dom0 when configured).
+    pub levelled: bool,
+    /// Faulting is on while it runs (a levelled PV domain on faulting hardware).
+    pub faulting: bool,
+    /// The mask values loaded while it runs (the defaults for unlevelled and HVM domains).
+    pub masks: MaskValues,
+    /// Its policy has XSAVE: OSXSAVE may be fast-forwarded when its CR4.OSXSAVE is set.
+    pub xsave: bool,
+    /// Features native CPUID shows that the policy lacks (refused unless best effort).
+    pub unenforceable: Featureset,
+    /// Policy features native CPUID does not show (an AND mask cannot add them): the guest
+    /// sees fewer features than its policy, which is safe.
+    pub not_shown: Featureset,
+    /// The domain was started despite `unenforceable` being non-empty.
+    pub best_effort: bool,
+}
+
+impl Levelling {
+    /// Precompute the levelling of a domain of `kind` and `role` with `policy`. A levelled PV
+    /// domain whose policy the hardware cannot enforce is refused with the features at fault,
+    /// unless `best_effort`.
+    pub fn domain_levelling(
+        &self,
+        kind: DomainKind,
+        role: DomainRole,
+        policy: &CpuPolicy,
+        best_effort: bool,
+    ) -> Result<DomainLevelling, Unenforceable> {
+        let is_pv = kind == DomainKind::Pv;
+        let levelled = role == DomainRole::Guest || self.config.level_dom0;
+        let mut d = DomainLevelling {
+            kind,
+            levelled,
+            faulting: false,
+            masks: self.defaults,
+            xsave: policy.featureset().contains(Feature::XSAVE),
+            unenforceable: Featureset::EMPTY,
+            not_shown: Featureset::EMPTY,
+            best_effort: false,
+        };
+        if !(is_pv && levelled) {
+            return Ok(d);
+        }
+        match self.mechanism() {
+            Mechanism::Faulting { .. } => d.faulting = true,
+            Mechanism::Masking(_) => {
+                d.masks = domain_masks(self.vendor(), &self.defaults, &self.host, policy);
+            }
+            Mechanism::None => {}
+        }
+        let wanted = policy.featureset();
+        let native = self.native_view(&d, &wanted);
+        let exposed = Featureset::of(&EXPOSED_BY_DESIGN);
+        d.unenforceable = (native - wanted - exposed) & KNOWN;
+        d.not_shown = (wanted - native - exposed) & KNOWN & cpuid_words();
+        if !d.unenforceable.is_empty() {
+            if !best_effort {
+                return Err(Unenforceable {
+                    features: d.unenforceable,
+                    mechanism: self.mechanism(),
+                });
+            }
+            d.best_effort = true;
+        }
+        Ok(d)
+    }
+
+    /// The features native CPUID at CPL 3 shows while `d` is loaded. With faulting, every
+    /// CPUID is emulated: exactly the policy.
+    fn native_view(&self, d: &DomainLevelling, wanted: &Featureset) -> Featureset {
+        let raw = self.raw.featureset() & cpuid_words();
+        let masks = match self.mechanism() {
+            Mechanism::Faulting { .. } => return *wanted & cpuid_words(),
+            Mechanism::Masking(msrs) => msrs,
+            Mechanism::None => return raw,
+        };
+        let vendor = self.vendor();
+        let mut native = raw;
+        for (kind, _) in masks.kinds() {
+            let shown = kind.decode(vendor, d.masks.get(kind));
+            for &word in kind.words() {
+                let WordHome::Cpuid { reg, .. } = WORD_HOMES[word] else {
+                    continue;
+                };
+                let masked = reg.get(&shown);
+                // Intel ANDs with what the CPU has; AMD reports the override as it stands.
+                let value = if vendor.is_amd_like() {
+                    masked
+                } else {
+                    raw.word(word) & masked
+                };
+                native.set_word(word, value);
+            }
+        }
+        native
+    }
+}
+
+/// Every featureset word that lives in CPUID (not MSR_ARCH_CAPS, which a PV guest can only
+/// read through an emulated RDMSR).
+fn cpuid_words() -> Featureset {
+    let mut fs = Featureset::EMPTY;
+    for (word, home) in WORD_HOMES.iter().enumerate() {
+        if matches!(home, WordHome::Cpuid { .. }) {
+            fs.set_word(word, !0);
+        }
+    }
+    fs
+}

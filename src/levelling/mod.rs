@@ -1,0 +1,108 @@
+//! The levelling mechanism: what makes a PV guest's native CPUID show only its policy.
+//!
+//! At boot, [`Levelling::probe`] finds what the CPU offers ([`probe`]): CPUID faulting
+//! (every levelled CPUID traps and is emulated from the policy, [`trap`]) or vendor mask MSRs
+//! ([`masks`]), each verified by effect. When a domain's policy is set,
+//! [`Levelling::domain_levelling`] precomputes its [`DomainLevelling`]: faulting on or off, the
+//! mask values, and what the hardware cannot hide (fail closed, [`domain`]). On every context
+//! switch the per-CPU [`LevellingState`] writes only the MSRs whose value differs ([`switch`]).
+//!
+//! Xen itself and dom0 keep the full host features by default (Xen 4.7 / XenServer Dundee);
+//! [`LevellingConfig::level_dom0`] levels dom0 too, as current Xen does. HVM guests exit on
+//! CPUID anyway and need neither mechanism.
+
+pub mod domain;
+pub mod masks;
+pub mod msr;
+pub mod probe;
+pub mod switch;
+pub mod trap;
+
+pub use domain::{DomainLevelling, DomainRole, Unenforceable};
+pub use probe::{LevellingCaps, Mechanism, ProbeOptions, ProbeReport};
+pub use switch::{LevellingState, SwitchStats, SwitchTo};
+
+use masks::{MaskValues, boot_defaults};
+
+use crate::cpuid::Vendor;
+use crate::featureset::Featureset;
+use crate::hardware::Hardware;
+use crate::policy::CpuPolicy;
+
+/// Host-wide choices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LevellingConfig {
+    /// Level dom0 like a guest (current Xen) instead of giving it full host features (Xen 4.7,
+    /// XenServer Dundee, the default).
+    pub level_dom0: bool,
+}
+
+/// What the host's CPU offers for levelling, found once at boot and read by every CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Levelling {
+    /// What probing found.
+    pub report: ProbeReport,
+    /// The mask values Xen and unlevelled domains run with.
+    pub defaults: MaskValues,
+    /// Host-wide choices.
+    pub config: LevellingConfig,
+    /// The raw CPUID the CPU reports without levelling: what a PV guest sees natively where
+    /// nothing hides it.
+    raw: CpuPolicy,
+    /// The host's features (topology bits are forced into every mask from these).
+    host: Featureset,
+}
+
+impl Levelling {
+    /// Probe the CPU `hw` runs on. `raw` is its raw policy, read through `hw` before any
+    /// levelling is loaded. The host features start as the raw ones; once the host policy is
+    /// derived (it needs to know whether faulting works), give it with
+    /// [`Levelling::set_host_features`].
+    pub fn probe(
+        hw: &mut impl Hardware,
+        raw: &CpuPolicy,
+        options: ProbeOptions,
+        config: LevellingConfig,
+    ) -> Levelling {
+        let report = probe::probe(hw, raw, options);
+        let defaults = boot_defaults(raw.vendor(), raw, &report.probed_masks);
+        Levelling {
+            report,
+            defaults,
+            config,
+            raw: *raw,
+            host: raw.featureset(),
+        }
+    }
+
+    /// The host's features, after `cpuid=no-…`: the topology bits forced into every domain's
+    /// masks come from these.
+    pub fn set_host_features(&mut self, host: &Featureset) {
+        self.host = *host;
+    }
+
+    /// True if the mechanism is CPUID faulting (the host policy's `cpuid_faulting`).
+    pub fn faulting(&self) -> bool {
+        matches!(self.mechanism(), Mechanism::Faulting { .. })
+    }
+
+    /// The mechanism in use.
+    pub fn mechanism(&self) -> Mechanism {
+        self.report.mechanism
+    }
+
+    /// The CPU vendor.
+    pub fn vendor(&self) -> Vendor {
+        self.report.vendor
+    }
+
+    /// The raw CPUID policy probing saw.
+    pub fn raw(&self) -> &CpuPolicy {
+        &self.raw
+    }
+
+    /// The host's features.
+    pub fn host_features(&self) -> &Featureset {
+        &self.host
+    }
+}

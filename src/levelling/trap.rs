@@ -1,0 +1,242 @@
+//! Trap emulation: the #GP from CPUID faulting, the #UD at Xen's forced-emulation prefix, the
+//! HVM CPUID exit, and the guest-visible faulting MSRs (reference `xen-levelling.md` 1.4,
+//! 1.5).
+//!
+//! Handlers work on a register frame the embedder hands in and read the instruction through
+//! [`GuestMemory`], which may fail: a fault while fetching is reported for the embedder to
+//! inject as #PF, never a panic. Anything that is not a CPUID is reported as not ours, for the
+//! embedder to reflect to the guest.
+
+use super::msr;
+use crate::policy::CpuPolicy;
+use crate::policy::guest::{CpuidEntry, GuestContext, guest_cpuid};
+use crate::policy::system::DomainKind;
+
+/// `CPUID`: `0F A2`.
+pub const CPUID_OPCODE: [u8; 2] = [0x0f, 0xa2];
+/// Xen's forced-emulation prefix, `ud2; .ascii "xen"` (`XEN_EMULATE_PREFIX`).
+pub const FORCED_EMULATION_PREFIX: [u8; 5] = [0x0f, 0x0b, 0x78, 0x65, 0x6e];
+
+/// A guest memory read that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryFault {
+    /// The linear address that could not be read.
+    pub address: u64,
+}
+
+/// Reads guest memory at guest linear addresses, as the guest would (its page tables and
+/// permissions).
+pub trait GuestMemory {
+    /// Fill `buf` from `address`, or fail with the first address that could not be read.
+    fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), MemoryFault>;
+}
+
+/// The registers CPUID emulation reads and writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuidFrame {
+    /// RAX: the leaf in, EAX out.
+    pub rax: u64,
+    /// RBX: EBX out.
+    pub rbx: u64,
+    /// RCX: the subleaf in, ECX out.
+    pub rcx: u64,
+    /// RDX: EDX out.
+    pub rdx: u64,
+    /// RIP: the faulting instruction in, the next one out.
+    pub rip: u64,
+}
+
+/// What the embedder does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapOutcome {
+    /// CPUID emulated: the frame holds the results and the advanced RIP; resume the guest.
+    Emulated,
+    /// Inject #GP(0) at the frame's RIP: the guest turned CPUID faulting on for this code.
+    InjectGp,
+    /// Not a CPUID: reflect the original exception to the guest.
+    NotOurs,
+    /// The instruction could not be fetched: inject #PF for this address.
+    InjectPageFault {
+        /// The address.
+        address: u64,
+    },
+}
+
+/// The vCPU the trap came from.
+#[derive(Clone, Copy, Debug)]
+pub struct TrapContext<'a> {
+    /// The domain's policy.
+    pub policy: &'a CpuPolicy,
+    /// The domain and vCPU; `state` describes the vCPU as it trapped.
+    pub guest: GuestContext,
+    /// The privilege level the guest was at.
+    pub cpl: u8,
+    /// The guest's virtual `MSR_MISC_FEATURES_ENABLES[0]`: it wants faulting for its user space.
+    pub virtual_faulting: bool,
+}
+
+impl TrapContext<'_> {
+    /// The guest's own kernel is running: a PV kernel (ring 3 for 64-bit PV, so this comes
+    /// from the embedder's vCPU state) or an HVM guest at CPL 0.
+    fn guest_kernel(&self) -> bool {
+        match self.guest.domain.kind {
+            DomainKind::Pv => self.guest.state.is_some_and(|s| s.kernel_mode),
+            _ => self.cpl == 0,
+        }
+    }
+
+    fn emulate(&self, frame: &mut CpuidFrame, entry: CpuidEntry, length: u64) {
+        let mut guest = self.guest;
+        if let Some(state) = guest.state.as_mut() {
+            state.entry = entry;
+        }
+        let r = guest_cpuid(self.policy, frame.rax as u32, frame.rcx as u32, &guest);
+        // CPUID writes 32-bit results, zero-extended into the 64-bit registers.
+        frame.rax = r.a as u64;
+        frame.rbx = r.b as u64;
+        frame.rcx = r.c as u64;
+        frame.rdx = r.d as u64;
+        frame.rip = frame.rip.wrapping_add(length);
+    }
+}
+
+fn fetch<const N: usize>(mem: &impl GuestMemory, address: u64) -> Result<[u8; N], TrapOutcome> {
+    let mut bytes = [0; N];
+    mem.read(address, &mut bytes)
+        .map_err(|f| TrapOutcome::InjectPageFault { address: f.address })?;
+    Ok(bytes)
+}
+
+/// A #GP(`error_code`) from a guest. Ours only if CPUID faulting raised it: CPL > 0, error
+/// code 0, and `0F A2` at RIP. Emulated from the policy, RIP advanced by 2.
+pub fn handle_gp(
+    ctx: &TrapContext<'_>,
+    frame: &mut CpuidFrame,
+    mem: &impl GuestMemory,
+    error_code: u64,
+) -> TrapOutcome {
+    if ctx.cpl == 0 || error_code != 0 {
+        return TrapOutcome::NotOurs;
+    }
+    match fetch::<2>(mem, frame.rip) {
+        Ok(CPUID_OPCODE) => {}
+        Ok(_) => return TrapOutcome::NotOurs,
+        Err(outcome) => return outcome,
+    }
+    if ctx.virtual_faulting && !ctx.guest_kernel() {
+        return TrapOutcome::InjectGp;
+    }
+    ctx.emulate(frame, CpuidEntry::Fault, 2);
+    TrapOutcome::Emulated
+}
+
+/// A #UD from a guest. Ours only at the forced-emulation prefix followed by CPUID (7 bytes);
+/// emulated from the policy, RIP advanced past all 7.
+pub fn handle_ud(
+    ctx: &TrapContext<'_>,
+    frame: &mut CpuidFrame,
+    mem: &impl GuestMemory,
+) -> TrapOutcome {
+    match fetch::<5>(mem, frame.rip) {
+        Ok(FORCED_EMULATION_PREFIX) => {}
+        Ok(_) => return TrapOutcome::NotOurs,
+        Err(outcome) => return outcome,
+    }
+    let cpuid_at = frame.rip.wrapping_add(FORCED_EMULATION_PREFIX.len() as u64);
+    match fetch::<2>(mem, cpuid_at) {
+        Ok(CPUID_OPCODE) => {}
+        Ok(_) => return TrapOutcome::NotOurs,
+        Err(outcome) => return outcome,
+    }
+    if ctx.virtual_faulting && !ctx.guest_kernel() {
+        // The guest's own faulting applies to the CPUID itself, past the prefix.
+        frame.rip = cpuid_at;
+        return TrapOutcome::InjectGp;
+    }
+    ctx.emulate(frame, CpuidEntry::ForcedEmulation, 7);
+    TrapOutcome::Emulated
+}
+
+/// An HVM CPUID intercept. With the guest's virtual faulting on above CPL 0, #GP is injected
+/// without advancing RIP; otherwise emulated and RIP advanced by 2 (the embedder uses the
+/// next-RIP the CPU reports instead where it has one: QEMU's SVM does not set NRIPS).
+pub fn handle_cpuid_exit(ctx: &TrapContext<'_>, frame: &mut CpuidFrame) -> TrapOutcome {
+    if ctx.virtual_faulting && ctx.cpl > 0 {
+        return TrapOutcome::InjectGp;
+    }
+    ctx.emulate(frame, CpuidEntry::VmExit, 2);
+    TrapOutcome::Emulated
+}
+
+/// A guest RDMSR or WRMSR that levelling owns, after emulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsrAccess {
+    /// The read returns this value.
+    Read(u64),
+    /// The write took effect in the guest's virtual state.
+    Written,
+    /// Inject #GP(0), as the architecture does for this access.
+    InjectGp,
+}
+
+/// Whether `msr` is one of the levelling MSRs, which guests never reach on hardware.
+pub const fn is_levelling_msr(msr: u32) -> bool {
+    matches!(
+        msr,
+        msr::PLATFORM_INFO
+            | msr::MISC_FEATURES_ENABLES
+            | msr::AMD_HWCR
+            | msr::INTEL_MASK_V1_LEAF1
+            | msr::INTEL_MASK_V2_LEAF1
+            | msr::INTEL_MASK_V2_EXTD1
+            | msr::INTEL_MASK_V3_LEAF1
+            | msr::INTEL_MASK_V3_EXTD1
+            | msr::INTEL_MASK_V3_XSAVE1
+            | msr::AMD_OVERRIDE_LEAF1
+            | msr::AMD_OVERRIDE_EXTD1
+            | msr::AMD_OVERRIDE_LEAF7
+            | msr::AMD_OVERRIDE_LEAF6
+    )
+}
+
+/// A guest's RDMSR of a levelling MSR, answered from its policy and virtual state; `None` for
+/// MSRs levelling does not own. PLATFORM_INFO reads the policy's faulting bit;
+/// MISC_FEATURES_ENABLES the virtual value; HWCR reads 0 on AMD-like policies (no
+/// CpuidUserDis offered); the mask MSRs do not exist for guests.
+pub fn guest_rdmsr(policy: &CpuPolicy, virtual_faulting: bool, index: u32) -> Option<MsrAccess> {
+    if !is_levelling_msr(index) {
+        return None;
+    }
+    Some(match index {
+        msr::PLATFORM_INFO => MsrAccess::Read(policy.platform_info() as u64),
+        msr::MISC_FEATURES_ENABLES if policy.cpuid_faulting() || !policy.vendor().is_amd_like() => {
+            MsrAccess::Read(virtual_faulting as u64)
+        }
+        msr::AMD_HWCR if policy.vendor().is_amd_like() => MsrAccess::Read(0),
+        _ => MsrAccess::InjectGp,
+    })
+}
+
+/// A guest's WRMSR of a levelling MSR; `None` for MSRs levelling does not own. Only
+/// `MSR_MISC_FEATURES_ENABLES[0]` is writable, and only if the policy offers faulting; every
+/// other bit and MSR raises #GP. The new virtual faulting state is written to
+/// `virtual_faulting`.
+pub fn guest_wrmsr(
+    policy: &CpuPolicy,
+    virtual_faulting: &mut bool,
+    index: u32,
+    value: u64,
+) -> Option<MsrAccess> {
+    if !is_levelling_msr(index) {
+        return None;
+    }
+    Some(match index {
+        msr::MISC_FEATURES_ENABLES
+            if value & !1 == 0 && (value == 0 || policy.cpuid_faulting()) =>
+        {
+            *virtual_faulting = value & 1 != 0;
+            MsrAccess::Written
+        }
+        _ => MsrAccess::InjectGp,
+    })
+}
