@@ -231,6 +231,7 @@ fn dynamic_pass(
 }
 
 /// The XSAVE area size for `components`: standard (uncompressed) or compacted format.
+/// Saturating: the sizes come from the policy, which a toolstack may fill with anything.
 fn xsave_size(p: &CpuPolicy, components: u64, compacted: bool) -> u32 {
     let mut size: u32 = 512 + 64;
     for i in 2..NR_XSTATE {
@@ -241,13 +242,13 @@ fn xsave_size(p: &CpuPolicy, components: u64, compacted: bool) -> u32 {
         size = if compacted {
             // CPUID.0DH.n:ECX[1]: the component is 64-byte aligned in the compacted format.
             let start = if c.c & 0b10 != 0 {
-                size.next_multiple_of(64)
+                size.checked_next_multiple_of(64).unwrap_or(u32::MAX)
             } else {
                 size
             };
-            start + c.a
+            start.saturating_add(c.a)
         } else {
-            size.max(c.a + c.b)
+            size.max(c.a.saturating_add(c.b))
         };
     }
     size

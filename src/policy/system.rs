@@ -224,9 +224,7 @@ impl SystemPolicies {
             DomainKind::HvmHap if !self.options.hap => None,
             DomainKind::HvmHap => Some(self.hvm_max),
             DomainKind::HvmShadow => {
-                let mut p = self.hvm_max;
-                p.set_featureset(&(p.featureset() & feature::HVM_SHADOW_MAX));
-                Some(p)
+                Some(self.shadow_paging(self.hvm_max, feature::HVM_SHADOW_MAX))
             }
         }
     }
@@ -237,11 +235,19 @@ impl SystemPolicies {
             DomainKind::Pv => self.pv_default,
             DomainKind::HvmHap => self.hvm_default,
             DomainKind::HvmShadow => {
-                let mut p = self.hvm_default;
-                p.set_featureset(&(p.featureset() & feature::HVM_SHADOW_DEFAULT));
-                p
+                self.shadow_paging(self.hvm_default, feature::HVM_SHADOW_DEFAULT)
             }
         }
+    }
+
+    /// An HVM policy cut down to what shadow paging offers (`mask`), keeping the host's FPU
+    /// behaviour bits (a fact about the CPU, not an offer) and AMD's copies of leaf 1.
+    fn shadow_paging(&self, mut p: CpuPolicy, mask: Featureset) -> CpuPolicy {
+        let mut fs = p.featureset() & mask;
+        fpu_behaviour_from_host(&mut fs, &self.host);
+        p.set_featureset(&fs);
+        mirror_common_1d(&mut p);
+        p
     }
 
     /// The policy for a new domain of `kind` whose toolstack asks for `featureset` (the pool
@@ -426,7 +432,8 @@ fn fpu_behaviour_from_host(fs: &mut Featureset, host: &CpuPolicy) {
 /// is affected, so a guest that migrates keeps its mitigations.
 fn advertise_rsba(fs: &mut Featureset, host: &CpuPolicy) {
     let host_fs = host.featureset();
-    if fs.contains(Feature::ARCH_CAPS) {
+    // Intel's MSR_ARCH_CAPS hints: the max policies carry them on Intel only.
+    if host.vendor() == Vendor::Intel && fs.contains(Feature::ARCH_CAPS) {
         if host_fs.contains(Feature::RSBA) {
             fs.insert(Feature::RSBA);
         }
@@ -602,7 +609,8 @@ fn recalculate_xstate(p: &mut CpuPolicy, host: &CpuPolicy) {
             CpuidRegs::ZERO
         };
         if offered && xcr0 & (1 << i) != 0 {
-            max_size = max_size.max(component.a + component.b); // size + offset
+            // Size plus offset; saturating, as a hostile raw policy may hold anything here.
+            max_size = max_size.max(component.a.saturating_add(component.b));
         }
         *p.slot_mut(Slot::Xstate(i)) = component;
     }
