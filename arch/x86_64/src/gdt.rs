@@ -1,0 +1,133 @@
+//! The runtime GDT and the TSS with its ring-0 stack and IST stacks.
+//!
+//! | selector | descriptor | value |
+//! |---|---|---|
+//! | 0x08 | kernel code, 64-bit, DPL 0 | `0x00af9a000000ffff` |
+//! | 0x10 | kernel data, DPL 0 | `0x00cf92000000ffff` |
+//! | 0x18 | user data, DPL 3 (SS = 0x1b) | `0x00cff2000000ffff` |
+//! | 0x20 | user code, 64-bit, DPL 3 (CS = 0x23) | `0x00affa000000ffff` |
+//! | 0x28 | 64-bit TSS (two slots) | built at run time from the TSS address |
+//!
+//! The order suits SYSRET (STAR[63:48] = 0x10), should the gate ever move to `syscall`.
+//! Traps from ring 3 land on `TSS.RSP0`; #DF uses IST1 and NMI/#MC use IST2, so that a
+//! broken kernel stack still gets a readable report.
+
+use core::arch::asm;
+use core::mem::size_of;
+
+use x86::dtables::{DescriptorTablePointer, lgdt};
+use x86::segmentation::{SegmentSelector, load_ds, load_es, load_fs, load_gs, load_ss};
+use x86::task::load_tr;
+use x86::Ring;
+
+use crate::sync::{KernelCell, Stack, stack_top};
+
+/// Kernel code segment selector.
+pub const KERNEL_CS: u16 = 0x08;
+/// Kernel data segment selector.
+pub const KERNEL_DS: u16 = 0x10;
+/// User data (stack) segment selector, RPL 3.
+pub const USER_DS: u16 = 0x18 | 3;
+/// User code segment selector, RPL 3.
+pub const USER_CS: u16 = 0x20 | 3;
+/// TSS selector.
+pub const TSS_SEL: u16 = 0x28;
+
+/// IST slot (1-based, as the IDT gate names it) for #DF.
+pub const IST_DOUBLE_FAULT: u8 = 1;
+/// IST slot for NMI and #MC.
+pub const IST_NMI_MC: u8 = 2;
+
+/// The 64-bit TSS (Intel SDM vol. 3 figure 8-11): only the stack pointers matter here.
+#[repr(C, packed(4))]
+pub struct Tss {
+    _reserved0: u32,
+    /// RSP0-2: the stacks for a privilege change to rings 0-2.
+    pub rsp: [u64; 3],
+    _reserved1: u64,
+    /// IST1-7.
+    pub ist: [u64; 7],
+    _reserved2: u64,
+    _reserved3: u16,
+    /// Offset of the I/O permission bitmap; at or past the limit means none (ring 3 `in`/`out`
+    /// then #GP, as IOPL is 0).
+    pub iomap_base: u16,
+}
+
+const _: () = assert!(size_of::<Tss>() == 104);
+
+static TSS: KernelCell<Tss> = KernelCell::new(Tss {
+    _reserved0: 0,
+    rsp: [0; 3],
+    _reserved1: 0,
+    ist: [0; 7],
+    _reserved2: 0,
+    _reserved3: 0,
+    iomap_base: size_of::<Tss>() as u16,
+});
+
+static GDT: KernelCell<[u64; 7]> = KernelCell::new([
+    0,
+    0x00af_9a00_0000_ffff, // 0x08: P, DPL 0, code exec/read, L = 1
+    0x00cf_9200_0000_ffff, // 0x10: P, DPL 0, data read/write, G, D/B
+    0x00cf_f200_0000_ffff, // 0x18: P, DPL 3, data read/write, G, D/B
+    0x00af_fa00_0000_ffff, // 0x20: P, DPL 3, code exec/read, L = 1
+    0,                     // 0x28: TSS, low half (filled by `init`)
+    0,                     // 0x30: TSS, high half
+]);
+
+/// Ring-0 stack for traps from ring 3 (hypercalls, emulation, guest faults).
+static RSP0_STACK: KernelCell<Stack<{ 64 * 1024 }>> = KernelCell::new(Stack::new());
+static IST1_STACK: KernelCell<Stack<{ 16 * 1024 }>> = KernelCell::new(Stack::new());
+static IST2_STACK: KernelCell<Stack<{ 16 * 1024 }>> = KernelCell::new(Stack::new());
+
+/// The two GDT slots of an available 64-bit TSS at `base` (Intel SDM vol. 3 figure 8-4).
+fn tss_descriptor(base: u64) -> [u64; 2] {
+    let limit = size_of::<Tss>() as u64 - 1;
+    let low = (limit & 0xffff)
+        | (base & 0xff_ffff) << 16
+        | 0x89 << 40 // P (bit 47) | type 9: available 64-bit TSS
+        | ((limit >> 16) & 0xf) << 48
+        | ((base >> 24) & 0xff) << 56;
+    [low, base >> 32]
+}
+
+/// Loads the runtime GDT and the TSS, and reloads every segment register.
+pub fn init() {
+    // SAFETY: runs once, at boot, before anything else refers to the TSS or GDT.
+    let (tss, gdt) = unsafe { (&mut *TSS.get(), &mut *GDT.get()) };
+    tss.rsp[0] = stack_top(&RSP0_STACK);
+    tss.ist[IST_DOUBLE_FAULT as usize - 1] = stack_top(&IST1_STACK);
+    tss.ist[IST_NMI_MC as usize - 1] = stack_top(&IST2_STACK);
+    let [low, high] = tss_descriptor(TSS.get() as u64);
+    gdt[5] = low;
+    gdt[6] = high;
+    let pointer = DescriptorTablePointer::new_from_slice(&gdt[..]);
+    // SAFETY: the GDT is a static that lives forever and holds the same kernel code and data
+    // descriptors as the boot GDT, so the current CS/SS stay valid across the load; the far
+    // return reloads CS with the new table's 0x08.
+    unsafe {
+        lgdt(&pointer);
+        asm!(
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            cs = const KERNEL_CS as u64,
+            tmp = lateout(reg) _,
+        );
+        let data = SegmentSelector::new(KERNEL_DS >> 3, Ring::Ring0);
+        load_ds(data);
+        load_es(data);
+        load_ss(data);
+        load_fs(SegmentSelector::from_raw(0));
+        load_gs(SegmentSelector::from_raw(0));
+        load_tr(SegmentSelector::new(TSS_SEL >> 3, Ring::Ring0));
+    }
+}
+
+/// The GDT's base and limit, for the HVM guest's GDTR (it runs on the host's descriptors).
+pub fn gdtr() -> (u64, u16) {
+    (GDT.get() as u64, (size_of::<[u64; 7]>() - 1) as u16)
+}
