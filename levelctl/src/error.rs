@@ -10,7 +10,7 @@ use crate::state::StateError;
 pub struct InputError {
     /// The file as given (or a label such as `--featureset` for command-line text).
     pub file: String,
-    /// 1-based line.
+    /// 1-based line; 0 when the whole file is at fault (unreadable).
     pub line: usize,
     /// What is wrong.
     pub reason: String,
@@ -29,7 +29,11 @@ impl InputError {
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.file, self.line, self.reason)
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.reason)
+        }
     }
 }
 

@@ -64,6 +64,8 @@ const EXPOSED_BY_DESIGN: [Feature; 6] = [
 pub struct DomainLevelling {
     /// PV or HVM.
     pub kind: DomainKind,
+    /// The host's mechanism, when this was computed.
+    pub mechanism: Mechanism,
     /// This domain's CPUIDs are levelled (a guest, or dom0 when configured).
     pub levelled: bool,
     /// Faulting is on while it runs (a levelled PV domain on faulting hardware).
@@ -92,10 +94,32 @@ impl Levelling {
         policy: &CpuPolicy,
         best_effort: bool,
     ) -> Result<DomainLevelling, Unenforceable> {
+        let mut d = self.assess(kind, role, policy);
+        if !d.unenforceable.is_empty() {
+            if !best_effort {
+                return Err(Unenforceable {
+                    features: d.unenforceable,
+                    mechanism: d.mechanism,
+                });
+            }
+            d.best_effort = true;
+        }
+        Ok(d)
+    }
+
+    /// The levelling of a domain of `kind` and `role` with `policy`, with what the hardware
+    /// cannot hide listed rather than refused.
+    pub fn assess(
+        &self,
+        kind: DomainKind,
+        role: DomainRole,
+        policy: &CpuPolicy,
+    ) -> DomainLevelling {
         let is_pv = kind == DomainKind::Pv;
         let levelled = role == DomainRole::Guest || self.config.level_dom0;
         let mut d = DomainLevelling {
             kind,
+            mechanism: self.mechanism(),
             levelled,
             faulting: false,
             masks: self.defaults,
@@ -105,7 +129,7 @@ impl Levelling {
             best_effort: false,
         };
         if !(is_pv && levelled) {
-            return Ok(d);
+            return d;
         }
         match self.mechanism() {
             Mechanism::Faulting { .. } => d.faulting = true,
@@ -119,16 +143,7 @@ impl Levelling {
         let exposed = Featureset::of(&EXPOSED_BY_DESIGN);
         d.unenforceable = (native - wanted - exposed) & KNOWN;
         d.not_shown = (wanted - native - exposed) & KNOWN & cpuid_words();
-        if !d.unenforceable.is_empty() {
-            if !best_effort {
-                return Err(Unenforceable {
-                    features: d.unenforceable,
-                    mechanism: self.mechanism(),
-                });
-            }
-            d.best_effort = true;
-        }
-        Ok(d)
+        d
     }
 
     /// The features native CPUID at CPL 3 shows while `d` is loaded. With faulting, every

@@ -293,6 +293,17 @@ impl SystemPolicies {
     }
 }
 
+impl SystemPolicies {
+    /// Xen's per-domain recalculation of a whole policy a toolstack set (`recalculate_cpuid_policy`):
+    /// clamped to the kind's max, dependency-closed, leaf 0xD and the miscellaneous leaves
+    /// re-derived. `None` for a HAP guest on a shadow-only host. Check the policy against the
+    /// max first ([`crate::policy::compat::check_compatible`]): this clamps silently.
+    pub fn recalculate(&self, kind: DomainKind, policy: &CpuPolicy) -> Option<CpuPolicy> {
+        let max = self.max_for(kind)?;
+        Some(recalculate_domain_policy(*policy, &max, &self.host))
+    }
+}
+
 /// Xen's raw policy: the hardware's, with the bits that depend on the running CR4/XCR0 cleared.
 fn raw_policy(hardware: &CpuPolicy) -> CpuPolicy {
     let mut p = *hardware;

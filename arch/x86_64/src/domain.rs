@@ -1,0 +1,329 @@
+//! A ring-3 domain: dom0 or a PV guest, with its own address space, its saved registers, its
+//! CPUID policy, and the bookkeeping of its checks.
+//!
+//! The kernel judges every CPUID result a domain reports against an [`Oracle`]: for Xen and
+//! dom0 the same query at CPL0 (they see the full host CPUID), for a levelled guest
+//! `guest_cpuid` on the guest's policy. Every check line names the scenario, the domain and
+//! what was checked, e.g. `check pv-forced/domU1/forced/00000007.0: ok`.
+
+use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
+use xen_levelling::policy::system::DomainKind;
+use xen_levelling::{CpuPolicy, CpuidRegs};
+
+use crate::checks::{self, Leaf, Regs};
+use crate::gdt::{USER_CS, USER_DS};
+use crate::guest::programs::{self, xl_user_probe, xl_user_walk};
+use crate::guest::{WALK_FORCED, WalkList, WalkPage};
+use crate::hardware;
+use crate::hypercall::Report;
+use crate::idt::{Gprs, TrapFrame, vector};
+use crate::paging::{AddressSpace, USER_DATA, USER_STACK_TOP, user_code_address};
+use crate::xen::Host;
+
+/// A domain id.
+pub type DomId = u16;
+
+/// RFLAGS for ring 3: bit 1 (reserved, always 1) only, so IF = 0 and IOPL = 0.
+const USER_RFLAGS: u64 = 0x2;
+
+/// What a domain's CPUID results are compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Oracle {
+    /// The same query run by the kernel at CPL0 when the result arrives: full host CPUID.
+    HostCpl0,
+    /// `guest_cpuid` on the domain's policy, for CPUIDs that reach Xen through `entry`.
+    Policy(CpuidEntry),
+}
+
+/// What a domain runs.
+#[derive(Clone, Debug)]
+pub enum Program {
+    /// `xl_user_walk` over `list`, `rounds` times, with the walk flags (`guest::WALK_*`).
+    Walk {
+        /// The queries.
+        list: WalkList,
+        /// How many times to walk them.
+        rounds: u32,
+        /// `WALK_FORCED` and/or `WALK_YIELD`.
+        flags: u32,
+    },
+    /// `xl_user_probe` reading kernel address `address`, which must raise #PF.
+    Probe {
+        /// A kernel (supervisor-only) address.
+        address: u64,
+    },
+}
+
+/// Everything needed to create a domain.
+pub struct DomainSpec {
+    /// Name in check lines (`dom0`, `domU1`, ...).
+    pub name: &'static str,
+    /// Domain id.
+    pub domid: DomId,
+    /// dom0, the hardware domain.
+    pub hardware_domain: bool,
+    /// The domain's CPUID policy.
+    pub policy: CpuPolicy,
+    /// How its results are judged.
+    pub oracle: Oracle,
+    /// What it runs.
+    pub program: Program,
+    /// One check line per CPUID result (else one summary line for the domain).
+    pub per_result_checks: bool,
+}
+
+/// Saved ring-3 state of a domain that is not running.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UserContext {
+    /// General-purpose registers.
+    pub gprs: Gprs,
+    /// Where it resumes.
+    pub rip: u64,
+    /// Its RFLAGS.
+    pub rflags: u64,
+    /// Its stack pointer.
+    pub rsp: u64,
+}
+
+impl UserContext {
+    /// Saves the ring-3 state in `frame`.
+    pub fn save(&mut self, frame: &TrapFrame) {
+        self.gprs = frame.gprs;
+        self.rip = frame.rip;
+        self.rflags = frame.rflags;
+        self.rsp = frame.rsp;
+    }
+
+    /// Puts this state into `frame`, so that the `iretq` resumes this domain.
+    pub fn restore(&self, frame: &mut TrapFrame) {
+        frame.gprs = self.gprs;
+        frame.rip = self.rip;
+        frame.rflags = self.rflags;
+        frame.rsp = self.rsp;
+        frame.cs = u64::from(USER_CS);
+        frame.ss = u64::from(USER_DS);
+    }
+}
+
+/// Where a domain is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainState {
+    /// May run.
+    Runnable,
+    /// Called `exit` (or took the fault it was meant to take).
+    Exited,
+    /// Took a fault it should not have.
+    Crashed,
+}
+
+/// A ring-3 domain.
+pub struct Domain {
+    /// Scenario name, the prefix of every check line.
+    scenario: &'static str,
+    spec: DomainSpec,
+    /// What `guest_cpuid` needs to know about it.
+    guest: GuestDomain,
+    /// Its vCPU's architectural state, as `guest_cpuid`'s dynamic pass reads it.
+    vcpu: VcpuState,
+    /// Its page tables and frames.
+    pub space: AddressSpace,
+    /// Its registers while it is not running.
+    pub context: UserContext,
+    /// Runnable, exited or crashed.
+    pub state: DomainState,
+    results: u32,
+    mismatches: u32,
+    first_mismatch: Option<(u32, u32, CpuidRegs, CpuidRegs)>,
+    expected_results: u32,
+}
+
+impl Domain {
+    /// Builds the domain: its address space, its walk page, its initial registers.
+    pub fn new(scenario: &'static str, spec: DomainSpec, host: &Host) -> Domain {
+        let space = AddressSpace::new();
+        // SAFETY: the data frame was just allocated for this domain alone and is identity
+        // mapped; nothing else refers to it until the domain runs.
+        let page = unsafe { &mut *(space.data_frame as *mut WalkPage) };
+        let (entry, expected_results) = match &spec.program {
+            Program::Walk { list, rounds, flags } => {
+                page.fill(list, *rounds, *flags, 0x5a00_0000 | u32::from(spec.domid));
+                (xl_user_walk as extern "C" fn(), list.as_slice().len() as u32 * rounds)
+            }
+            Program::Probe { address } => {
+                page.probe = *address;
+                (xl_user_probe as extern "C" fn(), 0)
+            }
+        };
+        let mut context = UserContext {
+            rip: user_code_address(programs::address(entry)),
+            rflags: USER_RFLAGS,
+            rsp: USER_STACK_TOP,
+            ..UserContext::default()
+        };
+        context.gprs.rdi = USER_DATA;
+        let vcpu = VcpuState {
+            entry: CpuidEntry::ForcedEmulation,
+            cr4_osxsave: false,
+            cr4_pke: false,
+            // A 64-bit PV guest kernel runs in ring 3; the programs play its kernel.
+            kernel_mode: true,
+            host_cr4_osxsave: host.cr4_osxsave,
+            xcr0: 0x3, // x87 | SSE: what Xen gives a PV vCPU before it sets XCR0
+            xss: 0,
+            apic_enabled: false,
+            long_mode: true,
+        };
+        Domain {
+            scenario,
+            guest: host.guest_domain(DomainKind::Pv, spec.domid, spec.hardware_domain),
+            spec,
+            vcpu,
+            space,
+            context,
+            state: DomainState::Runnable,
+            results: 0,
+            mismatches: 0,
+            first_mismatch: None,
+            expected_results,
+        }
+    }
+
+    /// The domain's name.
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
+    /// The domain's policy.
+    pub fn policy(&self) -> &CpuPolicy {
+        &self.spec.policy
+    }
+
+    /// What the domain's CPUID `leaf`/`subleaf` returns when it reaches Xen through `entry`
+    /// while this vCPU runs: `guest_cpuid` with the vCPU's live state.
+    pub fn answer_cpuid(&self, leaf: u32, subleaf: u32, entry: CpuidEntry) -> CpuidRegs {
+        let ctx = GuestContext {
+            domain: self.guest,
+            vcpu_id: 0,
+            state: Some(VcpuState { entry, ..self.vcpu }),
+        };
+        guest_cpuid(&self.spec.policy, leaf, subleaf, &ctx)
+    }
+
+    /// What the domain should have seen for `leaf`/`subleaf`.
+    fn expected(&self, leaf: u32, subleaf: u32) -> CpuidRegs {
+        match self.spec.oracle {
+            Oracle::HostCpl0 => hardware::cpuid(leaf, subleaf),
+            Oracle::Policy(entry) => self.answer_cpuid(leaf, subleaf, entry),
+        }
+    }
+
+    /// The path the domain's CPUIDs take, as a word for check names.
+    fn path(&self) -> &'static str {
+        match &self.spec.program {
+            Program::Walk { flags, .. } if flags & WALK_FORCED != 0 => "forced",
+            Program::Walk { .. } => "native",
+            Program::Probe { .. } => "probe",
+        }
+    }
+
+    /// `cpuid_result`: judges what the domain saw.
+    pub fn cpuid_result(&mut self, leaf: u32, subleaf: u32, got: CpuidRegs) {
+        let expected = self.expected(leaf, subleaf);
+        self.results += 1;
+        if self.spec.per_result_checks {
+            checks::cpuid(
+                format_args!("{}/{}/{}/{}", self.scenario, self.name(), self.path(), Leaf(leaf, subleaf)),
+                expected,
+                got,
+            );
+        }
+        if expected != got {
+            self.mismatches += 1;
+            self.first_mismatch.get_or_insert((leaf, subleaf, expected, got));
+        }
+    }
+
+    /// `report`: a check the guest judged itself.
+    pub fn report(&mut self, id: u64, ok: bool, detail: [u64; 2]) {
+        let what = Report::from_id(id).map_or("unknown-report", Report::name);
+        checks::check(
+            format_args!("{}/{}/{what}", self.scenario, self.name()),
+            ok,
+            format_args!("guest reported failure (report {id}, details {:#x} {:#x})", detail[0], detail[1]),
+        );
+    }
+
+    /// A fault in ring 3 that nothing emulated: the end of the domain. For the isolation
+    /// probe a #PF is the expected outcome and passes its check; anything else is a crash.
+    pub fn fault(&mut self, frame: &TrapFrame) {
+        // SAFETY: reading CR2 has no side effect.
+        let cr2 = unsafe { x86::controlregs::cr2() } as u64;
+        if let Program::Probe { address } = self.spec.program {
+            let ok = frame.vector == vector::PF && cr2 == address;
+            checks::check(
+                format_args!("{}/{}/kernel-page-from-ring3-faults", self.scenario, self.name()),
+                ok,
+                format_args!("vector {} cr2 {cr2:#x}, expected #PF at {address:#x}", frame.vector),
+            );
+            self.state = DomainState::Exited;
+            return;
+        }
+        checks::fail(
+            format_args!("{}/{}/crashed", self.scenario, self.name()),
+            format_args!(
+                "vector {} error {:#x} rip {:#x} rsp {:#x} cr2 {cr2:#x}",
+                frame.vector, frame.error, frame.rip, frame.rsp
+            ),
+        );
+        self.state = DomainState::Crashed;
+    }
+
+    /// `exit`: the domain is done.
+    pub fn exit(&mut self, code: u64) {
+        if code != 0 {
+            checks::fail(
+                format_args!("{}/{}/exit", self.scenario, self.name()),
+                format_args!("exit code {code}"),
+            );
+        }
+        self.state = DomainState::Exited;
+    }
+
+    /// After the run: the domain's summary checks (every result arrived; and, where results
+    /// were not checked one by one, that they all matched).
+    pub fn finish(&self) {
+        let name = format_args!("{}/{}", self.scenario, self.name());
+        if self.expected_results == 0 {
+            return;
+        }
+        checks::check(
+            format_args!("{name}/all-results-reported"),
+            self.state == DomainState::Exited && self.results == self.expected_results,
+            format_args!(
+                "{} of {} results, domain {:?}",
+                self.results, self.expected_results, self.state
+            ),
+        );
+        if self.spec.per_result_checks {
+            return;
+        }
+        match self.first_mismatch {
+            None => checks::pass_with(
+                format_args!("{name}/{}-cpuid", self.path()),
+                format_args!("{} results, all as expected", self.results),
+            ),
+            Some((leaf, subleaf, expected, got)) => checks::fail(
+                format_args!("{name}/{}-cpuid", self.path()),
+                format_args!(
+                    "{} of {} results wrong; first {}: expected {} got {}",
+                    self.mismatches,
+                    self.results,
+                    Leaf(leaf, subleaf),
+                    Regs(expected),
+                    Regs(got)
+                ),
+            ),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Page tables: the kernel's supervisor-only identity map and one address space per domain.
+//!
+//! - **Kernel**: PML4[0] → PDPT[0] → PD: the first 1 GiB identity-mapped with 2 MiB pages,
+//!   U/S = 0 (`boot.rs` builds it). Every address space shares this PDPT, so the kernel runs
+//!   on whichever CR3 is loaded, and ring 3 cannot touch any of it.
+//! - **Domain**: its own PML4 whose slot 1 (user virtual addresses from
+//!   [`USER_BASE`] = 512 GiB) leads, U/S = 1 at every level, to one page table holding the
+//!   guest programs ([`USER_CODE`], read-only, shared frames of the `.user_text` section), the
+//!   domain's data page ([`USER_DATA`], its own frame) and its stack (below
+//!   [`USER_STACK_TOP`], its own frames). Data and stack are NX where EFER.NXE is on.
+//! - SMEP and SMAP are turned on where the CPU has them: the kernel then can neither run nor
+//!   read user pages by accident. It reads guest memory only through [`read_user`], a software
+//!   walk of the domain's tables that checks U/S, through the identity map.
+
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use x86::controlregs::{Cr4, cr4, cr4_write};
+use x86::msr::{IA32_EFER, rdmsr, wrmsr};
+
+use crate::hardware::cpuid;
+use crate::sync::{KernelCell, Page};
+
+/// A page table: 512 entries.
+#[repr(C, align(4096))]
+pub struct PageTable(pub [u64; 512]);
+
+/// Present (bit 0).
+const P: u64 = 1 << 0;
+/// Writable (bit 1).
+const RW: u64 = 1 << 1;
+/// User-accessible (bit 2).
+const US: u64 = 1 << 2;
+/// Large page at PDPT/PD level (bit 7).
+const PS: u64 = 1 << 7;
+/// Execute-disable (bit 63), valid only with EFER.NXE.
+const NX: u64 = 1 << 63;
+/// Physical address bits of an entry (51:12).
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// The kernel's PML4 (filled by `boot.rs`; slot 0 only).
+pub static KERNEL_PML4: KernelCell<PageTable> = KernelCell::new(PageTable([0; 512]));
+/// The kernel's PDPT, shared by every address space (slot 0 only).
+pub static KERNEL_PDPT: KernelCell<PageTable> = KernelCell::new(PageTable([0; 512]));
+/// The kernel's PD: 512 × 2 MiB supervisor pages.
+pub static KERNEL_PD: KernelCell<PageTable> = KernelCell::new(PageTable([0; 512]));
+
+/// How much the kernel identity-maps, and so how far [`read_user`] may follow a frame.
+pub const IDENTITY_LIMIT: u64 = 1 << 30;
+
+/// The first user virtual address (PML4 slot 1).
+pub const USER_BASE: u64 = 0x0000_0080_0000_0000;
+/// Where the `.user_text` pages appear in every domain.
+pub const USER_CODE: u64 = USER_BASE;
+/// The domain's data page (its walk list and parameters).
+pub const USER_DATA: u64 = USER_BASE + 0x10_0000;
+/// The top of the domain's stack.
+pub const USER_STACK_TOP: u64 = USER_BASE + 0x20_0000;
+/// Pages of user stack.
+const USER_STACK_PAGES: u64 = 4;
+
+static NX_ON: AtomicBool = AtomicBool::new(false);
+static SMAP_ON: AtomicBool = AtomicBool::new(false);
+static SMEP_ON: AtomicBool = AtomicBool::new(false);
+
+/// Page frames for domain tables, stacks and data pages. Handed out once, never freed: a boot
+/// runs one scenario with a handful of domains.
+const POOL_PAGES: usize = 96;
+static POOL: KernelCell<[Page; POOL_PAGES]> = KernelCell::new([Page::ZERO; POOL_PAGES]);
+static POOL_NEXT: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" {
+    /// Start of `.user_text` (linker/kernel.ld), page aligned.
+    static __user_text_start: u8;
+    /// End of `.user_text`, page aligned.
+    static __user_text_end: u8;
+}
+
+/// Turns on EFER.NXE, CR4.SMEP and CR4.SMAP where the CPU enumerates them.
+pub fn init() {
+    // CPUID.80000001H:EDX[20] NX → EFER.NXE (MSR C000_0080h[11]).
+    if cpuid(0x8000_0000, 0).a >= 0x8000_0001 && cpuid(0x8000_0001, 0).d & 1 << 20 != 0 {
+        // SAFETY: setting NXE only makes bit 63 of page-table entries meaningful; no entry
+        // has it set yet.
+        unsafe { wrmsr(IA32_EFER, rdmsr(IA32_EFER) | 1 << 11) };
+        NX_ON.store(true, Ordering::Relaxed);
+    }
+    // CPUID.07H.0:EBX[7] SMEP → CR4.SMEP (bit 20); EBX[20] SMAP → CR4.SMAP (bit 21).
+    // Out-of-range leaves repeat the highest basic leaf under TCG (qemu-facts.md section 7).
+    let leaf7 = if cpuid(0, 0).a >= 7 { cpuid(7, 0).b } else { 0 };
+    let mut flags = Cr4::empty();
+    if leaf7 & 1 << 7 != 0 {
+        flags |= Cr4::CR4_ENABLE_SMEP;
+        SMEP_ON.store(true, Ordering::Relaxed);
+    }
+    if leaf7 & 1 << 20 != 0 {
+        flags |= Cr4::CR4_ENABLE_SMAP;
+        SMAP_ON.store(true, Ordering::Relaxed);
+    }
+    // SAFETY: the kernel never executes or touches user pages through user addresses, so
+    // SMEP and SMAP change nothing for correct kernel code.
+    unsafe { cr4_write(cr4() | flags) };
+}
+
+/// What `init` turned on, for the boot banner: (NX, SMEP, SMAP).
+pub fn protections() -> (bool, bool, bool) {
+    (
+        NX_ON.load(Ordering::Relaxed),
+        SMEP_ON.load(Ordering::Relaxed),
+        SMAP_ON.load(Ordering::Relaxed),
+    )
+}
+
+/// The kernel's CR3 (identity map only).
+pub fn kernel_cr3() -> u64 {
+    KERNEL_PML4.get() as u64
+}
+
+/// A zeroed page frame from the pool: its physical (= kernel virtual) address.
+///
+/// # Panics
+///
+/// When the pool is exhausted: a scenario created more domains than the pool is sized for.
+pub fn alloc_frame() -> u64 {
+    let index = POOL_NEXT.fetch_add(1, Ordering::Relaxed);
+    assert!(index < POOL_PAGES, "page-frame pool exhausted");
+    // The pool is zeroed by the boot code and each frame is handed out once.
+    POOL.get() as u64 + (index * 4096) as u64
+}
+
+/// The table at physical address `frame`, through the identity map.
+///
+/// # Safety
+///
+/// `frame` must be a page-table frame from [`alloc_frame`] (or a kernel table) that no other
+/// live reference points into.
+unsafe fn table(frame: u64) -> &'static mut PageTable {
+    // SAFETY: identity-mapped, page aligned, exclusively borrowed by the caller's contract.
+    unsafe { &mut *(frame as *mut PageTable) }
+}
+
+/// One domain's address space and its private frames.
+#[derive(Clone, Copy, Debug)]
+pub struct AddressSpace {
+    /// The PML4's physical address: the value for CR3.
+    pub cr3: u64,
+    /// The data page's frame (the kernel writes the walk list there).
+    pub data_frame: u64,
+}
+
+impl AddressSpace {
+    /// A new address space: the kernel identity map (supervisor) plus the user code, a fresh
+    /// data page and a fresh stack.
+    pub fn new() -> AddressSpace {
+        let pml4 = alloc_frame();
+        let pdpt = alloc_frame();
+        let pd = alloc_frame();
+        let pt = alloc_frame();
+        let data_frame = alloc_frame();
+        let nx = if NX_ON.load(Ordering::Relaxed) { NX } else { 0 };
+        // SAFETY: the four frames were just allocated for this address space only; the
+        // kernel PML4's slot 0 is read, not written.
+        unsafe {
+            let kernel_slot0 = table(kernel_cr3()).0[0];
+            table(pml4).0[0] = kernel_slot0;
+            table(pml4).0[pml4_index(USER_BASE)] = pdpt | P | RW | US;
+            table(pdpt).0[pdpt_index(USER_BASE)] = pd | P | RW | US;
+            table(pd).0[pd_index(USER_BASE)] = pt | P | RW | US;
+            let pt = table(pt);
+            let (code_start, code_end) = user_text();
+            for (i, frame) in (code_start..code_end).step_by(4096).enumerate() {
+                pt.0[pt_index(USER_CODE) + i] = frame | P | US; // read-only, executable
+            }
+            pt.0[pt_index(USER_DATA)] = data_frame | P | RW | US | nx;
+            for page in 1..=USER_STACK_PAGES {
+                let va = USER_STACK_TOP - page * 4096;
+                pt.0[pt_index(va)] = alloc_frame() | P | RW | US | nx;
+            }
+        }
+        AddressSpace { cr3: pml4, data_frame }
+    }
+}
+
+/// The physical range of `.user_text`.
+fn user_text() -> (u64, u64) {
+    (
+        &raw const __user_text_start as u64,
+        &raw const __user_text_end as u64,
+    )
+}
+
+/// The user virtual address of a symbol that lives in `.user_text`.
+pub fn user_code_address(symbol: u64) -> u64 {
+    let (start, end) = user_text();
+    assert!(
+        (start..end).contains(&symbol),
+        "not in .user_text: {symbol:#x}"
+    );
+    USER_CODE + (symbol - start)
+}
+
+fn pml4_index(va: u64) -> usize {
+    (va >> 39) as usize & 511
+}
+fn pdpt_index(va: u64) -> usize {
+    (va >> 30) as usize & 511
+}
+fn pd_index(va: u64) -> usize {
+    (va >> 21) as usize & 511
+}
+fn pt_index(va: u64) -> usize {
+    (va >> 12) as usize & 511
+}
+
+/// The physical address behind user virtual address `va` in the tables at `cr3`, if every
+/// level is present and user-accessible.
+fn translate_user(cr3: u64, va: u64) -> Option<u64> {
+    let mut table_pa = cr3 & ADDR;
+    // (index shift, whether a PS leaf is allowed at this level and its page size)
+    for (shift, large) in [(39, None), (30, Some(1u64 << 30)), (21, Some(1 << 21)), (12, None)] {
+        if table_pa >= IDENTITY_LIMIT {
+            return None;
+        }
+        let index = (va >> shift) as usize & 511;
+        // SAFETY: `table_pa` is below the identity-mapped limit and page aligned (from an
+        // entry's address bits), so the read is of mapped kernel memory; page tables are
+        // plain data.
+        let entry = unsafe { core::ptr::read_volatile((table_pa as *const u64).add(index)) };
+        if entry & (P | US) != P | US {
+            return None;
+        }
+        match large {
+            Some(size) if entry & PS != 0 => return Some((entry & ADDR & !(size - 1)) | (va & (size - 1))),
+            _ if shift == 12 => return Some((entry & ADDR) | (va & 0xfff)),
+            _ => table_pa = entry & ADDR,
+        }
+    }
+    None
+}
+
+/// Copies guest bytes at user address `va` into `out`, following the tables at `cr3`.
+/// `Err(address)` names the first byte that is not mapped user-accessible.
+pub fn read_user(cr3: u64, va: u64, out: &mut [u8]) -> Result<(), u64> {
+    for (offset, byte) in out.iter_mut().enumerate() {
+        let address = va.wrapping_add(offset as u64);
+        let pa = translate_user(cr3, address).ok_or(address)?;
+        if pa >= IDENTITY_LIMIT {
+            return Err(address);
+        }
+        // SAFETY: `pa` is identity-mapped kernel memory (checked above) backing a user page.
+        *byte = unsafe { core::ptr::read_volatile(pa as *const u8) };
+    }
+    Ok(())
+}
+
+/// Loads `cr3` if it is not the current one (a CR3 write flushes the non-global TLB).
+pub fn switch_address_space(cr3: u64) {
+    // SAFETY: every CR3 the kernel loads (kernel or domain) maps the kernel identically at
+    // PML4 slot 0, so the code and stack in use stay mapped.
+    unsafe {
+        if x86::controlregs::cr3() != cr3 {
+            x86::controlregs::cr3_write(cr3);
+        }
+    }
+}

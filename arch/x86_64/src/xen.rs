@@ -1,0 +1,138 @@
+//! The host, as Xen sees it at boot: the raw CPUID read through [`NativeHardware`], the
+//! system policies derived from it, and what the HVM side can use.
+//!
+//! Probing of the levelling mechanism (faulting, mask MSRs) is the crate's, and not written
+//! yet: `HostOptions::cpuid_faulting` stays false until `levelling::probe` exists (see
+//! `levelling.rs`).
+
+use xen_levelling::hardware::HardwareCpuid;
+use xen_levelling::policy::guest::GuestDomain;
+use xen_levelling::policy::system::{
+    DomainKind, DomainPolicyError, HostOptions, SystemPolicies, parse_cpuid_option,
+};
+use xen_levelling::policy::{MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, RawMsrs};
+use xen_levelling::{CpuPolicy, Feature, Featureset, Vendor};
+
+use crate::cmdline::Cmdline;
+use crate::hardware::NativeHardware;
+use crate::{levelling, println};
+
+/// The Xen version the Xen leaves report: XenServer "Dundee" shipped Xen 4.6.
+pub const XEN_VERSION: (u16, u16) = (4, 6);
+
+/// Everything the scenarios need to know about the host.
+pub struct Host {
+    /// The CPU's CPUID exactly as read at boot (before Xen's raw-policy adjustments).
+    pub hardware: CpuPolicy,
+    /// Raw, host, PV and HVM max/default policies.
+    pub policies: SystemPolicies,
+    /// The CPU vendor.
+    pub vendor: Vendor,
+    /// AMD SVM present (CPUID 8000_0001h:ECX[2]).
+    pub svm: bool,
+    /// SVM nested paging present (CPUID 8000_000Ah:EDX[0]).
+    pub npt: bool,
+    /// Xen's own CR4.OSXSAVE (bit 18), which PV forced-emulation CPUID leaks (see `guest.rs`).
+    pub cr4_osxsave: bool,
+}
+
+impl Host {
+    /// Reads the CPU and derives the system policies, printing a summary. `cpuid=no-…` on the
+    /// command line disables features as on Xen's command line.
+    pub fn probe(cmdline: &Cmdline) -> Host {
+        let hw = NativeHardware;
+        let msrs = RawMsrs {
+            platform_info: xen_levelling::hardware::Hardware::rdmsr_safe(&hw, MSR_PLATFORM_INFO)
+                .ok(),
+            arch_caps: xen_levelling::hardware::Hardware::rdmsr_safe(&hw, MSR_ARCH_CAPABILITIES)
+                .ok(),
+        };
+        let hardware = CpuPolicy::from_source(&HardwareCpuid(&hw), msrs);
+        let disabled = match cmdline.value("cpuid").map(parse_cpuid_option) {
+            Some(Ok(fs)) => fs,
+            Some(Err(error)) => {
+                println!("xen: ignoring cpuid=: {error}");
+                Featureset::EMPTY
+            }
+            None => Featureset::EMPTY,
+        };
+        let fs = hardware.featureset();
+        let svm = fs.contains(Feature::SVM);
+        let extd = hardware.max_extd_leaf();
+        let npt = svm && extd >= 0x8000_000a && hardware.leaf(0x8000_000a, 0).unwrap_or_default().d & 1 != 0;
+        let options = HostOptions {
+            disabled,
+            cpuid_faulting: levelling::probe_faulting(&hw),
+            hap: npt,
+        };
+        let policies = SystemPolicies::derive(&hardware, options);
+        // SAFETY: reading CR4 has no side effect.
+        let cr4 = unsafe { x86::controlregs::cr4() };
+        let host = Host {
+            hardware,
+            policies,
+            vendor: hardware.vendor(),
+            svm,
+            npt,
+            cr4_osxsave: cr4.contains(x86::controlregs::Cr4::CR4_ENABLE_OS_XSAVE),
+        };
+        host.print();
+        host
+    }
+
+    fn print(&self) {
+        let p = &self.policies;
+        println!(
+            "xen: {} {}; max leaf {:#x}, max extended leaf {:#x}; SVM {} NPT {}; faulting {}",
+            self.vendor,
+            self.hardware.signature(),
+            self.hardware.max_basic_leaf(),
+            self.hardware.max_extd_leaf(),
+            self.svm,
+            self.npt,
+            p.options.cpuid_faulting,
+        );
+        for (name, policy) in [
+            ("host", &p.host),
+            ("pv-default", &p.pv_default),
+            ("hvm-default", &p.hvm_default),
+        ] {
+            let fs = policy.featureset();
+            println!(
+                "xen: {name:<11} {} features, {} leaves: {}",
+                fs.len(),
+                policy.nr_serialised_leaves(),
+                fs.xen_words()
+            );
+        }
+    }
+
+    /// The HVM domain kind this host runs: HAP where SVM has nested paging.
+    pub fn hvm_kind(&self) -> DomainKind {
+        if self.npt {
+            DomainKind::HvmHap
+        } else {
+            DomainKind::HvmShadow
+        }
+    }
+
+    /// The policy of a new domain of `kind` started with the default featureset of `kind`,
+    /// the way a toolstack starts a VM with no explicit CPUID configuration.
+    pub fn default_domain_policy(&self, kind: DomainKind) -> Result<CpuPolicy, DomainPolicyError> {
+        let fs = self.policies.default_for(kind).featureset();
+        self.policies.domain_policy(kind, self.vendor, &fs)
+    }
+
+    /// The domain facts `guest_cpuid` needs.
+    pub fn guest_domain(&self, kind: DomainKind, domid: u16, hardware_domain: bool) -> GuestDomain {
+        GuestDomain {
+            kind,
+            domid,
+            hardware_domain,
+            host_features: self.policies.host.featureset(),
+            // CPUID.80000008H:EAX[7:0]: physical address bits.
+            host_paddr_bits: self.policies.host.leaf(0x8000_0008, 0).unwrap_or_default().a as u8,
+            xen_version: XEN_VERSION,
+        }
+    }
+}
