@@ -99,7 +99,7 @@ fn static_pass(p: &CpuPolicy, leaf: u32, subleaf: u32, ctx: &GuestContext) -> Cp
             }
             let in_range = match leaf {
                 0x7 => subleaf <= p.max_feat_subleaf().min(2),
-                0xd => p.featureset().contains(Feature::XSAVE) && (subleaf as usize) < NR_XSTATE,
+                0xd => p.has(Feature::XSAVE) && (subleaf as usize) < NR_XSTATE,
                 _ => true,
             };
             match Slot::of(leaf, subleaf) {
@@ -165,7 +165,6 @@ fn dynamic_pass(
     state: &VcpuState,
     regs: &mut CpuidRegs,
 ) {
-    let fs = p.featureset();
     let d = &ctx.domain;
     let is_pv = d.kind == DomainKind::Pv;
     let set = |reg: &mut u32, feature: Feature, on: bool| {
@@ -185,7 +184,7 @@ fn dynamic_pass(
             // CPUID.01H:ECX[27] OSXSAVE. A PV kernel using the forced-emulation prefix also
             // sees Xen's own CR4.OSXSAVE: old Linux relies on that leak, so it is ABI now.
             let pv_leak = is_pv
-                && fs.contains(Feature::XSAVE)
+                && p.has(Feature::XSAVE)
                 && state.entry == CpuidEntry::ForcedEmulation
                 && state.kernel_mode
                 && state.host_cr4_osxsave;
@@ -210,17 +209,15 @@ fn dynamic_pass(
         0x7 if subleaf == 0 && leaf <= p.max_basic_leaf() => {
             set(&mut regs.c, Feature::OSPKE, state.cr4_pke); // CPUID.07H.0:ECX[4]
         }
-        0xb if fs.contains(Feature::X2APIC) && leaf <= p.max_basic_leaf() => {
+        0xb if p.has(Feature::X2APIC) && leaf <= p.max_basic_leaf() => {
             regs.c = (regs.c & !0xff) | (subleaf & 0xff); // CPUID.0BH:ECX[7:0]: the level asked
             regs.d = ctx.vcpu_id.wrapping_mul(2); // CPUID.0BH:EDX: x2APIC ID
         }
-        0xd if fs.contains(Feature::XSAVE) && leaf <= p.max_basic_leaf() => match subleaf {
+        0xd if p.has(Feature::XSAVE) && leaf <= p.max_basic_leaf() => match subleaf {
             // CPUID.0DH.0:EBX: XSAVE area size for the current XCR0.
             0 => regs.b = xsave_size(p, state.xcr0, false),
             // CPUID.0DH.1:EBX: XSAVES area size for XCR0 | XSS.
-            1 if fs.contains(Feature::XSAVEC) => {
-                regs.b = xsave_size(p, state.xcr0 | state.xss, true)
-            }
+            1 if p.has(Feature::XSAVEC) => regs.b = xsave_size(p, state.xcr0 | state.xss, true),
             _ => {}
         },
         0x8000_0001 if !is_pv && !p.vendor().is_amd_like() && !state.long_mode => {

@@ -412,6 +412,12 @@ impl CpuPolicy {
         fs
     }
 
+    /// True if the policy has `feature`: one register read, cheaper than
+    /// [`CpuPolicy::featureset`] on hot paths such as `guest_cpuid`.
+    pub fn has(&self, feature: crate::feature::Feature) -> bool {
+        self.word(WORD_HOMES[feature.word()]) & feature.mask() != 0
+    }
+
     /// Write the feature words of `fs` into the policy (Xen's `x86_cpu_featureset_to_policy`);
     /// everything else is left alone.
     pub fn set_featureset(&mut self, fs: &Featureset) {
