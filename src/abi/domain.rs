@@ -103,16 +103,8 @@ impl<const N: usize> DomainTable<N> {
         }
         let policy = host.system.default_for(kind);
         let levelling = levelling_of(host, kind, role, &policy);
-        self.slots[slot] = Some(Domain {
-            domid,
-            kind,
-            role,
-            policy,
-            levelling,
-            best_effort,
-            running: false,
-        });
-        Ok(self.slots[slot].as_ref().expect("just filled"))
+        let domain = Domain { domid, kind, role, policy, levelling, best_effort, running: false };
+        Ok(self.slots[slot].insert(domain))
     }
 
     /// The domain `domid`.
