@@ -638,24 +638,80 @@ fn switches_write_exactly_the_msrs_that_differ() {
 }
 
 #[test]
-fn a_mask_msr_that_starts_faulting_is_reported() {
-    let all = hosts(false);
+fn a_mask_msr_that_starts_faulting_fails_closed() {
+    use xen_levelling::abi::domain::{DomainTable, Host};
     let mut host = boot("GenuineIntel00206D7_SandyBridgeE_00_CPUID.txt", false);
-    let level = pool_level(&all, Vendor::Intel);
-    let pool = host
-        .system
-        .domain_policy(DomainKind::Pv, Vendor::Intel, &level)
+    let mut abi_host = Host {
+        system: host.system,
+        levelling: host.levelling,
+    };
+    let mut domains = DomainTable::<4>::default();
+    domains
+        .create(&abi_host, 0, DomainKind::Pv, DomainRole::Control, false)
         .unwrap();
-    let d = host
-        .levelling
-        .domain_levelling(DomainKind::Pv, DomainRole::Guest, &pool, true)
+    domains
+        .create(&abi_host, 1, DomainKind::Pv, DomainRole::Guest, true)
         .unwrap();
+    domains.start(0).unwrap();
+    domains.start(1).unwrap();
+    let guest = domains.get(1).unwrap().levelling;
+    let dom0 = domains.get(0).unwrap().levelling;
+    assert!(domains.unguaranteed(&abi_host.levelling).next().is_none());
+
+    // As after a microcode update: the leaf 1 mask starts raising #GP.
     assert!(host.model.fail_msr(0x132));
-    let err = host
+    let fault = host
         .cpu
-        .switch_to(&host.levelling, &mut host.model, vcpu(&d))
+        .switch_to(&abi_host.levelling, &mut host.model, vcpu(&guest))
         .unwrap_err();
-    assert_eq!(err.msr, 0x132);
+    assert_eq!(fault.msr, 0x132);
+    // The other masks were still written.
+    let others = host
+        .model
+        .write_log()
+        .iter()
+        .filter(|w| w.msr != 0x132 && !w.faulted)
+        .count();
+    assert!(others >= 1, "{:?}", host.model.write_log());
+    abi_host.levelling.mark_failed(fault);
+
+    // Xen and dom0 keep running with the full host: the faulting MSR still holds the
+    // defaults (its write never happened), the others are put back.
+    for _ in 0..3 {
+        host.cpu
+            .switch_to(&abi_host.levelling, &mut host.model, vcpu(&dom0))
+            .unwrap();
+        let leaf1 = host.model.cpuid_at(3, 1, 0).unwrap();
+        assert_eq!(
+            leaf1.d,
+            host.raw_model.leaf(1, 0).unwrap().d,
+            "dom0 sees the host's leaf 1"
+        );
+        host.cpu
+            .switch_to(&abi_host.levelling, &mut host.model, SwitchTo::Xen)
+            .unwrap();
+    }
+    // The running guest is reported; a new levelled PV guest is refused (fail closed) ...
+    let unguaranteed: Vec<u16> = domains
+        .unguaranteed(&abi_host.levelling)
+        .map(|d| d.domid)
+        .collect();
+    assert_eq!(unguaranteed, [1]);
+    domains
+        .create(&abi_host, 2, DomainKind::Pv, DomainRole::Guest, false)
+        .unwrap();
+    let refused = domains.start(2).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("without faulting or mask MSRs"),
+        "{refused}"
+    );
+    // ... unless best effort is asked for; and HVM guests are unaffected.
+    domains
+        .create(&abi_host, 3, DomainKind::HvmHap, DomainRole::Guest, false)
+        .unwrap();
+    domains.start(3).unwrap();
 }
 
 /// `target/mechanism-matrix.json`: one row per dump, built by hand (no serde in the core's tests).

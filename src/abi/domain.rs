@@ -103,7 +103,15 @@ impl<const N: usize> DomainTable<N> {
         }
         let policy = host.system.default_for(kind);
         let levelling = levelling_of(host, kind, role, &policy);
-        let domain = Domain { domid, kind, role, policy, levelling, best_effort, running: false };
+        let domain = Domain {
+            domid,
+            kind,
+            role,
+            policy,
+            levelling,
+            best_effort,
+            running: false,
+        };
         Ok(self.slots[slot].insert(domain))
     }
 
@@ -120,6 +128,23 @@ impl<const N: usize> DomainTable<N> {
     /// Every domain.
     pub fn iter(&self) -> impl Iterator<Item = &Domain> {
         self.slots.iter().flatten()
+    }
+
+    /// Running levelled PV domains whose levelling can no longer be guaranteed, because a
+    /// levelling MSR faulted after they started ([`Levelling::mark_failed`]).
+    pub fn unguaranteed<'a>(
+        &'a self,
+        levelling: &'a Levelling,
+    ) -> impl Iterator<Item = &'a Domain> + 'a {
+        let failed = levelling.failure().is_some();
+        self.iter().filter(move |d| {
+            let l = &d.levelling;
+            failed
+                && d.running
+                && l.levelled
+                && d.kind == DomainKind::Pv
+                && l.mechanism != crate::levelling::Mechanism::None
+        })
     }
 
     /// Start `domid`: refused (fail closed) if its hardware cannot hide what its policy lacks

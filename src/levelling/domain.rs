@@ -117,9 +117,10 @@ impl Levelling {
     ) -> DomainLevelling {
         let is_pv = kind == DomainKind::Pv;
         let levelled = role == DomainRole::Guest || self.config.level_dom0;
+        let mechanism = self.guaranteed_mechanism();
         let mut d = DomainLevelling {
             kind,
-            mechanism: self.mechanism(),
+            mechanism,
             levelled,
             faulting: false,
             masks: self.defaults,
@@ -131,7 +132,7 @@ impl Levelling {
         if !(is_pv && levelled) {
             return d;
         }
-        match self.mechanism() {
+        match mechanism {
             Mechanism::Faulting { .. } => d.faulting = true,
             Mechanism::Masking(_) => {
                 d.masks = domain_masks(self.vendor(), &self.defaults, &self.host, policy);
@@ -139,7 +140,7 @@ impl Levelling {
             Mechanism::None => {}
         }
         let wanted = policy.featureset();
-        let native = self.native_view(&d, &wanted);
+        let native = self.native_view(mechanism, &d, &wanted);
         let exposed = Featureset::of(&EXPOSED_BY_DESIGN);
         d.unenforceable = (native - wanted - exposed) & KNOWN;
         d.not_shown = (wanted - native - exposed) & KNOWN & cpuid_words();
@@ -148,9 +149,14 @@ impl Levelling {
 
     /// The features native CPUID at CPL 3 shows while `d` is loaded. With faulting, every
     /// CPUID is emulated: exactly the policy.
-    fn native_view(&self, d: &DomainLevelling, wanted: &Featureset) -> Featureset {
+    fn native_view(
+        &self,
+        mechanism: Mechanism,
+        d: &DomainLevelling,
+        wanted: &Featureset,
+    ) -> Featureset {
         let raw = self.raw.featureset() & cpuid_words();
-        let masks = match self.mechanism() {
+        let masks = match mechanism {
             Mechanism::Faulting { .. } => return *wanted & cpuid_words(),
             Mechanism::Masking(msrs) => msrs,
             Mechanism::None => return raw,

@@ -26,7 +26,7 @@ use masks::{MaskValues, boot_defaults};
 
 use crate::cpuid::Vendor;
 use crate::featureset::Featureset;
-use crate::hardware::Hardware;
+use crate::hardware::{Hardware, MsrFault};
 use crate::policy::CpuPolicy;
 
 /// Host-wide choices.
@@ -51,6 +51,8 @@ pub struct Levelling {
     raw: CpuPolicy,
     /// The host's features (topology bits are forced into every mask from these).
     host: Featureset,
+    /// The first levelling MSR access that faulted after probing, if any.
+    failure: Option<MsrFault>,
 }
 
 impl Levelling {
@@ -72,6 +74,7 @@ impl Levelling {
             config,
             raw: *raw,
             host: raw.featureset(),
+            failure: None,
         }
     }
 
@@ -86,9 +89,31 @@ impl Levelling {
         matches!(self.mechanism(), Mechanism::Faulting { .. })
     }
 
-    /// The mechanism in use.
+    /// The mechanism probing found, which the context switch drives.
     pub fn mechanism(&self) -> Mechanism {
         self.report.mechanism
+    }
+
+    /// The mechanism that can still be relied on: none once a levelling MSR has faulted.
+    pub fn guaranteed_mechanism(&self) -> Mechanism {
+        if self.failure.is_some() {
+            Mechanism::None
+        } else {
+            self.report.mechanism
+        }
+    }
+
+    /// Record that a levelling MSR faulted (as after a microcode update that withdrew it).
+    /// From now on no new levelled PV guest can be guaranteed its policy, so starting one is
+    /// refused unless best effort is asked for; running ones are listed by
+    /// [`crate::abi::domain::DomainTable::unguaranteed`].
+    pub fn mark_failed(&mut self, fault: MsrFault) {
+        self.failure.get_or_insert(fault);
+    }
+
+    /// The fault that broke the mechanism, if one did.
+    pub fn failure(&self) -> Option<MsrFault> {
+        self.failure
     }
 
     /// The CPU vendor.

@@ -72,8 +72,10 @@ impl LevellingState {
         Ok(state)
     }
 
-    /// Switch this CPU to `next`, writing only what differs. On an MSR fault the shadow keeps
-    /// what was last written successfully and the fault is returned.
+    /// Switch this CPU to `next`, writing only what differs. If an MSR faults, the others are
+    /// still written, the shadow keeps what was last written successfully, and the first fault
+    /// is returned: the embedder marks the mechanism failed ([`Levelling::mark_failed`]) and
+    /// carries on.
     pub fn switch_to(
         &mut self,
         levelling: &Levelling,
@@ -103,13 +105,25 @@ impl LevellingState {
                     let leaf1 = target.get(MaskKind::Leaf1);
                     target.set(MaskKind::Leaf1, without_osxsave(levelling.vendor(), leaf1));
                 }
+                // Keep going past a fault: the other MSRs still get their values.
+                let mut first_fault = None;
                 for (kind, index) in msrs.kinds() {
                     let value = target.get(kind);
-                    if self.masks.get(kind) != value {
-                        write_mask(hw, levelling, index, value)?;
-                        self.masks.set(kind, value);
-                        stats.msr_writes += 1;
+                    if self.masks.get(kind) == value {
+                        continue;
                     }
+                    match write_mask(hw, levelling, index, value) {
+                        Ok(()) => {
+                            self.masks.set(kind, value);
+                            stats.msr_writes += 1;
+                        }
+                        Err(fault) => {
+                            first_fault.get_or_insert(fault);
+                        }
+                    }
+                }
+                if let Some(fault) = first_fault {
+                    return Err(fault);
                 }
             }
             Mechanism::None => {}
