@@ -83,6 +83,10 @@ fn bench_guest_cpuid(c: &mut Criterion) {
     let (_, system, _) = model("GenuineIntel00806F8_SapphireRapids_05_CPUID.txt");
     let ctx = context();
     let p = system.pv_default;
+    // Baseline: the bare table read guest_cpuid starts from.
+    c.bench_function("guest_cpuid/baseline_table_read", |b| {
+        b.iter(|| black_box(&p).leaf(black_box(1), 0))
+    });
     c.bench_function("guest_cpuid/leaf1", |b| {
         b.iter(|| guest_cpuid(black_box(&p), black_box(1), 0, &ctx))
     });

@@ -8,12 +8,16 @@
 //! | `test`      | [`gate`]       | the strict gate, identical locally and in CI (`.ci/run`)  |
 //! | `run`       | [`run`]        | builds and runs the host example `level_dumps`            |
 //! | `provision` | [`provision`]  | installs QEMU and checks the bare-metal Rust targets      |
+//! | `bench`     | [`bench`]      | runs the benchmarks and rewrites `BENCHMARKS.md`          |
+//! | `qemu`      | [`qemu`]       | builds the test hypervisor and boots it (one run or the matrix) |
 //!
 //! Exit codes: 0 success, 1 a command failed, 2 the command line was not understood.
 
+mod bench;
 mod gate;
 mod process;
 mod provision;
+mod qemu;
 mod run;
 
 use std::process::ExitCode;
@@ -28,6 +32,10 @@ commands:
   test          run the gate: fmt, clippy, doc, host tests, bare-metal builds (as CI does)
   run [ARGS]    build and run the host example `level_dumps`, passing ARGS to it
   provision     install QEMU (qemu-system-x86) if missing, check the bare-metal Rust targets
+  bench         run the benchmarks and record them in BENCHMARKS.md
+  qemu --cpu MODEL --scenario NAME [--icount] [--smp N] [--timeout S] [--append OPTS]
+                boot the test hypervisor once (scenarios: xen-dom0, pv-forced, hvm, switch)
+  qemu --matrix boot every CPU model and scenario, as `test` does
   help          print this message (also -h, --help)";
 
 /// One command, as parsed from the command line.
@@ -39,6 +47,10 @@ enum Command {
     Run(Vec<String>),
     /// `cargo xtask provision`.
     Provision,
+    /// `cargo xtask bench`.
+    Bench,
+    /// `cargo xtask qemu ARGS`, with its arguments.
+    Qemu(Vec<String>),
     /// `cargo xtask help`, `--help`, `-h`, or no command at all.
     Help,
 }
@@ -51,7 +63,9 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let command = match name.as_str() {
         "test" => Command::Test,
         "run" => return Ok(Command::Run(strip_separator(rest).to_vec())),
+        "qemu" => return Ok(Command::Qemu(rest.to_vec())),
         "provision" => Command::Provision,
+        "bench" => Command::Bench,
         "help" | "-h" | "--help" => Command::Help,
         other => return Err(format!("unknown command `{other}`")),
     };
@@ -87,6 +101,8 @@ fn execute(command: Command) -> ExitCode {
         Command::Test => gate::run(&workspace),
         Command::Run(args) => report(run::run(&workspace, &args)),
         Command::Provision => report(provision::run(&workspace)),
+        Command::Bench => report(bench::bench(&workspace)),
+        Command::Qemu(args) => report(qemu::run(&workspace, &args)),
         Command::Help => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -128,6 +144,10 @@ mod tests {
         assert_eq!(parse("test"), Ok(Command::Test));
         assert_eq!(parse("provision"), Ok(Command::Provision));
         assert_eq!(parse("run"), Ok(Command::Run(vec![])));
+        assert_eq!(
+            parse("qemu --matrix"),
+            Ok(Command::Qemu(vec!["--matrix".into()]))
+        );
     }
 
     #[test]

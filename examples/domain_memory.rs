@@ -1,0 +1,20 @@
+//! Per-domain memory: the bytes a domain's policy and levelling state take, and the per-CPU
+//! and per-host state. Printed as `name bytes` lines for `cargo xtask bench`.
+
+use std::mem::size_of;
+
+use xen_levelling::CpuPolicy;
+use xen_levelling::abi::domain::Domain;
+use xen_levelling::levelling::{DomainLevelling, Levelling, LevellingState};
+
+fn main() {
+    for (name, bytes) in [
+        ("CpuPolicy (per domain)", size_of::<CpuPolicy>()),
+        ("DomainLevelling (per domain)", size_of::<DomainLevelling>()),
+        ("Domain (policy + levelling + flags)", size_of::<Domain>()),
+        ("LevellingState (per CPU)", size_of::<LevellingState>()),
+        ("Levelling (per host)", size_of::<Levelling>()),
+    ] {
+        println!("{name}\t{bytes}");
+    }
+}
