@@ -2,12 +2,14 @@
 //!
 //! The gate is the ordered list [`STEPS`]; each step prints a `==> name` heading and its time,
 //! the gate stops at the first failure, and the last line is always the summary
-//! `gate: N passed, M failed`. Adding a step (the QEMU matrix, later) is one more line there.
+//! `gate: N passed, M failed`. The last steps check, build and boot the test hypervisor
+//! (`arch/x86_64`, its own cargo workspace) through [`crate::qemu`].
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::process::{self, Workspace};
+use crate::qemu;
 
 /// One step of the gate: the heading it prints and the function that runs it.
 pub struct Step {
@@ -87,6 +89,22 @@ pub const STEPS: &[Step] = &[
                 "aarch64-unknown-none",
             ])
         },
+    },
+    Step {
+        name: "cargo fmt --manifest-path arch/x86_64/Cargo.toml --check",
+        run: qemu::fmt_check,
+    },
+    Step {
+        name: "cargo clippy --manifest-path arch/x86_64/Cargo.toml --target x86_64-unknown-none -- -D warnings",
+        run: qemu::clippy,
+    },
+    Step {
+        name: "cargo build --release --manifest-path arch/x86_64/Cargo.toml --target x86_64-unknown-none",
+        run: |ws| qemu::build_kernel(ws).map(drop),
+    },
+    Step {
+        name: "cargo xtask qemu --matrix",
+        run: qemu::matrix::run,
     },
 ];
 

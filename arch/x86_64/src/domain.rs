@@ -20,6 +20,15 @@ use crate::idt::{Gprs, TrapFrame, vector};
 use crate::paging::{AddressSpace, USER_DATA, USER_STACK_TOP, user_code_address};
 use crate::xen::Host;
 
+/// `scenario/domain`, the start of a domain's check names.
+struct Prefix(&'static str, &'static str);
+
+impl core::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
+}
+
 /// A domain id.
 pub type DomId = u16;
 
@@ -36,12 +45,12 @@ pub enum Oracle {
 }
 
 /// What a domain runs.
-#[derive(Clone, Debug)]
-pub enum Program {
+#[derive(Clone, Copy, Debug)]
+pub enum Program<'a> {
     /// `xl_user_walk` over `list`, `rounds` times, with the walk flags (`guest::WALK_*`).
     Walk {
         /// The queries.
-        list: WalkList,
+        list: &'a WalkList,
         /// How many times to walk them.
         rounds: u32,
         /// `WALK_FORCED` and/or `WALK_YIELD`.
@@ -55,7 +64,7 @@ pub enum Program {
 }
 
 /// Everything needed to create a domain.
-pub struct DomainSpec {
+pub struct DomainSpec<'a> {
     /// Name in check lines (`dom0`, `domU1`, ...).
     pub name: &'static str,
     /// Domain id.
@@ -67,9 +76,25 @@ pub struct DomainSpec {
     /// How its results are judged.
     pub oracle: Oracle,
     /// What it runs.
-    pub program: Program,
+    pub program: Program<'a>,
     /// One check line per CPUID result (else one summary line for the domain).
     pub per_result_checks: bool,
+}
+
+/// The parts of a [`DomainSpec`] a domain keeps (the walk list lives in its walk page).
+struct Spec {
+    name: &'static str,
+    policy: CpuPolicy,
+    oracle: Oracle,
+    program: Kind,
+    per_result_checks: bool,
+}
+
+/// What a domain runs, without the walk list.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Walk { flags: u32 },
+    Probe { address: u64 },
 }
 
 /// Saved ring-3 state of a domain that is not running.
@@ -121,7 +146,7 @@ pub enum DomainState {
 pub struct Domain {
     /// Scenario name, the prefix of every check line.
     scenario: &'static str,
-    spec: DomainSpec,
+    spec: Spec,
     /// What `guest_cpuid` needs to know about it.
     guest: GuestDomain,
     /// Its vCPU's architectural state, as `guest_cpuid`'s dynamic pass reads it.
@@ -136,23 +161,34 @@ pub struct Domain {
     mismatches: u32,
     first_mismatch: Option<(u32, u32, CpuidRegs, CpuidRegs)>,
     expected_results: u32,
+    /// CPUIDs that reached Xen by a trap (today: the forced-emulation #UD).
+    trapped: u32,
 }
 
 impl Domain {
     /// Builds the domain: its address space, its walk page, its initial registers.
-    pub fn new(scenario: &'static str, spec: DomainSpec, host: &Host) -> Domain {
+    pub fn new(scenario: &'static str, spec: DomainSpec<'_>, host: &Host) -> Domain {
         let space = AddressSpace::new();
         // SAFETY: the data frame was just allocated for this domain alone and is identity
         // mapped; nothing else refers to it until the domain runs.
         let page = unsafe { &mut *(space.data_frame as *mut WalkPage) };
-        let (entry, expected_results) = match &spec.program {
-            Program::Walk { list, rounds, flags } => {
-                page.fill(list, *rounds, *flags, 0x5a00_0000 | u32::from(spec.domid));
-                (xl_user_walk as extern "C" fn(), list.as_slice().len() as u32 * rounds)
+        let (entry, expected_results, kind) = match spec.program {
+            Program::Walk {
+                list,
+                rounds,
+                flags,
+            } => {
+                page.fill(list, rounds, flags, 0x5a00_0000 | u32::from(spec.domid));
+                let results = list.as_slice().len() as u32 * rounds;
+                (
+                    xl_user_walk as extern "C" fn(),
+                    results,
+                    Kind::Walk { flags },
+                )
             }
             Program::Probe { address } => {
-                page.probe = *address;
-                (xl_user_probe as extern "C" fn(), 0)
+                page.probe = address;
+                (xl_user_probe as extern "C" fn(), 0, Kind::Probe { address })
             }
         };
         let mut context = UserContext {
@@ -177,7 +213,13 @@ impl Domain {
         Domain {
             scenario,
             guest: host.guest_domain(DomainKind::Pv, spec.domid, spec.hardware_domain),
-            spec,
+            spec: Spec {
+                name: spec.name,
+                policy: spec.policy,
+                oracle: spec.oracle,
+                program: kind,
+                per_result_checks: spec.per_result_checks,
+            },
             vcpu,
             space,
             context,
@@ -186,17 +228,13 @@ impl Domain {
             mismatches: 0,
             first_mismatch: None,
             expected_results,
+            trapped: 0,
         }
     }
 
     /// The domain's name.
     pub fn name(&self) -> &'static str {
         self.spec.name
-    }
-
-    /// The domain's policy.
-    pub fn policy(&self) -> &CpuPolicy {
-        &self.spec.policy
     }
 
     /// What the domain's CPUID `leaf`/`subleaf` returns when it reaches Xen through `entry`
@@ -210,6 +248,11 @@ impl Domain {
         guest_cpuid(&self.spec.policy, leaf, subleaf, &ctx)
     }
 
+    /// Counts a CPUID that reached Xen by a trap and was emulated.
+    pub fn count_trapped(&mut self) {
+        self.trapped += 1;
+    }
+
     /// What the domain should have seen for `leaf`/`subleaf`.
     fn expected(&self, leaf: u32, subleaf: u32) -> CpuidRegs {
         match self.spec.oracle {
@@ -221,9 +264,9 @@ impl Domain {
     /// The path the domain's CPUIDs take, as a word for check names.
     fn path(&self) -> &'static str {
         match &self.spec.program {
-            Program::Walk { flags, .. } if flags & WALK_FORCED != 0 => "forced",
-            Program::Walk { .. } => "native",
-            Program::Probe { .. } => "probe",
+            Kind::Walk { flags } if flags & WALK_FORCED != 0 => "forced",
+            Kind::Walk { .. } => "native",
+            Kind::Probe { .. } => "probe",
         }
     }
 
@@ -233,14 +276,21 @@ impl Domain {
         self.results += 1;
         if self.spec.per_result_checks {
             checks::cpuid(
-                format_args!("{}/{}/{}/{}", self.scenario, self.name(), self.path(), Leaf(leaf, subleaf)),
+                format_args!(
+                    "{}/{}/{}/{}",
+                    self.scenario,
+                    self.name(),
+                    self.path(),
+                    Leaf(leaf, subleaf)
+                ),
                 expected,
                 got,
             );
         }
         if expected != got {
             self.mismatches += 1;
-            self.first_mismatch.get_or_insert((leaf, subleaf, expected, got));
+            self.first_mismatch
+                .get_or_insert((leaf, subleaf, expected, got));
         }
     }
 
@@ -250,7 +300,10 @@ impl Domain {
         checks::check(
             format_args!("{}/{}/{what}", self.scenario, self.name()),
             ok,
-            format_args!("guest reported failure (report {id}, details {:#x} {:#x})", detail[0], detail[1]),
+            format_args!(
+                "guest reported failure (report {id}, details {:#x} {:#x})",
+                detail[0], detail[1]
+            ),
         );
     }
 
@@ -259,12 +312,19 @@ impl Domain {
     pub fn fault(&mut self, frame: &TrapFrame) {
         // SAFETY: reading CR2 has no side effect.
         let cr2 = unsafe { x86::controlregs::cr2() } as u64;
-        if let Program::Probe { address } = self.spec.program {
+        if let Kind::Probe { address } = self.spec.program {
             let ok = frame.vector == vector::PF && cr2 == address;
             checks::check(
-                format_args!("{}/{}/kernel-page-from-ring3-faults", self.scenario, self.name()),
+                format_args!(
+                    "{}/{}/kernel-page-from-ring3-faults",
+                    self.scenario,
+                    self.name()
+                ),
                 ok,
-                format_args!("vector {} cr2 {cr2:#x}, expected #PF at {address:#x}", frame.vector),
+                format_args!(
+                    "vector {} cr2 {cr2:#x}, expected #PF at {address:#x}",
+                    frame.vector
+                ),
             );
             self.state = DomainState::Exited;
             return;
@@ -293,7 +353,7 @@ impl Domain {
     /// After the run: the domain's summary checks (every result arrived; and, where results
     /// were not checked one by one, that they all matched).
     pub fn finish(&self) {
-        let name = format_args!("{}/{}", self.scenario, self.name());
+        let name = Prefix(self.scenario, self.name());
         if self.expected_results == 0 {
             return;
         }
@@ -304,6 +364,14 @@ impl Domain {
                 "{} of {} results, domain {:?}",
                 self.results, self.expected_results, self.state
             ),
+        );
+        // Forced-emulation walks must trap on every CPUID; native ones never (no faulting).
+        let forced = matches!(self.spec.program, Kind::Walk { flags } if flags & WALK_FORCED != 0);
+        let expected_traps = if forced { self.expected_results } else { 0 };
+        checks::check(
+            format_args!("{name}/{}-cpuids-trapped", self.path()),
+            self.trapped == expected_traps,
+            format_args!("{} CPUIDs trapped, expected {expected_traps}", self.trapped),
         );
         if self.spec.per_result_checks {
             return;

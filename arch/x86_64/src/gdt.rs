@@ -15,10 +15,10 @@
 use core::arch::asm;
 use core::mem::size_of;
 
+use x86::Ring;
 use x86::dtables::{DescriptorTablePointer, lgdt};
 use x86::segmentation::{SegmentSelector, load_ds, load_es, load_fs, load_gs, load_ss};
 use x86::task::load_tr;
-use x86::Ring;
 
 use crate::sync::{KernelCell, Stack, stack_top};
 

@@ -80,11 +80,12 @@ pub struct TrapFrame {
 
 // Our pushes (15 GPRs, vector, error) plus the CPU's 5 quadwords keep the stack 16-byte
 // aligned for the call into Rust (the CPU aligns RSP before pushing its frame).
-const _: () = assert!(size_of::<TrapFrame>() == 22 * 8 && size_of::<TrapFrame>() % 16 == 0);
+const _: () =
+    assert!(size_of::<TrapFrame>() == 22 * 8 && size_of::<TrapFrame>().is_multiple_of(16));
 
 impl TrapFrame {
     /// True if the trap came from ring 3.
-    pub fn from_user(&self) -> bool {
+    pub fn is_user(&self) -> bool {
         self.cs & 3 == 3
     }
 }
@@ -209,7 +210,7 @@ static IDT: KernelCell<[Gate; 256]> = KernelCell::new([Gate::MISSING; 256]);
 /// Fills and loads the IDT.
 pub fn init() {
     // SAFETY: `xl_trap_stubs` is a read-only table the assembly above defines.
-    let stubs = unsafe { &*(&raw const xl_trap_stubs) };
+    let stubs: &[u64; 33] = unsafe { &xl_trap_stubs };
     // SAFETY: runs once at boot; nothing else refers to the IDT yet.
     let idt = unsafe { &mut *IDT.get() };
     for (vector, &stub) in stubs[..32].iter().enumerate() {

@@ -176,7 +176,10 @@ impl AddressSpace {
                 pt.0[pt_index(va)] = alloc_frame() | P | RW | US | nx;
             }
         }
-        AddressSpace { cr3: pml4, data_frame }
+        AddressSpace {
+            cr3: pml4,
+            data_frame,
+        }
     }
 }
 
@@ -216,7 +219,12 @@ fn pt_index(va: u64) -> usize {
 fn translate_user(cr3: u64, va: u64) -> Option<u64> {
     let mut table_pa = cr3 & ADDR;
     // (index shift, whether a PS leaf is allowed at this level and its page size)
-    for (shift, large) in [(39, None), (30, Some(1u64 << 30)), (21, Some(1 << 21)), (12, None)] {
+    for (shift, large) in [
+        (39, None),
+        (30, Some(1u64 << 30)),
+        (21, Some(1 << 21)),
+        (12, None),
+    ] {
         if table_pa >= IDENTITY_LIMIT {
             return None;
         }
@@ -229,7 +237,9 @@ fn translate_user(cr3: u64, va: u64) -> Option<u64> {
             return None;
         }
         match large {
-            Some(size) if entry & PS != 0 => return Some((entry & ADDR & !(size - 1)) | (va & (size - 1))),
+            Some(size) if entry & PS != 0 => {
+                return Some((entry & ADDR & !(size - 1)) | (va & (size - 1)));
+            }
             _ if shift == 12 => return Some((entry & ADDR) | (va & 0xfff)),
             _ => table_pa = entry & ADDR,
         }

@@ -16,7 +16,7 @@ use crate::{extable, hypercall, println, sched};
 
 /// The Rust side of every trap stub.
 pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    if !frame.from_user() {
+    if !frame.is_user() {
         return kernel_trap(frame);
     }
     let handled = match frame.vector {

@@ -5,7 +5,7 @@
 //! yet: `HostOptions::cpuid_faulting` stays false until `levelling::probe` exists (see
 //! `levelling.rs`).
 
-use xen_levelling::hardware::HardwareCpuid;
+use xen_levelling::hardware::{Hardware, HardwareCpuid};
 use xen_levelling::policy::guest::GuestDomain;
 use xen_levelling::policy::system::{
     DomainKind, DomainPolicyError, HostOptions, SystemPolicies, parse_cpuid_option,
@@ -42,10 +42,8 @@ impl Host {
     pub fn probe(cmdline: &Cmdline) -> Host {
         let hw = NativeHardware;
         let msrs = RawMsrs {
-            platform_info: xen_levelling::hardware::Hardware::rdmsr_safe(&hw, MSR_PLATFORM_INFO)
-                .ok(),
-            arch_caps: xen_levelling::hardware::Hardware::rdmsr_safe(&hw, MSR_ARCH_CAPABILITIES)
-                .ok(),
+            platform_info: hw.rdmsr_safe(MSR_PLATFORM_INFO).ok(),
+            arch_caps: hw.rdmsr_safe(MSR_ARCH_CAPABILITIES).ok(),
         };
         let hardware = CpuPolicy::from_source(&HardwareCpuid(&hw), msrs);
         let disabled = match cmdline.value("cpuid").map(parse_cpuid_option) {
@@ -59,7 +57,9 @@ impl Host {
         let fs = hardware.featureset();
         let svm = fs.contains(Feature::SVM);
         let extd = hardware.max_extd_leaf();
-        let npt = svm && extd >= 0x8000_000a && hardware.leaf(0x8000_000a, 0).unwrap_or_default().d & 1 != 0;
+        let npt = svm
+            && extd >= 0x8000_000a
+            && hardware.leaf(0x8000_000a, 0).unwrap_or_default().d & 1 != 0;
         let options = HostOptions {
             disabled,
             cpuid_faulting: levelling::probe_faulting(&hw),
@@ -131,7 +131,12 @@ impl Host {
             hardware_domain,
             host_features: self.policies.host.featureset(),
             // CPUID.80000008H:EAX[7:0]: physical address bits.
-            host_paddr_bits: self.policies.host.leaf(0x8000_0008, 0).unwrap_or_default().a as u8,
+            host_paddr_bits: self
+                .policies
+                .host
+                .leaf(0x8000_0008, 0)
+                .unwrap_or_default()
+                .a as u8,
             xen_version: XEN_VERSION,
         }
     }

@@ -56,6 +56,20 @@ pub struct WalkPage {
 const _: () = assert!(core::mem::size_of::<WalkPage>() == 4096);
 
 impl WalkPage {
+    /// An empty page.
+    pub const EMPTY: WalkPage = WalkPage {
+        count: 0,
+        rounds: 0,
+        tag: 0,
+        flags: 0,
+        probe: 0,
+        _reserved: 0,
+        leaves: [LeafQuery {
+            leaf: 0,
+            subleaf: 0,
+        }; MAX_WALK],
+    };
+
     /// Fills the page: `list`, walked `rounds` times, with `flags` and stack tag `tag`.
     pub fn fill(&mut self, list: &WalkList, rounds: u32, flags: u32, tag: u32) {
         self.count = list.len as u32;
@@ -68,7 +82,7 @@ impl WalkPage {
 }
 
 /// A list of CPUID queries.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct WalkList {
     len: usize,
     leaves: [LeafQuery; MAX_WALK],
@@ -118,7 +132,11 @@ impl WalkList {
         // The buffer has room for the most leaves any policy serialises.
         let n = policy.write_leaves(&mut buf).unwrap_or(0);
         for entry in &buf[..n] {
-            let subleaf = if entry.subleaf == NO_SUBLEAF { 0 } else { entry.subleaf };
+            let subleaf = if entry.subleaf == NO_SUBLEAF {
+                0
+            } else {
+                entry.subleaf
+            };
             list.push(entry.leaf, subleaf);
         }
         for leaf in XEN_LEAVES..=XEN_LEAVES + 5 {

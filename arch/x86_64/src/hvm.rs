@@ -1,0 +1,275 @@
+//! The HVM guest: a 64-bit guest at CPL0 under SVM that walks its CPUID list and reports each
+//! result with VMMCALL, and the #VMEXIT handler that answers its CPUIDs from its policy.
+//!
+//! The guest runs `xl_hvm_walk` (kernel code) on the host's own page tables and descriptors
+//! (CR3, GDTR, IDTR copied; nested paging off), the set-up qemu-facts.md section 10 verified:
+//! enough for a guest whose only job is to execute CPUID, and trusted because it is ours.
+//! Every exception is intercepted, so a guest fault becomes a failed check rather than a
+//! trip through the host's IDT in guest mode. No NRIPS under QEMU: the handler adds 2 to RIP
+//! for CPUID and 3 for VMMCALL.
+//!
+//! HVM guests need nothing from the levelling switch (every CPUID exits), so this loop does
+//! not call `Levelling::switch_to`; Xen's `ctxt_switch_levelling` likewise only handles PV.
+
+use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
+use xen_levelling::{CpuPolicy, CpuidRegs};
+
+use crate::checks::{self, Leaf};
+use crate::emulate;
+use crate::guest::programs::{self, xl_hvm_walk};
+use crate::guest::{WalkList, WalkPage};
+use crate::hypercall::{ENOSYS, Hypercall, Report};
+use crate::idt::{self, Gprs};
+use crate::svm::{self, Vmcb, exit, offset};
+use crate::sync::{KernelCell, Stack, stack_top};
+use crate::{gdt, paging};
+
+/// Bound on exits per run: a guest stuck in a loop of exits fails instead of hanging.
+const MAX_EXITS: u64 = 100_000;
+
+static GUEST_VMCB: KernelCell<Vmcb> = KernelCell::new(Vmcb::ZERO);
+static GUEST_STACK: KernelCell<Stack<{ 16 * 1024 }>> = KernelCell::new(Stack::new());
+static GUEST_WALK: KernelCell<WalkPage> = KernelCell::new(WalkPage::EMPTY);
+
+/// Code segment attributes: type 0xB (code, exec/read, accessed), S, P, L (64-bit), G.
+const CS_ATTRIB: u16 = 0x0a9b;
+/// Data segment attributes: type 0x3 (data, read/write, accessed), S, P, D/B, G.
+const DS_ATTRIB: u16 = 0x0c93;
+/// The power-on PAT (Intel SDM vol. 3 11.12.4): WB, WT, UC-, UC, twice.
+const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+/// CR4.OSXSAVE (bit 18) and CR4.PKE (bit 22).
+const CR4_OSXSAVE: u64 = 1 << 18;
+const CR4_PKE: u64 = 1 << 22;
+/// EFER.LMA (MSR C000_0080h[10]).
+const EFER_LMA: u64 = 1 << 10;
+
+/// One HVM guest run: its policy, what `guest_cpuid` knows of it, and the tallies.
+struct HvmRun {
+    scenario: &'static str,
+    policy: CpuPolicy,
+    domain: GuestDomain,
+    host_cr4_osxsave: bool,
+    cpuid_exits: u64,
+    results: u64,
+}
+
+impl HvmRun {
+    /// The guest context from its live state in `vmcb`.
+    fn context(&self, vmcb: &Vmcb) -> GuestContext {
+        let cr4 = vmcb.get64(offset::CR4);
+        GuestContext {
+            domain: self.domain,
+            vcpu_id: 0,
+            state: Some(VcpuState {
+                entry: CpuidEntry::VmExit,
+                cr4_osxsave: cr4 & CR4_OSXSAVE != 0,
+                cr4_pke: cr4 & CR4_PKE != 0,
+                kernel_mode: vmcb.get8(offset::CPL) == 0,
+                host_cr4_osxsave: self.host_cr4_osxsave,
+                xcr0: 0x1, // XCR0 at reset: x87 only (the guest never writes it)
+                xss: 0,
+                // QEMU's IA32_APIC_BASE resets to 0xFEE00900: EN (bit 11) set.
+                apic_enabled: true,
+                long_mode: vmcb.get64(offset::EFER) & EFER_LMA != 0,
+            }),
+        }
+    }
+}
+
+/// Sets up the guest VMCB to run `xl_hvm_walk(page)` in 64-bit mode at CPL0.
+fn init_vmcb(vmcb: &mut Vmcb, page: u64) -> Gprs {
+    *vmcb = Vmcb::ZERO;
+    svm::vmsave_into(vmcb); // FS, GS, TR, LDTR and the syscall MSRs: the host's
+    vmcb.set32(offset::INTERCEPT_EXCEPTIONS, u32::MAX);
+    // CPUID (bit 18) | HLT (bit 24) | SHUTDOWN (bit 31).
+    vmcb.set32(offset::INTERCEPT_MISC1, 1 << 18 | 1 << 24 | 1 << 31);
+    // VMRUN (bit 0, required) | VMMCALL (bit 1).
+    vmcb.set32(offset::INTERCEPT_MISC2, 1 << 0 | 1 << 1);
+    vmcb.set32(offset::ASID, 1);
+    vmcb.set8(offset::TLB_CONTROL, 1);
+    vmcb.set64(offset::NP_ENABLE, 0);
+    vmcb.set_segment(offset::CS, gdt::KERNEL_CS, CS_ATTRIB, u32::MAX, 0);
+    for segment in [offset::ES, offset::SS, offset::DS] {
+        vmcb.set_segment(segment, gdt::KERNEL_DS, DS_ATTRIB, u32::MAX, 0);
+    }
+    let (gdt_base, gdt_limit) = gdt::gdtr();
+    let (idt_base, idt_limit) = idt::idtr();
+    vmcb.set_table(offset::GDTR, gdt_base, gdt_limit);
+    vmcb.set_table(offset::IDTR, idt_base, idt_limit);
+    vmcb.set8(offset::CPL, 0);
+    // SAFETY: reading control registers and EFER has no side effect.
+    let (cr0, cr3, cr4, efer) = unsafe {
+        (
+            x86::controlregs::cr0().bits() as u64,
+            x86::controlregs::cr3(),
+            x86::controlregs::cr4().bits() as u64,
+            x86::msr::rdmsr(x86::msr::IA32_EFER),
+        )
+    };
+    vmcb.set64(offset::CR0, cr0);
+    vmcb.set64(offset::CR3, cr3);
+    vmcb.set64(offset::CR4, cr4);
+    vmcb.set64(offset::EFER, efer); // LME, LMA, NXE and SVME (required in the guest EFER)
+    vmcb.set64(offset::DR7, 0x400);
+    vmcb.set64(offset::DR6, 0xffff_0ff0);
+    vmcb.set64(offset::RFLAGS, 0x2);
+    vmcb.set64(offset::RIP, programs::address(xl_hvm_walk));
+    vmcb.set64(offset::RSP, stack_top(&GUEST_STACK));
+    vmcb.set64(offset::G_PAT, DEFAULT_PAT);
+    Gprs {
+        rdi: page,
+        ..Gprs::default()
+    }
+}
+
+/// Runs an HVM guest with `policy` over `list` and checks every CPUID it saw (one check line
+/// per result), then that every result arrived and each took exactly one CPUID exit.
+/// `Err` if SVM cannot be turned on.
+pub fn run_walk(
+    scenario: &'static str,
+    policy: CpuPolicy,
+    domain: GuestDomain,
+    host_cr4_osxsave: bool,
+    list: &WalkList,
+) -> Result<(), svm::SvmError> {
+    svm::enable()?;
+    // SAFETY: the HVM statics are used by this function only, which does not re-enter.
+    let (vmcb, page) = unsafe { (&mut *GUEST_VMCB.get(), &mut *GUEST_WALK.get()) };
+    page.fill(list, 1, 0, 0x4800_0000 | u32::from(domain.domid));
+    // The guest runs on the kernel's tables, which map this page supervisor-only.
+    paging::switch_address_space(paging::kernel_cr3());
+    let mut gprs = init_vmcb(vmcb, page as *const WalkPage as u64);
+    let mut run = HvmRun {
+        scenario,
+        policy,
+        domain,
+        host_cr4_osxsave,
+        cpuid_exits: 0,
+        results: 0,
+    };
+    let mut exits = 0;
+    let finished = loop {
+        // SAFETY: SVM is enabled; the VMCB describes our own walk program on the kernel's
+        // tables, intercepting VMRUN, VMMCALL, CPUID, HLT, shutdown and every exception.
+        unsafe { svm::run(vmcb, &mut gprs) };
+        exits += 1;
+        if exits > MAX_EXITS {
+            checks::fail(
+                format_args!("{scenario}/hvm/exits"),
+                format_args!("more than {MAX_EXITS} exits"),
+            );
+            break false;
+        }
+        match handle_exit(&mut run, vmcb, &mut gprs) {
+            Exit::Resume => {}
+            Exit::Done => break true,
+            Exit::Failed => break false,
+        }
+    };
+    let expected = list.as_slice().len() as u64;
+    checks::check(
+        format_args!("{scenario}/hvm/all-results-reported"),
+        finished && run.results == expected,
+        format_args!("{} of {expected} results", run.results),
+    );
+    checks::check(
+        format_args!("{scenario}/hvm/one-exit-per-cpuid"),
+        run.cpuid_exits == expected,
+        format_args!("{} CPUID exits for {expected} CPUIDs", run.cpuid_exits),
+    );
+    Ok(())
+}
+
+/// What the loop does after an exit.
+enum Exit {
+    Resume,
+    Done,
+    Failed,
+}
+
+/// Handles one #VMEXIT.
+fn handle_exit(run: &mut HvmRun, vmcb: &mut Vmcb, gprs: &mut Gprs) -> Exit {
+    let scenario = run.scenario;
+    let code = vmcb.get64(offset::EXIT_CODE);
+    let rip = vmcb.get64(offset::RIP);
+    match code {
+        exit::CPUID => {
+            run.cpuid_exits += 1;
+            let (leaf, subleaf) = (gprs.rax as u32, gprs.rcx as u32);
+            let regs = emulate::hvm_cpuid(&run.policy, leaf, subleaf, &run.context(vmcb));
+            gprs.rax = u64::from(regs.a);
+            gprs.rbx = u64::from(regs.b);
+            gprs.rcx = u64::from(regs.c);
+            gprs.rdx = u64::from(regs.d);
+            vmcb.set64(offset::RIP, rip + 2); // CPUID is 0F A2
+            Exit::Resume
+        }
+        exit::VMMCALL => {
+            let call = Hypercall::decode(gprs);
+            gprs.rax = 0;
+            vmcb.set64(offset::RIP, rip + 3); // VMMCALL is 0F 01 D9
+            match call {
+                Hypercall::CpuidResult {
+                    leaf,
+                    subleaf,
+                    regs,
+                } => {
+                    cpuid_result(run, vmcb, leaf, subleaf, regs);
+                    Exit::Resume
+                }
+                Hypercall::Report { id, ok, detail } => {
+                    let what = Report::from_id(id).map_or("unknown-report", Report::name);
+                    checks::check(
+                        format_args!("{scenario}/hvm/{what}"),
+                        ok,
+                        format_args!("guest reported failure ({:#x} {:#x})", detail[0], detail[1]),
+                    );
+                    Exit::Resume
+                }
+                Hypercall::Yield => Exit::Resume,
+                Hypercall::Exit { code: 0 } => Exit::Done,
+                Hypercall::Exit { code } => {
+                    checks::fail(
+                        format_args!("{scenario}/hvm/exit"),
+                        format_args!("exit code {code}"),
+                    );
+                    Exit::Failed
+                }
+                Hypercall::Unknown { .. } => {
+                    gprs.rax = ENOSYS;
+                    Exit::Resume
+                }
+            }
+        }
+        code => {
+            let what = match code {
+                c if (exit::EXCEPTION_BASE..exit::EXCEPTION_BASE + 32).contains(&c) => "exception",
+                exit::HLT => "hlt",
+                exit::SHUTDOWN => "shutdown",
+                exit::VMRUN => "nested VMRUN",
+                exit::INVALID => "invalid VMCB state",
+                _ => "unexpected exit",
+            };
+            checks::fail(
+                format_args!("{scenario}/hvm/guest-ran-cleanly"),
+                format_args!(
+                    "{what}: exit code {code:#x} info1 {:#x} info2 {:#x} rip {rip:#x}",
+                    vmcb.get64(offset::EXIT_INFO1),
+                    vmcb.get64(offset::EXIT_INFO2)
+                ),
+            );
+            Exit::Failed
+        }
+    }
+}
+
+/// Judges one reported CPUID result against `guest_cpuid` on the guest's policy.
+fn cpuid_result(run: &mut HvmRun, vmcb: &Vmcb, leaf: u32, subleaf: u32, got: CpuidRegs) {
+    run.results += 1;
+    let expected = guest_cpuid(&run.policy, leaf, subleaf, &run.context(vmcb));
+    checks::cpuid(
+        format_args!("{}/hvm/vmexit/{}", run.scenario, Leaf(leaf, subleaf)),
+        expected,
+        got,
+    );
+}

@@ -1,0 +1,267 @@
+//! The scheduler: runs the ring-3 domains round robin on this CPU until all have finished.
+//!
+//! Switching is cooperative (interrupts stay off): a domain gives up the CPU by the `yield`
+//! or `exit` hypercall or by a fault. A switch happens inside the trap handler: the running
+//! domain's registers are saved from the trap frame, [`Scheduler::switch_to`] calls the
+//! levelling hook and loads the next domain's CR3, and the next domain's registers are put in
+//! the same frame, so the handler's `iretq` lands in the next domain.
+//!
+//! [`run`] enters the first domain with `xl_enter_user`, which saves the kernel's
+//! callee-saved registers and stack pointer; when the last domain finishes, the trap handler
+//! calls `xl_resume_kernel`, which returns from `xl_enter_user` as if it were a plain call.
+
+use core::arch::global_asm;
+use core::mem::offset_of;
+
+use crate::domain::{Domain, DomainState, UserContext};
+use crate::gdt::{USER_CS, USER_DS};
+use crate::idt::{Gprs, TrapFrame};
+use crate::levelling::Levelling;
+use crate::paging;
+use crate::sync::KernelCell;
+
+/// The most domains one run holds.
+pub const MAX_DOMAINS: usize = 4;
+
+/// The domains of the current run and the switch bookkeeping.
+pub struct Scheduler {
+    domains: [Option<Domain>; MAX_DOMAINS],
+    current: Option<usize>,
+    /// How many times the running domain changed (including entering the first one and
+    /// leaving the last one for Xen).
+    pub transitions: u64,
+    /// The levelling state the switch drives.
+    pub levelling: Levelling,
+}
+
+static SCHED: KernelCell<Scheduler> = KernelCell::new(Scheduler {
+    domains: [const { None }; MAX_DOMAINS],
+    current: None,
+    transitions: 0,
+    levelling: Levelling::new(),
+});
+
+/// The kernel stack pointer `xl_enter_user` saved, for `xl_resume_kernel`.
+static KERNEL_RESUME_RSP: KernelCell<u64> = KernelCell::new(0);
+
+/// The scheduler.
+///
+/// # Safety
+///
+/// The caller must not hold another reference from this function: the main flow uses it
+/// only while no domain runs, and trap handlers (which run while the main flow is suspended
+/// in `xl_enter_user`) use one at a time and drop it before the `iretq`.
+unsafe fn scheduler() -> &'static mut Scheduler {
+    // SAFETY: exclusive by the caller's contract (one CPU, interrupts off).
+    unsafe { &mut *SCHED.get() }
+}
+
+impl Scheduler {
+    /// The next runnable domain after `after` in round-robin order (`after` itself last).
+    fn next_runnable(&self, after: Option<usize>) -> Option<usize> {
+        let start = after.map_or(0, |i| i + 1);
+        (start..start + MAX_DOMAINS)
+            .map(|i| i % MAX_DOMAINS)
+            .find(|&i| matches!(&self.domains[i], Some(d) if d.state == DomainState::Runnable))
+    }
+
+    /// Makes `next` the running domain (`None`: Xen itself): the levelling hook, then CR3.
+    /// Nothing happens if it already runs.
+    fn switch_to(&mut self, next: Option<usize>) {
+        if next == self.current {
+            return;
+        }
+        self.transitions += 1;
+        let domain = next.and_then(|i| self.domains[i].as_ref());
+        self.levelling.switch_to(domain);
+        paging::switch_address_space(domain.map_or_else(paging::kernel_cr3, |d| d.space.cr3));
+        self.current = next;
+    }
+
+    /// The running domain.
+    fn current_domain(&mut self) -> &mut Domain {
+        let index = self.current.expect("a domain is running");
+        self.domains[index]
+            .as_mut()
+            .expect("the running domain exists")
+    }
+
+    /// The running domain stopped (exited or crashed): run the next one in `frame`, or go
+    /// back to the kernel when none is left.
+    fn run_next_or_resume_kernel(&mut self, frame: &mut TrapFrame) {
+        match self.next_runnable(self.current) {
+            Some(next) => {
+                self.switch_to(Some(next));
+                self.current_domain().context.restore(frame);
+            }
+            None => {
+                self.switch_to(None);
+                // SAFETY: a domain ran, so `run` is suspended in `xl_enter_user`, whose saved
+                // stack and registers are intact (traps run on the TSS stack).
+                unsafe { xl_resume_kernel() }
+            }
+        }
+    }
+}
+
+/// Adds a domain to the next run; returns its slot.
+///
+/// # Panics
+///
+/// If the run already has [`MAX_DOMAINS`] domains.
+pub fn add(domain: Domain) -> usize {
+    // SAFETY: called by the main flow while no domain runs.
+    let s = unsafe { scheduler() };
+    let slot = s
+        .domains
+        .iter()
+        .position(Option::is_none)
+        .expect("too many domains");
+    s.domains[slot] = Some(domain);
+    slot
+}
+
+/// Runs every added domain until each has exited or crashed, then calls each one's
+/// `finish` and removes them all. Returns to Xen (kernel CR3, levelling hook with `None`).
+pub fn run() {
+    let first = {
+        // SAFETY: main flow, no domain runs; the reference ends before entering ring 3.
+        let s = unsafe { scheduler() };
+        let Some(first) = s.next_runnable(None) else {
+            return;
+        };
+        s.switch_to(Some(first));
+        s.current_domain().context
+    };
+    // SAFETY: `first` holds a valid ring-3 context in the domain's address space (now in
+    // CR3); the call returns through `xl_resume_kernel` once no domain is runnable.
+    unsafe { xl_enter_user(&first) };
+    // SAFETY: main flow again; no domain runs.
+    let s = unsafe { scheduler() };
+    for slot in &mut s.domains {
+        if let Some(domain) = slot.take() {
+            domain.finish();
+        }
+    }
+    s.current = None;
+}
+
+/// (domain transitions, levelling hook calls) since boot.
+pub fn switch_counts() -> (u64, u64) {
+    // SAFETY: main flow, no domain runs; values are copied out.
+    let s = unsafe { scheduler() };
+    (s.transitions, s.levelling.switch_calls)
+}
+
+/// Runs `f` on the running domain (from a trap handler).
+pub fn with_current<R>(f: impl FnOnce(&mut Domain) -> R) -> R {
+    // SAFETY: trap context, one reference at a time; `f` does not call back into the scheduler.
+    f(unsafe { scheduler() }.current_domain())
+}
+
+/// `yield`: save the running domain from `frame` and put the next runnable one in it.
+pub fn yield_current(frame: &mut TrapFrame) {
+    // SAFETY: trap context, one reference at a time.
+    let s = unsafe { scheduler() };
+    let current = s.current;
+    s.current_domain().context.save(frame);
+    if let Some(next) = s.next_runnable(current) {
+        s.switch_to(Some(next));
+        s.current_domain().context.restore(frame);
+    }
+}
+
+/// `exit(code)`: the running domain is done.
+pub fn exit_current(frame: &mut TrapFrame, code: u64) {
+    // SAFETY: trap context, one reference at a time.
+    let s = unsafe { scheduler() };
+    s.current_domain().exit(code);
+    s.run_next_or_resume_kernel(frame);
+}
+
+/// A fault in ring 3 that nothing emulated.
+pub fn guest_fault(frame: &mut TrapFrame) {
+    // SAFETY: trap context, one reference at a time.
+    let s = unsafe { scheduler() };
+    s.current_domain().fault(frame);
+    s.run_next_or_resume_kernel(frame);
+}
+
+global_asm!(
+    r#"
+    .pushsection .text.xl_sched, "ax"
+    # xl_enter_user(context: *const UserContext): save the kernel's callee-saved registers
+    # and RSP, then iretq into ring 3 with every register from the context.
+    .global xl_enter_user
+xl_enter_user:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov qword ptr [rip + {resume_rsp}], rsp
+    push {user_ss}
+    push qword ptr [rdi + {rsp}]
+    push qword ptr [rdi + {rflags}]
+    push {user_cs}
+    push qword ptr [rdi + {rip}]
+    mov r15, qword ptr [rdi + {r15}]
+    mov r14, qword ptr [rdi + {r14}]
+    mov r13, qword ptr [rdi + {r13}]
+    mov r12, qword ptr [rdi + {r12}]
+    mov r11, qword ptr [rdi + {r11}]
+    mov r10, qword ptr [rdi + {r10}]
+    mov r9, qword ptr [rdi + {r9}]
+    mov r8, qword ptr [rdi + {r8}]
+    mov rbp, qword ptr [rdi + {rbp}]
+    mov rsi, qword ptr [rdi + {rsi}]
+    mov rdx, qword ptr [rdi + {rdx}]
+    mov rcx, qword ptr [rdi + {rcx}]
+    mov rbx, qword ptr [rdi + {rbx}]
+    mov rax, qword ptr [rdi + {rax}]
+    mov rdi, qword ptr [rdi + {rdi}]
+    iretq
+
+    # xl_resume_kernel(): back onto the stack xl_enter_user saved, and return from it.
+    .global xl_resume_kernel
+xl_resume_kernel:
+    mov rsp, qword ptr [rip + {resume_rsp}]
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+    .popsection
+    "#,
+    resume_rsp = sym KERNEL_RESUME_RSP,
+    user_ss = const USER_DS,
+    user_cs = const USER_CS,
+    rsp = const offset_of!(UserContext, rsp),
+    rflags = const offset_of!(UserContext, rflags),
+    rip = const offset_of!(UserContext, rip),
+    r15 = const offset_of!(UserContext, gprs) + offset_of!(Gprs, r15),
+    r14 = const offset_of!(UserContext, gprs) + offset_of!(Gprs, r14),
+    r13 = const offset_of!(UserContext, gprs) + offset_of!(Gprs, r13),
+    r12 = const offset_of!(UserContext, gprs) + offset_of!(Gprs, r12),
+    r11 = const offset_of!(UserContext, gprs) + offset_of!(Gprs, r11),
+    r10 = const offset_of!(UserContext, gprs) + offset_of!(Gprs, r10),
+    r9 = const offset_of!(UserContext, gprs) + offset_of!(Gprs, r9),
+    r8 = const offset_of!(UserContext, gprs) + offset_of!(Gprs, r8),
+    rbp = const offset_of!(UserContext, gprs) + offset_of!(Gprs, rbp),
+    rdi = const offset_of!(UserContext, gprs) + offset_of!(Gprs, rdi),
+    rsi = const offset_of!(UserContext, gprs) + offset_of!(Gprs, rsi),
+    rdx = const offset_of!(UserContext, gprs) + offset_of!(Gprs, rdx),
+    rcx = const offset_of!(UserContext, gprs) + offset_of!(Gprs, rcx),
+    rbx = const offset_of!(UserContext, gprs) + offset_of!(Gprs, rbx),
+    rax = const offset_of!(UserContext, gprs) + offset_of!(Gprs, rax),
+);
+
+unsafe extern "C" {
+    /// Enters ring 3 with `context`; returns when `xl_resume_kernel` runs.
+    fn xl_enter_user(context: *const UserContext);
+    /// Returns from the pending `xl_enter_user`.
+    fn xl_resume_kernel() -> !;
+}
