@@ -197,11 +197,12 @@ fn get_featureset(
     mem: &mut impl GuestCopy,
     p: &mut XenSysctlCpuFeatureset,
 ) -> Result<()> {
-    let fs = host.system.get(featureset_index(p.index)?).featureset();
+    // The size query comes first and ignores the index, as in Xen.
     if p.features == 0 {
         p.nr_features = NR_WORDS as u32;
         return Ok(());
     }
+    let fs = host.system.get(featureset_index(p.index)?).featureset();
     let nr = (p.nr_features as usize).min(NR_WORDS);
     write_words(mem, p.features, &fs.words()[..nr])?;
     p.nr_features = nr as u32;
@@ -324,10 +325,12 @@ fn domctl<const N: usize>(
         DOMCTL_SET_CPU_POLICY => {
             let mut p = XenDomctlCpuPolicy::from_union(&op.u);
             let r = set_policy(host, domains, caller, mem, op.domain, &mut p);
-            if r.is_err() {
-                // The error fields are written back only on failure.
-                p.store_in_union(&mut op.u);
+            // Only the error fields are OUT, and only on failure: a successful set writes
+            // nothing back, so it cannot fail after the domain changed.
+            if r.is_ok() {
+                return Ok(());
             }
+            p.store_in_union(&mut op.u);
             r
         }
         DOMCTL_GET_LEVELLING => {
@@ -350,7 +353,6 @@ fn set_policy<const N: usize>(
     domid: u16,
     p: &mut XenDomctlCpuPolicy,
 ) -> Result<()> {
-    (p.err_leaf, p.err_subleaf, p.err_msr) = (!0, !0, !0);
     if domid == caller.domid {
         return Err(errno::EINVAL);
     }
@@ -358,26 +360,37 @@ fn set_policy<const N: usize>(
     if domain.running {
         return Err(errno::EEXIST);
     }
-    let (nr_leaves, nr_msrs) = (p.nr_leaves as usize, p.nr_msrs as usize);
-    if nr_leaves > MAX_SERIALISED_LEAVES || nr_msrs > MAX_SERIALISED_MSRS {
+    // From here on, as in Xen's update_domain_cpu_policy: the error fields start at ~0.
+    (p.err_leaf, p.err_subleaf, p.err_msr) = (!0, !0, !0);
+    let record = |e: PolicyArrayError, p: &mut XenDomctlCpuPolicy| {
+        let (code, leaf, subleaf, msr) = array_error(e);
+        (p.err_leaf, p.err_subleaf, p.err_msr) = (leaf, subleaf, msr);
+        code
+    };
+    // Leaves first, then MSRs, each counted, copied and merged in turn (Xen's order).
+    let nr_leaves = p.nr_leaves as usize;
+    if nr_leaves > MAX_SERIALISED_LEAVES {
         return Err(errno::E2BIG);
     }
     let mut leaves = [XenCpuidLeaf::default(); MAX_SERIALISED_LEAVES];
     for (i, leaf) in leaves[..nr_leaves].iter_mut().enumerate() {
         *leaf = read(mem, element(p.leaves, i, XenCpuidLeaf::SIZE)?)?;
     }
+    let policy = domain
+        .policy
+        .merged(&leaves[..nr_leaves], &[])
+        .map_err(|e| record(e, p))?;
+    let nr_msrs = p.nr_msrs as usize;
+    if nr_msrs > MAX_SERIALISED_MSRS {
+        return Err(errno::E2BIG);
+    }
     let mut msrs = [XenMsrEntry::default(); MAX_SERIALISED_MSRS];
     for (i, msr) in msrs[..nr_msrs].iter_mut().enumerate() {
         *msr = read(mem, element(p.msrs, i, XenMsrEntry::SIZE)?)?;
     }
-    let mut policy = domain
-        .policy
-        .merged(&leaves[..nr_leaves], &msrs[..nr_msrs])
-        .map_err(|e| {
-            let (code, leaf, subleaf, msr) = array_error(e);
-            (p.err_leaf, p.err_subleaf, p.err_msr) = (leaf, subleaf, msr);
-            code
-        })?;
+    let mut policy = policy
+        .merged(&[], &msrs[..nr_msrs])
+        .map_err(|e| record(e, p))?;
     policy.clear_out_of_range_leaves();
     let max = host.system.max_for(domain.kind).ok_or(errno::EOPNOTSUPP)?;
     if let Err(e) = check_compatible(&max, &policy) {

@@ -98,10 +98,13 @@ impl<const N: usize> DomainTable<N> {
             .iter()
             .position(Option::is_none)
             .ok_or(DomainError::TableFull)?;
-        if host.system.max_for(kind).is_none() {
-            return Err(DomainError::NoPolicy);
-        }
-        let policy = host.system.default_for(kind);
+        // A new domain's policy is the default for its kind, recalculated as any set policy
+        // is (Xen's init_domain_cpu_policy), so that getting and setting it back changes nothing.
+        let default = host.system.default_for(kind);
+        let policy = host
+            .system
+            .recalculate(kind, &default)
+            .ok_or(DomainError::NoPolicy)?;
         let levelling = levelling_of(host, kind, role, &policy);
         let domain = Domain {
             domid,
