@@ -78,7 +78,7 @@ impl fmt::Display for Cause {
                 f,
                 "word {word} is unknown to the host's Xen (it reports {known_words} words)"
             ),
-            Cause::Disabled { option } => write!(f, "disabled at boot ({option})"),
+            Cause::Disabled { option } => write!(f, "disabled at boot by {option}"),
             Cause::NotInHardware => f.write_str("not in the host's CPU"),
             Cause::NotOffered { guest } => write!(
                 f,
@@ -123,7 +123,9 @@ pub struct MissingFeature {
 impl fmt::Display for MissingFeature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.cause {
-            Cause::Dependency { .. } => write!(f, "{}: missing because {}", self.feature, self.cause),
+            Cause::Dependency { .. } => {
+                write!(f, "{}: missing because {}", self.feature, self.cause)
+            }
             cause => write!(f, "{}: {cause}", self.feature),
         }
     }

@@ -167,15 +167,19 @@ fn data_line(line: &str) -> Result<(u32, u32, CpuidRegs), CpuidRawErrorKind> {
     if fields.next().is_some() {
         return Err(CpuidRawErrorKind::BadRegister("edx"));
     }
-    Ok((leaf, subleaf, CpuidRegs::new(value[0], value[1], value[2], value[3])))
+    Ok((
+        leaf,
+        subleaf,
+        CpuidRegs::new(value[0], value[1], value[2], value[3]),
+    ))
 }
 
 impl CpuidRaw {
     /// True if `text` has a line that only `cpuid -r` writes (a header or a data line).
     pub fn looks_like(text: &str) -> bool {
-        text.lines().map(str::trim).any(|l| {
-            is_header(l) || (l.starts_with("0x") && l.contains(": eax=0x"))
-        })
+        text.lines()
+            .map(str::trim)
+            .any(|l| is_header(l) || (l.starts_with("0x") && l.contains(": eax=0x")))
     }
 
     /// Parse the whole output (see the [module documentation](self)).
@@ -193,7 +197,11 @@ impl CpuidRaw {
             if is_header(line) {
                 // Data before the first header belongs to the first CPU; a header after it
                 // starts the second.
-                block = if block == 0 && !seen_data { 1 } else { block + 1 };
+                block = if block == 0 && !seen_data {
+                    1
+                } else {
+                    block + 1
+                };
                 cpus += 1;
                 continue;
             }
@@ -203,10 +211,8 @@ impl CpuidRaw {
                     kind: CpuidRawErrorKind::UnexpectedLine,
                 });
             }
-            let (leaf, subleaf, regs) = data_line(line).map_err(|kind| CpuidRawError {
-                line: number,
-                kind,
-            })?;
+            let (leaf, subleaf, regs) =
+                data_line(line).map_err(|kind| CpuidRawError { line: number, kind })?;
             if !seen_data && block == 0 {
                 cpus += 1;
                 block = 1;

@@ -88,6 +88,8 @@ pub struct CpuidFacts {
     pub platform_info: Option<u64>,
     /// A line about the input (`AIDA64 dump, format B`).
     pub detail: String,
+    /// What booting the levelling on the silicon model of this CPU found.
+    pub model: crate::mechanism::ModelVerdict,
 }
 
 /// A host read from an input, with its CPUID facts when it had CPUID data.
@@ -125,7 +127,8 @@ pub fn detect(text: &str) -> Option<SourceKind> {
 /// Read a file as UTF-8 text, naming the line of the first invalid byte.
 pub fn read_text(path: &Path) -> Result<String, InputError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| InputError::new(&file, 0, format!("cannot read: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| InputError::new(&file, 0, format!("cannot read: {e}")))?;
     String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -140,11 +143,16 @@ pub fn load_host(path: &Path, options: &HostInputOptions) -> Result<Loaded, Inpu
 }
 
 /// Read a host input of any supported kind from `text` (`file` names it in errors).
-pub fn parse_host(text: &str, file: &str, options: &HostInputOptions) -> Result<Loaded, InputError> {
+pub fn parse_host(
+    text: &str,
+    file: &str,
+    options: &HostInputOptions,
+) -> Result<Loaded, InputError> {
     let disabled = match &options.cpuid {
         None => Featureset::EMPTY,
-        Some(opt) => parse_cpuid_option(opt)
-            .map_err(|e| InputError::new("--cpuid", 1, e.to_string()))?,
+        Some(opt) => {
+            parse_cpuid_option(opt).map_err(|e| InputError::new("--cpuid", 1, e.to_string()))?
+        }
     };
     if let Some(name) = &options.name
         && !valid_name(name)
@@ -161,7 +169,11 @@ pub fn parse_host(text: &str, file: &str, options: &HostInputOptions) -> Result<
         Some(SourceKind::CpuidRaw) => {
             let raw = CpuidRaw::parse(text)
                 .map_err(|e| InputError::new(file, e.line, e.kind.to_string()))?;
-            let leaf0_line = raw.entries().iter().find(|e| e.leaf == 0).map_or(1, |e| e.line);
+            let leaf0_line = raw
+                .entries()
+                .iter()
+                .find(|e| e.leaf == 0)
+                .map_or(1, |e| e.line);
             let detail = format!("cpuid -r output, {} CPU blocks", raw.cpus());
             derive_host(
                 &raw,
@@ -218,7 +230,12 @@ pub fn default_name(file: &str) -> String {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "host".to_string());
     let mut stem = stem.split("_CPUID").next().unwrap_or(&stem).to_string();
-    for vendor in ["GenuineIntel", "AuthenticAMD", "HygonGenuine", "CentaurHauls"] {
+    for vendor in [
+        "GenuineIntel",
+        "AuthenticAMD",
+        "HygonGenuine",
+        "CentaurHauls",
+    ] {
         if let Some(rest) = stem.strip_prefix(vendor) {
             let b = rest.as_bytes();
             if b.len() > 8 && b[..7].iter().all(u8::is_ascii_hexdigit) && b[7] == b'_' {
@@ -236,8 +253,16 @@ pub fn default_name(file: &str) -> String {
             }
         })
         .collect();
-    name = name.trim_start_matches(['.', '-']).chars().take(64).collect();
-    if name.is_empty() { "host".to_string() } else { name }
+    name = name
+        .trim_start_matches(['.', '-'])
+        .chars()
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "host".to_string()
+    } else {
+        name
+    }
 }
 
 struct Derive {
@@ -272,14 +297,17 @@ pub fn brand_string(src: &impl CpuidSource) -> Option<String> {
 }
 
 /// Derive a host from CPUID data the way `examples/level_dumps.rs` does: MSR 0xCE only where
-/// it is MSR_PLATFORM_INFO (Intel family 6 from model 0x1A), faulting from 0xCE[31] or
+/// it is MSR_PLATFORM_INFO (Intel family 6 from model 0x1A), faulting from `0xCE[31]` or
 /// CPUID.80000021H:EAX[17], then `SystemPolicies::derive`.
 fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> {
     let probe = CpuPolicy::from_source(src, RawMsrs::default());
     let vendor = probe.vendor();
     if vendor == Vendor::Unknown {
         let r = src.cpuid(0, 0);
-        let bytes: Vec<u8> = [r.b, r.d, r.c].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = [r.b, r.d, r.c]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         return Err(InputError::new(
             &d.source.file,
             d.leaf0_line,
@@ -291,7 +319,11 @@ fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> 
     }
     let sig = probe.signature();
     let has_platform_info = vendor == Vendor::Intel && sig.family == 6 && sig.model >= 0x1a;
-    let platform_info = if has_platform_info { d.platform_info } else { None };
+    let platform_info = if has_platform_info {
+        d.platform_info
+    } else {
+        None
+    };
     let raw = CpuPolicy::from_source(
         src,
         RawMsrs {
@@ -312,6 +344,15 @@ fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> 
         ..HostOptions::default()
     };
     let p = SystemPolicies::derive(&raw, options);
+    let model = crate::mechanism::on_model(
+        src,
+        RawMsrs {
+            platform_info,
+            arch_caps: d.arch_caps,
+        },
+        &p.host.featureset(),
+        &p.pv_default,
+    );
     let name = d.name.unwrap_or_else(|| default_name(&d.source.file));
     let host = Host {
         name,
@@ -344,6 +385,7 @@ fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> 
             xen_host: p.host.featureset(),
             platform_info,
             detail: d.detail,
+            model,
         }),
     })
 }
@@ -383,7 +425,11 @@ fn parse_cpu_info(
             };
             let key = key.trim().to_string();
             if let Some((_, _, _)) = items.iter().find(|(_, k, _)| *k == key) {
-                return Err(InputError::new(file, number, format!("key `{key}` given twice")));
+                return Err(InputError::new(
+                    file,
+                    number,
+                    format!("key `{key}` given twice"),
+                ));
             }
             items.push((number, key, value.trim().to_string()));
         }
@@ -391,12 +437,20 @@ fn parse_cpu_info(
     let get = |key: &str| items.iter().find(|(_, k, _)| k == key);
     let required = |key: &str, what: &str| {
         get(key).ok_or_else(|| {
-            InputError::new(file, text.lines().count().max(1), format!("no `{key}` ({what})"))
+            InputError::new(
+                file,
+                text.lines().count().max(1),
+                format!("no `{key}` ({what})"),
+            )
         })
     };
     let (vline, _, vtext) = required("vendor", "the CPU vendor string")?;
     let vendor = parse_vendor(vtext).ok_or_else(|| {
-        InputError::new(file, *vline, format!("vendor `{vtext}` is not one Xen levels"))
+        InputError::new(
+            file,
+            *vline,
+            format!("vendor `{vtext}` is not one Xen levels"),
+        )
     })?;
     let mut known_words = 0;
     let mut featureset = |key: &str| -> Result<Option<Featureset>, InputError> {
@@ -416,7 +470,11 @@ fn parse_cpu_info(
     let pv_default = featureset("features_pv_host")?;
     let hvm_default = featureset("features_hvm_host")?;
     let (Some(pv_max), Some(hvm_max)) = (pv_max, hvm_max) else {
-        let missing = if pv_max.is_none() { "features_pv" } else { "features_hvm" };
+        let missing = if pv_max.is_none() {
+            "features_pv"
+        } else {
+            "features_hvm"
+        };
         return Err(InputError::new(
             file,
             text.lines().count().max(1),
@@ -449,7 +507,11 @@ fn parse_cpu_info(
         match get(key) {
             None => Ok(None),
             Some((line, _, v)) => v.parse().map(Some).map_err(|_| {
-                InputError::new(file, *line, format!("`{key}` is not a decimal number: `{v}`"))
+                InputError::new(
+                    file,
+                    *line,
+                    format!("`{key}` is not a decimal number: `{v}`"),
+                )
             }),
         }
     };
@@ -704,7 +766,11 @@ fn parse_report(
     let reported_disabled = match &report.cpuid_option {
         None => Featureset::EMPTY,
         Some(opt) => parse_cpuid_option(opt).map_err(|e| {
-            InputError::new(file, json_line(text, "cpuid_option", "cpuid_option"), e.to_string())
+            InputError::new(
+                file,
+                json_line(text, "cpuid_option", "cpuid_option"),
+                e.to_string(),
+            )
         })?,
     };
     let signature = match (report.family, report.model, report.stepping) {
@@ -777,17 +843,16 @@ pub struct ParsedFeatureset {
 
 /// Read a featureset in any of the three text forms.
 ///
-/// Text made only of hex digits and `-`/`:` separators is hex words (`:` anywhere makes it
-/// `xen-cpuid`'s form, else XAPI's); anything else, and a lone token that is a feature name
-/// (`de`, `dca`, `f16c`), is a list of names. Shorter hex texts are zero-extended; a set bit
+/// One token (no blanks or commas) that starts with a hex digit run and is not itself a
+/// feature name (`de`, `f16c`, `fb-clear`) is hex words: `xen-cpuid`'s form if it has a `:`,
+/// else XAPI's, and a bad digit in it is reported as such. Anything else is a list of names. Shorter hex texts are zero-extended; a set bit
 /// past this build's words is an error ([`FeaturesetError::UnknownWord`]), never dropped.
 pub fn parse_featureset(text: &str) -> Result<ParsedFeatureset, FeaturesetError> {
     let t = text.trim();
-    let hexy = !t.is_empty()
-        && t.chars()
-            .all(|c| c.is_ascii_hexdigit() || c == '-' || c == ':');
-    let lone_name = !t.contains(['-', ':']) && Feature::from_name(t).is_some();
-    if hexy && !lone_name {
+    let one_token = !t.contains(|c: char| c.is_whitespace() || c == ',');
+    let first = t.split(['-', ':']).next().unwrap_or_default();
+    let hex_start = !first.is_empty() && first.chars().all(|c| c.is_ascii_hexdigit());
+    if one_token && hex_start && Feature::from_name(t).is_none() {
         let words = Some(t.split(['-', ':']).count());
         if t.contains(':') {
             Ok(ParsedFeatureset {

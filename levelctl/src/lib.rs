@@ -18,7 +18,7 @@
 //! | [`check`] | VM-against-host checks, with a [`check::Cause`] for every missing feature |
 //! | [`input`] | AIDA64 dumps, `cpuid -r` output, XAPI `cpu_info`, the JSON host report, featureset text |
 //! | [`cpuid_raw`] | the `cpuid -r` parser |
-//! | [`mechanism`] | which levelling mechanism a CPU generation would use |
+//! | [`mechanism`] | which levelling mechanism a CPU would use: by generation, and probed on the core's silicon model |
 //! | [`state`] | one JSON file per pool, written atomically, refused when corrupt or newer |
 //! | [`report`] | what operations report (tables or `--json`) |
 //! | [`error`] | errors and their exit codes (1 refused, 2 bad input) |

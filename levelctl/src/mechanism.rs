@@ -1,23 +1,39 @@
-//! Which levelling mechanism Xen would use on a CPU, judged from its vendor, family and model
-//! and from how it enumerates CPUID faulting (reference `xen-levelling.md` sections 1 and 2.1).
+//! Which levelling mechanism Xen would use on a CPU, judged two ways:
 //!
-//! This is a judgement **by generation**: the silicon model that would confirm it by probing
-//! the MSRs (by presence and by effect) is not part of levelctl yet, and every report says so.
+//! - **by generation** ([`assess`]): from the vendor, family and model (the core's
+//!   [`expected_mask_msrs`], reference `xen-levelling.md` 2.1) and from how the CPU enumerates
+//!   CPUID faulting (MSR 0xCE bit 31 on Intel from Nehalem, CPUID.80000021H:EAX bit 17 on AMD).
+//!   Works from any input that names the CPU; marked "by generation, not yet verified on the
+//!   model".
+//! - **on the silicon model** ([`on_model`]): when the input has CPUID data, the core's
+//!   levelling code boots on the core's model of that CPU exactly as Xen would (probe by
+//!   presence and by effect), and the PV default policy is assessed against what native CPUID
+//!   would then show.
 //!
 //! | CPU | mechanism | featureset words it can hide |
 //! |---|---|---|
-//! | Intel, MSR 0xCE[31] set (IvyBridge on) | CPUID faulting (MSR 0x140) | all: every CPUID traps |
+//! | Intel, `MSR 0xCE[31]` set (IvyBridge on) | CPUID faulting (MSR 0x140) | all: every CPUID traps |
 //! | Intel family 6 model 0x17, 0x1d (Penryn, Dunnington) | mask V1, MSR 0x478 | 1d, 1c |
 //! | Intel family 6 model 0x1a, 0x1e, 0x1f, 0x25, 0x2c, 0x2e, 0x2f (Nehalem, Westmere) | mask V2, MSRs 0x130-0x131 | 1d, 1c, e1d, e1c |
 //! | Intel family 6 model 0x2a, 0x2d (SandyBridge) | mask V3, MSRs 0x132-0x134 | 1d, 1c, e1d, e1c, Da1 |
-//! | AMD/Hygon with CPUID.80000021H:EAX[17] (CpuidUserDis) | CPUID faulting (HWCR bit 35) | all |
+//! | AMD/Hygon with `CPUID.80000021H:EAX[17]` (CpuidUserDis) | CPUID faulting (HWCR bit 35) | all |
 //! | AMD/Hygon otherwise, except family 0x11 and family 0xF before model 0x20 | override MSRs 0xC0011004/5 (+0xC0011002 with leaf 7, +0xC0011003 on family 0x15) | 1d, 1c, e1d, e1c (+ 7b0) |
 //!
 //! HVM guests need none of this: every CPUID they execute exits to Xen.
 
 use serde::Serialize;
+use xen_levelling::cpuid::Signature;
 use xen_levelling::feature::{KNOWN, WORDS};
-use xen_levelling::{Featureset, Vendor};
+use xen_levelling::hardware::{Hardware, HardwareCpuid};
+use xen_levelling::levelling::masks::{MaskKind, MaskMsrs, expected_mask_msrs};
+use xen_levelling::levelling::probe::FaultingCheck;
+use xen_levelling::levelling::{
+    DomainRole, Levelling, LevellingCaps, LevellingConfig, Mechanism as CoreMechanism, ProbeOptions,
+};
+use xen_levelling::policy::system::DomainKind;
+use xen_levelling::policy::{CpuPolicy, RawMsrs};
+use xen_levelling::silicon::SiliconModel;
+use xen_levelling::{CpuidSource, Featureset, Vendor};
 
 use crate::model::CpuSignature;
 use crate::report::names;
@@ -89,9 +105,48 @@ pub struct MechanismReport {
 /// cannot execute natively: never leaked by CPUID.
 const MSR_WORDS: [usize; 2] = [16, 17];
 
-/// Judge the mechanism for a CPU. `hardware` is the CPU's own featureset and `pv_default`
-/// what Xen offers PV guests by default; with both, the report lists what the mechanism
-/// could not hide.
+/// The mechanism a set of expected (or effective) mask MSRs amounts to.
+fn masking(vendor: Vendor, masks: &MaskMsrs) -> Mechanism {
+    if masks.is_empty() {
+        Mechanism::None
+    } else if vendor.is_amd_like() {
+        Mechanism::AmdOverride
+    } else if masks.get(MaskKind::Xsave1).is_some() {
+        Mechanism::IntelMaskV3
+    } else if masks.get(MaskKind::Extd1).is_some() {
+        Mechanism::IntelMaskV2
+    } else {
+        Mechanism::IntelMaskV1
+    }
+}
+
+/// `0x132 (1cd)` for every MSR of `masks`.
+fn mask_msr_names(masks: &MaskMsrs) -> Vec<String> {
+    masks
+        .kinds()
+        .map(|(kind, msr)| format!("{msr:#x} ({})", kind.name()))
+        .collect()
+}
+
+/// The featureset words `masks` can hide, as Xen names them.
+fn mask_words(masks: &MaskMsrs) -> Vec<usize> {
+    masks
+        .kinds()
+        .flat_map(|(kind, _)| kind.words().iter().copied())
+        .collect()
+}
+
+fn faulting_msr(vendor: Vendor) -> String {
+    match vendor {
+        Vendor::Amd | Vendor::Hygon => "0xc0010015 (HWCR bit 35, CpuidUserDis)".to_string(),
+        _ => "0x140 (MISC_FEATURES_ENABLES bit 0)".to_string(),
+    }
+}
+
+/// Judge the mechanism for a CPU by its generation. `hardware` is the CPU's own featureset
+/// and `pv_default` what Xen offers PV guests by default; with both, the report lists what the
+/// mechanism could not hide. Without `max_basic_leaf` (inputs without CPUID), an AMD CPU is
+/// taken to have leaf 7 if any of its featuresets has a leaf 7 feature.
 pub fn assess(
     vendor: Vendor,
     signature: Option<CpuSignature>,
@@ -106,7 +161,6 @@ pub fn assess(
         stepping: 0,
     });
     let mut notes = Vec::new();
-    let mut msrs = Vec::new();
     let enumeration = match (vendor, faulting_enumerated) {
         (Vendor::Intel | Vendor::Centaur, Some(on)) => {
             format!("MSR 0xCE (PLATFORM_INFO) bit 31 = {}", u8::from(on))
@@ -122,136 +176,70 @@ pub fn assess(
         }
         (Vendor::Unknown, _) => "unknown vendor".to_string(),
     };
-    let (mechanism, generation) = match vendor {
-        Vendor::Intel | Vendor::Centaur => {
-            let mask = if sig.family == 6 {
-                match sig.model {
-                    0x17 | 0x1d => Some(Mechanism::IntelMaskV1),
-                    0x1a | 0x1e | 0x1f | 0x25 | 0x2c | 0x2e | 0x2f => Some(Mechanism::IntelMaskV2),
-                    0x2a | 0x2d => Some(Mechanism::IntelMaskV3),
-                    _ => None,
-                }
-            } else {
-                None
-            };
-            if sig.family == 0xf {
-                notes.push(
-                    "Xen skips the faulting probe on family 0xF (Netburst) unless it runs \
-                     virtualised: these MSRs raise spurious #GP there"
-                        .to_string(),
-                );
-            }
-            match (faulting_enumerated, mask) {
-                (Some(true), _) => (
-                    Mechanism::Faulting,
-                    "MSR_PLATFORM_INFO enumerates CPUID faulting; faulting wins over masks"
-                        .to_string(),
-                ),
-                (_, Some(m)) => (
-                    m,
-                    format!(
-                        "family {:#x} model {:#x} is a masking generation (Penryn to SandyBridge)",
-                        sig.family, sig.model
-                    ),
-                ),
-                (None, None) if sig.family == 6 => (
-                    Mechanism::Faulting,
-                    format!(
-                        "family 6 model {:#x} is past SandyBridge: Intel has CPUID faulting from \
-                         IvyBridge on (expected, not enumerated in this input)",
-                        sig.model
-                    ),
-                ),
-                _ => (
-                    Mechanism::None,
-                    format!(
-                        "family {:#x} model {:#x}: no mask MSRs for this generation and no \
-                         faulting enumerated",
-                        sig.family, sig.model
-                    ),
-                ),
-            }
-        }
-        Vendor::Amd | Vendor::Hygon => {
-            if faulting_enumerated == Some(true) {
-                (
-                    Mechanism::Faulting,
-                    "CpuidUserDis (MSR_K8_HWCR bit 35) is enumerated; faulting wins over masks"
-                        .to_string(),
-                )
-            } else if sig.family == 0x11 || (sig.family == 0xf && sig.model < 0x20) {
-                (
-                    Mechanism::None,
-                    format!(
-                        "family {:#x} model {:#x}: Xen does not use the mask MSRs of this \
-                         generation",
-                        sig.family, sig.model
-                    ),
-                )
-            } else {
-                if sig.family >= 0x15 {
-                    notes.push(
-                        "AMD masking is not fully effective from family 0x15 on".to_string(),
-                    );
-                }
-                notes.push(
-                    "AMD MSRs override rather than mask: they can also advertise features; \
-                     every access passes the passcode EDI = 0x9C5A203A"
-                        .to_string(),
-                );
-                (
-                    Mechanism::AmdOverride,
-                    format!(
-                        "family {:#x}: AMD feature override MSRs, no CpuidUserDis",
-                        sig.family
-                    ),
-                )
-            }
-        }
-        Vendor::Unknown => (Mechanism::Unknown, "unknown vendor".to_string()),
+    let leaf7_features = (hardware.unwrap_or_default() | pv_default).word(5) != 0;
+    let max_leaf = max_basic_leaf.unwrap_or(if leaf7_features { 7 } else { 1 });
+    let core_sig = Signature {
+        family: sig.family,
+        model: sig.model,
+        stepping: sig.stepping,
     };
-    let leaf7 = max_basic_leaf.is_some_and(|l| l >= 7);
-    let words: Vec<usize> = match mechanism {
-        Mechanism::Faulting => (0..WORDS.len()).collect(),
-        Mechanism::IntelMaskV1 => {
-            msrs.push("0x478 MASK_V1_CPUID1".to_string());
-            vec![0, 1]
-        }
-        Mechanism::IntelMaskV2 => {
-            msrs.extend(["0x130 MASK_V2_CPUID1", "0x131 MASK_V2_CPUID80000001"].map(String::from));
-            vec![0, 1, 2, 3]
-        }
-        Mechanism::IntelMaskV3 => {
-            msrs.extend(
-                [
-                    "0x132 MASK_V3_CPUID1",
-                    "0x133 MASK_V3_CPUID80000001",
-                    "0x134 MASK_V3_CPUIDD_01",
-                ]
-                .map(String::from),
-            );
-            vec![0, 1, 2, 3, 4]
-        }
-        Mechanism::AmdOverride => {
-            msrs.extend(["0xC0011004 K8_FEATURE_MASK", "0xC0011005 K8_EXT_FEATURE_MASK"].map(String::from));
-            let mut w = vec![0, 1, 2, 3];
-            if leaf7 {
-                msrs.push("0xC0011002 AMD_L7S0_FEATURE_MASK".to_string());
-                w.push(5);
-            }
-            if sig.family == 0x15 {
-                msrs.push("0xC0011003 AMD_THRM_FEATURE_MASK (leaf 6 ECX)".to_string());
-            }
-            w
-        }
-        Mechanism::None | Mechanism::Unknown => Vec::new(),
-    };
-    if mechanism == Mechanism::Faulting {
-        msrs.push(match vendor {
-            Vendor::Amd | Vendor::Hygon => "0xC0010015 K8_HWCR bit 35 (CpuidUserDis)".to_string(),
-            _ => "0x140 MISC_FEATURES_ENABLES bit 0".to_string(),
-        });
+    // Leaf 6 ECX only decides the AMD family 15h thermal MSR, which masks no featureset word.
+    let masks = expected_mask_msrs(vendor, core_sig, max_leaf, 1);
+    let by_masks = masking(vendor, &masks);
+    if vendor == Vendor::Intel && sig.family == 0xf {
+        notes.push(
+            "Xen skips the faulting probe on family 0xF (Netburst) unless it runs virtualised: \
+             these MSRs raise spurious #GP there"
+                .to_string(),
+        );
     }
+    let (mechanism, generation) = match (vendor, faulting_enumerated) {
+        (Vendor::Unknown, _) => (Mechanism::Unknown, "unknown vendor".to_string()),
+        (_, Some(true)) => (
+            Mechanism::Faulting,
+            "CPUID faulting is enumerated; faulting wins over masks".to_string(),
+        ),
+        (_, _) if by_masks != Mechanism::None => (
+            by_masks,
+            format!(
+                "family {:#x} model {:#x}: this generation has {}",
+                sig.family,
+                sig.model,
+                by_masks.describe()
+            ),
+        ),
+        (Vendor::Intel, None) if sig.family == 6 => (
+            Mechanism::Faulting,
+            format!(
+                "family 6 model {:#x} is past SandyBridge: Intel has CPUID faulting from \
+                 IvyBridge on (expected, not enumerated in this input)",
+                sig.model
+            ),
+        ),
+        _ => (
+            Mechanism::None,
+            format!(
+                "family {:#x} model {:#x}: no mask MSRs for this generation and no faulting \
+                 enumerated",
+                sig.family, sig.model
+            ),
+        ),
+    };
+    if mechanism == Mechanism::AmdOverride {
+        if sig.family >= 0x15 {
+            notes.push("AMD masking is not fully effective from family 0x15 on".to_string());
+        }
+        notes.push(
+            "AMD MSRs override rather than mask: they can also advertise features; every access \
+             passes the passcode EDI = 0x9C5A203A"
+                .to_string(),
+        );
+    }
+    let (msrs, words) = match mechanism {
+        Mechanism::Faulting => (vec![faulting_msr(vendor)], (0..WORDS.len()).collect()),
+        Mechanism::None | Mechanism::Unknown => (Vec::new(), Vec::new()),
+        _ => (mask_msr_names(&masks), mask_words(&masks)),
+    };
     let (cannot_hide, can_hide) = match hardware {
         Some(hw) => {
             let hidden = (hw & KNOWN) - pv_default;
@@ -289,5 +277,108 @@ pub fn assess(
         cannot_hide,
         can_hide,
         notes,
+    }
+}
+
+/// What booting the core's levelling on the silicon model of a CPU found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelVerdict {
+    /// The mechanism probing chose.
+    pub mechanism: Mechanism,
+    /// How it was established.
+    pub basis: String,
+    /// For faulting: whether its effect was verified at CPL 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faulting_check: Option<String>,
+    /// What Xen expects of this generation (Xen's `LCAP_*` names).
+    pub expected: Vec<String>,
+    /// What exists (reads, and accepts a write of its own value).
+    pub present: Vec<String>,
+    /// What proved to work by effect, and is used.
+    pub effective: Vec<String>,
+    /// Present, but the CPU reports no feature through it: nothing to hide, not used.
+    pub untested: Vec<String>,
+    /// Present but without effect (as under an emulator).
+    pub ineffective: Vec<String>,
+    /// Expected but absent.
+    pub missing: Vec<String>,
+    /// The MSRs in use (for masking: those that proved effective).
+    pub msrs: Vec<String>,
+    /// Featureset words the mechanism in use can hide.
+    pub hideable_words: Vec<String>,
+    /// Features a PV guest at the PV default would see natively though its policy lacks them
+    /// (Xen refuses such guests unless best effort is asked for).
+    pub cannot_hide: Vec<String>,
+    /// PV default features native CPUID would not show (an AND mask cannot add them): the
+    /// guest sees fewer features than its policy, which is safe.
+    pub not_shown: Vec<String>,
+}
+
+fn caps(c: LevellingCaps) -> Vec<String> {
+    c.iter_names()
+        .map(|(name, _)| name.to_ascii_lowercase().replace('_', "-"))
+        .collect()
+}
+
+/// Boot the core's levelling on the silicon model of the CPU `source` describes, as Xen
+/// would: probe by presence and by effect, then assess a PV guest at `pv_default` on a host
+/// whose features are `host`. `dumped` holds the MSRs the input recorded (where unknown, the
+/// model decides by generation).
+pub fn on_model(
+    source: &impl CpuidSource,
+    dumped: RawMsrs,
+    host: &Featureset,
+    pv_default: &CpuPolicy,
+) -> ModelVerdict {
+    let mut model = SiliconModel::new(source, dumped);
+    let msrs = RawMsrs {
+        platform_info: model.rdmsr_safe(0xce).ok(),
+        arch_caps: model.rdmsr_safe(0x10a).ok(),
+    };
+    let raw = CpuPolicy::from_source(&HardwareCpuid(&model), msrs);
+    let mut levelling = Levelling::probe(
+        &mut model,
+        &raw,
+        ProbeOptions::default(),
+        LevellingConfig::default(),
+    );
+    levelling.set_host_features(host);
+    let report = levelling.report;
+    let vendor = report.vendor;
+    let (mechanism, faulting_check, msrs, words) = match report.mechanism {
+        CoreMechanism::Faulting { check, .. } => (
+            Mechanism::Faulting,
+            Some(match check {
+                FaultingCheck::Verified => "verified: CPL 3 CPUID faults with it on, not off",
+                FaultingCheck::Unverifiable => "enumerated and accepted, effect not checkable",
+            }),
+            vec![faulting_msr(vendor)],
+            (0..WORDS.len()).collect::<Vec<_>>(),
+        ),
+        // Name the generation by what it has, not by what proved worth using (a mask with
+        // nothing to hide is left untested).
+        CoreMechanism::Masking(masks) => (
+            masking(vendor, &report.expected_masks),
+            None,
+            mask_msr_names(&masks),
+            mask_words(&masks),
+        ),
+        CoreMechanism::None => (Mechanism::None, None, Vec::new(), Vec::new()),
+    };
+    let d = levelling.assess(DomainKind::Pv, DomainRole::Guest, pv_default);
+    ModelVerdict {
+        mechanism,
+        basis: "probed on the silicon model of this CPU, by presence and by effect".to_string(),
+        faulting_check: faulting_check.map(str::to_string),
+        expected: caps(report.expected),
+        present: caps(report.present),
+        effective: caps(report.effective),
+        untested: caps(report.untested),
+        ineffective: caps(report.ineffective()),
+        missing: caps(report.missing()),
+        msrs,
+        hideable_words: words.iter().map(|&w| WORDS[w].name.to_string()).collect(),
+        cannot_hide: names(&d.unenforceable),
+        not_shown: names(&d.not_shown),
     }
 }

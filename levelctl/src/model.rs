@@ -197,8 +197,8 @@ pub struct Host {
     /// Features removed at boot with Xen's `cpuid=no-…` option.
     #[serde(default, with = "fs_xapi")]
     pub disabled: Featureset,
-    /// CPUID faulting as the hardware enumerates it (MSR 0xCE[31] on Intel,
-    /// CPUID.80000021H:EAX[17] on AMD); `None` when the input cannot tell.
+    /// CPUID faulting as the hardware enumerates it (`MSR 0xCE[31]` on Intel,
+    /// `CPUID.80000021H:EAX[17]` on AMD); `None` when the input cannot tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpuid_faulting: Option<bool>,
     /// PV guests' featuresets.
@@ -279,10 +279,16 @@ impl fmt::Display for Origin {
         match self {
             Origin::PoolLevel { pool } => write!(f, "level of pool {pool} at start"),
             Origin::LandingHost { host } => {
-                write!(f, "legacy VM: the max featureset of {host}, where it landed")
+                write!(
+                    f,
+                    "legacy VM: the max featureset of {host}, where it landed"
+                )
             }
             Origin::Recorded { words } => {
-                write!(f, "recorded by another toolstack ({words} words, zero-extended)")
+                write!(
+                    f,
+                    "recorded by another toolstack ({words} words, zero-extended)"
+                )
             }
         }
     }

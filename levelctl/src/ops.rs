@@ -162,7 +162,9 @@ impl Pool {
                             .filter(|o| o.name != h.name)
                             .fold(Featureset::FULL, |acc, o| acc & o.default_for(guest));
                         let holds_back = if self.hosts.len() > 1 {
-                            others.closed() - h.default_for(guest).closed()
+                            others.closed()
+                                - h.default_for(guest).closed()
+                                - level.unwrap_or_default()
                         } else {
                             Featureset::EMPTY
                         };
@@ -299,7 +301,7 @@ impl Pool {
                 report.blockers[0].clone(),
                 Vec::new(),
                 None,
-                report.blockers.clone(),
+                report.blockers[1..].to_vec(),
             ));
         }
         match change {
@@ -348,6 +350,15 @@ impl Pool {
                     Some(_) => {}
                 }
             }
+            let new_hosts_refusing: Vec<LostDestination> = now
+                .iter()
+                .filter(|(h, c)| !c.accepted && !before.contains_key(*h))
+                .map(|(h, c)| LostDestination {
+                    host: h.clone(),
+                    reason: c.summary(),
+                    missing: c.missing.clone(),
+                })
+                .collect();
             let gained_destinations: Vec<String> = now
                 .iter()
                 .filter(|(h, c)| c.accepted && !before.get(*h).is_some_and(|b| b.accepted))
@@ -363,11 +374,11 @@ impl Pool {
                     .filter(|(h, c)| c.accepted && Some(h.as_str()) != own)
                     .count()
             };
-            let stranded = vm.power == PowerState::Running
-                && elsewhere(&before) > 0
-                && elsewhere(&now) == 0;
+            let stranded =
+                vm.power == PowerState::Running && elsewhere(&before) > 0 && elsewhere(&now) == 0;
             if lost_destinations.is_empty()
                 && gained_destinations.is_empty()
+                && new_hosts_refusing.is_empty()
                 && loses_on_reboot.is_empty()
                 && gains_on_reboot.is_empty()
             {
@@ -380,6 +391,7 @@ impl Pool {
                 host: vm.host.clone(),
                 lost_destinations,
                 gained_destinations,
+                new_hosts_refusing,
                 loses_on_reboot: names(&loses_on_reboot),
                 gains_on_reboot: names(&gains_on_reboot),
                 stranded,
@@ -401,7 +413,10 @@ impl Pool {
             )));
         }
         if self.find_vm(name).is_some() {
-            return Err(usage(format!("pool {} already has a VM `{name}`", self.name)));
+            return Err(usage(format!(
+                "pool {} already has a VM `{name}`",
+                self.name
+            )));
         }
         self.vms.push(Vm::new(name, guest, template));
         Ok(self.vm_report(name, "create"))
@@ -677,8 +692,15 @@ impl Pool {
                     featureset: parsed.featureset,
                     waived: Featureset::EMPTY,
                 };
-                let placed =
-                    self.place("import", &req.name, &cpu, req.host.as_deref(), None, None, req.force)?;
+                let placed = self.place(
+                    "import",
+                    &req.name,
+                    &cpu,
+                    req.host.as_deref(),
+                    None,
+                    None,
+                    req.force,
+                )?;
                 let origin = Origin::Recorded {
                     words: parsed.words.unwrap_or(NR_WORDS),
                 };
@@ -720,8 +742,7 @@ impl Pool {
         let mut details = Vec::new();
         for vm in self.resident(host) {
             let Some(cpu) = VmCpu::of(vm) else { continue };
-            let mut candidates: Vec<&Host> =
-                self.hosts.iter().filter(|h| h.name != host).collect();
+            let mut candidates: Vec<&Host> = self.hosts.iter().filter(|h| h.name != host).collect();
             candidates.sort_by_key(|h| load.get(&h.name).copied().unwrap_or(0));
             let checks: Vec<HostCheck> = candidates
                 .iter()
@@ -779,10 +800,9 @@ impl Pool {
                     destinations.extend(check_pool(other, name, &cpu, None));
                 }
                 if !cpu.waived.is_empty() {
-                    notes.push(format!(
-                        "forced: may lack {}; clears when the VM restarts at the pool level",
-                        cpu.waived.names()
-                    ));
+                    notes.push(
+                        "force records clear when the VM restarts at the pool level".to_string(),
+                    );
                 }
             }
             None => notes.push(if vm.template {
@@ -860,23 +880,21 @@ impl Pool {
                     check: c,
                 });
             }
-            let others = check_pool(self, vm, cpu, Some(to));
-            let ok = accepting(&others)
+            // Other hosts that would take it (not the one it is leaving).
+            let others: Vec<HostCheck> = check_pool(self, vm, cpu, Some(to))
                 .into_iter()
-                .filter(|d| Some(d.rsplit('/').next().unwrap_or_default()) != exclude)
+                .filter(|c| Some(c.host.as_str()) != exclude)
                 .collect();
+            let ok = accepting(&others);
             let mut details = Vec::new();
             if c.vendor_mismatch.is_some() && force {
                 details.push("force cannot cross vendors".to_string());
             }
-            return Err(refused(
-                operation,
-                vm,
-                format!("{} {}", c.host, c.summary()),
-                vec![c],
-                Some(ok),
-                details,
-            ));
+            let reason = match &c.vendor_mismatch {
+                Some(_) => format!("{} {}", c.host, c.summary()),
+                None => format!("{} lacks {} of the VM's features", c.host, c.missing.len()),
+            };
+            return Err(refused(operation, vm, reason, vec![c], Some(ok), details));
         }
         if force {
             return Err(usage(
@@ -984,7 +1002,11 @@ fn level_change(before: &[Host], after: &[Host], guest: GuestType) -> LevelChang
     let new = level_of(after, guest);
     let o = old.unwrap_or_default();
     let n = new.unwrap_or_default();
-    let lost = if new.is_some() { o - n } else { Featureset::EMPTY };
+    let lost = if new.is_some() {
+        o - n
+    } else {
+        Featureset::EMPTY
+    };
     let lost = lost
         .iter()
         .map(|f| LevelFeature {
@@ -1032,11 +1054,16 @@ pub fn migrate_between(
     force: bool,
 ) -> Result<VmReport, Error> {
     if src.name == dst.name {
-        return Err(usage("source and destination pool are the same; use vm migrate --to"));
+        return Err(usage(
+            "source and destination pool are the same; use vm migrate --to",
+        ));
     }
     let vm = src.vm(name)?.clone();
     if dst.find_vm(name).is_some() {
-        return Err(usage(format!("pool {} already has a VM `{name}`", dst.name)));
+        return Err(usage(format!(
+            "pool {} already has a VM `{name}`",
+            dst.name
+        )));
     }
     let mut moved = vm.clone();
     let mut check = None;
@@ -1114,7 +1141,10 @@ pub fn copy_vm(
         return Err(usage(format!("`{as_name}` is not a valid VM name")));
     }
     if dst.find_vm(as_name).is_some() {
-        return Err(usage(format!("pool {} already has a VM `{as_name}`", dst.name)));
+        return Err(usage(format!(
+            "pool {} already has a VM `{as_name}`",
+            dst.name
+        )));
     }
     let mut copy = Vm::new(as_name, vm.guest, vm.template && !instantiate);
     copy.power = PowerState::Halted;

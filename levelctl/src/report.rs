@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use xen_levelling::Featureset;
+use xen_levelling::feature::COMMON_1D;
 
 use crate::check::{Cause, HostCheck, MissingFeature};
 use crate::model::{ForceRecord, GuestType, PowerState};
@@ -15,7 +16,7 @@ pub struct Features {
     pub count: usize,
     /// The XAPI string.
     pub xapi: String,
-    /// Xen's names (`word:bit` for unnamed bits).
+    /// Xen's names (`word:bit` for unnamed bits), as [`names`] lists them.
     pub names: Vec<String>,
 }
 
@@ -29,9 +30,14 @@ impl From<&Featureset> for Features {
     }
 }
 
-/// Xen's names of the features of `fs`.
+/// Xen's names of the features of `fs`, leaving out AMD's unnamed copies of the
+/// CPUID.01H:EDX bits in word 2 ([`COMMON_1D`]), which every AMD featureset carries and which
+/// say nothing leaf 1 does not (the XAPI string keeps them).
 pub fn names(fs: &Featureset) -> Vec<String> {
-    fs.iter().map(|f| f.to_string()).collect()
+    fs.iter()
+        .filter(|f| !(f.word() == 2 && COMMON_1D & f.mask() != 0 && f.xen_name().is_none()))
+        .map(|f| f.to_string())
+        .collect()
 }
 
 /// A refused operation: what, why, the checks that refused it and what would have worked.
@@ -130,6 +136,8 @@ pub struct VmImpact {
     pub lost_destinations: Vec<LostDestination>,
     /// Hosts it can move to after and could not before.
     pub gained_destinations: Vec<String>,
+    /// Joining hosts it cannot move to (it keeps its featureset until it reboots).
+    pub new_hosts_refusing: Vec<LostDestination>,
     /// Level features it has that the new level drops: it keeps them until its next reboot.
     pub loses_on_reboot: Vec<String>,
     /// Features the new level adds that it will get at its next reboot.

@@ -156,7 +156,10 @@ pub fn validate(pool: &Pool) -> Result<(), String> {
             return Err(format!("host `{}` appears twice", h.name));
         }
         if Some(h.vendor) != pool.vendor() {
-            return Err(format!("host `{}` is {}, the pool is not", h.name, h.vendor));
+            return Err(format!(
+                "host `{}` is {}, the pool is not",
+                h.name, h.vendor
+            ));
         }
         if h.known_words == 0 {
             return Err(format!("host `{}` knows no featureset words", h.name));
@@ -172,7 +175,10 @@ pub fn validate(pool: &Pool) -> Result<(), String> {
         }
         let live = vm.power != PowerState::Halted;
         if live && (vm.featureset.is_none() || vm.vendor.is_none()) {
-            return Err(format!("VM `{}` is {} without a featureset", vm.name, vm.power));
+            return Err(format!(
+                "VM `{}` is {} without a featureset",
+                vm.name, vm.power
+            ));
         }
         if vm.power == PowerState::Running {
             match &vm.host {

@@ -1,0 +1,780 @@
+//! Human-readable tables for every report; `--json` bypasses this module.
+
+use std::fmt::Write;
+
+use levelctl::GuestType;
+use levelctl::check::{HostCheck, MissingFeature};
+use levelctl::input::{CpuidFacts, Loaded, ParsedFeatureset};
+use levelctl::mechanism::MechanismReport;
+use levelctl::model::{Host, Pool, PowerState};
+use levelctl::report::{
+    ChangeReport, EvacuationReport, Explanation, LevelReport, Refusal, VmImpact, VmReport,
+};
+use xen_levelling::Featureset;
+use xen_levelling::feature::WORDS;
+
+/// A plain text table: left-aligned columns separated by two blanks.
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with a header row.
+    pub fn new(header: &[&str]) -> Table {
+        Table {
+            rows: vec![header.iter().map(|s| s.to_string()).collect()],
+        }
+    }
+
+    /// Add a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Render with `indent` blanks before each line.
+    pub fn render(&self, indent: usize) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = " ".repeat(indent);
+            for (c, cell) in row.iter().enumerate() {
+                if c + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let pad = widths[c] - cell.chars().count();
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Names joined by `,`, wrapped at 100 columns with `indent` blanks on continuation lines.
+pub fn wrap(names: &[String], indent: usize) -> String {
+    if names.is_empty() {
+        return "-".to_string();
+    }
+    let mut out = String::new();
+    let mut col = indent;
+    for (i, n) in names.iter().enumerate() {
+        let piece = if i + 1 < names.len() {
+            format!("{n},")
+        } else {
+            n.clone()
+        };
+        if col + piece.len() > 100 && col > indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+            col = indent;
+        }
+        out.push_str(&piece);
+        col += piece.len();
+    }
+    out
+}
+
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn missing_lines(out: &mut String, missing: &[MissingFeature], indent: usize) {
+    let mut t = Table::new(&["FEATURE", "WHERE", "WHY THE HOST LACKS IT"]);
+    for m in missing {
+        let why = match &m.cause {
+            levelctl::check::Cause::Dependency { .. } => format!("missing because {}", m.cause),
+            c => c.to_string(),
+        };
+        t.row(vec![m.feature.clone(), m.locator.clone(), why]);
+    }
+    out.push_str(&t.render(indent));
+}
+
+fn check_block(out: &mut String, c: &HostCheck, indent: usize) {
+    let pad = " ".repeat(indent);
+    let _ = writeln!(out, "{pad}{} ({}): {}", c.host, c.pool, c.summary());
+    if !c.missing.is_empty() {
+        missing_lines(out, &c.missing, indent + 2);
+    }
+    if !c.waived.is_empty() {
+        let _ = writeln!(out, "{pad}  waived by an earlier force:");
+        missing_lines(out, &c.waived, indent + 4);
+    }
+}
+
+/// A refusal, in full.
+pub fn refusal(r: &Refusal) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "REFUSED: {} {}: {}", r.operation, r.subject, r.reason);
+    for d in &r.details {
+        let _ = writeln!(out, "  {d}");
+    }
+    for c in &r.checks {
+        check_block(&mut out, c, 2);
+    }
+    match &r.accepting {
+        Some(a) if a.is_empty() => {
+            let _ = writeln!(out, "  no host would accept it");
+        }
+        Some(a) => {
+            let _ = writeln!(out, "  hosts that would accept it: {}", a.join(", "));
+        }
+        None => {}
+    }
+    out
+}
+
+/// A VM operation's result.
+pub fn vm_report(r: &VmReport) -> String {
+    let mut out = String::new();
+    let place = match (&r.host, r.power) {
+        (Some(h), PowerState::Running) => format!("running on {h}"),
+        (Some(h), PowerState::Suspended) => format!("suspended (last on {h})"),
+        (_, p) => p.to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "{} done: VM {} ({}) in pool {} is {place}",
+        r.operation, r.vm, r.guest, r.pool
+    );
+    if let Some(fs) = &r.featureset {
+        let _ = writeln!(
+            out,
+            "  featureset: {} features, {}",
+            fs.count,
+            r.vendor.as_deref().unwrap_or("?")
+        );
+        let _ = writeln!(out, "    {}", fs.xapi);
+    }
+    if let Some(c) = &r.check {
+        if r.forced.is_empty() {
+            let _ = writeln!(out, "  check on {}: {}", c.host, c.summary());
+        } else {
+            let _ = writeln!(out, "  check on {}: refused, forced through", c.host);
+        }
+    }
+    if !r.forced.is_empty() {
+        let _ = writeln!(
+            out,
+            "  FORCED: the VM may now lack {}: {}",
+            count(r.forced.len(), "feature"),
+            wrap(&r.forced, 4)
+        );
+    }
+    if !r.lost.is_empty() {
+        let _ = writeln!(out, "  lost:   {}", wrap(&r.lost, 10));
+    }
+    if !r.gained.is_empty() {
+        let _ = writeln!(out, "  gained: {}", wrap(&r.gained, 10));
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    out
+}
+
+fn impact(out: &mut String, v: &VmImpact) {
+    let place = v
+        .host
+        .as_deref()
+        .map(|h| format!(" on {h}"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "  {} ({}, {}{place})", v.vm, v.guest, v.power);
+    if v.stranded {
+        let _ = writeln!(
+            out,
+            "    STRANDED: no other host accepts it; its host cannot be evacuated"
+        );
+    }
+    for d in &v.lost_destinations {
+        let _ = writeln!(out, "    loses destination {}: {}", d.host, d.reason);
+        if !d.missing.is_empty() {
+            missing_lines(out, &d.missing, 6);
+        }
+    }
+    for d in &v.new_hosts_refusing {
+        let _ = writeln!(out, "    cannot move to new host {}: {}", d.host, d.reason);
+        if !d.missing.is_empty() {
+            missing_lines(out, &d.missing, 6);
+        }
+    }
+    if !v.gained_destinations.is_empty() {
+        let _ = writeln!(
+            out,
+            "    gains destinations: {}",
+            v.gained_destinations.join(", ")
+        );
+    }
+    if !v.loses_on_reboot.is_empty() {
+        let _ = writeln!(
+            out,
+            "    keeps until its next reboot, then loses: {}",
+            wrap(&v.loses_on_reboot, 6)
+        );
+    }
+    if !v.gains_on_reboot.is_empty() {
+        let _ = writeln!(
+            out,
+            "    gains at its next reboot: {}",
+            wrap(&v.gains_on_reboot, 6)
+        );
+    }
+}
+
+/// A join, leave or reboot (done or what-if).
+pub fn change_report(r: &ChangeReport) -> String {
+    let mut out = String::new();
+    let verb = match (r.change.as_str(), r.applied) {
+        ("join", true) => "joined",
+        ("join", false) => "would join",
+        ("leave", true) => "left",
+        ("leave", false) => "would leave",
+        ("reboot", true) => "rebooted in",
+        (_, _) => "would reboot in",
+    };
+    let _ = writeln!(out, "{} {verb} pool {}", r.host, r.pool);
+    if !r.blockers.is_empty() {
+        let _ = writeln!(out, "BLOCKED:");
+        for b in &r.blockers {
+            let _ = writeln!(out, "  {b}");
+        }
+    }
+    if !r.host_sets.is_empty() {
+        let _ = writeln!(out, "\n{}'s own featuresets:", r.host);
+        for s in &r.host_sets {
+            let _ = writeln!(
+                out,
+                "  {} {:<7} lost {}: {}",
+                s.guest.label(),
+                s.set,
+                s.lost.len(),
+                wrap(&s.lost, 20)
+            );
+            if !s.gained.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  {} {:<7} gained {}: {}",
+                    s.guest.label(),
+                    s.set,
+                    s.gained.len(),
+                    wrap(&s.gained, 20)
+                );
+            }
+        }
+    }
+    for l in &r.levels {
+        let before = l.before.as_ref().map(|f| f.count);
+        let after = l.after.as_ref().map(|f| f.count);
+        let show = |n: Option<usize>| n.map_or("none".to_string(), |n| n.to_string());
+        if l.lost.is_empty() && l.gained.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{} level: unchanged ({} features)",
+                l.guest.label(),
+                show(after)
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "\n{} level: {} -> {} features",
+            l.guest.label(),
+            show(before),
+            show(after)
+        );
+        if !l.lost.is_empty() {
+            let _ = writeln!(out, "  lost {}:", l.lost.len());
+            let mut t = Table::new(&["FEATURE", "WHERE", "HELD BACK BY"]);
+            for f in &l.lost {
+                let by: Vec<String> = f
+                    .held_back_by
+                    .iter()
+                    .map(|h| format!("{} ({})", h.host, h.cause))
+                    .collect();
+                t.row(vec![f.feature.clone(), f.locator.clone(), by.join("; ")]);
+            }
+            out.push_str(&t.render(4));
+        }
+        if !l.gained.is_empty() && before.is_some() {
+            let _ = writeln!(out, "  gained {}: {}", l.gained.len(), wrap(&l.gained, 4));
+        }
+        if let Some(a) = &l.after {
+            let _ = writeln!(out, "  new level: {}", a.xapi);
+        }
+    }
+    if r.vms.is_empty() {
+        let _ = writeln!(out, "\nno running or suspended VM is affected");
+    } else {
+        let _ = writeln!(out, "\nVMs affected:");
+        for v in &r.vms {
+            impact(&mut out, v);
+        }
+    }
+    out
+}
+
+/// An evacuation plan.
+pub fn evacuation(r: &EvacuationReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} of pool {}: {}",
+        if r.applied {
+            "evacuated"
+        } else {
+            "would evacuate"
+        },
+        r.host,
+        r.pool,
+        count(r.moves.len(), "VM")
+    );
+    let mut t = Table::new(&["VM", "TO"]);
+    for m in &r.moves {
+        t.row(vec![m.vm.clone(), m.to.clone()]);
+    }
+    if !r.moves.is_empty() {
+        out.push_str(&t.render(2));
+    }
+    out
+}
+
+/// `vm explain`.
+pub fn explanation(e: &Explanation) -> String {
+    let mut out = String::new();
+    let place = match (&e.host, e.power) {
+        (Some(h), PowerState::Running) => format!("running on {h}"),
+        (Some(h), PowerState::Suspended) => format!("suspended (last on {h})"),
+        (_, p) => p.to_string(),
+    };
+    let _ = writeln!(out, "VM {} ({}) in pool {}: {place}", e.vm, e.guest, e.pool);
+    if let Some(fs) = &e.featureset {
+        let _ = writeln!(
+            out,
+            "  featureset: {} features, {} ({})",
+            fs.count,
+            e.vendor.as_deref().unwrap_or("?"),
+            e.origin.as_deref().unwrap_or("?")
+        );
+        let _ = writeln!(out, "    {}", fs.xapi);
+    }
+    match &e.level {
+        Some(l) => {
+            let _ = writeln!(out, "  pool level now: {} features", l.count);
+        }
+        None => {
+            let _ = writeln!(out, "  pool level now: none (no hosts)");
+        }
+    }
+    if !e.above_level.is_empty() {
+        let _ = writeln!(out, "  above the level: {}", wrap(&e.above_level, 4));
+    }
+    if !e.below_level.is_empty() {
+        let _ = writeln!(out, "  below the level: {}", wrap(&e.below_level, 4));
+    }
+    for f in &e.forced {
+        let _ = writeln!(
+            out,
+            "  forced {} to {}: may lack {}",
+            f.operation,
+            f.host,
+            f.features.join(",")
+        );
+    }
+    for n in &e.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    if !e.destinations.is_empty() {
+        let n = e.destinations.iter().filter(|c| c.accepted).count();
+        let _ = writeln!(
+            out,
+            "\ndestinations: {n} of {} hosts accept it",
+            e.destinations.len()
+        );
+        for c in &e.destinations {
+            check_block(&mut out, c, 2);
+        }
+    }
+    out
+}
+
+/// `pool level`.
+pub fn levels(pool: &Pool, reports: &[LevelReport], only: Option<GuestType>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pool {} ({}, {})",
+        pool.name,
+        pool.vendor()
+            .map_or("no vendor yet".to_string(), |v| v.to_string()),
+        count(pool.hosts.len(), "host")
+    );
+    for r in reports.iter().filter(|r| only.is_none_or(|g| g == r.guest)) {
+        let Some(level) = &r.level else {
+            let _ = writeln!(out, "\n{} level: none (no hosts)", r.guest.label());
+            continue;
+        };
+        let _ = writeln!(out, "\n{} level: {} features", r.guest.label(), level.count);
+        let _ = writeln!(out, "  {}", level.xapi);
+        let _ = writeln!(out, "  {}", wrap(&level.names, 2));
+        if !r.accumulated.is_empty() {
+            let _ = writeln!(
+                out,
+                "  pool-OR features (any member has them): {}",
+                r.accumulated.join(",")
+            );
+        }
+        let mut t = Table::new(&["HOST", "GIVES UP", "ALONE HOLDS BACK"]);
+        for m in &r.members {
+            t.row(vec![
+                m.host.clone(),
+                m.gives_up.len().to_string(),
+                if m.holds_back.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{}: {}", m.holds_back.len(), m.holds_back.join(","))
+                },
+            ]);
+        }
+        out.push_str(&t.render(2));
+    }
+    out
+}
+
+fn sig(h: &Host) -> String {
+    h.signature.map_or("-".to_string(), |s| s.to_string())
+}
+
+/// `pool show`.
+pub fn pool_show(pool: &Pool) -> String {
+    let mut out = String::new();
+    let lv = |g| {
+        pool.level(g)
+            .map_or("none".to_string(), |l: Featureset| l.len().to_string())
+    };
+    let _ = writeln!(
+        out,
+        "pool {}: {}, {}, {}; level PV {} / HVM {} features",
+        pool.name,
+        pool.vendor()
+            .map_or("no vendor yet".to_string(), |v| v.to_string()),
+        count(pool.hosts.len(), "host"),
+        count(pool.vms.len(), "VM"),
+        lv(GuestType::Pv),
+        lv(GuestType::Hvm)
+    );
+    if !pool.hosts.is_empty() {
+        let mut t = Table::new(&[
+            "HOST",
+            "CPU",
+            "SOURCE",
+            "WORDS",
+            "PV DEF/MAX",
+            "HVM DEF/MAX",
+            "CPUID=",
+            "VMS",
+        ]);
+        for h in &pool.hosts {
+            let opt = h.cpuid_option();
+            t.row(vec![
+                h.name.clone(),
+                sig(h),
+                h.source.kind.to_string(),
+                h.known_words.to_string(),
+                format!("{}/{}", h.pv.default.len(), h.pv.max.len()),
+                format!("{}/{}", h.hvm.default.len(), h.hvm.max.len()),
+                if opt.is_empty() { "-".to_string() } else { opt },
+                pool.resident(&h.name).count().to_string(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render(0));
+    }
+    if !pool.vms.is_empty() {
+        let mut t = Table::new(&["VM", "TYPE", "STATE", "HOST", "FEATURESET"]);
+        for v in &pool.vms {
+            let fs = match (v.featureset, pool.level(v.guest)) {
+                _ if v.template => "template".to_string(),
+                (None, _) => "- (gets the level at start)".to_string(),
+                (Some(fs), Some(level)) if fs == level => format!("pool level ({})", fs.len()),
+                (Some(fs), Some(level)) => format!(
+                    "{} features: {} above, {} below the level",
+                    fs.len(),
+                    (fs - level).len(),
+                    (level - fs).len()
+                ),
+                (Some(fs), None) => format!("{} features", fs.len()),
+            };
+            let waived = v.waived();
+            let fs = if waived.is_empty() {
+                fs
+            } else {
+                format!("{fs}; FORCED, may lack {}", waived.names())
+            };
+            t.row(vec![
+                v.name.clone(),
+                v.guest.to_string(),
+                v.power.to_string(),
+                v.host.clone().unwrap_or_else(|| "-".to_string()),
+                fs,
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render(0));
+    }
+    out
+}
+
+/// `decode`.
+pub fn decode(items: &[(String, ParsedFeatureset)]) -> String {
+    let mut out = String::new();
+    for (i, (label, p)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let fs = &p.featureset;
+        let words = p
+            .words
+            .map(|w| format!(", {w} words given"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{label}: {:?} form{words}, {}",
+            p.form,
+            count(fs.len(), "feature")
+        );
+        let _ = writeln!(out, "  xapi:      {}", fs.xapi());
+        let _ = writeln!(out, "  xen-cpuid: {}", fs.xen_words());
+        let mut t = Table::new(&["WORD", "NAME", "REGISTER", "VALUE", "FEATURES"]);
+        for (w, info) in WORDS.iter().enumerate() {
+            let value = fs.word(w);
+            if value == 0 {
+                continue;
+            }
+            let mut only = Featureset::EMPTY;
+            only.set_word(w, value);
+            t.row(vec![
+                w.to_string(),
+                info.name.to_string(),
+                info.locator.to_string(),
+                format!("{value:08x}"),
+                only.names().to_string(),
+            ]);
+        }
+        out.push_str(&t.render(2));
+        let unknown = fs.unknown();
+        if !unknown.is_empty() {
+            let _ = writeln!(
+                out,
+                "  bits the feature table does not name: {}",
+                unknown.names()
+            );
+        }
+        let dropped = *fs - fs.closed();
+        if !dropped.is_empty() {
+            let _ = writeln!(
+                out,
+                "  not dependency-closed: Xen would drop {}",
+                dropped.names()
+            );
+            for f in dropped.iter() {
+                if let Some(p) = fs.closed().removed_by(f) {
+                    let _ = writeln!(out, "    {f} needs {p}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `inspect`.
+pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
+    let h = &loaded.host;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} ({}, {})", h.name, h.source.kind, h.source.file);
+    let _ = writeln!(out, "  vendor:    {}", h.vendor);
+    if let Some(s) = h.signature {
+        let _ = writeln!(
+            out,
+            "  cpu:       family {:#x} model {:#x} stepping {:#x}",
+            s.family, s.model, s.stepping
+        );
+    }
+    if let Some(b) = &h.brand {
+        let _ = writeln!(out, "  brand:     {b}");
+    }
+    if let Some(CpuidFacts {
+        max_basic_leaf,
+        max_extd_leaf,
+        detail,
+        ..
+    }) = &loaded.facts
+    {
+        let _ = writeln!(
+            out,
+            "  input:     {detail}; max leaves {max_basic_leaf:#x} / {max_extd_leaf:#x}"
+        );
+    }
+    let _ = writeln!(out, "  words:     {} featureset words known", h.known_words);
+    let opt = h.cpuid_option();
+    if !opt.is_empty() {
+        let _ = writeln!(out, "  booted with cpuid={opt}");
+    }
+    let _ = writeln!(out, "\nfeaturesets:");
+    let mut t = Table::new(&["SET", "COUNT", "XAPI STRING"]);
+    if let Some(hw) = &h.hardware {
+        t.row(vec![
+            "hardware".into(),
+            hw.len().to_string(),
+            hw.xapi().to_string(),
+        ]);
+    }
+    if let Some(f) = &loaded.facts {
+        t.row(vec![
+            "xen host".into(),
+            f.xen_host.len().to_string(),
+            f.xen_host.xapi().to_string(),
+        ]);
+    }
+    for (label, fs) in [
+        ("pv default", h.pv.default),
+        ("pv max", h.pv.max),
+        ("hvm default", h.hvm.default),
+        ("hvm max", h.hvm.max),
+    ] {
+        t.row(vec![
+            label.into(),
+            fs.len().to_string(),
+            fs.xapi().to_string(),
+        ]);
+    }
+    out.push_str(&t.render(2));
+    let _ = writeln!(
+        out,
+        "\nlevelling mechanism for PV guests: {} ({})",
+        mechanism.mechanism.describe(),
+        mechanism.basis
+    );
+    let _ = writeln!(out, "  enumeration: {}", mechanism.enumeration);
+    let _ = writeln!(out, "  generation:  {}", mechanism.generation);
+    if !mechanism.msrs.is_empty() {
+        let _ = writeln!(out, "  MSRs:        {}", mechanism.msrs.join("; "));
+    }
+    let _ = writeln!(
+        out,
+        "  can hide:    words {}",
+        if mechanism.hideable_words.is_empty() {
+            "none".to_string()
+        } else {
+            mechanism.hideable_words.join(" ")
+        }
+    );
+    if h.hardware.is_some() {
+        let _ = writeln!(
+            out,
+            "  cannot hide: {}",
+            if mechanism.cannot_hide.is_empty() {
+                "nothing the PV default hides".to_string()
+            } else {
+                format!(
+                    "{}: {}",
+                    mechanism.cannot_hide.len(),
+                    wrap(&mechanism.cannot_hide, 15)
+                )
+            }
+        );
+    }
+    for n in &mechanism.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    match &loaded.facts {
+        Some(f) => {
+            let m = &f.model;
+            let _ = writeln!(
+                out,
+                "\non the silicon model: {} ({})",
+                m.mechanism.describe(),
+                m.basis
+            );
+            if let Some(c) = &m.faulting_check {
+                let _ = writeln!(out, "  faulting:    {c}");
+            }
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join(" ")
+                }
+            };
+            let _ = writeln!(out, "  expected:    {}", list(&m.expected));
+            let _ = writeln!(out, "  present:     {}", list(&m.present));
+            let _ = writeln!(out, "  effective:   {}", list(&m.effective));
+            if !m.untested.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  untested:    {} (nothing on this CPU to hide with it)",
+                    list(&m.untested)
+                );
+            }
+            if !m.ineffective.is_empty() {
+                let _ = writeln!(out, "  INEFFECTIVE: {}", list(&m.ineffective));
+            }
+            if !m.missing.is_empty() {
+                let _ = writeln!(out, "  missing:     {}", list(&m.missing));
+            }
+            if !m.msrs.is_empty() {
+                let _ = writeln!(out, "  MSRs:        {}", m.msrs.join("; "));
+            }
+            let _ = writeln!(
+                out,
+                "  cannot hide from a PV guest at the PV default: {}",
+                if m.cannot_hide.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    format!("{}: {}", m.cannot_hide.len(), wrap(&m.cannot_hide, 4))
+                }
+            );
+            if !m.not_shown.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  not shown natively (safe): {}",
+                    wrap(&m.not_shown, 4)
+                );
+            }
+            if m.mechanism != mechanism.mechanism {
+                let _ = writeln!(
+                    out,
+                    "  note: the model disagrees with the judgement by generation ({})",
+                    mechanism.mechanism.describe()
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  (no CPUID data in this input: the silicon model cannot be run)"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "HVM guests: exact on every CPU (CPUID always exits to Xen)"
+    );
+    out
+}

@@ -1,0 +1,550 @@
+//! The `levelctl` binary on sample inputs: output and exit codes (0 done, 1 refused, 2 bad
+//! input or usage) for good and bad input.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+fn levelctl(state: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_levelctl"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env_remove("LEVELCTL_STATE_DIR")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn ok(state: &Path, args: &[&str]) -> Run {
+    let r = levelctl(state, args);
+    assert_eq!(
+        r.code, 0,
+        "{args:?}\nstdout:\n{}\nstderr:\n{}",
+        r.stdout, r.stderr
+    );
+    r
+}
+
+fn dump(file: &str) -> String {
+    dump_path(file).display().to_string()
+}
+
+#[test]
+fn help_and_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = ok(dir.path(), &["--help"]);
+    for word in ["decode", "inspect", "pool", "vm", "what-if", "Exit codes"] {
+        assert!(r.stdout.contains(word), "{word}: {}", r.stdout);
+    }
+    let r = ok(dir.path(), &["vm", "migrate", "--help"]);
+    assert!(r.stdout.contains("--to-pool") && r.stdout.contains("--force"));
+    assert_eq!(levelctl(dir.path(), &[]).code, 2);
+    assert_eq!(levelctl(dir.path(), &["pool", "frobnicate"]).code, 2);
+    let r = levelctl(dir.path(), &["vm", "create", "p", "v", "--type", "xen"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not a guest type"), "{}", r.stderr);
+    // --force without a named destination is refused by clap.
+    assert_eq!(
+        levelctl(dir.path(), &["vm", "migrate", "p", "v", "--force"]).code,
+        2
+    );
+}
+
+#[test]
+fn decode_good_and_bad_featuresets() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = ok(
+        dir.path(),
+        &[
+            "decode",
+            "1fc9cbf5-f6d83203-28100000-00000021-00000001-00002329",
+        ],
+    );
+    assert!(
+        r.stdout.contains("Xapi form, 6 words given"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("CPUID.07H.0:EBX") && r.stdout.contains("avx2"));
+    let r = ok(
+        dir.path(),
+        &["--json", "decode", "fpu fxsr sse sse2 avx2 xsave"],
+    );
+    let j = r.json();
+    assert_eq!(j[0]["form"], "names");
+    assert_eq!(j[0]["featureset"]["count"], 6);
+    assert_eq!(j[0]["not_closed"].as_array().unwrap().len(), 1);
+    // avx2 without avx is not dependency-closed: decode says what Xen would drop.
+    assert_eq!(j[0]["not_closed"][0]["feature"], "avx2");
+    assert_eq!(j[0]["not_closed"][0]["needs"], "avx");
+    let r = levelctl(dir.path(), &["decode", "1fc9-zz00"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("<argument>:1: column 6 (word 1)"),
+        "{}",
+        r.stderr
+    );
+    let r = levelctl(dir.path(), &["decode", "fpu avx9"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("unknown feature name `avx9`"),
+        "{}",
+        r.stderr
+    );
+    let file = dir.path().join("sets.txt");
+    std::fs::write(&file, "# one per line\nfpu sse\n00000001-00000000-zz\n").unwrap();
+    let r = levelctl(dir.path(), &["decode", file.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("sets.txt:3: column 19"), "{}", r.stderr);
+}
+
+#[test]
+fn inspect_a_dump_a_cpuid_r_capture_and_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = ok(dir.path(), &["inspect", &dump(SANDYBRIDGE)]);
+    assert!(
+        r.stdout.contains("family 0x6 model 0x2a stepping 0x7"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("Intel mask MSRs V3"));
+    assert!(
+        r.stdout
+            .contains("by generation, not yet verified on the model")
+    );
+    assert!(r.stdout.contains("pv default") && r.stdout.contains("hvm max"));
+    assert!(
+        r.stdout
+            .contains("on the silicon model: Intel mask MSRs V3"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("cannot hide from a PV guest at the PV default: 1: itsc")
+    );
+    let r = ok(dir.path(), &["--json", "inspect", &dump(IVYBRIDGE)]);
+    let j = r.json();
+    assert_eq!(j["mechanism"]["mechanism"], "faulting");
+    assert_eq!(j["model"]["mechanism"], "faulting");
+    assert_eq!(j["model"]["effective"][0], "faulting");
+    assert_eq!(j["cpuid_faulting"], true);
+    assert_eq!(j["signature"]["model"], 0x3a);
+    let raw = data_path("cpuid-r-epyc-kvm.txt");
+    let r = ok(
+        dir.path(),
+        &["inspect", raw.to_str().unwrap(), "--cpuid", "no-avx512f"],
+    );
+    assert!(r.stdout.contains("AuthenticAMD") && r.stdout.contains("cpuid-r"));
+    assert!(
+        r.stdout.contains("booted with cpuid=no-avx512f"),
+        "{}",
+        r.stdout
+    );
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "CPU 0:\n   0x00000000 0x00: eax=0x1\n").unwrap();
+    let r = levelctl(dir.path(), &["inspect", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("bad.txt:2: malformed register"),
+        "{}",
+        r.stderr
+    );
+    // A dump turned into a host report joins as the same host.
+    let r = ok(dir.path(), &["inspect", &dump(HASWELL), "--host-report"]);
+    let report = dir.path().join("haswell.json");
+    std::fs::write(&report, &r.stdout).unwrap();
+    ok(dir.path(), &["pool", "init", "a", &dump(HASWELL)]);
+    ok(dir.path(), &["pool", "init", "b", report.to_str().unwrap()]);
+    let a = ok(dir.path(), &["--json", "pool", "show", "a"]).json();
+    let b = ok(dir.path(), &["--json", "pool", "show", "b"]).json();
+    assert_eq!(a["levels"], b["levels"]);
+    assert_eq!(a["pool"]["hosts"][0]["hvm"], b["pool"]["hosts"][0]["hvm"]);
+    assert_eq!(b["pool"]["hosts"][0]["source"]["kind"], "host-report");
+    let r = levelctl(dir.path(), &["inspect", "/nonexistent/file"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("/nonexistent/file: cannot read"),
+        "{}",
+        r.stderr
+    );
+    let r = levelctl(
+        dir.path(),
+        &["inspect", &dump(HASWELL), "--cpuid", "no-avx9"],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--cpuid:1:"), "{}", r.stderr);
+}
+
+#[test]
+fn a_pool_from_start_to_refused_and_forced_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path();
+    let r = ok(s, &["pool", "init", "lab", &dump(HASWELL), &dump(SKYLAKE)]);
+    assert!(r.stdout.contains("created pool lab"), "{}", r.stdout);
+    assert_eq!(levelctl(s, &["pool", "init", "lab"]).code, 2, "exists");
+    ok(s, &["vm", "create", "lab", "db", "--type", "pv"]);
+    let r = ok(
+        s,
+        &["--json", "vm", "start", "lab", "db", "--on", "Haswell"],
+    );
+    assert_eq!(r.json()["power"], "running");
+    assert_eq!(r.json()["host"], "Haswell");
+    // A weaker host joins: the level drops, feature by feature, and db cannot go there.
+    let r = ok(
+        s,
+        &["pool", "join", "lab", &dump(SANDYBRIDGE), "--name", "sandy"],
+    );
+    assert!(r.stdout.contains("sandy joined pool lab"));
+    assert!(r.stdout.contains("avx2") && r.stdout.contains("sandy (not in the host's CPU)"));
+    assert!(
+        r.stdout.contains("cannot move to new host sandy"),
+        "{}",
+        r.stdout
+    );
+    let r = levelctl(s, &["vm", "migrate", "lab", "db", "--to", "sandy"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("REFUSED: migrate db: sandy lacks"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("avx2") && r.stdout.contains("not in the host's CPU"));
+    assert!(
+        r.stdout
+            .contains("hosts that would accept it: lab/SkylakeXeon_20")
+    );
+    let r = levelctl(
+        s,
+        &["--json", "vm", "migrate", "lab", "db", "--to", "sandy"],
+    );
+    assert_eq!(r.code, 1);
+    let j = r.json();
+    assert_eq!(j["error"]["kind"], "refused");
+    let missing = &j["error"]["refusal"]["checks"][0]["missing"];
+    assert!(
+        missing
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["feature"] == "avx2"
+                && m["locator"] == "CPUID.07H.0:EBX[5]"
+                && m["cause"]["kind"] == "not-in-hardware")
+    );
+    // Forced: recorded on the VM, visible in show and explain.
+    let r = ok(
+        s,
+        &["vm", "migrate", "lab", "db", "--to", "sandy", "--force"],
+    );
+    assert!(
+        r.stdout.contains("FORCED: the VM may now lack"),
+        "{}",
+        r.stdout
+    );
+    let r = ok(s, &["pool", "show", "lab"]);
+    assert!(r.stdout.contains("FORCED, may lack"), "{}", r.stdout);
+    let r = ok(s, &["vm", "explain", "lab", "db"]);
+    assert!(
+        r.stdout.contains("forced migrate to lab/sandy"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("destinations: 3 of 3 hosts accept it"),
+        "{}",
+        r.stdout
+    );
+    // A reboot takes the current level and clears the record.
+    let r = ok(s, &["--json", "vm", "reboot", "lab", "db"]);
+    assert!(
+        r.json()["lost"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "avx2")
+    );
+    let r = ok(s, &["--json", "vm", "explain", "lab", "db"]);
+    assert!(r.json()["forced"].as_array().unwrap().is_empty());
+    let r = ok(s, &["pool", "level", "lab", "--type", "pv"]);
+    assert!(r.stdout.contains("PV level:") && !r.stdout.contains("HVM level:"));
+    assert!(r.stdout.contains("ALONE HOLDS BACK"));
+    let r = ok(s, &["pool", "list"]);
+    assert_eq!(r.stdout, "lab\n");
+}
+
+#[test]
+fn what_if_and_dry_runs_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path();
+    ok(s, &["pool", "init", "lab", &dump(HASWELL), &dump(SKYLAKE)]);
+    ok(s, &["vm", "create", "lab", "web", "--type", "hvm"]);
+    ok(s, &["vm", "start", "lab", "web", "--on", "SkylakeXeon_20"]);
+    let state = std::fs::read(s.join("lab.json")).unwrap();
+    let r = ok(
+        s,
+        &["what-if", "lab", "reboot", "Haswell", "--cpuid", "no-xsave"],
+    );
+    assert!(
+        r.stdout
+            .starts_with("what-if: Haswell would reboot in pool lab"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("STRANDED"));
+    assert!(
+        r.stdout.contains(
+            "missing because xsave is absent (disabled at boot by cpuid=no-xsave); avx2 needs avx, \
+         avx needs xsave"
+        ),
+        "{}",
+        r.stdout
+    );
+    let r = levelctl(s, &["what-if", "lab", "leave", "SkylakeXeon_20"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout
+            .contains("BLOCKED:\n  VM web is running on SkylakeXeon_20")
+    );
+    let r = ok(s, &["--json", "what-if", "lab", "join", &dump(NEHALEM)]);
+    let j = r.json();
+    assert_eq!(j["applied"], false);
+    assert!(j["levels"][0]["lost"].as_array().unwrap().len() > 5);
+    ok(s, &["pool", "join", "lab", &dump(NEHALEM), "--dry-run"]);
+    ok(
+        s,
+        &["pool", "evacuate", "lab", "SkylakeXeon_20", "--dry-run"],
+    );
+    assert_eq!(
+        std::fs::read(s.join("lab.json")).unwrap(),
+        state,
+        "nothing written"
+    );
+    // The real reboot, after evacuating: no VM is left on Haswell to block it.
+    ok(
+        s,
+        &["pool", "reboot", "lab", "Haswell", "--cpuid", "no-xsave"],
+    );
+    let r = ok(s, &["--json", "pool", "show", "lab"]);
+    let hosts = r.json()["pool"]["hosts"].clone();
+    assert_eq!(hosts[0]["name"], "Haswell");
+    assert!(
+        hosts[0]["disabled"]
+            .as_str()
+            .unwrap()
+            .starts_with("00000000-04000000")
+    );
+}
+
+#[test]
+fn other_pools_other_inputs_and_legacy_vms() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path();
+    let cpu_info = data_path("xapi-cpu-info-haswell-10w.txt");
+    let report = data_path("host-report-example.json");
+    ok(
+        s,
+        &[
+            "pool",
+            "init",
+            "old",
+            cpu_info.to_str().unwrap(),
+            report.to_str().unwrap(),
+        ],
+    );
+    ok(s, &["pool", "init", "new", &dump(SKYLAKE)]);
+    ok(s, &["vm", "create", "new", "web", "--type", "hvm"]);
+    ok(s, &["vm", "start", "new", "web"]);
+    let r = levelctl(s, &["vm", "migrate", "new", "web", "--to-pool", "old"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout
+            .contains("REFUSED: migrate web: no host of pool old accepts it")
+    );
+    // Halted: moves without a check, starts at the destination's level.
+    ok(s, &["vm", "shutdown", "new", "web"]);
+    let r = ok(s, &["vm", "migrate", "new", "web", "--to-pool", "old"]);
+    assert!(r.stdout.contains("moved without a CPU check"));
+    ok(s, &["vm", "start", "old", "web"]);
+    ok(
+        s,
+        &["vm", "create", "new", "tmpl", "--type", "pv", "--template"],
+    );
+    assert_eq!(levelctl(s, &["vm", "start", "new", "tmpl"]).code, 1);
+    ok(
+        s,
+        &[
+            "vm",
+            "copy",
+            "new",
+            "tmpl",
+            "--to-pool",
+            "old",
+            "--as",
+            "svc",
+            "--instantiate",
+        ],
+    );
+    ok(s, &["vm", "start", "old", "svc"]);
+    // A legacy VM without a featureset takes the landing host's; with a shorter one it is
+    // zero-extended and checked.
+    let r = ok(
+        s,
+        &[
+            "--json",
+            "vm",
+            "import",
+            "old",
+            "legacy",
+            "--type",
+            "pv",
+            "--on",
+            "qemu-nehalem",
+        ],
+    );
+    assert_eq!(r.json()["check"]["accepted"], true);
+    let fsfile = dir.path().join("fs.txt");
+    std::fs::write(&fsfile, "# recorded by XenServer 7.0\n1fc9cbf5-f6f83203\n").unwrap();
+    let arg = format!("@{}", fsfile.display());
+    let r = levelctl(
+        s,
+        &[
+            "vm",
+            "import",
+            "old",
+            "v1",
+            "--type",
+            "pv",
+            "--featureset",
+            &arg,
+            "--on",
+            "qemu-nehalem",
+        ],
+    );
+    assert_eq!(
+        r.code, 1,
+        "the Nehalem report lacks features of a Haswell set"
+    );
+    assert!(r.stdout.contains("qemu-nehalem lacks"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("hosts that would accept it: old/xapi-cpu-info-haswell-10w")
+    );
+    let r = ok(
+        s,
+        &[
+            "vm",
+            "import",
+            "old",
+            "v1",
+            "--type",
+            "pv",
+            "--featureset",
+            &arg,
+        ],
+    );
+    assert!(
+        r.stdout.contains("running on xapi-cpu-info-haswell-10w"),
+        "{}",
+        r.stdout
+    );
+    let r = levelctl(
+        s,
+        &[
+            "vm",
+            "import",
+            "old",
+            "v2",
+            "--type",
+            "pv",
+            "--featureset",
+            "1fc9-zz",
+        ],
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--featureset:1: column 6"),
+        "{}",
+        r.stderr
+    );
+    let r = ok(s, &["vm", "explain", "old", "v1", "--with-pool", "new"]);
+    assert!(
+        r.stdout.contains("SkylakeXeon_20 (new): accepted"),
+        "{}",
+        r.stdout
+    );
+    // Mixed vendors never meet.
+    let r = levelctl(s, &["pool", "join", "new", &dump(GENOA)]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("CPUs differ"), "{}", r.stdout);
+}
+
+#[test]
+fn bad_state_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path();
+    ok(s, &["pool", "init", "lab", &dump(HASWELL)]);
+    ok(s, &["vm", "create", "lab", "web", "--type", "hvm"]);
+    let path = s.join("lab.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let corrupt = good.replacen("\"hosts\"", "\"hosts\" oops", 1);
+    std::fs::write(&path, &corrupt).unwrap();
+    for args in [
+        &["vm", "start", "lab", "web"][..],
+        &["pool", "show", "lab"][..],
+    ] {
+        let r = levelctl(s, args);
+        assert_eq!(r.code, 2);
+        assert!(
+            r.stderr.contains("lab.json:") && r.stderr.contains("corrupt pool state"),
+            "{}",
+            r.stderr
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), corrupt);
+    let newer = good.replace("\"version\": 1", "\"version\": 7");
+    std::fs::write(&path, &newer).unwrap();
+    let r = levelctl(s, &["--json", "vm", "start", "lab", "web"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.json()["error"]["kind"], "state");
+    assert!(r.stderr.contains("version 7 is newer"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), newer);
+    // Unknown pools, hosts and VMs are usage errors.
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(levelctl(s, &["pool", "show", "nope"]).code, 2);
+    assert_eq!(levelctl(s, &["vm", "start", "lab", "ghost"]).code, 2);
+    let r = levelctl(s, &["vm", "start", "lab", "web", "--on", "ghost"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("pool lab has no host `ghost` (hosts: Haswell)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        levelctl(s, &["vm", "resume", "lab", "web"]).code,
+        2,
+        "not suspended"
+    );
+}
