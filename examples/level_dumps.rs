@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use xen_levelling::dump::Aida64Dump;
-use xen_levelling::policy::RawMsrs;
 use xen_levelling::policy::system::{DomainKind, HostOptions, SystemPolicies};
 use xen_levelling::{CpuPolicy, Feature, Featureset};
 
@@ -115,20 +114,7 @@ fn load_hosts(dir: &Path) -> Result<Vec<Host>, String> {
 fn load_host(path: &Path) -> Result<Host, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let dump = Aida64Dump::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let raw = CpuPolicy::from_source(&dump, RawMsrs::default());
-    let sig = raw.signature();
-    // MSR 0xCE is MSR_PLATFORM_INFO only on Intel from Nehalem (family 6 model 0x1A) on.
-    let platform_info =
-        (raw.vendor() == xen_levelling::Vendor::Intel && sig.family == 6 && sig.model >= 0x1a)
-            .then(|| dump.msr(0xce).value())
-            .flatten();
-    let raw = CpuPolicy::from_source(
-        &dump,
-        RawMsrs {
-            platform_info,
-            arch_caps: dump.msr(0x10a).value(),
-        },
-    );
+    let raw = CpuPolicy::from_source(&dump, dump.raw_msrs());
     // What the mechanism would find: MSR 0xCE[31] (Intel) or CPUID.80000021H:EAX[17] (AMD).
     let cpuid_faulting = raw.cpuid_faulting() || raw.featureset().contains(Feature::CPUID_USER_DIS);
     let options = HostOptions {

@@ -69,6 +69,7 @@
 use core::fmt;
 
 use crate::cpuid::{CpuidRegs, CpuidSource, Signature, Vendor};
+use crate::policy::RawMsrs;
 
 /// The most CPUID entries the first CPU block may hold. The largest public dump (Genoa) has 79.
 pub const MAX_ENTRIES: usize = 160;
@@ -464,6 +465,18 @@ impl<'a> Aida64Dump<'a> {
     /// Family, model and stepping from leaf 1 EAX (all zero if leaf 1 was not dumped).
     pub fn signature(&self) -> Signature {
         Signature::from_eax(self.cpuid(1, 0).a)
+    }
+
+    /// The MSRs a raw policy reads, as this dump recorded them: MSR 0xCE only where it is
+    /// MSR_PLATFORM_INFO ([`RawMsrs::platform_info_exists`]), ARCH_CAPABILITIES where dumped.
+    pub fn raw_msrs(&self) -> RawMsrs {
+        let platform_info_exists = RawMsrs::platform_info_exists(self.vendor(), self.signature());
+        RawMsrs {
+            platform_info: platform_info_exists
+                .then(|| self.msr(0xce).value())
+                .flatten(),
+            arch_caps: self.msr(0x10a).value(),
+        }
     }
 
     /// The reading of one MSR in CPU #0's MSR section: the last line for that index wins.

@@ -60,14 +60,7 @@ const PENRYN: &str = "GenuineIntel0010676_Penryn_CPUID.txt";
 fn boot(file: &str) -> Host {
     let text = std::fs::read_to_string(format!("{DUMPS}{file}")).unwrap();
     let dump = Aida64Dump::parse(&text).unwrap();
-    let sig = dump.signature();
-    // MSR 0xCE is MSR_PLATFORM_INFO only from Nehalem on.
-    let nehalem_or_later = dump.vendor() == Vendor::Intel && sig.family == 6 && sig.model >= 0x1a;
-    let dumped = RawMsrs {
-        platform_info: nehalem_or_later.then(|| dump.msr(0xce).value()).flatten(),
-        arch_caps: dump.msr(0x10a).value(),
-    };
-    let mut model = SiliconModel::new(&dump, dumped);
+    let mut model = SiliconModel::new(&dump, dump.raw_msrs());
     let msrs = RawMsrs {
         platform_info: model.rdmsr_safe(0xce).ok(),
         arch_caps: model.rdmsr_safe(0x10a).ok(),

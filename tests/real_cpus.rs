@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature;
-use xen_levelling::policy::RawMsrs;
 use xen_levelling::policy::compat::check_compatible;
 use xen_levelling::policy::system::{DomainKind, HostOptions, SystemPolicies};
 use xen_levelling::{CpuPolicy, Feature, Featureset, Vendor};
@@ -18,30 +17,10 @@ struct Cpu {
     policies: SystemPolicies,
 }
 
-/// MSR_PLATFORM_INFO[31] enumerates CPUID faulting on Intel from Nehalem on; before that, 0xCE
-/// is not MSR_PLATFORM_INFO (the Penryn dump's value means nothing).
-fn has_platform_info(raw: &CpuPolicy) -> bool {
-    let sig = raw.signature();
-    raw.vendor() == Vendor::Intel && sig.family == 6 && sig.model >= 0x1a
-}
-
 fn load(file: &str) -> Cpu {
     let text = std::fs::read_to_string(format!("{DUMPS}{file}")).unwrap();
     let dump = Aida64Dump::parse(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let msrs = RawMsrs {
-        platform_info: dump.msr(0xce).value(),
-        arch_caps: dump.msr(0x10a).value(),
-    };
-    let mut raw = CpuPolicy::from_source(&dump, msrs);
-    if !has_platform_info(&raw) {
-        raw = CpuPolicy::from_source(
-            &dump,
-            RawMsrs {
-                platform_info: None,
-                ..msrs
-            },
-        );
-    }
+    let raw = CpuPolicy::from_source(&dump, dump.raw_msrs());
     // Faulting as the hardware enumerates it: MSR 0xCE[31] (Intel) or CPUID.80000021H:EAX[17] (AMD).
     let cpuid_faulting = raw.cpuid_faulting() || raw.featureset().contains(Feature::CPUID_USER_DIS);
     let options = HostOptions {

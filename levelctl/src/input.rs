@@ -318,7 +318,7 @@ fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> 
         ));
     }
     let sig = probe.signature();
-    let has_platform_info = vendor == Vendor::Intel && sig.family == 6 && sig.model >= 0x1a;
+    let has_platform_info = RawMsrs::platform_info_exists(vendor, sig);
     let platform_info = if has_platform_info {
         d.platform_info
     } else {

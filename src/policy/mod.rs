@@ -520,6 +520,15 @@ pub struct RawMsrs {
     pub arch_caps: Option<u64>,
 }
 
+impl RawMsrs {
+    /// True where MSR 0xCE is MSR_PLATFORM_INFO: Intel family 6 from Nehalem (model 0x1A) on.
+    /// Older parts have something else at 0xCE (a Penryn reports a value that does not decode
+    /// as PLATFORM_INFO), so its faulting bit must not be read there.
+    pub fn platform_info_exists(vendor: crate::cpuid::Vendor, sig: Signature) -> bool {
+        vendor == crate::cpuid::Vendor::Intel && sig.family == 6 && sig.model >= 0x1a
+    }
+}
+
 /// The subleaf Xen writes for a leaf in a serialised policy.
 pub(crate) const fn serialised_subleaf(leaf: u32, subleaf: u32) -> u32 {
     if Slot::leaf_has_subleaves(leaf) {
