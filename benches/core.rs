@@ -7,14 +7,12 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use xen_levelling::abi::{XenCpuidLeaf, XenMsrEntry};
 use xen_levelling::dump::Aida64Dump;
-use xen_levelling::hardware::{Hardware, HardwareCpuid};
-use xen_levelling::levelling::{
-    DomainRole, Levelling, LevellingConfig, LevellingState, ProbeOptions, SwitchTo,
-};
+use xen_levelling::host::{Host, HostConfig};
+use xen_levelling::levelling::{DomainRole, Levelling, LevellingState, SwitchTo};
+use xen_levelling::policy::CpuPolicy;
 use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
 use xen_levelling::policy::serialise::MAX_SERIALISED_LEAVES;
-use xen_levelling::policy::system::{DomainKind, HostOptions, SystemPolicies};
-use xen_levelling::policy::{CpuPolicy, RawMsrs};
+use xen_levelling::policy::system::{DomainKind, SystemPolicies};
 use xen_levelling::silicon::SiliconModel;
 use xen_levelling::{Feature, Featureset};
 
@@ -23,34 +21,8 @@ const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cpuid-dumps/
 fn model(file: &str) -> (SiliconModel, SystemPolicies, Levelling) {
     let text = std::fs::read_to_string(format!("{DUMPS}{file}")).unwrap();
     let dump = Aida64Dump::parse(&text).unwrap();
-    let mut model = SiliconModel::new(
-        &dump,
-        RawMsrs {
-            platform_info: dump.msr(0xce).value(),
-            arch_caps: None,
-        },
-    );
-    let raw = CpuPolicy::from_source(
-        &HardwareCpuid(&model),
-        RawMsrs {
-            platform_info: model.rdmsr_safe(0xce).ok(),
-            arch_caps: None,
-        },
-    );
-    let mut levelling = Levelling::probe(
-        &mut model,
-        &raw,
-        ProbeOptions::default(),
-        LevellingConfig::default(),
-    );
-    let system = SystemPolicies::derive(
-        &raw,
-        HostOptions {
-            cpuid_faulting: levelling.faulting(),
-            ..HostOptions::default()
-        },
-    );
-    levelling.set_host_features(&system.host.featureset());
+    let mut model = SiliconModel::new(&dump, dump.raw_msrs());
+    let Host { system, levelling } = Host::boot(&mut model, HostConfig::default());
     (model, system, levelling)
 }
 

@@ -11,6 +11,7 @@ pub mod dump;
 pub mod feature;
 pub mod featureset;
 pub mod hardware;
+pub mod host;
 pub mod levelling;
 pub mod policy;
 #[cfg(feature = "silicon-model")]

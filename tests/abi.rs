@@ -32,12 +32,12 @@ use xen_levelling::abi::{
 use xen_levelling::cpuid::{NO_SUBLEAF, Vendor};
 use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature::NR_WORDS;
-use xen_levelling::hardware::{Hardware, HardwareCpuid};
-use xen_levelling::levelling::{DomainRole, Levelling, LevellingConfig, Mechanism, ProbeOptions};
+use xen_levelling::host::HostConfig;
+use xen_levelling::levelling::{DomainRole, Mechanism};
 use xen_levelling::policy::compat::check_compatible;
 use xen_levelling::policy::serialise::{MAX_SERIALISED_LEAVES, MAX_SERIALISED_MSRS};
-use xen_levelling::policy::system::{DomainKind, HostOptions, SystemPolicies};
-use xen_levelling::policy::{MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, RawMsrs};
+use xen_levelling::policy::system::{DomainKind, SystemPolicies};
+use xen_levelling::policy::{MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO};
 use xen_levelling::silicon::SiliconModel;
 use xen_levelling::{CpuPolicy, Feature, Featureset};
 
@@ -61,24 +61,7 @@ fn boot(file: &str) -> Host {
     let text = std::fs::read_to_string(format!("{DUMPS}{file}")).unwrap();
     let dump = Aida64Dump::parse(&text).unwrap();
     let mut model = SiliconModel::new(&dump, dump.raw_msrs());
-    let msrs = RawMsrs {
-        platform_info: model.rdmsr_safe(0xce).ok(),
-        arch_caps: model.rdmsr_safe(0x10a).ok(),
-    };
-    let raw = CpuPolicy::from_source(&HardwareCpuid(&model), msrs);
-    let mut levelling = Levelling::probe(
-        &mut model,
-        &raw,
-        ProbeOptions::default(),
-        LevellingConfig::default(),
-    );
-    let options = HostOptions {
-        cpuid_faulting: levelling.faulting(),
-        ..HostOptions::default()
-    };
-    let system = SystemPolicies::derive(&raw, options);
-    levelling.set_host_features(&system.host.featureset());
-    Host { system, levelling }
+    Host::boot(&mut model, HostConfig::default())
 }
 
 /// Each dump is booted once per test binary.

@@ -10,19 +10,19 @@ use std::fmt::Write as _;
 
 use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature::KNOWN;
-use xen_levelling::hardware::{Hardware, HardwareCpuid};
+use xen_levelling::hardware::Hardware;
+use xen_levelling::host::{Host, HostConfig};
 use xen_levelling::levelling::masks::MaskKind;
 use xen_levelling::levelling::probe::{FaultingCheck, FaultingControl};
 use xen_levelling::levelling::trap::{
     CpuidFrame, GuestMemory, MemoryFault, TrapContext, TrapOutcome, handle_gp,
 };
 use xen_levelling::levelling::{
-    DomainLevelling, DomainRole, Levelling, LevellingCaps, LevellingConfig, LevellingState,
-    Mechanism, ProbeOptions, SwitchTo,
+    DomainLevelling, DomainRole, Levelling, LevellingCaps, LevellingState, Mechanism, SwitchTo,
 };
 use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState};
-use xen_levelling::policy::system::{DomainKind, HostOptions, SystemPolicies};
-use xen_levelling::policy::{CpuPolicy, RawMsrs, WORD_HOMES, WordHome};
+use xen_levelling::policy::system::{DomainKind, SystemPolicies};
+use xen_levelling::policy::{CpuPolicy, WORD_HOMES, WordHome};
 use xen_levelling::silicon::SiliconModel;
 use xen_levelling::{CpuidRegs, Feature, Featureset, Vendor};
 
@@ -80,7 +80,7 @@ fn expected_mechanism(file: &str) -> Mechanism {
     }
 }
 
-struct Host {
+struct Machine {
     file: String,
     model: SiliconModel,
     raw_model: CpuPolicy,
@@ -100,7 +100,7 @@ fn dump_files() -> Vec<String> {
 }
 
 /// Boot "Xen" on the model of `file`: raw policy through the hardware, probe, derive, init.
-fn boot(file: &str, emulator_quirk: bool) -> Host {
+fn boot(file: &str, emulator_quirk: bool) -> Machine {
     let text = std::fs::read_to_string(format!("{DUMPS}{file}")).unwrap();
     let dump = Aida64Dump::parse(&text).unwrap();
     let mut model = SiliconModel::new(&dump, dump.raw_msrs());
@@ -108,25 +108,9 @@ fn boot(file: &str, emulator_quirk: bool) -> Host {
         model = model.with_emulator_quirk();
     }
     let raw_model = *model.raw();
-    let msrs = RawMsrs {
-        platform_info: model.rdmsr_safe(0xce).ok(),
-        arch_caps: model.rdmsr_safe(0x10a).ok(),
-    };
-    let raw = CpuPolicy::from_source(&HardwareCpuid(&model), msrs);
-    let mut levelling = Levelling::probe(
-        &mut model,
-        &raw,
-        ProbeOptions::default(),
-        LevellingConfig::default(),
-    );
-    let options = HostOptions {
-        cpuid_faulting: levelling.faulting(),
-        ..HostOptions::default()
-    };
-    let system = SystemPolicies::derive(&raw, options);
-    levelling.set_host_features(&system.host.featureset());
+    let Host { system, levelling } = Host::boot(&mut model, HostConfig::default());
     let cpu = LevellingState::init(&levelling, &mut model).unwrap();
-    Host {
+    Machine {
         file: file.to_string(),
         model,
         raw_model,
@@ -136,14 +120,14 @@ fn boot(file: &str, emulator_quirk: bool) -> Host {
     }
 }
 
-fn hosts(emulator_quirk: bool) -> Vec<Host> {
+fn hosts(emulator_quirk: bool) -> Vec<Machine> {
     let files = dump_files();
     assert_eq!(files.len(), 22);
     files.iter().map(|f| boot(f, emulator_quirk)).collect()
 }
 
 /// The PV pool level of every dump of `vendor`.
-fn pool_level(hosts: &[Host], vendor: Vendor) -> Featureset {
+fn pool_level(hosts: &[Machine], vendor: Vendor) -> Featureset {
     hosts
         .iter()
         .filter(|h| h.system.host.vendor() == vendor)
@@ -168,7 +152,7 @@ impl GuestMemory for CpuidEverywhere {
     }
 }
 
-fn guest_context(host: &Host, kind: DomainKind) -> GuestContext {
+fn guest_context(host: &Machine, kind: DomainKind) -> GuestContext {
     GuestContext {
         domain: GuestDomain {
             kind,
@@ -195,7 +179,7 @@ fn guest_context(host: &Host, kind: DomainKind) -> GuestContext {
 
 /// What a PV guest running at CPL 3 under `policy` reads with native CPUID: the model's
 /// answer, or, if the model faults, the hypervisor's #GP emulation.
-fn native_cpuid_at_cpl3(host: &Host, policy: &CpuPolicy, leaf: u32, subleaf: u32) -> CpuidRegs {
+fn native_cpuid_at_cpl3(host: &Machine, policy: &CpuPolicy, leaf: u32, subleaf: u32) -> CpuidRegs {
     match host.model.cpuid_at(3, leaf, subleaf) {
         Ok(regs) => regs,
         Err(_) => {
@@ -227,7 +211,7 @@ fn native_cpuid_at_cpl3(host: &Host, policy: &CpuPolicy, leaf: u32, subleaf: u32
 }
 
 /// The featureset CPL 3 code reads with native CPUID (CPUID words only).
-fn seen_at_cpl3(host: &Host, policy: &CpuPolicy) -> Featureset {
+fn seen_at_cpl3(host: &Machine, policy: &CpuPolicy) -> Featureset {
     let mut fs = Featureset::EMPTY;
     for (word, home) in WORD_HOMES.iter().enumerate() {
         if let WordHome::Cpuid { leaf, subleaf, reg } = *home {
@@ -329,7 +313,7 @@ fn emulator_quirks_are_detected_not_trusted() {
     }
 }
 
-fn hosts_of_vendor(vendor: Vendor) -> Vec<Host> {
+fn hosts_of_vendor(vendor: Vendor) -> Vec<Machine> {
     dump_files()
         .iter()
         .map(|f| boot(f, false))
@@ -510,7 +494,7 @@ struct SwitchRun {
 
 /// Random switches between Xen, idle, dom0, two guests with the same policy, a guest at the
 /// host default, and an HVM guest with and without its virtual faulting.
-fn random_switches(host: &mut Host, level: &Featureset, count: usize, seed: u64) -> SwitchRun {
+fn random_switches(host: &mut Machine, level: &Featureset, count: usize, seed: u64) -> SwitchRun {
     let vendor = host.system.host.vendor();
     let lev = host.levelling;
     let pool = host
@@ -789,7 +773,7 @@ fn a_pv_kernel_without_cr4_osxsave_does_not_see_xens() {
         assert!(d.xsave, "{file}");
         host.model.set_cr4_osxsave(true); // Xen's own CR4
         let osxsave =
-            |host: &Host| host.model.cpuid_at(3, 1, 0).unwrap().c & Feature::OSXSAVE.mask() != 0;
+            |host: &Machine| host.model.cpuid_at(3, 1, 0).unwrap().c & Feature::OSXSAVE.mask() != 0;
         for (guest_cr4, expected) in [(false, false), (true, true), (false, false)] {
             let next = SwitchTo::Vcpu {
                 domain: &d,

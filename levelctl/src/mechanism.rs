@@ -24,12 +24,10 @@
 use serde::Serialize;
 use xen_levelling::cpuid::Signature;
 use xen_levelling::feature::{KNOWN, WORDS};
-use xen_levelling::hardware::{Hardware, HardwareCpuid};
+use xen_levelling::host::HostConfig;
 use xen_levelling::levelling::masks::{MaskKind, MaskMsrs, expected_mask_msrs};
 use xen_levelling::levelling::probe::FaultingCheck;
-use xen_levelling::levelling::{
-    DomainRole, Levelling, LevellingCaps, LevellingConfig, Mechanism as CoreMechanism, ProbeOptions,
-};
+use xen_levelling::levelling::{DomainRole, LevellingCaps, Mechanism as CoreMechanism};
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::policy::{CpuPolicy, RawMsrs};
 use xen_levelling::silicon::SiliconModel;
@@ -331,17 +329,8 @@ pub fn on_model(
     pv_default: &CpuPolicy,
 ) -> ModelVerdict {
     let mut model = SiliconModel::new(source, dumped);
-    let msrs = RawMsrs {
-        platform_info: model.rdmsr_safe(0xce).ok(),
-        arch_caps: model.rdmsr_safe(0x10a).ok(),
-    };
-    let raw = CpuPolicy::from_source(&HardwareCpuid(&model), msrs);
-    let mut levelling = Levelling::probe(
-        &mut model,
-        &raw,
-        ProbeOptions::default(),
-        LevellingConfig::default(),
-    );
+    let mut levelling =
+        xen_levelling::host::Host::boot(&mut model, HostConfig::default()).levelling;
     levelling.set_host_features(host);
     let report = levelling.report;
     let vendor = report.vendor;

@@ -3,19 +3,11 @@
 
 use core::fmt;
 
+pub use crate::host::Host;
 use crate::levelling::{DomainLevelling, DomainRole, Levelling, Unenforceable};
 
 use crate::policy::CpuPolicy;
-use crate::policy::system::{DomainKind, SystemPolicies};
-
-/// What the hypervisor knows about the host: its system policies and levelling.
-#[derive(Clone, Copy, Debug)]
-pub struct Host {
-    /// Raw, host, PV/HVM max and default.
-    pub system: SystemPolicies,
-    /// The levelling mechanism.
-    pub levelling: Levelling,
-}
+use crate::policy::system::DomainKind;
 
 /// One domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
