@@ -4,6 +4,7 @@
 //! `../shared/cpuid-dumps/`), it models, from the facts in the reference (`xen-levelling.md`
 //! 1.1, 2.1–2.2, 3.2–3.4) and the vendor manuals:
 //!
+//! - MSR_ARCH_CAPABILITIES (read-only) where `CPUID.07H.0:EDX[29]` enumerates it;
 //! - which levelling MSRs exist for the vendor, family and model: Intel V1/V2/V3 masks
 //!   (Penryn, Nehalem/Westmere, Sandy Bridge), MSR_PLATFORM_INFO from Nehalem on with the
 //!   faulting bit and MSR_MISC_FEATURES_ENABLES from Ivy Bridge on; AMD's override MSRs
@@ -49,6 +50,8 @@ pub struct MsrWrite {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LevellingMsrs {
     platform_info: Option<u64>,
+    /// MSR_ARCH_CAPABILITIES, read-only, where `CPUID.07H.0:EDX[29]` enumerates it.
+    arch_caps: Option<u64>,
     misc_features_enables: Option<u64>,
     hwcr: Option<u64>,
     /// Per [`MaskKind`]: the MSR index and its value.
@@ -220,6 +223,7 @@ impl SiliconModel {
         }
         let value = match index {
             msr::PLATFORM_INFO => self.msrs.platform_info,
+            crate::policy::MSR_ARCH_CAPABILITIES => self.msrs.arch_caps,
             msr::MISC_FEATURES_ENABLES => self.msrs.misc_features_enables,
             msr::AMD_HWCR => self.msrs.hwcr,
             _ => None,
@@ -352,6 +356,10 @@ fn levelling_msrs(
 ) -> LevellingMsrs {
     let mut m = LevellingMsrs {
         platform_info: None,
+        arch_caps: raw
+            .featureset()
+            .contains(Feature::ARCH_CAPS)
+            .then(|| dumped.arch_caps.unwrap_or(0)),
         misc_features_enables: None,
         hwcr: None,
         masks: [None; 5],

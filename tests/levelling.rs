@@ -791,3 +791,18 @@ fn a_pv_kernel_without_cr4_osxsave_does_not_see_xens() {
         }
     }
 }
+
+#[test]
+fn arch_capabilities_reach_the_raw_policy_through_the_model() {
+    // FORMAT.md 6: Sapphire Rapids recorded MSR 0x10A = 0000-0000-0028-FDEB.
+    let host = boot("GenuineIntel00806F8_SapphireRapids_05_CPUID.txt", false);
+    assert_eq!(host.model.rdmsr_safe(0x10a), Ok(0x28_fdeb));
+    assert_eq!(host.system.raw.arch_caps(), 0x28_fdeb);
+    assert!(
+        host.system.raw.featureset().contains(Feature::EIBRS),
+        "MSR 0x10A[1]"
+    );
+    // No ARCH_CAPS enumerated (Penryn): the MSR does not exist.
+    let penryn = boot("GenuineIntel0010676_Penryn_CPUID.txt", false);
+    assert!(penryn.model.rdmsr_safe(0x10a).is_err());
+}
