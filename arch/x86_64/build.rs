@@ -1,6 +1,15 @@
-//! Hands the linker script `linker/kernel.ld` to the link of the kernel binary.
+//! Hands the linker script `linker/kernel.ld` to the link of the kernel binary, and embeds
+//! every CPUID dump of `../shared/cpuid-dumps/` (the workspace's sibling folder: from this
+//! package, `../../../shared/cpuid-dumps`) for the silicon shim: it writes
+//! `$OUT_DIR/dumps.rs`, a sorted table of `(file stem, include_str!(file))`, which
+//! `src/shim/mod.rs` includes. A dump is a `*_CPUID*.txt` file (the folder's README,
+//! FORMAT.md and SHA256SUMS are not).
 
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The dumps folder, relative to this package.
+const DUMPS: &str = "../../../shared/cpuid-dumps";
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -10,4 +19,51 @@ fn main() {
         .unwrap_or_else(|error| panic!("{}: {error}", script.display()));
     println!("cargo::rerun-if-changed={}", script.display());
     println!("cargo::rustc-link-arg-bins=-T{}", script.display());
+
+    let dumps = manifest.join(DUMPS);
+    let dumps = dumps.canonicalize().unwrap_or_else(|error| {
+        panic!(
+            "{}: {error} (the silicon shim embeds every CPUID dump from there)",
+            dumps.display()
+        )
+    });
+    println!("cargo::rerun-if-changed={}", dumps.display());
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
+    std::fs::write(out.join("dumps.rs"), dump_table(&dumps))
+        .unwrap_or_else(|error| panic!("writing dumps.rs: {error}"));
+}
+
+/// The generated table: one `(stem, text)` per dump file, sorted by name.
+fn dump_table(dir: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
+        .map(|entry| entry.expect("readable directory entry").path())
+        .filter(|path| is_dump(path))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: no CPUID dumps", dir.display());
+    let mut table = String::from(
+        "/// Every CPUID dump of `../shared/cpuid-dumps/`: (file stem, text), sorted (generated \
+         by build.rs).\npub static DUMPS: &[(&str, &str)] = &[\n",
+    );
+    for path in &files {
+        println!("cargo::rerun-if-changed={}", path.display());
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("UTF-8 file name");
+        let _ = writeln!(
+            table,
+            "    ({stem:?}, include_str!({:?})),",
+            path.to_str().expect("UTF-8 path")
+        );
+    }
+    table.push_str("];\n");
+    table
+}
+
+/// A dump file: `<vendor><signature>_<name>_CPUID[n].txt`.
+fn is_dump(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    path.is_file() && name.ends_with(".txt") && name.contains("_CPUID")
 }

@@ -8,7 +8,7 @@
 //! | `test`      | [`gate`]       | the strict gate, identical locally and in CI (`.ci/run`)  |
 //! | `run`       | [`run`]        | builds and runs the host example `level_dumps`            |
 //! | `provision` | [`provision`]  | installs QEMU and checks the bare-metal Rust targets      |
-//! | `bench`     | [`bench`]      | runs the benchmarks and rewrites `BENCHMARKS.md`          |
+//! | `bench`     | [`bench`](mod@bench) | runs the benchmarks and rewrites `BENCHMARKS.md`          |
 //! | `qemu`      | [`qemu`]       | builds the test hypervisor and boots it (one run or the matrix) |
 //!
 //! Exit codes: 0 success, 1 a command failed, 2 the command line was not understood.

@@ -2,6 +2,9 @@
 //!
 //! - `cargo xtask qemu --cpu MODEL --scenario NAME [--icount] [--smp N] [--timeout S]
 //!   [--append OPTIONS]` boots one scenario and prints its serial log.
+//! - `cargo xtask qemu --shim DUMP --scenario NAME [...]` boots it above the silicon shim,
+//!   on the CPU of a dump in `../shared/cpuid-dumps/` (its stem, or any unique part of one,
+//!   e.g. `--shim Penryn`); `--cpu` defaults to a QEMU model with SVM of the dump's vendor.
 //! - `cargo xtask qemu --matrix` boots the whole matrix ([`matrix`]), as `cargo xtask test` does.
 //!
 //! Every boot is `qemu-system-x86_64 -kernel <ELF> -cpu MODEL -serial stdio -display none
@@ -66,7 +69,7 @@ impl BootSpec {
     }
 
     /// The kernel command line.
-    fn cmdline(&self) -> String {
+    pub fn cmdline(&self) -> String {
         let mut words = vec![format!("scenario={}", self.scenario)];
         words.extend(self.append.iter().cloned());
         words.join(" ")
@@ -88,6 +91,7 @@ pub fn parse_args(args: &[String]) -> Result<QemuCommand, String> {
     let mut scenario = None;
     let mut spec = BootSpec::new("", "");
     let mut matrix = false;
+    let mut shim = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -116,8 +120,17 @@ pub fn parse_args(args: &[String]) -> Result<QemuCommand, String> {
                 .append
                 .extend(value("--append")?.split_whitespace().map(String::from)),
             "--matrix" => matrix = true,
+            "--shim" => shim = Some(value("--shim")?),
             other => return Err(format!("unknown `qemu` option `{other}`")),
         }
+    }
+    if let Some(dump) = shim {
+        if matrix {
+            return Err("`--matrix` already boots every dump above the shim".into());
+        }
+        // Resolved against the dumps (and the model picked, if `--cpu` is absent) in `run`.
+        spec.append.insert(0, format!("shim={dump}"));
+        cpu.get_or_insert_with(String::new);
     }
     match (matrix, cpu, scenario) {
         (true, None, None) => Ok(QemuCommand::Matrix),
@@ -137,7 +150,19 @@ pub fn parse_args(args: &[String]) -> Result<QemuCommand, String> {
 pub fn run(workspace: &Workspace, args: &[String]) -> Result<(), String> {
     match parse_args(args)? {
         QemuCommand::Matrix => matrix::run(workspace),
-        QemuCommand::Boot(spec) => {
+        QemuCommand::Boot(mut spec) => {
+            if let Some(name) = matrix::shim_of(&spec).map(str::to_owned) {
+                let stems = matrix::dump_stems(&workspace.root().join(matrix::DUMPS_DIR))?;
+                let stem = matrix::resolve_dump(&stems, &name)?.to_owned();
+                if spec.cpu.is_empty() {
+                    spec.cpu = matrix::shim_cpu(&stem).to_owned();
+                }
+                for word in &mut spec.append {
+                    if word.starts_with("shim=") {
+                        *word = format!("shim={stem}");
+                    }
+                }
+            }
             provision::run(workspace)?;
             let kernel = build_kernel(workspace)?;
             let boot = boot(&kernel, &spec)?;
@@ -434,6 +459,17 @@ mod tests {
         assert_eq!(spec.smp, 2);
         assert_eq!(spec.timeout, super::DEFAULT_TIMEOUT);
         assert_eq!(parse("--matrix"), Ok(QemuCommand::Matrix));
+        let Ok(QemuCommand::Boot(spec)) =
+            parse("--shim Penryn --scenario pv-levelled --append best_effort")
+        else {
+            panic!("not a boot");
+        };
+        assert_eq!(spec.cpu, "", "picked from the dump in `run`");
+        assert_eq!(
+            spec.cmdline(),
+            "scenario=pv-levelled shim=Penryn best_effort"
+        );
+        assert!(parse("--matrix --shim Penryn").is_err());
     }
 
     #[test]

@@ -49,6 +49,16 @@ pub fn check(name: fmt::Arguments, ok: bool, why: fmt::Arguments) -> bool {
     ok
 }
 
+/// Records `ok` as a pass or a failure, with `note` on the line either way; returns `ok`.
+pub fn noted(name: fmt::Arguments, ok: bool, note: fmt::Arguments) -> bool {
+    if ok {
+        pass_with(name, note);
+    } else {
+        fail(name, note);
+    }
+    ok
+}
+
 /// Compares CPUID results: passes when `got == expected`; returns whether it did.
 pub fn cpuid(name: fmt::Arguments, expected: CpuidRegs, got: CpuidRegs) -> bool {
     check(

@@ -2,13 +2,24 @@
 //! CPUID policy, and the bookkeeping of its checks.
 //!
 //! The kernel judges every CPUID result a domain reports against an [`Oracle`]: for Xen and
-//! dom0 the same query at CPL0 (they see the full host CPUID), for a levelled guest
-//! `guest_cpuid` on the guest's policy. Every check line names the scenario, the domain and
-//! what was checked, e.g. `check pv-forced/domU1/forced/00000007.0: ok`.
+//! dom0 what the CPU reported at boot (they see the full host CPUID), for a trapped CPUID
+//! `guest_cpuid` on the guest's policy, and for a levelled guest's native CPUID what its
+//! levelling promises ([`Oracle::Levelled`]). Every check line names the scenario, the domain
+//! and what was checked, e.g. `check pv-forced/domU1/forced/00000007.0: ok`.
+//!
+//! Every domain carries its precomputed [`DomainLevelling`] (with the fail-closed list) from
+//! creation on; [`Domain::start`] applies the crate's start rule (`abi::domain::DomainTable`'s):
+//! a levelled PV guest whose hardware cannot hide what its policy lacks is refused unless best
+//! effort was asked for ([`Domain::with_best_effort`]). `sched::add` starts every domain it is
+//! given, so a refused domain never runs.
 
+use xen_levelling::feature::KNOWN;
+use xen_levelling::levelling::trap::TrapContext;
+use xen_levelling::levelling::{DomainLevelling, DomainRole, Mechanism, Unenforceable};
 use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
 use xen_levelling::policy::system::DomainKind;
-use xen_levelling::{CpuPolicy, CpuidRegs};
+use xen_levelling::policy::{WORD_HOMES, WordHome};
+use xen_levelling::{CpuPolicy, CpuidRegs, Feature, Featureset};
 
 use crate::checks::{self, Leaf, Regs};
 use crate::gdt::{USER_CS, USER_DS};
@@ -17,8 +28,9 @@ use crate::guest::{WALK_FORCED, WalkList, WalkPage};
 use crate::hardware;
 use crate::hypercall::Report;
 use crate::idt::{Gprs, TrapFrame, vector};
+use crate::levelling;
 use crate::paging::{AddressSpace, USER_DATA, USER_STACK_TOP, user_code_address};
-use crate::xen::Host;
+use crate::xen::{self, Host};
 
 /// `scenario/domain`, the start of a domain's check names.
 struct Prefix(&'static str, &'static str);
@@ -38,10 +50,18 @@ const USER_RFLAGS: u64 = 0x2;
 /// What a domain's CPUID results are compared with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Oracle {
-    /// The same query run by the kernel at CPL0 when the result arrives: full host CPUID.
+    /// Full host CPUID: what the CPU reported at boot, before any levelling was loaded (for
+    /// a query the boot read did not cover, the same query run by the kernel at CPL0 when the
+    /// result arrives).
     HostCpl0,
     /// `guest_cpuid` on the domain's policy, for CPUIDs that reach Xen through `entry`.
     Policy(CpuidEntry),
+    /// Native CPUID of a levelled PV guest: with faulting every CPUID traps and must be
+    /// exactly `guest_cpuid` (`CpuidEntry::Fault`); with masks (or nothing, best effort) the
+    /// features it saw must differ from its policy by exactly its fail-closed list
+    /// (`DomainLevelling::unenforceable`, shown but not wanted) and `not_shown` (wanted but not
+    /// shown), and on the words the masks cover not at all.
+    Levelled,
 }
 
 /// What a domain runs.
@@ -60,6 +80,12 @@ pub enum Program<'a> {
     Probe {
         /// A kernel (supervisor-only) address.
         address: u64,
+    },
+    /// Any other ring-3 program from `.user_text` (the toolstack, the benchmarks), entered
+    /// with RDI = its data page, which starts zeroed; it reports through its own hypercalls.
+    Raw {
+        /// The program.
+        entry: extern "C" fn(),
     },
 }
 
@@ -95,6 +121,7 @@ struct Spec {
 enum Kind {
     Walk { flags: u32 },
     Probe { address: u64 },
+    Raw,
 }
 
 /// Saved ring-3 state of a domain that is not running.
@@ -140,6 +167,8 @@ pub enum DomainState {
     Exited,
     /// Took a fault it should not have.
     Crashed,
+    /// Refused at start (fail closed): it never ran.
+    Refused,
 }
 
 /// A ring-3 domain.
@@ -161,8 +190,20 @@ pub struct Domain {
     mismatches: u32,
     first_mismatch: Option<(u32, u32, CpuidRegs, CpuidRegs)>,
     expected_results: u32,
-    /// CPUIDs that reached Xen by a trap (today: the forced-emulation #UD).
+    /// CPUIDs that reached Xen by a trap and were emulated.
     trapped: u32,
+    /// Its levelling, computed at creation.
+    levelling: DomainLevelling,
+    /// The toolstack accepted best effort.
+    best_effort: bool,
+    /// Why it was refused, if it was.
+    refusal: Option<Unenforceable>,
+    /// The CPUID the CPU reported at boot (the [`Oracle::HostCpl0`] values).
+    boot: CpuPolicy,
+    /// For [`Oracle::Levelled`]: the featureset words its native CPUIDs showed, and which
+    /// words it saw (bit n = word n).
+    seen: Featureset,
+    seen_words: u32,
 }
 
 impl Domain {
@@ -190,6 +231,7 @@ impl Domain {
                 page.probe = address;
                 (xl_user_probe as extern "C" fn(), 0, Kind::Probe { address })
             }
+            Program::Raw { entry } => (entry, 0, Kind::Raw),
         };
         let mut context = UserContext {
             rip: user_code_address(programs::address(entry)),
@@ -210,6 +252,12 @@ impl Domain {
             apic_enabled: false,
             long_mode: true,
         };
+        let role = if spec.hardware_domain {
+            DomainRole::Control
+        } else {
+            DomainRole::Guest
+        };
+        let levelling = levelling::assess(DomainKind::Pv, role, &spec.policy);
         Domain {
             scenario,
             guest: host.guest_domain(DomainKind::Pv, spec.domid, spec.hardware_domain),
@@ -229,12 +277,82 @@ impl Domain {
             first_mismatch: None,
             expected_results,
             trapped: 0,
+            levelling,
+            best_effort: false,
+            refusal: None,
+            boot: host.hardware,
+            seen: Featureset::EMPTY,
+            seen_words: 0,
+        }
+    }
+
+    /// The toolstack asks for best effort: the domain may start although the hardware cannot
+    /// hide everything its policy lacks (the list stays with it).
+    pub fn with_best_effort(mut self) -> Domain {
+        self.best_effort = true;
+        self
+    }
+
+    /// The start rule (the crate's `DomainTable::start`): a levelled PV guest whose
+    /// fail-closed list is not empty is refused, unless best effort was asked for. A refused
+    /// domain never runs.
+    pub fn start(&mut self) -> Result<(), Unenforceable> {
+        let l = &self.levelling;
+        if !l.unenforceable.is_empty() && !self.best_effort {
+            let refusal = Unenforceable {
+                features: l.unenforceable,
+                mechanism: l.mechanism,
+            };
+            self.refusal = Some(refusal);
+            self.state = DomainState::Refused;
+            return Err(refusal);
+        }
+        self.levelling.best_effort = !self.levelling.unenforceable.is_empty();
+        if self.state == DomainState::Refused {
+            self.state = DomainState::Runnable;
+        }
+        self.refusal = None;
+        Ok(())
+    }
+
+    /// Its precomputed levelling.
+    pub fn levelling(&self) -> &DomainLevelling {
+        &self.levelling
+    }
+
+    /// Its vCPU's virtual CR4.OSXSAVE (a PV kernel's own; hardware must not fast-forward
+    /// Xen's while it runs).
+    pub fn cr4_osxsave(&self) -> bool {
+        self.vcpu.cr4_osxsave
+    }
+
+    /// What the crate's trap emulation needs about this vCPU, trapping at `cpl`.
+    pub fn trap_context(&self, cpl: u8) -> TrapContext<'_> {
+        TrapContext {
+            policy: &self.spec.policy,
+            guest: GuestContext {
+                domain: self.guest,
+                vcpu_id: 0,
+                state: Some(self.vcpu),
+            },
+            cpl,
+            virtual_faulting: false,
         }
     }
 
     /// The domain's name.
     pub fn name(&self) -> &'static str {
         self.spec.name
+    }
+
+    /// Its domain id.
+    pub fn domid(&self) -> DomId {
+        self.guest.domid
+    }
+
+    /// It is the control domain (dom0), which alone may use the sysctl and domctl hypercalls.
+    pub fn is_control(&self) -> bool {
+        self.guest.hardware_domain
     }
 
     /// What the domain's CPUID `leaf`/`subleaf` returns when it reaches Xen through `entry`
@@ -253,11 +371,38 @@ impl Domain {
         self.trapped += 1;
     }
 
-    /// What the domain should have seen for `leaf`/`subleaf`.
-    fn expected(&self, leaf: u32, subleaf: u32) -> CpuidRegs {
+    /// What the domain should have seen for `leaf`/`subleaf`, where one value is promised.
+    fn expected(&self, leaf: u32, subleaf: u32) -> Option<CpuidRegs> {
         match self.spec.oracle {
-            Oracle::HostCpl0 => hardware::cpuid(leaf, subleaf),
-            Oracle::Policy(entry) => self.answer_cpuid(leaf, subleaf, entry),
+            Oracle::HostCpl0 if xen::read_at_boot(&self.boot, leaf, subleaf) => {
+                self.boot.leaf(leaf, subleaf)
+            }
+            Oracle::HostCpl0 => Some(hardware::cpuid(leaf, subleaf)),
+            Oracle::Policy(entry) => Some(self.answer_cpuid(leaf, subleaf, entry)),
+            Oracle::Levelled if self.levelling.faulting => {
+                Some(self.answer_cpuid(leaf, subleaf, CpuidEntry::Fault))
+            }
+            Oracle::Levelled => None,
+        }
+    }
+
+    /// Records the featureset words a native CPUID result carries (leaves the CPU reported at
+    /// boot only: past its maxima the hardware repeats other leaves).
+    fn record_words(&mut self, leaf: u32, subleaf: u32, got: CpuidRegs) {
+        if !xen::read_at_boot(&self.boot, leaf, subleaf) {
+            return;
+        }
+        for (word, home) in WORD_HOMES.iter().enumerate() {
+            if let WordHome::Cpuid {
+                leaf: l,
+                subleaf: s,
+                reg,
+            } = *home
+                && (l, s) == (leaf, subleaf)
+            {
+                self.seen.set_word(word, reg.get(&got));
+                self.seen_words |= 1 << word;
+            }
         }
     }
 
@@ -267,13 +412,19 @@ impl Domain {
             Kind::Walk { flags } if flags & WALK_FORCED != 0 => "forced",
             Kind::Walk { .. } => "native",
             Kind::Probe { .. } => "probe",
+            Kind::Raw => "program",
         }
     }
 
     /// `cpuid_result`: judges what the domain saw.
     pub fn cpuid_result(&mut self, leaf: u32, subleaf: u32, got: CpuidRegs) {
-        let expected = self.expected(leaf, subleaf);
         self.results += 1;
+        if self.spec.oracle == Oracle::Levelled {
+            self.record_words(leaf, subleaf, got);
+        }
+        let Some(expected) = self.expected(leaf, subleaf) else {
+            return;
+        };
         if self.spec.per_result_checks {
             checks::cpuid(
                 format_args!(
@@ -354,6 +505,15 @@ impl Domain {
     /// were not checked one by one, that they all matched).
     pub fn finish(&self) {
         let name = Prefix(self.scenario, self.name());
+        if let Some(refusal) = self.refusal {
+            checks::fail(
+                format_args!("{name}/started"),
+                format_args!(
+                    "refused (fail closed): {refusal}; a scenario that runs it must ask for best effort"
+                ),
+            );
+            return;
+        }
         if self.expected_results == 0 {
             return;
         }
@@ -365,15 +525,25 @@ impl Domain {
                 self.results, self.expected_results, self.state
             ),
         );
-        // Forced-emulation walks must trap on every CPUID; native ones never (no faulting).
+        // Forced-emulation walks trap on every CPUID; native ones exactly when faulting is on
+        // for the domain (a levelled PV guest on a faulting CPU), else never.
         let forced = matches!(self.spec.program, Kind::Walk { flags } if flags & WALK_FORCED != 0);
-        let expected_traps = if forced { self.expected_results } else { 0 };
+        let expected_traps = if forced || self.levelling.faulting {
+            self.expected_results
+        } else {
+            0
+        };
         checks::check(
             format_args!("{name}/{}-cpuids-trapped", self.path()),
             self.trapped == expected_traps,
             format_args!("{} CPUIDs trapped, expected {expected_traps}", self.trapped),
         );
-        if self.spec.per_result_checks {
+        if self.spec.oracle == Oracle::Levelled {
+            self.finish_levelled();
+        }
+        // Levelled native CPUID on masks promises features, not whole leaves.
+        let per_leaf = !(self.spec.oracle == Oracle::Levelled && !self.levelling.faulting);
+        if self.spec.per_result_checks || !per_leaf {
             return;
         }
         match self.first_mismatch {
@@ -394,4 +564,72 @@ impl Domain {
             ),
         }
     }
+
+    /// [`Oracle::Levelled`]: what the domain's native CPUIDs showed, against its policy and
+    /// its fail-closed list (the crate's `levelled_guests_see_their_policy…` test, here on
+    /// the real instructions).
+    fn finish_levelled(&self) {
+        let name = Prefix(self.scenario, self.name());
+        let l = &self.levelling;
+        let mut words = Featureset::EMPTY;
+        for word in 0..WORD_HOMES.len() {
+            if self.seen_words & 1 << word != 0 {
+                words.set_word(word, !0);
+            }
+        }
+        // OSXSAVE, OSPKE, APIC follow live state, HTT/X2APIC/CMP_LEGACY the host's topology:
+        // native CPUID shows them whatever the policy says.
+        let exposed = Featureset::of(&EXPOSED_BY_DESIGN);
+        let wanted = self.spec.policy.featureset() & words;
+        let leaked = (self.seen - wanted - exposed) & KNOWN & words;
+        let hidden = (wanted - self.seen - exposed) & KNOWN & words;
+        checks::noted(
+            format_args!("{name}/native-leaks-exactly-the-fail-closed-list"),
+            leaked == l.unenforceable & words,
+            format_args!(
+                "shown but not in its policy: [{}]; fail-closed list ({}): [{}]",
+                leaked.names(),
+                if l.best_effort {
+                    "started with best effort"
+                } else {
+                    "empty"
+                },
+                l.unenforceable.names()
+            ),
+        );
+        checks::noted(
+            format_args!("{name}/native-hides-only-not-shown"),
+            hidden == l.not_shown & words,
+            format_args!(
+                "in its policy but not shown: [{}]; expected [{}]",
+                hidden.names(),
+                l.not_shown.names()
+            ),
+        );
+        if let Mechanism::Masking(masks) = l.mechanism {
+            // On every word a mask covers, nothing beyond the policy shows.
+            let mut extra = Featureset::EMPTY;
+            for (kind, _) in masks.kinds() {
+                for &word in kind.words() {
+                    extra.set_word(word, leaked.word(word));
+                }
+            }
+            checks::noted(
+                format_args!("{name}/masked-words-are-the-policy"),
+                extra.is_empty(),
+                format_args!("leaked through a mask: [{}]", extra.names()),
+            );
+        }
+    }
 }
+
+/// Bits native CPUID shows by design, whatever the policy: fast-forwarded from live state or
+/// forced from the host's topology (the crate's `EXPOSED_BY_DESIGN`).
+const EXPOSED_BY_DESIGN: [Feature; 6] = [
+    Feature::OSXSAVE,
+    Feature::OSPKE,
+    Feature::APIC,
+    Feature::HTT,
+    Feature::X2APIC,
+    Feature::CMP_LEGACY,
+];

@@ -1,80 +1,155 @@
-//! The trap-emulation seam: every place where a guest's CPUID reaches Xen by a trap, and is
-//! answered from the guest's policy. The crate's trap decoder and emulation (being written in
-//! `xen_levelling::levelling`) replace the bodies here; the callers stay.
+//! Trap emulation: every place where a guest's CPUID reaches Xen by a trap and is answered
+//! from the guest's policy, through the crate's `levelling::trap` handlers, which decode the
+//! instruction (through [`DomainMemory`], a walk of the domain's own page tables that can
+//! fail) and emulate it.
 //!
-//! | trap | handler | entry kind | today |
+//! | trap | handler | crate | entry kind |
 //! |---|---|---|---|
-//! | #UD from a PV domain | [`pv_invalid_opcode`] | `CpuidEntry::ForcedEmulation` | recognises the 7-byte prefix itself ([`forced_cpuid_at`]) |
-//! | #GP from a PV domain | [`pv_general_protection`] | `CpuidEntry::Fault` | declines (no faulting under QEMU; LEVELLING) |
-//! | SVM CPUID intercept | [`hvm_cpuid`] | `CpuidEntry::VmExit` | `guest_cpuid` |
+//! | #UD from a PV domain | [`pv_invalid_opcode`] | `trap::handle_ud`: `ud2; .ascii "xen"; cpuid`, RIP + 7 | `CpuidEntry::ForcedEmulation` |
+//! | #GP from a PV domain | [`pv_general_protection`] | `trap::handle_gp`: CPL > 0, error 0, `0F A2` at RIP, RIP + 2 | `CpuidEntry::Fault` |
+//! | SVM CPUID intercept | [`hvm_cpuid_exit`] | `trap::handle_cpuid_exit`, RIP + 2 (no NRIPS under QEMU) | `CpuidEntry::VmExit` |
+//!
+//! A #GP or #UD the crate says is not a CPUID (or whose instruction cannot be fetched) is
+//! the guest's own fault: the caller reflects it (for our ring-3 domains, the end of the
+//! domain).
 
-use xen_levelling::CpuPolicy;
-use xen_levelling::CpuidRegs;
-use xen_levelling::policy::guest::{CpuidEntry, GuestContext, guest_cpuid};
+use xen_levelling::levelling::trap::{
+    self, CpuidFrame, GuestMemory, MemoryFault, TrapContext, TrapOutcome,
+};
+use xen_levelling::{CpuPolicy, CpuidRegs};
 
 use crate::idt::TrapFrame;
 use crate::paging;
 use crate::sched;
-
-/// Xen's forced-emulation CPUID: `ud2; .ascii "xen"; cpuid` (XEN_EMULATE_PREFIX + 0F A2).
-pub const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, b'x', b'e', b'n', 0x0f, 0xa2];
 
 /// What a handler did with a trap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Emulated {
     /// Emulated: the frame holds the result and RIP is past the instruction.
     Done,
-    /// Not an instruction this seam emulates: the trap is the guest's fault.
+    /// Not an instruction this seam emulates (or not fetchable): the trap is the guest's fault.
     NotEmulated,
 }
 
-/// True if the guest bytes at user address `rip` (in the tables at `cr3`) are the
-/// forced-emulation CPUID.
-///
-/// LEVELLING: this is the one function the crate's decoder replaces.
-pub fn forced_cpuid_at(cr3: u64, rip: u64) -> bool {
-    let mut bytes = [0u8; FORCED_CPUID.len()];
-    paging::read_user(cr3, rip, &mut bytes).is_ok() && bytes == FORCED_CPUID
+/// A domain's memory as its ring-3 code sees it: its page tables, user pages only.
+#[derive(Clone, Copy, Debug)]
+pub struct DomainMemory {
+    /// The domain's CR3.
+    pub cr3: u64,
 }
 
-/// Writes a CPUID result into the frame the way the instruction does (zero-extending into
-/// the 64-bit registers).
-fn set_cpuid_result(frame: &mut TrapFrame, regs: CpuidRegs) {
-    frame.gprs.rax = u64::from(regs.a);
-    frame.gprs.rbx = u64::from(regs.b);
-    frame.gprs.rcx = u64::from(regs.c);
-    frame.gprs.rdx = u64::from(regs.d);
+impl GuestMemory for DomainMemory {
+    fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
+        paging::read_user(self.cr3, address, buf).map_err(|address| MemoryFault { address })
+    }
+}
+
+/// The registers CPUID emulation reads and writes, from a trap frame.
+fn cpuid_frame(frame: &TrapFrame) -> CpuidFrame {
+    CpuidFrame {
+        rax: frame.gprs.rax,
+        rbx: frame.gprs.rbx,
+        rcx: frame.gprs.rcx,
+        rdx: frame.gprs.rdx,
+        rip: frame.rip,
+    }
+}
+
+/// Runs one of the crate's PV handlers on the running domain; on `Emulated` the frame gets
+/// the results and the new RIP.
+fn pv_trap(
+    frame: &mut TrapFrame,
+    handle: impl FnOnce(&TrapContext<'_>, &mut CpuidFrame, &DomainMemory) -> TrapOutcome,
+) -> Emulated {
+    sched::with_current(|domain| {
+        let memory = DomainMemory {
+            cr3: domain.space.cr3,
+        };
+        let mut regs = cpuid_frame(frame);
+        let cpl = (frame.cs & 3) as u8;
+        match handle(&domain.trap_context(cpl), &mut regs, &memory) {
+            TrapOutcome::Emulated => {
+                frame.gprs.rax = regs.rax;
+                frame.gprs.rbx = regs.rbx;
+                frame.gprs.rcx = regs.rcx;
+                frame.gprs.rdx = regs.rdx;
+                frame.rip = regs.rip;
+                domain.count_trapped();
+                Emulated::Done
+            }
+            // Our domains never enable their virtual faulting, have no #GP/#PF handlers of
+            // their own, and run nothing but CPUID that traps: the rest is their fault.
+            TrapOutcome::InjectGp | TrapOutcome::NotOurs | TrapOutcome::InjectPageFault { .. } => {
+                Emulated::NotEmulated
+            }
+        }
+    })
 }
 
 /// #UD from a PV domain: the forced-emulation CPUID is answered from the domain's policy and
 /// RIP moves past the 7 bytes; any other #UD is declined.
 pub fn pv_invalid_opcode(frame: &mut TrapFrame) -> Emulated {
-    sched::with_current(|domain| {
-        if !forced_cpuid_at(domain.space.cr3, frame.rip) {
-            return Emulated::NotEmulated;
-        }
-        let (leaf, subleaf) = (frame.gprs.rax as u32, frame.gprs.rcx as u32);
-        let regs = domain.answer_cpuid(leaf, subleaf, CpuidEntry::ForcedEmulation);
-        domain.count_trapped();
-        set_cpuid_result(frame, regs);
-        frame.rip += FORCED_CPUID.len() as u64;
-        Emulated::Done
+    pv_trap(frame, |ctx, regs, memory| {
+        trap::handle_ud(ctx, regs, memory)
     })
 }
 
-/// #GP from a PV domain.
-///
-/// LEVELLING: with CPUID faulting on, a ring-3 CPUID raises #GP(0); the crate's emulation
-/// recognises `0F A2` at RIP and answers with `CpuidEntry::Fault` (RIP + 2). QEMU implements
-/// no faulting, so today every #GP is the guest's fault.
+/// #GP from a PV domain: with CPUID faulting on, a ring-3 CPUID raises #GP(0), which is
+/// answered from the domain's policy (RIP + 2); any other #GP is declined.
 pub fn pv_general_protection(frame: &mut TrapFrame) -> Emulated {
-    let _ = frame;
-    Emulated::NotEmulated
+    let error = frame.error;
+    pv_trap(frame, |ctx, regs, memory| {
+        trap::handle_gp(ctx, regs, memory, error)
+    })
 }
 
-/// The HVM CPUID intercept: what the guest's CPUID returns.
-///
-/// LEVELLING: the crate's HVM exit handling goes here (with `CpuidEntry::VmExit`).
-pub fn hvm_cpuid(policy: &CpuPolicy, leaf: u32, subleaf: u32, ctx: &GuestContext) -> CpuidRegs {
-    guest_cpuid(policy, leaf, subleaf, ctx)
+/// What the HVM CPUID intercept does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HvmCpuid {
+    /// Resume the guest at `rip` with `regs` in EAX, EBX, ECX, EDX.
+    Emulated {
+        /// CPUID's results.
+        regs: CpuidRegs,
+        /// The next RIP.
+        rip: u64,
+    },
+    /// Inject #GP(0) without moving RIP (the guest's own CPUID faulting).
+    InjectGp,
+}
+
+/// The HVM CPUID intercept at `rip`, with EAX = `leaf` and ECX = `subleaf`.
+pub fn hvm_cpuid_exit(ctx: &TrapContext<'_>, leaf: u32, subleaf: u32, rip: u64) -> HvmCpuid {
+    let mut regs = CpuidFrame {
+        rax: u64::from(leaf),
+        rcx: u64::from(subleaf),
+        rip,
+        ..CpuidFrame::default()
+    };
+    match trap::handle_cpuid_exit(ctx, &mut regs) {
+        TrapOutcome::Emulated => HvmCpuid::Emulated {
+            regs: CpuidRegs::new(
+                regs.rax as u32,
+                regs.rbx as u32,
+                regs.rcx as u32,
+                regs.rdx as u32,
+            ),
+            rip: regs.rip,
+        },
+        _ => HvmCpuid::InjectGp,
+    }
+}
+
+/// A trap context for an HVM vCPU with `policy` (no virtual faulting: our guest never turns
+/// it on).
+pub fn hvm_context(
+    policy: &CpuPolicy,
+    guest: xen_levelling::policy::guest::GuestContext,
+    cpl: u8,
+) -> TrapContext<'_> {
+    TrapContext {
+        policy,
+        guest,
+        cpl,
+        virtual_faulting: false,
+    }
 }

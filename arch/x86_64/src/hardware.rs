@@ -12,7 +12,7 @@ use core::arch::asm;
 use core::arch::x86_64::__cpuid_count;
 
 use xen_levelling::CpuidRegs;
-use xen_levelling::hardware::{AMD_MSR_PASSCODE, Hardware, MsrFault};
+use xen_levelling::hardware::{AMD_MSR_PASSCODE, Hardware, MsrFault, UserCpuid};
 
 /// CPUID, RDMSR and WRMSR on the CPU this code runs on, at its current privilege level.
 #[derive(Clone, Copy, Debug, Default)]
@@ -115,5 +115,11 @@ impl Hardware for NativeHardware {
 
     fn wrmsr_amd_safe(&mut self, msr: u32, value: u64) -> Result<(), MsrFault> {
         wrmsr_edi(msr, value, AMD_MSR_PASSCODE)
+    }
+
+    /// A real excursion to ring 3 (`userprobe.rs`), so that the probe verifies faulting by
+    /// its effect.
+    fn cpuid_user(&mut self, leaf: u32, subleaf: u32) -> UserCpuid {
+        crate::userprobe::cpuid_user(leaf, subleaf)
     }
 }

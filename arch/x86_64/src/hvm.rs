@@ -15,10 +15,10 @@ use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuSt
 use xen_levelling::{CpuPolicy, CpuidRegs};
 
 use crate::checks::{self, Leaf};
-use crate::emulate;
+use crate::emulate::{self, HvmCpuid};
 use crate::guest::programs::{self, xl_hvm_walk};
 use crate::guest::{WalkList, WalkPage};
-use crate::hypercall::{ENOSYS, Hypercall, Report};
+use crate::hypercall::{self, ENOSYS, Hypercall, Report};
 use crate::idt::{self, Gprs};
 use crate::svm::{self, Vmcb, exit, offset};
 use crate::sync::{KernelCell, Stack, stack_top};
@@ -76,8 +76,8 @@ impl HvmRun {
     }
 }
 
-/// Sets up the guest VMCB to run `xl_hvm_walk(page)` in 64-bit mode at CPL0.
-fn init_vmcb(vmcb: &mut Vmcb, page: u64) -> Gprs {
+/// Sets up the guest VMCB to run `program(page)` in 64-bit mode at CPL0.
+fn init_vmcb(vmcb: &mut Vmcb, program: extern "C" fn(), page: u64) -> Gprs {
     *vmcb = Vmcb::ZERO;
     svm::vmsave_into(vmcb); // FS, GS, TR, LDTR and the syscall MSRs: the host's
     vmcb.set32(offset::INTERCEPT_EXCEPTIONS, u32::MAX);
@@ -113,7 +113,7 @@ fn init_vmcb(vmcb: &mut Vmcb, page: u64) -> Gprs {
     vmcb.set64(offset::DR7, 0x400);
     vmcb.set64(offset::DR6, 0xffff_0ff0);
     vmcb.set64(offset::RFLAGS, 0x2);
-    vmcb.set64(offset::RIP, programs::address(xl_hvm_walk));
+    vmcb.set64(offset::RIP, programs::address(program));
     vmcb.set64(offset::RSP, stack_top(&GUEST_STACK));
     vmcb.set64(offset::G_PAT, DEFAULT_PAT);
     Gprs {
@@ -132,13 +132,61 @@ pub fn run_walk(
     host_cr4_osxsave: bool,
     list: &WalkList,
 ) -> Result<(), svm::SvmError> {
+    let tag = 0x4800_0000 | u32::from(domain.domid);
+    let fill = |page: &mut WalkPage| page.fill(list, 1, 0, tag);
+    let (finished, run) = run_guest(
+        scenario,
+        xl_hvm_walk,
+        policy,
+        domain,
+        host_cr4_osxsave,
+        fill,
+    )?;
+    let expected = list.as_slice().len() as u64;
+    checks::check(
+        format_args!("{scenario}/hvm/all-results-reported"),
+        finished && run.results == expected,
+        format_args!("{} of {expected} results", run.results),
+    );
+    checks::check(
+        format_args!("{scenario}/hvm/one-exit-per-cpuid"),
+        run.cpuid_exits == expected,
+        format_args!("{} CPUID exits for {expected} CPUIDs", run.cpuid_exits),
+    );
+    Ok(())
+}
+
+/// Runs an HVM guest with `policy` executing `program` (kernel code at CPL0, entered with
+/// RDI = its walk page, which `fill` prepares) until it exits; true if it exited with 0. Its
+/// CPUIDs are answered from `policy`; it reports through VMMCALL (`hypercall.rs`). `Err` if
+/// SVM cannot be turned on.
+pub fn run_program(
+    scenario: &'static str,
+    program: extern "C" fn(),
+    policy: CpuPolicy,
+    domain: GuestDomain,
+    host_cr4_osxsave: bool,
+    fill: impl FnOnce(&mut WalkPage),
+) -> Result<bool, svm::SvmError> {
+    run_guest(scenario, program, policy, domain, host_cr4_osxsave, fill).map(|(done, _)| done)
+}
+
+/// [`run_program`], with the run's tallies.
+fn run_guest(
+    scenario: &'static str,
+    program: extern "C" fn(),
+    policy: CpuPolicy,
+    domain: GuestDomain,
+    host_cr4_osxsave: bool,
+    fill: impl FnOnce(&mut WalkPage),
+) -> Result<(bool, HvmRun), svm::SvmError> {
     svm::enable()?;
     // SAFETY: the HVM statics are used by this function only, which does not re-enter.
     let (vmcb, page) = unsafe { (&mut *GUEST_VMCB.get(), &mut *GUEST_WALK.get()) };
-    page.fill(list, 1, 0, 0x4800_0000 | u32::from(domain.domid));
+    fill(page);
     // The guest runs on the kernel's tables, which map this page supervisor-only.
     paging::switch_address_space(paging::kernel_cr3());
-    let mut gprs = init_vmcb(vmcb, page as *const WalkPage as u64);
+    let mut gprs = init_vmcb(vmcb, program, page as *const WalkPage as u64);
     let mut run = HvmRun {
         scenario,
         policy,
@@ -166,18 +214,7 @@ pub fn run_walk(
             Exit::Failed => break false,
         }
     };
-    let expected = list.as_slice().len() as u64;
-    checks::check(
-        format_args!("{scenario}/hvm/all-results-reported"),
-        finished && run.results == expected,
-        format_args!("{} of {expected} results", run.results),
-    );
-    checks::check(
-        format_args!("{scenario}/hvm/one-exit-per-cpuid"),
-        run.cpuid_exits == expected,
-        format_args!("{} CPUID exits for {expected} CPUIDs", run.cpuid_exits),
-    );
-    Ok(())
+    Ok((finished, run))
 }
 
 /// What the loop does after an exit.
@@ -196,13 +233,27 @@ fn handle_exit(run: &mut HvmRun, vmcb: &mut Vmcb, gprs: &mut Gprs) -> Exit {
         exit::CPUID => {
             run.cpuid_exits += 1;
             let (leaf, subleaf) = (gprs.rax as u32, gprs.rcx as u32);
-            let regs = emulate::hvm_cpuid(&run.policy, leaf, subleaf, &run.context(vmcb));
-            gprs.rax = u64::from(regs.a);
-            gprs.rbx = u64::from(regs.b);
-            gprs.rcx = u64::from(regs.c);
-            gprs.rdx = u64::from(regs.d);
-            vmcb.set64(offset::RIP, rip + 2); // CPUID is 0F A2
-            Exit::Resume
+            let cpl = vmcb.get8(offset::CPL);
+            let ctx = emulate::hvm_context(&run.policy, run.context(vmcb), cpl);
+            match emulate::hvm_cpuid_exit(&ctx, leaf, subleaf, rip) {
+                HvmCpuid::Emulated { regs, rip } => {
+                    gprs.rax = u64::from(regs.a);
+                    gprs.rbx = u64::from(regs.b);
+                    gprs.rcx = u64::from(regs.c);
+                    gprs.rdx = u64::from(regs.d);
+                    vmcb.set64(offset::RIP, rip); // CPUID is 0F A2: the crate added 2
+                    Exit::Resume
+                }
+                HvmCpuid::InjectGp => {
+                    checks::fail(
+                        format_args!("{scenario}/hvm/cpuid-exit"),
+                        format_args!(
+                            "#GP for a CPUID at {rip:#x}: the guest never enables faulting"
+                        ),
+                    );
+                    Exit::Failed
+                }
+            }
         }
         exit::VMMCALL => {
             let call = Hypercall::decode(gprs);
@@ -235,7 +286,13 @@ fn handle_exit(run: &mut HvmRun, vmcb: &mut Vmcb, gprs: &mut Gprs) -> Exit {
                     );
                     Exit::Failed
                 }
-                Hypercall::Unknown { .. } => {
+                Hypercall::Nop => Exit::Resume,
+                Hypercall::Bench { id, value } => {
+                    hypercall::record_bench(id, value);
+                    Exit::Resume
+                }
+                // The toolstack ABI is for PV dom0 only.
+                _ => {
                     gprs.rax = ENOSYS;
                     Exit::Resume
                 }

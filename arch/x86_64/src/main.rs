@@ -17,10 +17,11 @@
 //! | [`serial`], [`exit`], [`cmdline`], [`checks`] | console, QEMU exit, command line, check lines |
 //! | [`xen`] | the host: raw CPUID → system policies |
 //! | [`domain`], [`sched`], [`hypercall`] | ring-3 domains, the scheduler, the gate |
-//! | [`emulate`], [`levelling`] | where the crate's trap emulation and levelling plug in |
+//! | [`emulate`], [`levelling`], [`userprobe`] | the crate's trap emulation and levelling mechanism; CPL 3 CPUID for its probe |
 //! | [`svm`], [`hvm`] | SVM world switch; the HVM guest and its exit handler |
 //! | [`guest`] | the guest programs and the walk list they read |
-//! | [`scenarios`] | `xen-dom0`, `pv-forced`, `hvm`, `switch` |
+//! | [`shim`] | the silicon shim: an L0 that runs this kernel on a modelled CPU (`shim=<dump>`) |
+//! | [`scenarios`] | `xen-dom0`, `pv-forced`, `hvm`, `switch`, `pv-levelled`, `abi` |
 
 #![no_std]
 #![no_main]
@@ -43,31 +44,61 @@ mod paging;
 mod scenarios;
 mod sched;
 mod serial;
+mod shim;
 mod svm;
 mod sync;
 mod traps;
+mod userprobe;
 mod xen;
 
 use cmdline::Cmdline;
 
 /// The 64-bit entry from `boot.rs`, on the boot stack, with the `hvm_start_info` address.
+/// With `shim=<dump>` on the command line this CPU becomes the silicon shim, which runs the
+/// kernel above it from [`kernel_main_l1`].
 extern "C" fn kernel_main(start_info: u32) -> ! {
+    init_cpu();
+    let cmdline = Cmdline::from_start_info(start_info);
+    if let Some(profile) = cmdline.value("shim") {
+        shim::run(profile, start_info)
+    }
+    kernel(&cmdline)
+}
+
+/// The kernel's entry above the silicon shim (the shim's guest starts here, on its own
+/// stack, with the same `hvm_start_info`).
+pub extern "C" fn kernel_main_l1(start_info: u32) -> ! {
+    shim::enter_guest();
+    init_cpu();
+    kernel(&Cmdline::from_start_info(start_info))
+}
+
+/// Console, descriptors, traps, paging.
+fn init_cpu() {
     serial::init();
     gdt::init();
     idt::init();
     paging::init();
-    let cmdline = Cmdline::from_start_info(start_info);
+}
+
+/// Xen: the host probe, then the scenario the command line names.
+fn kernel(cmdline: &Cmdline) -> ! {
     let (nx, smep, smap) = paging::protections();
     println!(
-        "xl-kernel: up; cmdline `{}`; NX {} SMEP {} SMAP {}; {} exception-table sites",
+        "xl-kernel: up{}; cmdline `{}`; NX {} SMEP {} SMAP {}; {} exception-table sites",
+        if shim::active() {
+            " above the silicon shim"
+        } else {
+            ""
+        },
         cmdline.as_str(),
         on_off(nx),
         on_off(smep),
         on_off(smap),
         extable::len()
     );
-    let host = xen::Host::probe(&cmdline);
-    scenarios::run(&host, &cmdline);
+    let host = xen::Host::probe(cmdline);
+    scenarios::run(&host, cmdline);
     checks::finish()
 }
 

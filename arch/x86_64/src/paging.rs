@@ -9,8 +9,9 @@
 //!   domain's data page ([`USER_DATA`], its own frame) and its stack (below
 //!   [`USER_STACK_TOP`], its own frames). Data and stack are NX where EFER.NXE is on.
 //! - SMEP and SMAP are turned on where the CPU has them: the kernel then can neither run nor
-//!   read user pages by accident. It reads guest memory only through [`read_user`], a software
-//!   walk of the domain's tables that checks U/S, through the identity map.
+//!   read user pages by accident. It reads and writes guest memory only through [`read_user`]
+//!   and [`write_user`], a software walk of the domain's tables (one per page) that checks U/S
+//!   (and R/W for writes), through the identity map.
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -215,8 +216,10 @@ fn pt_index(va: u64) -> usize {
 }
 
 /// The physical address behind user virtual address `va` in the tables at `cr3`, if every
-/// level is present and user-accessible.
-fn translate_user(cr3: u64, va: u64) -> Option<u64> {
+/// level is present and user-accessible (and, for a `write`, writable at every level), with
+/// the number of bytes from `va` to the end of its page.
+fn translate_user(cr3: u64, va: u64, write: bool) -> Option<(u64, u64)> {
+    let need = if write { P | US | RW } else { P | US };
     let mut table_pa = cr3 & ADDR;
     // (index shift, whether a PS leaf is allowed at this level and its page size)
     for (shift, large) in [
@@ -233,33 +236,151 @@ fn translate_user(cr3: u64, va: u64) -> Option<u64> {
         // entry's address bits), so the read is of mapped kernel memory; page tables are
         // plain data.
         let entry = unsafe { core::ptr::read_volatile((table_pa as *const u64).add(index)) };
-        if entry & (P | US) != P | US {
+        if entry & need != need {
             return None;
         }
-        match large {
-            Some(size) if entry & PS != 0 => {
-                return Some((entry & ADDR & !(size - 1)) | (va & (size - 1)));
+        let size = match large {
+            Some(size) if entry & PS != 0 => size,
+            _ if shift == 12 => 4096,
+            _ => {
+                table_pa = entry & ADDR;
+                continue;
             }
-            _ if shift == 12 => return Some((entry & ADDR) | (va & 0xfff)),
-            _ => table_pa = entry & ADDR,
-        }
+        };
+        let pa = (entry & ADDR & !(size - 1)) | (va & (size - 1));
+        return Some((pa, size - (va & (size - 1))));
     }
     None
 }
 
-/// Copies guest bytes at user address `va` into `out`, following the tables at `cr3`.
-/// `Err(address)` names the first byte that is not mapped user-accessible.
-pub fn read_user(cr3: u64, va: u64, out: &mut [u8]) -> Result<(), u64> {
-    for (offset, byte) in out.iter_mut().enumerate() {
-        let address = va.wrapping_add(offset as u64);
-        let pa = translate_user(cr3, address).ok_or(address)?;
-        if pa >= IDENTITY_LIMIT {
-            return Err(address);
+/// Calls `each(physical address, offset into the buffer, length)` for the identity-mapped
+/// chunks behind `len` user bytes at `va`, one per page (one walk per page, not per byte).
+/// `Err(address)` names the first byte that is not mapped user-accessible (and writable, for
+/// a `write`) or lies past the identity map. A `write` checks the whole range before the first
+/// call, so a range that faults part-way is not touched at all.
+fn user_chunks(
+    cr3: u64,
+    va: u64,
+    len: usize,
+    write: bool,
+    mut each: impl FnMut(u64, usize, usize),
+) -> Result<(), u64> {
+    let passes: &[bool] = if write { &[false, true] } else { &[true] };
+    for &copy in passes {
+        let mut done = 0usize;
+        while done < len {
+            let address = va.wrapping_add(done as u64);
+            let (pa, in_page) = translate_user(cr3, address, write).ok_or(address)?;
+            let n = (len - done).min(usize::try_from(in_page).unwrap_or(usize::MAX));
+            if pa
+                .checked_add(n as u64)
+                .is_none_or(|end| end > IDENTITY_LIMIT)
+            {
+                return Err(address);
+            }
+            if copy {
+                each(pa, done, n);
+            }
+            done += n;
         }
-        // SAFETY: `pa` is identity-mapped kernel memory (checked above) backing a user page.
-        *byte = unsafe { core::ptr::read_volatile(pa as *const u8) };
     }
     Ok(())
+}
+
+/// Copies guest bytes at user address `va` into `out`, following the tables at `cr3`.
+/// `Err(address)` names the first byte that is not mapped user-accessible (`out` may then
+/// hold the bytes before it).
+///
+/// When `cr3` is the one loaded (a trap or hypercall from the running domain) and the range
+/// lies in the user half every domain maps user-accessible at every level (PML4 slot 1), the
+/// bytes are copied directly, as Xen's and Linux's `copy_from_user` do: `rep movsb` under
+/// `stac` where SMAP is on, a #PF caught by the exception table. Only a fault takes the
+/// software walk (to name the address). Anything outside the user half, the kernel's
+/// identity map included, never gets the direct copy.
+#[inline]
+pub fn read_user(cr3: u64, va: u64, out: &mut [u8]) -> Result<(), u64> {
+    let len = out.len();
+    let in_user_half = va >= USER_BASE
+        && va
+            .checked_add(len as u64)
+            .is_some_and(|end| end <= USER_LIMIT);
+    // SAFETY: reading CR3 has no side effect.
+    if in_user_half && len != 0 && unsafe { x86::controlregs::cr3() } == cr3 && read_current(va, out)
+    {
+        return Ok(());
+    }
+    read_user_walk(cr3, va, out)
+}
+
+/// [`read_user`] by the software walk (out of line: the direct copy is the common case).
+#[inline(never)]
+fn read_user_walk(cr3: u64, va: u64, out: &mut [u8]) -> Result<(), u64> {
+    let len = out.len();
+    user_chunks(cr3, va, len, false, |pa, at, n| {
+        // SAFETY: `pa..pa + n` is identity-mapped kernel memory (checked by `user_chunks`)
+        // backing a user page; `at..at + n` lies within `out`.
+        unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, out[at..].as_mut_ptr(), n) };
+    })
+}
+
+/// The end of the user half: PML4 slot 1, which every domain maps user-accessible at every
+/// level and nothing else maps (the kernel lives in slot 0, supervisor-only).
+const USER_LIMIT: u64 = USER_BASE + (1 << 39);
+
+/// Copies `out.len()` bytes from `va` through the page tables loaded now; false if a page
+/// fault stopped it. The caller has checked that the range lies in the user half.
+fn read_current(va: u64, out: &mut [u8]) -> bool {
+    let smap = u32::from(SMAP_ON.load(Ordering::Relaxed));
+    let fault: u32;
+    // SAFETY: the source range is in the user half of the loaded address space (checked by
+    // the caller), whose every present page is a user page; a not-present one raises #PF at
+    // the `rep movsb`, which the exception-table entry turns into a jump to the fixup: the
+    // flag is set and execution goes on after the copy (AC cleared again). The destination is
+    // `out`, exactly `out.len()` bytes. DF is clear (the trap stubs and the ABI keep it so).
+    unsafe {
+        core::arch::asm!(
+            "xor {fault:e}, {fault:e}",
+            "test {smap:e}, {smap:e}",
+            "jz 5f",
+            "stac",
+            "5:",
+            "2:",
+            "rep movsb",
+            "3:",
+            "test {smap:e}, {smap:e}",
+            "jz 6f",
+            "clac",
+            "6:",
+            ".pushsection .text.fixup, \"ax\"",
+            "4:",
+            "mov {fault:e}, 1",
+            "jmp 3b",
+            ".popsection",
+            ".pushsection __ex_table, \"a\"",
+            ".balign 8",
+            ".quad 2b, 4b",
+            ".popsection",
+            fault = out(reg) fault,
+            smap = in(reg) smap,
+            inout("rsi") va => _,
+            inout("rdi") out.as_mut_ptr() => _,
+            inout("rcx") out.len() => _,
+            options(nostack),
+        );
+    }
+    fault == 0
+}
+
+/// Copies `data` to user address `va`, following the tables at `cr3`: every byte must be
+/// mapped user-accessible and writable. `Err(address)` names the first byte that is not;
+/// nothing is written then.
+pub fn write_user(cr3: u64, va: u64, data: &[u8]) -> Result<(), u64> {
+    user_chunks(cr3, va, data.len(), true, |pa, at, n| {
+        // SAFETY: `pa..pa + n` is identity-mapped kernel memory (checked by `user_chunks`)
+        // backing a writable user page, never a kernel structure (those are not mapped
+        // user-accessible); `at..at + n` lies within `data`.
+        unsafe { core::ptr::copy_nonoverlapping(data[at..].as_ptr(), pa as *mut u8, n) };
+    })
 }
 
 /// Loads `cr3` if it is not the current one (a CR3 write flushes the non-global TLB).

@@ -3,8 +3,13 @@
 //! Switching is cooperative (interrupts stay off): a domain gives up the CPU by the `yield`
 //! or `exit` hypercall or by a fault. A switch happens inside the trap handler: the running
 //! domain's registers are saved from the trap frame, [`Scheduler::switch_to`] calls the
-//! levelling hook and loads the next domain's CR3, and the next domain's registers are put in
-//! the same frame, so the handler's `iretq` lands in the next domain.
+//! levelling hook (`levelling::switch_to`) and loads the next domain's CR3, and the next
+//! domain's registers are put in the same frame, so the handler's `iretq` lands in the next
+//! domain. When a domain stops for good the CPU passes through idle first (as Xen's does while
+//! it tears a vCPU down), which must leave the levelling MSRs alone.
+//!
+//! [`add`] starts the domain (`Domain::start`, the fail-closed rule): a refused domain stays
+//! in its slot, never runs, and reports its refusal when the run finishes.
 //!
 //! [`run`] enters the first domain with `xl_enter_user`, which saves the kernel's
 //! callee-saved registers and stack pointer; when the last domain finishes, the trap handler
@@ -16,9 +21,8 @@ use core::mem::offset_of;
 use crate::domain::{Domain, DomainState, UserContext};
 use crate::gdt::{USER_CS, USER_DS};
 use crate::idt::{Gprs, TrapFrame};
-use crate::levelling::Levelling;
-use crate::paging;
 use crate::sync::KernelCell;
+use crate::{levelling, paging, println};
 
 /// The most domains one run holds.
 pub const MAX_DOMAINS: usize = 4;
@@ -30,15 +34,12 @@ pub struct Scheduler {
     /// How many times the running domain changed (including entering the first one and
     /// leaving the last one for Xen).
     pub transitions: u64,
-    /// The levelling state the switch drives.
-    pub levelling: Levelling,
 }
 
 static SCHED: KernelCell<Scheduler> = KernelCell::new(Scheduler {
     domains: [const { None }; MAX_DOMAINS],
     current: None,
     transitions: 0,
-    levelling: Levelling::new(),
 });
 
 /// The kernel stack pointer `xl_enter_user` saved, for `xl_resume_kernel`.
@@ -73,7 +74,7 @@ impl Scheduler {
         }
         self.transitions += 1;
         let domain = next.and_then(|i| self.domains[i].as_ref());
-        self.levelling.switch_to(domain);
+        levelling::switch_to(domain);
         paging::switch_address_space(domain.map_or_else(paging::kernel_cr3, |d| d.space.cr3));
         self.current = next;
     }
@@ -89,6 +90,7 @@ impl Scheduler {
     /// The running domain stopped (exited or crashed): run the next one in `frame`, or go
     /// back to the kernel when none is left.
     fn run_next_or_resume_kernel(&mut self, frame: &mut TrapFrame) {
+        levelling::switch_to_idle();
         match self.next_runnable(self.current) {
             Some(next) => {
                 self.switch_to(Some(next));
@@ -104,12 +106,17 @@ impl Scheduler {
     }
 }
 
-/// Adds a domain to the next run; returns its slot.
+/// Adds a domain to the next run and starts it; returns its slot. A domain the fail-closed
+/// rule refuses (`Domain::start`) keeps its slot but never runs; it reports the refusal as a
+/// failed check when the run finishes.
 ///
 /// # Panics
 ///
 /// If the run already has [`MAX_DOMAINS`] domains.
-pub fn add(domain: Domain) -> usize {
+pub fn add(mut domain: Domain) -> usize {
+    if let Err(refusal) = domain.start() {
+        println!("sched: {} refused (fail closed): {refusal}", domain.name());
+    }
     // SAFETY: called by the main flow while no domain runs.
     let s = unsafe { scheduler() };
     let slot = s
@@ -150,7 +157,7 @@ pub fn run() {
 pub fn switch_counts() -> (u64, u64) {
     // SAFETY: main flow, no domain runs; values are copied out.
     let s = unsafe { scheduler() };
-    (s.transitions, s.levelling.switch_calls)
+    (s.transitions, levelling::switch_calls())
 }
 
 /// Runs `f` on the running domain (from a trap handler).

@@ -31,10 +31,14 @@ pub const EFER_SVME: u64 = 1 << 12;
 pub mod offset {
     /// Intercept vector 2: exceptions, bit n = vector n.
     pub const INTERCEPT_EXCEPTIONS: usize = 0x008;
-    /// Intercept vector 3: bit 18 CPUID, bit 24 HLT, bit 31 SHUTDOWN.
+    /// Intercept vector 3: bit 18 CPUID, bit 24 HLT, bit 28 MSR_PROT, bit 31 SHUTDOWN.
     pub const INTERCEPT_MISC1: usize = 0x00c;
     /// Intercept vector 4: bit 0 VMRUN, bit 1 VMMCALL.
     pub const INTERCEPT_MISC2: usize = 0x010;
+    /// Physical address of the I/O permission map (used only with the IOIO intercept).
+    pub const IOPM_BASE_PA: usize = 0x040;
+    /// Physical address of the 8 KiB MSR permission map (used with the MSR_PROT intercept).
+    pub const MSRPM_BASE_PA: usize = 0x048;
     /// Guest ASID (32 bits); must not be 0.
     pub const ASID: usize = 0x058;
     /// TLB control (8 bits): 1 = flush the whole TLB on VMRUN.
@@ -47,6 +51,9 @@ pub mod offset {
     pub const EXIT_INFO2: usize = 0x080;
     /// Nested paging enable (bit 0).
     pub const NP_ENABLE: usize = 0x090;
+    /// Event injection: bits 7:0 vector, 10:8 type (3 = exception), 11 error code valid,
+    /// 31 valid, 63:32 the error code.
+    pub const EVENTINJ: usize = 0x0a8;
     /// Save area: ES (each segment is selector u16, attrib u16, limit u32, base u64).
     pub const ES: usize = 0x400;
     /// Save area: CS.
@@ -93,6 +100,8 @@ pub mod exit {
     pub const CPUID: u64 = 0x72;
     /// HLT.
     pub const HLT: u64 = 0x78;
+    /// RDMSR or WRMSR of an intercepted MSR (EXITINFO1: 0 read, 1 write).
+    pub const MSR: u64 = 0x7c;
     /// Shutdown (the guest triple-faulted).
     pub const SHUTDOWN: u64 = 0x7f;
     /// VMRUN.

@@ -1,9 +1,7 @@
 //! The host, as Xen sees it at boot: the raw CPUID read through [`NativeHardware`], the
-//! system policies derived from it, and what the HVM side can use.
-//!
-//! Probing of the levelling mechanism (faulting, mask MSRs) is the crate's, and not written
-//! yet: `HostOptions::cpuid_faulting` stays false until `levelling::probe` exists (see
-//! `levelling.rs`).
+//! levelling mechanism probed on it (`levelling.rs`), the system policies derived from both
+//! (the host policy offers CPUID faulting to guests only where it works), and what the HVM
+//! side can use.
 
 use xen_levelling::hardware::{Hardware, HardwareCpuid};
 use xen_levelling::policy::guest::GuestDomain;
@@ -20,7 +18,8 @@ use crate::{levelling, println};
 /// The Xen version the Xen leaves report: XenServer "Dundee" shipped Xen 4.6.
 pub const XEN_VERSION: (u16, u16) = (4, 6);
 
-/// Everything the scenarios need to know about the host.
+/// Everything the scenarios need to know about the host (its levelling mechanism, which a
+/// later MSR fault can mark failed, is `levelling::current()`).
 pub struct Host {
     /// The CPU's CPUID exactly as read at boot (before Xen's raw-policy adjustments).
     pub hardware: CpuPolicy,
@@ -60,12 +59,18 @@ impl Host {
         let npt = svm
             && extd >= 0x8000_000a
             && hardware.leaf(0x8000_000a, 0).unwrap_or_default().d & 1 != 0;
+        // Probe before deriving: the host policy offers faulting only where it works.
+        let mut probed = levelling::probe(&hardware);
         let options = HostOptions {
             disabled,
-            cpuid_faulting: levelling::probe_faulting(&hw),
+            cpuid_faulting: probed.faulting(),
             hap: npt,
         };
         let policies = SystemPolicies::derive(&hardware, options);
+        probed.set_host_features(&policies.host.featureset());
+        if let Err(fault) = levelling::install(probed) {
+            println!("xen: levelling: bring-up faulted ({fault}); mechanism marked failed");
+        }
         // SAFETY: reading CR4 has no side effect.
         let cr4 = unsafe { x86::controlregs::cr4() };
         let host = Host {
@@ -77,6 +82,7 @@ impl Host {
             cr4_osxsave: cr4.contains(x86::controlregs::Cr4::CR4_ENABLE_OS_XSAVE),
         };
         host.print();
+        levelling::check_probe(crate::shim::expected_mechanism(cmdline));
         host
     }
 
@@ -140,4 +146,18 @@ impl Host {
             xen_version: XEN_VERSION,
         }
     }
+}
+
+/// Whether `p` (a policy read from the CPU) holds a value the CPU reported for
+/// `leaf`/`subleaf`: within the reported maxima, and for leaf 0xD only the subleaves of
+/// enumerated state components.
+pub fn read_at_boot(p: &CpuPolicy, leaf: u32, subleaf: u32) -> bool {
+    let in_range = if leaf >= xen_levelling::policy::EXTD_BASE {
+        leaf <= p.max_extd_leaf()
+    } else {
+        leaf <= p.max_basic_leaf()
+    };
+    let component =
+        leaf != 0xd || subleaf < 2 || (p.xcr0_mask() | p.xss_mask()) & 1 << subleaf != 0;
+    in_range && component && p.leaf(leaf, subleaf).is_some()
 }

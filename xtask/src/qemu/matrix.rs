@@ -3,8 +3,10 @@
 //!
 //! | boots | CPU models | scenarios |
 //! |---|---|---|
-//! | plain QEMU | qemu64, Nehalem, SandyBridge, Haswell, Skylake-Server, Icelake-Server, EPYC, EPYC-Rome, EPYC-Milan, Opteron_G3 | `xen-dom0`, `pv-forced`, `switch` |
+//! | plain QEMU | qemu64, Nehalem, SandyBridge, Haswell, Skylake-Server, Icelake-Server, EPYC, EPYC-Rome, EPYC-Milan, Opteron_G3 | `xen-dom0`, `pv-forced`, `switch`, `pv-levelled` (levelled guests refused: fail closed), `pv-levelled best_effort` |
 //! | QEMU with SVM | EPYC, EPYC-Milan, `Haswell,+svm`, `Skylake-Server,+svm` | `hvm` |
+//! | plain QEMU | qemu64, Haswell, EPYC, Opteron_G3 | `abi` (the hypercall ABI end to end) |
+//! | the silicon shim | every dump in `../shared/cpuid-dumps/` (`shim=<stem>`), on `-cpu EPYC` for AMD and Hygon dumps and `Skylake-Server,+svm` for Intel ones (the dump decides what the kernel sees; the QEMU model only has to offer SVM, SMEP and SMAP) | `pv-levelled best_effort` |
 //!
 //! Any failed row fails the step (and so `cargo xtask test`), after every row has run and the
 //! failing rows' check lines and serial logs have been shown.
@@ -33,29 +35,134 @@ pub const PLAIN_CPUS: &[&str] = &[
     "EPYC-Milan",
     "Opteron_G3",
 ];
-/// Scenarios run on every plain model.
-pub const PLAIN_SCENARIOS: &[&str] = &["xen-dom0", "pv-forced", "switch"];
+/// Scenarios run on every plain model, with their extra command-line words.
+pub const PLAIN_SCENARIOS: &[(&str, &[&str])] = &[
+    ("xen-dom0", &[]),
+    ("pv-forced", &[]),
+    ("switch", &[]),
+    ("pv-levelled", &[]),
+    ("pv-levelled", &["best_effort"]),
+];
 /// CPU models with SVM (AMD natively, Intel with `,+svm`).
 pub const SVM_CPUS: &[&str] = &["EPYC", "EPYC-Milan", "Haswell,+svm", "Skylake-Server,+svm"];
 /// Scenarios run on the SVM models.
 pub const SVM_SCENARIOS: &[&str] = &["hvm"];
+/// CPU models the toolstack ABI boots on: the ABI does not depend on the model, so a few of
+/// each vendor and age (Opteron_G3 has no leaf 7 and no XSAVE).
+pub const ABI_CPUS: &[&str] = &["qemu64", "Haswell", "EPYC", "Opteron_G3"];
+/// The ABI scenario.
+pub const ABI_SCENARIOS: &[&str] = &["abi"];
+/// The scenario (and its words) booted above the silicon shim, once per dump.
+pub const SHIM_SCENARIO: (&str, &[&str]) = ("pv-levelled", &["best_effort"]);
+/// The CPUID dumps, relative to the workspace root (the kernel embeds the same folder).
+pub const DUMPS_DIR: &str = "../shared/cpuid-dumps";
 
 /// Where the results go, relative to the workspace root.
 const JSON_PATH: &str = "target/qemu-matrix.json";
 /// Lines of serial log shown for a failed row.
 const LOG_TAIL: usize = 40;
 
-/// Every boot of the matrix, scenario by scenario.
-pub fn rows() -> Vec<BootSpec> {
-    let plain = PLAIN_SCENARIOS.iter().flat_map(|scenario| {
-        PLAIN_CPUS
-            .iter()
-            .map(move |cpu| BootSpec::new(cpu, scenario))
-    });
+/// Every boot of the matrix, scenario by scenario; `dumps` are the file stems of the CPUID
+/// dumps, one shim boot each.
+pub fn rows(dumps: &[String]) -> Vec<BootSpec> {
+    let with = |cpu: &str, scenario: &str, words: &[&str]| {
+        let mut spec = BootSpec::new(cpu, scenario);
+        spec.append = words.iter().map(|w| (*w).to_owned()).collect();
+        spec
+    };
+    let plain = PLAIN_SCENARIOS
+        .iter()
+        .flat_map(|(scenario, words)| PLAIN_CPUS.iter().map(move |cpu| with(cpu, scenario, words)));
     let svm = SVM_SCENARIOS
         .iter()
         .flat_map(|scenario| SVM_CPUS.iter().map(move |cpu| BootSpec::new(cpu, scenario)));
-    plain.chain(svm).collect()
+    let abi = ABI_SCENARIOS
+        .iter()
+        .flat_map(|scenario| ABI_CPUS.iter().map(move |cpu| BootSpec::new(cpu, scenario)));
+    let shim = dumps.iter().map(|stem| {
+        let (scenario, words) = SHIM_SCENARIO;
+        let mut spec = with(shim_cpu(stem), scenario, words);
+        spec.append.insert(0, format!("shim={stem}"));
+        spec
+    });
+    plain.chain(svm).chain(abi).chain(shim).collect()
+}
+
+/// The QEMU model a shim boot of dump `stem` runs on: any with SVM (the shim needs it) and
+/// with SMEP and SMAP (the kernel above turns them on when the dump reports them).
+pub fn shim_cpu(stem: &str) -> &'static str {
+    if stem.starts_with("GenuineIntel") {
+        "Skylake-Server,+svm"
+    } else {
+        "EPYC"
+    }
+}
+
+/// The file stems of the CPUID dumps in `dir` (`*_CPUID*.txt`), sorted: what the kernel's
+/// `build.rs` embeds.
+pub fn dump_stems(dir: &Path) -> Result<Vec<String>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let mut stems: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".txt") && name.contains("_CPUID"))
+        .map(|name| name.trim_end_matches(".txt").to_owned())
+        .collect();
+    stems.sort();
+    if stems.is_empty() {
+        return Err(format!("{}: no CPUID dumps", dir.display()));
+    }
+    Ok(stems)
+}
+
+/// The dump `name` picks, as the kernel's `shim=` does: its stem, its stem before `_CPUID`, or
+/// the one stem that contains it (ASCII case ignored).
+pub fn resolve_dump<'a>(stems: &'a [String], name: &str) -> Result<&'a str, String> {
+    let short = |stem: &'a str| stem.find("_CPUID").map_or(stem, |end| &stem[..end]);
+    if let Some(stem) = stems.iter().find(|s| *s == name || short(s) == name) {
+        return Ok(stem);
+    }
+    let lower = name.to_ascii_lowercase();
+    let found: Vec<&String> = stems
+        .iter()
+        .filter(|s| !lower.is_empty() && s.to_ascii_lowercase().contains(&lower))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!("no CPUID dump matches `{name}`; one of {stems:?}")),
+        many => Err(format!("`{name}` matches several dumps: {many:?}")),
+    }
+}
+
+/// The dump a boot runs above the shim, if any.
+pub fn shim_of(spec: &BootSpec) -> Option<&str> {
+    spec.append.iter().find_map(|w| w.strip_prefix("shim="))
+}
+
+/// The table a row goes in: its scenario and command-line words (the shim's dump aside).
+fn group(spec: &BootSpec) -> String {
+    let mut words = vec![spec.scenario.clone()];
+    words.extend(
+        spec.append
+            .iter()
+            .filter(|w| !w.starts_with("shim="))
+            .cloned(),
+    );
+    if shim_of(spec).is_some() {
+        words.push("(silicon shim)".to_owned());
+    }
+    words.join(" ")
+}
+
+/// A row's name in its table: the CPU model, or the dump (and the model) above the shim.
+fn row_name(spec: &BootSpec) -> String {
+    match shim_of(spec) {
+        Some(stem) => {
+            let short = stem.find("_CPUID").map_or(stem, |end| &stem[..end]);
+            format!("{short} on {}", spec.cpu)
+        }
+        None => spec.cpu.clone(),
+    }
 }
 
 /// One row's outcome.
@@ -95,13 +202,15 @@ pub fn run(workspace: &Workspace) -> Result<(), String> {
         process::stdout_of(std::process::Command::new("qemu-system-x86_64").arg("--version"))
             .and_then(|out| out.lines().next().map(str::to_owned))
             .unwrap_or_default();
-    let specs = rows();
+    let dumps = dump_stems(&workspace.root().join(DUMPS_DIR))?;
+    let specs = rows(&dumps);
     let workers = thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(specs.len());
     println!(
-        "qemu matrix: {} boots on {workers} workers ({qemu})",
-        specs.len()
+        "qemu matrix: {} boots ({} above the silicon shim, one per CPUID dump) on {workers} workers ({qemu})",
+        specs.len(),
+        dumps.len()
     );
     let started = Instant::now();
     let rows = run_rows(&kernel, specs, workers);
@@ -156,20 +265,27 @@ fn run_rows(kernel: &Path, specs: Vec<BootSpec>, workers: usize) -> Vec<Row> {
 
 /// One table per scenario: CPU, verdict, check counts, time.
 fn print_tables(rows: &[Row]) {
-    let mut scenarios: Vec<&str> = Vec::new();
+    let mut groups: Vec<String> = Vec::new();
     for row in rows {
-        if !scenarios.contains(&row.spec.scenario.as_str()) {
-            scenarios.push(&row.spec.scenario);
+        let g = group(&row.spec);
+        if !groups.contains(&g) {
+            groups.push(g);
         }
     }
-    for scenario in scenarios {
+    let width = rows
+        .iter()
+        .map(|row| row_name(&row.spec).len())
+        .max()
+        .unwrap_or(0)
+        .max(22);
+    for g in groups {
         println!();
-        println!("scenario {scenario}");
+        println!("scenario {g}");
         println!(
-            "  {:<22} {:<8} {:>7} {:>7} {:>7}",
+            "  {:<width$} {:<8} {:>7} {:>7} {:>7}",
             "cpu", "result", "passed", "failed", "time"
         );
-        for row in rows.iter().filter(|row| row.spec.scenario == scenario) {
+        for row in rows.iter().filter(|row| group(&row.spec) == g) {
             let counts = row.counts();
             let result = match row.verdict() {
                 Verdict::Pass => "pass",
@@ -177,8 +293,8 @@ fn print_tables(rows: &[Row]) {
                 Verdict::Fail(_) => "FAIL",
             };
             println!(
-                "  {:<22} {:<8} {:>7} {:>7} {:>6.2}s",
-                row.spec.cpu,
+                "  {:<width$} {:<8} {:>7} {:>7} {:>6.2}s",
+                row_name(&row.spec),
                 result,
                 counts.passed,
                 counts.failed,
@@ -197,7 +313,8 @@ fn print_failures(rows: &[Row]) {
         };
         println!(
             "==== FAILED: {} on {}: {why}",
-            row.spec.scenario, row.spec.cpu
+            group(&row.spec),
+            row_name(&row.spec)
         );
         let Ok(boot) = &row.boot else { continue };
         let lines: Vec<&str> = boot.serial.lines().collect();
@@ -276,11 +393,14 @@ fn to_json(rows: &[Row], qemu: &str, kernel: &Path, wall: Duration) -> String {
             .unwrap_or_default();
         let _ = write!(
             out,
-            "    {{\"cpu\": {}, \"scenario\": {}, \"result\": \"{result}\", \"reason\": {}, \
+            "    {{\"cpu\": {}, \"scenario\": {}, \"cmdline\": {}, \"shim\": {}, \
+             \"result\": \"{result}\", \"reason\": {}, \
              \"status\": {status}, \"passed\": {}, \"failed\": {}, \"skipped\": {}, \
              \"seconds\": {:.3}, \"failed_checks\": [{}]}}",
             json_string(&row.spec.cpu),
             json_string(&row.spec.scenario),
+            json_string(&row.spec.cmdline()),
+            shim_of(&row.spec).map_or("null".to_owned(), json_string),
             json_string(&reason),
             counts.passed,
             counts.failed,
@@ -297,19 +417,36 @@ fn to_json(rows: &[Row], qemu: &str, kernel: &Path, wall: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{PLAIN_CPUS, PLAIN_SCENARIOS, SVM_CPUS, json_string, rows};
+    use super::{
+        ABI_CPUS, ABI_SCENARIOS, PLAIN_CPUS, PLAIN_SCENARIOS, SVM_CPUS, json_string, resolve_dump,
+        rows, shim_cpu, shim_of,
+    };
+
+    fn stems() -> Vec<String> {
+        [
+            "AuthenticAMD0100F21_K10_Barcelona_CPUID",
+            "GenuineIntel0010676_Penryn_CPUID",
+            "GenuineIntel00306C3_HaswellXeon_CPUID",
+            "GenuineIntel00306C3_Haswell_CPUID",
+            "HygonGenuine0900F02_Hygon_CPUID",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
 
     #[test]
-    fn the_matrix_has_every_plain_and_svm_row_once() {
-        let rows = rows();
+    fn the_matrix_has_every_plain_svm_abi_and_shim_row_once() {
+        let dumps = stems();
+        let rows = rows(&dumps);
         assert_eq!(
             rows.len(),
-            PLAIN_CPUS.len() * PLAIN_SCENARIOS.len() + SVM_CPUS.len()
+            PLAIN_CPUS.len() * PLAIN_SCENARIOS.len()
+                + SVM_CPUS.len()
+                + ABI_CPUS.len() * ABI_SCENARIOS.len()
+                + dumps.len()
         );
-        let mut keys: Vec<(String, String)> = rows
-            .iter()
-            .map(|r| (r.cpu.clone(), r.scenario.clone()))
-            .collect();
+        let mut keys: Vec<(String, String)> =
+            rows.iter().map(|r| (r.cpu.clone(), r.cmdline())).collect();
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), rows.len());
@@ -322,6 +459,39 @@ mod tests {
                 .iter()
                 .any(|r| r.cpu == "qemu64" && r.scenario == "hvm")
         );
+        // One shim boot per dump, on a model with SVM for its vendor.
+        for stem in &dumps {
+            let row = rows
+                .iter()
+                .find(|r| shim_of(r) == Some(stem.as_str()))
+                .expect("a shim row per dump");
+            assert_eq!(row.cpu, shim_cpu(stem));
+            assert!(row.cmdline().contains("best_effort"), "{}", row.cmdline());
+        }
+        assert_eq!(shim_cpu("HygonGenuine0900F02_Hygon_CPUID"), "EPYC");
+        assert_eq!(
+            shim_cpu("GenuineIntel0010676_Penryn_CPUID"),
+            "Skylake-Server,+svm"
+        );
+    }
+
+    #[test]
+    fn dumps_resolve_by_stem_short_stem_or_unique_part() {
+        let dumps = stems();
+        let penryn = "GenuineIntel0010676_Penryn_CPUID";
+        assert_eq!(resolve_dump(&dumps, penryn), Ok(penryn));
+        assert_eq!(
+            resolve_dump(&dumps, "GenuineIntel0010676_Penryn"),
+            Ok(penryn)
+        );
+        assert_eq!(resolve_dump(&dumps, "penryn"), Ok(penryn));
+        // A part of two stems is ambiguous; the full short stem is not.
+        assert!(resolve_dump(&dumps, "Haswell").is_err());
+        assert_eq!(
+            resolve_dump(&dumps, "GenuineIntel00306C3_Haswell"),
+            Ok("GenuineIntel00306C3_Haswell_CPUID")
+        );
+        assert!(resolve_dump(&dumps, "Pentium").is_err());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! is the guest ABI, so its layout is fixed (`#[repr(C)]`) and the assembly takes its
 //! offsets from this definition.
 
+pub mod bench;
 pub mod programs;
+pub mod toolstack;
 
 use xen_levelling::CpuPolicy;
 use xen_levelling::abi::XenCpuidLeaf;

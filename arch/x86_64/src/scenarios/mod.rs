@@ -6,16 +6,22 @@
 //! | `pv-forced` | one PV guest at the PV default policy | the forced-emulation CPUID returns exactly the guest's policy on every leaf |
 //! | `hvm` | one HVM guest under SVM at the HVM default policy, then dom0 | the intercepted CPUID returns exactly the HVM policy on every leaf, while Xen and dom0 still see the host (skipped without SVM) |
 //! | `switch` | dom0 and two PV guests with different policies, yielding after every CPUID | each keeps its own view across many switches; the levelling hook runs on every switch |
+//! | `pv-levelled` | dom0 and levelled PV guests running native CPUID, switching after every CPUID | the fail-closed rule; each guest sees its policy where the hardware can hide, and exactly its fail-closed list beyond it; Xen and dom0 see the host (the silicon shim's scenario) |
+//! | `abi` | dom0's ring-3 toolstack, an unprivileged PV guest, the guests dom0 starts | the sysctl/domctl ABI end to end: dom0 sets a policy it built and the guest sees it; a guest gets `-EPERM`; every error path returns its code and changes nothing |
+//! | `bench` | benchmark guests (PV, switch pairs, HVM) | exact instruction counts under `-icount shift=0`: trap, CPUID emulation, switch and exit paths (`bench <name> <count>` lines) |
 //!
-//! Every scenario starts with the [`selftest`] checks of the `Hardware` implementation.
+//! Every scenario starts with the [`selftest`] checks of the `Hardware` implementation (the
+//! boot probe's checks come before, from `xen::Host::probe`), and ends with the levelling
+//! switch checks (`levelling::report_switches`).
 
+mod abi;
+mod bench;
 mod hvm;
 mod pv_forced;
+mod pv_levelled;
 mod selftest;
 mod switch;
 mod xen_dom0;
-
-use xen_levelling::CpuPolicy;
 
 use crate::checks::{self, Leaf, Regs};
 use crate::cmdline::Cmdline;
@@ -25,7 +31,15 @@ use crate::println;
 use crate::xen::Host;
 
 /// The scenario names, for the message about an unknown one.
-const NAMES: &[&str] = &[xen_dom0::NAME, pv_forced::NAME, hvm::NAME, switch::NAME];
+const NAMES: &[&str] = &[
+    xen_dom0::NAME,
+    pv_forced::NAME,
+    hvm::NAME,
+    switch::NAME,
+    pv_levelled::NAME,
+    abi::NAME,
+    bench::NAME,
+];
 
 /// Runs the scenario the command line names.
 pub fn run(host: &Host, cmdline: &Cmdline) {
@@ -43,24 +57,15 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
         pv_forced::NAME => pv_forced::run(host),
         hvm::NAME => hvm::run(host),
         switch::NAME => switch::run(host, cmdline),
+        pv_levelled::NAME => pv_levelled::run(host, cmdline),
+        abi::NAME => abi::run(host),
+        bench::NAME => bench::run(host, cmdline),
         other => checks::fail(
             format_args!("scenario"),
             format_args!("unknown scenario `{other}`; one of {NAMES:?}"),
         ),
     }
-}
-
-/// Whether the hardware policy holds a value read from the CPU for `leaf`/`subleaf`: within
-/// the reported maxima, and for leaf 0xD only the subleaves of enumerated state components.
-fn read_at_boot(p: &CpuPolicy, leaf: u32, subleaf: u32) -> bool {
-    let in_range = if leaf >= xen_levelling::policy::EXTD_BASE {
-        leaf <= p.max_extd_leaf()
-    } else {
-        leaf <= p.max_basic_leaf()
-    };
-    let component =
-        leaf != 0xd || subleaf < 2 || (p.xcr0_mask() | p.xss_mask()) & 1 << subleaf != 0;
-    in_range && component && p.leaf(leaf, subleaf).is_some()
+    crate::levelling::report_switches(name);
 }
 
 /// Xen itself sees the full host CPUID: after the domains ran (and the levelling hook
@@ -71,7 +76,7 @@ fn check_xen_sees_host(scenario: &str, host: &Host, list: &WalkList) {
     let mut first_mismatch = None;
     for query in list.as_slice() {
         let (leaf, subleaf) = (query.leaf, query.subleaf);
-        if !read_at_boot(&host.hardware, leaf, subleaf) {
+        if !crate::xen::read_at_boot(&host.hardware, leaf, subleaf) {
             continue;
         }
         let boot = host.hardware.leaf(leaf, subleaf).unwrap_or_default();

@@ -1,0 +1,368 @@
+//! The shim's L0 side: the model, the guest VMCB and MSR permission map, the exit loop.
+//! See the module above for what is modelled.
+
+use xen_levelling::dump::Aida64Dump;
+use xen_levelling::hardware::{AMD_MSR_PASSCODE, Hardware, MsrFault};
+use xen_levelling::policy::RawMsrs;
+use xen_levelling::silicon::SiliconModel;
+use xen_levelling::{CpuidRegs, Vendor};
+
+use super::call;
+use crate::cmdline::Cmdline;
+use crate::exit::{ExitCode, exit};
+use crate::idt::Gprs;
+use crate::svm::{self, Vmcb, offset};
+use crate::sync::{KernelCell, Stack, stack_top};
+use crate::{gdt, idt, paging, println};
+
+/// The levelling MSRs the model serves: MSR_PLATFORM_INFO, MSR_MISC_FEATURES_ENABLES,
+/// MSR_ARCH_CAPABILITIES, Intel's V1/V2/V3 masks, AMD's HWCR and override MSRs.
+const MODELLED_MSRS: [u32; 14] = [
+    0xce,
+    0x140,
+    0x10a,
+    0x478,
+    0x130,
+    0x131,
+    0x132,
+    0x133,
+    0x134,
+    0xc001_0015,
+    0xc001_1002,
+    0xc001_1003,
+    0xc001_1004,
+    0xc001_1005,
+];
+/// VM_CR: read as LOCK | SVMDIS, so the kernel above finds SVM disabled by firmware.
+const MSR_VM_CR: u32 = 0xc001_0114;
+const VM_CR_LOCK_SVMDIS: u64 = 1 << 3 | 1 << 4;
+/// VM_HSAVE_PA: #GP (the kernel above gets no SVM).
+const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+
+/// #GP(0): valid (31), error code valid (11), type 3 exception (10:8), vector 13.
+const EVENTINJ_GP0: u64 = 0x8000_0b0d;
+/// CR4.OSXSAVE (bit 18), CR4.SMEP (20), CR4.SMAP (21).
+const CR4_OSXSAVE: u64 = 1 << 18;
+const CR4_SMEP_SMAP: u64 = 1 << 20 | 1 << 21;
+/// Segment attributes as `hvm.rs` uses them: 64-bit code; read/write data.
+const CS_ATTRIB: u16 = 0x0a9b;
+const DS_ATTRIB: u16 = 0x0c93;
+/// The power-on PAT.
+const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+
+/// The MSR permission map: 2 bits per MSR (read, write) for 0-0x1FFF at 0x000,
+/// 0xC0000000-0xC0001FFF at 0x800 and 0xC0010000-0xC0011FFF at 0x1000; the rest unused.
+#[repr(C, align(4096))]
+struct Msrpm([u8; 8192]);
+
+static MSRPM: KernelCell<Msrpm> = KernelCell::new(Msrpm([0; 8192]));
+static L1_VMCB: KernelCell<Vmcb> = KernelCell::new(Vmcb::ZERO);
+/// The kernel's stack while it runs above the shim (the shim keeps the boot stack).
+static L1_STACK: KernelCell<Stack<{ 128 * 1024 }>> = KernelCell::new(Stack::new());
+static MODEL: KernelCell<Option<SiliconModel>> = KernelCell::new(None);
+
+/// The shim's counters, which the kernel above reads with VMMCALL.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stats {
+    exits: u64,
+    cpuid: u64,
+    msr: u64,
+    gp_injected: u64,
+}
+
+/// Boots the shim for `profile` (a `shim=` value) and runs the kernel above it; never
+/// returns (the kernel above ends QEMU through the exit device).
+pub fn run(profile: &str, start_info: u32) -> ! {
+    let (stem, text) = match super::profile(profile) {
+        Ok(found) => found,
+        Err(error) => {
+            println!("shim: `shim={profile}`: {error}; the embedded dumps:");
+            for (stem, _) in super::dumps() {
+                println!("shim:   {stem}");
+            }
+            exit(ExitCode::Fail)
+        }
+    };
+    let dump = match Aida64Dump::parse(text) {
+        Ok(dump) => dump,
+        Err(error) => {
+            println!("shim: {stem}: {error}");
+            exit(ExitCode::Fail)
+        }
+    };
+    let model = build_model(&dump);
+    let trace = Cmdline::from_start_info(start_info)
+        .as_str()
+        .split_ascii_whitespace()
+        .any(|word| word == "shim_trace");
+    println!(
+        "shim: L0 up; modelling {stem}: {} {}; levelling MSRs present: {}",
+        dump.vendor(),
+        dump.signature(),
+        Present(&model)
+    );
+    // SAFETY: the shim's statics are used by this function alone, which never returns; the
+    // kernel above never touches them.
+    let (slot, vmcb, msrpm) =
+        unsafe { (&mut *MODEL.get(), &mut *L1_VMCB.get(), &mut *MSRPM.get()) };
+    let model = slot.insert(model);
+    if let Err(error) = svm::enable() {
+        println!("shim: {error}: the shim needs SVM (-cpu EPYC, or an Intel model with ,+svm)");
+        exit(ExitCode::Fail)
+    }
+    for msr in MODELLED_MSRS
+        .into_iter()
+        .chain([MSR_VM_CR, MSR_VM_HSAVE_PA])
+    {
+        intercept(msrpm, msr);
+    }
+    let mut gprs = init_vmcb(vmcb, msrpm, start_info);
+    println!("shim: entering the kernel as an SVM guest");
+    let mut stats = Stats::default();
+    loop {
+        // SAFETY: SVM is enabled; the VMCB describes this kernel's own code (trusted) on the
+        // kernel's tables, intercepting VMRUN, VMMCALL, CPUID, MSR_PROT, HLT and shutdown.
+        unsafe { svm::run(vmcb, &mut gprs) };
+        vmcb.set64(offset::EVENTINJ, 0);
+        stats.exits += 1;
+        handle_exit(model, vmcb, &mut gprs, &mut stats, trace);
+    }
+}
+
+/// The model of the dump's CPU. MSR_PLATFORM_INFO is taken from the dump where the CPU has
+/// it (Intel family 6 from Nehalem, model 0x1A; the Penryn dump's 0xCE line is another
+/// register), as the host tests do.
+fn build_model(dump: &Aida64Dump<'_>) -> SiliconModel {
+    let sig = dump.signature();
+    let nehalem_or_later = dump.vendor() == Vendor::Intel && sig.family == 6 && sig.model >= 0x1a;
+    let dumped = RawMsrs {
+        platform_info: nehalem_or_later.then(|| dump.msr(0xce).value()).flatten(),
+        arch_caps: dump.msr(0x10a).value(),
+    };
+    SiliconModel::new(dump, dumped)
+}
+
+/// The modelled MSRs that exist on this CPU, for the banner.
+struct Present<'a>(&'a SiliconModel);
+
+impl core::fmt::Display for Present<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut any = false;
+        for msr in MODELLED_MSRS {
+            if self.0.rdmsr_amd_safe(msr).is_ok() {
+                write!(f, "{}{msr:#x}", if any { " " } else { "" })?;
+                any = true;
+            }
+        }
+        if !any {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets the read and write intercept bits of `msr` in the map.
+fn intercept(map: &mut Msrpm, msr: u32) {
+    let (base, first) = match msr {
+        0..=0x1fff => (0x000, 0),
+        0xc000_0000..=0xc000_1fff => (0x800, 0xc000_0000),
+        0xc001_0000..=0xc001_1fff => (0x1000, 0xc001_0000),
+        _ => return, // outside the map: always intercepted
+    };
+    let bit = (msr - first) as usize * 2;
+    map.0[base + bit / 8] |= 0b11 << (bit % 8);
+}
+
+/// The guest: the kernel's `kernel_main_l1(start_info)` in 64-bit mode at CPL 0 on the
+/// kernel's own tables and descriptors, on its own stack. Returns its registers.
+fn init_vmcb(vmcb: &mut Vmcb, msrpm: &Msrpm, start_info: u32) -> Gprs {
+    *vmcb = Vmcb::ZERO;
+    svm::vmsave_into(vmcb); // FS, GS, TR, LDTR, the syscall MSRs: the boot CPU's
+    vmcb.set32(offset::INTERCEPT_EXCEPTIONS, 0); // the kernel handles its own
+    // CPUID (18) | HLT (24) | MSR_PROT (28) | SHUTDOWN (31).
+    vmcb.set32(
+        offset::INTERCEPT_MISC1,
+        1 << 18 | 1 << 24 | 1 << 28 | 1 << 31,
+    );
+    // VMRUN (0, required) | VMMCALL (1).
+    vmcb.set32(offset::INTERCEPT_MISC2, 1 << 0 | 1 << 1);
+    vmcb.set64(offset::IOPM_BASE_PA, 0); // no IOIO intercept: serial and exit go to QEMU
+    vmcb.set64(offset::MSRPM_BASE_PA, msrpm as *const Msrpm as u64);
+    vmcb.set32(offset::ASID, 1);
+    vmcb.set8(offset::TLB_CONTROL, 1);
+    vmcb.set64(offset::NP_ENABLE, 0);
+    vmcb.set_segment(offset::CS, gdt::KERNEL_CS, CS_ATTRIB, u32::MAX, 0);
+    for segment in [offset::ES, offset::SS, offset::DS] {
+        vmcb.set_segment(segment, gdt::KERNEL_DS, DS_ATTRIB, u32::MAX, 0);
+    }
+    let (gdt_base, gdt_limit) = gdt::gdtr();
+    let (idt_base, idt_limit) = idt::idtr();
+    vmcb.set_table(offset::GDTR, gdt_base, gdt_limit);
+    vmcb.set_table(offset::IDTR, idt_base, idt_limit);
+    vmcb.set8(offset::CPL, 0);
+    // SAFETY: reading control registers and EFER has no side effect.
+    let (cr0, cr4, efer) = unsafe {
+        (
+            x86::controlregs::cr0().bits() as u64,
+            x86::controlregs::cr4().bits() as u64,
+            x86::msr::rdmsr(x86::msr::IA32_EFER),
+        )
+    };
+    vmcb.set64(offset::CR0, cr0);
+    vmcb.set64(offset::CR3, paging::kernel_cr3());
+    // SMEP and SMAP are the kernel's to turn on, from what the modelled CPU reports.
+    vmcb.set64(offset::CR4, cr4 & !CR4_SMEP_SMAP);
+    vmcb.set64(offset::EFER, efer); // LME, LMA, NXE, and SVME (required in a guest)
+    vmcb.set64(offset::DR7, 0x400);
+    vmcb.set64(offset::DR6, 0xffff_0ff0);
+    vmcb.set64(offset::RFLAGS, 0x2);
+    let entry: extern "C" fn(u32) -> ! = crate::kernel_main_l1;
+    vmcb.set64(offset::RIP, entry as *const () as u64);
+    // As after a call: RSP + 8 is 16-byte aligned at the entry.
+    vmcb.set64(offset::RSP, stack_top(&L1_STACK) - 8);
+    vmcb.set64(offset::G_PAT, DEFAULT_PAT);
+    Gprs {
+        rdi: u64::from(start_info),
+        ..Gprs::default()
+    }
+}
+
+/// Handles one #VMEXIT of the kernel above.
+fn handle_exit(
+    model: &mut SiliconModel,
+    vmcb: &mut Vmcb,
+    gprs: &mut Gprs,
+    stats: &mut Stats,
+    trace: bool,
+) {
+    let code = vmcb.get64(offset::EXIT_CODE);
+    let rip = vmcb.get64(offset::RIP);
+    let cpl = vmcb.get8(offset::CPL);
+    match code {
+        svm::exit::CPUID => {
+            stats.cpuid += 1;
+            let (leaf, subleaf) = (gprs.rax as u32, gprs.rcx as u32);
+            model.set_cr4_osxsave(vmcb.get64(offset::CR4) & CR4_OSXSAVE != 0);
+            match model.cpuid_at(cpl, leaf, subleaf) {
+                Ok(regs) => {
+                    if trace {
+                        println!(
+                            "shim: cpuid {leaf:#x}.{subleaf:#x} at cpl {cpl} rip {rip:#x} -> {:08x} {:08x} {:08x} {:08x}",
+                            regs.a, regs.b, regs.c, regs.d
+                        );
+                    }
+                    set_cpuid(gprs, regs);
+                    vmcb.set64(offset::RIP, rip + 2); // 0F A2
+                }
+                Err(_) => {
+                    if trace {
+                        println!(
+                            "shim: cpuid {leaf:#x} at cpl {cpl} rip {rip:#x} -> faulting: #GP(0)"
+                        );
+                    }
+                    inject_gp(vmcb, stats);
+                }
+            }
+        }
+        svm::exit::MSR => {
+            stats.msr += 1;
+            let msr = gprs.rcx as u32;
+            let passcode = gprs.rdi as u32 == AMD_MSR_PASSCODE;
+            let write = vmcb.get64(offset::EXIT_INFO1) & 1 != 0;
+            let result = if write {
+                let value = (gprs.rdx & 0xffff_ffff) << 32 | (gprs.rax & 0xffff_ffff);
+                let result = wrmsr(model, msr, value, passcode);
+                if trace {
+                    println!(
+                        "shim: wrmsr {msr:#x} <- {value:#x} (passcode {passcode}) at rip {rip:#x}: {result:?}"
+                    );
+                }
+                result.map(|()| None)
+            } else {
+                let result = rdmsr(model, msr, passcode);
+                if trace {
+                    println!(
+                        "shim: rdmsr {msr:#x} (passcode {passcode}) at rip {rip:#x}: {result:x?}"
+                    );
+                }
+                result.map(Some)
+            };
+            match result {
+                Ok(value) => {
+                    if let Some(value) = value {
+                        gprs.rax = value & 0xffff_ffff;
+                        gprs.rdx = value >> 32;
+                    }
+                    vmcb.set64(offset::RIP, rip + 2); // 0F 32 / 0F 30
+                }
+                Err(_) => inject_gp(vmcb, stats),
+            }
+        }
+        svm::exit::VMMCALL => {
+            let answer = match gprs.rax {
+                call::PING => [call::PONG, 0, 0, 0],
+                call::MSR_WRITES => [model.writes() as u64, 0, 0, 0],
+                call::STATS => [
+                    stats.cpuid,
+                    stats.msr,
+                    stats.gp_injected,
+                    model.writes() as u64,
+                ],
+                _ => [call::UNKNOWN, 0, 0, 0],
+            };
+            [gprs.rax, gprs.rbx, gprs.rcx, gprs.rdx] = answer;
+            vmcb.set64(offset::RIP, rip + 3); // 0F 01 D9
+        }
+        code => {
+            let what = match code {
+                svm::exit::SHUTDOWN => "the kernel above triple-faulted",
+                svm::exit::HLT => "the kernel above halted",
+                svm::exit::VMRUN => "the kernel above ran VMRUN (nested SVM is not modelled)",
+                svm::exit::INVALID => "VMRUN refused the guest state",
+                _ => "unexpected exit",
+            };
+            println!(
+                "shim: {what}: exit code {code:#x} info1 {:#x} info2 {:#x} rip {rip:#x} cpl {cpl} after {} exits",
+                vmcb.get64(offset::EXIT_INFO1),
+                vmcb.get64(offset::EXIT_INFO2),
+                stats.exits
+            );
+            exit(ExitCode::Unhandled)
+        }
+    }
+}
+
+/// An intercepted RDMSR: the model for the levelling MSRs (with the passcode if EDI held
+/// it), VM_CR as SVM disabled, #GP for the rest.
+fn rdmsr(model: &SiliconModel, msr: u32, passcode: bool) -> Result<u64, MsrFault> {
+    match msr {
+        MSR_VM_CR => Ok(VM_CR_LOCK_SVMDIS),
+        _ if MODELLED_MSRS.contains(&msr) && passcode => model.rdmsr_amd_safe(msr),
+        _ if MODELLED_MSRS.contains(&msr) => model.rdmsr_safe(msr),
+        _ => Err(MsrFault { msr }),
+    }
+}
+
+/// An intercepted WRMSR: the model for the levelling MSRs, #GP for the rest.
+fn wrmsr(model: &mut SiliconModel, msr: u32, value: u64, passcode: bool) -> Result<(), MsrFault> {
+    match msr {
+        _ if MODELLED_MSRS.contains(&msr) && passcode => model.wrmsr_amd_safe(msr, value),
+        _ if MODELLED_MSRS.contains(&msr) => model.wrmsr_safe(msr, value),
+        _ => Err(MsrFault { msr }),
+    }
+}
+
+/// CPUID's results, zero-extended into the 64-bit registers.
+fn set_cpuid(gprs: &mut Gprs, regs: CpuidRegs) {
+    gprs.rax = u64::from(regs.a);
+    gprs.rbx = u64::from(regs.b);
+    gprs.rcx = u64::from(regs.c);
+    gprs.rdx = u64::from(regs.d);
+}
+
+/// #GP(0) into the kernel above, at the instruction (RIP unchanged). Always with the
+/// error-code-valid bit: QEMU pushes an error code either way, real hardware only with it.
+fn inject_gp(vmcb: &mut Vmcb, stats: &mut Stats) {
+    stats.gp_injected += 1;
+    vmcb.set64(offset::EVENTINJ, EVENTINJ_GP0);
+}

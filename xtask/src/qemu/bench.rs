@@ -1,0 +1,437 @@
+//! The QEMU half of `cargo xtask bench`: boots the kernel's `bench` scenario under
+//! `-icount shift=0` on a few CPU models ([`BOOTS`]), reads its `bench <name> <count>` lines,
+//! and renders them for BENCHMARKS.md with each ratio against its baseline from the same boot
+//! and each target met or not. `cargo xtask qemu --bench` runs it alone and prints the
+//! section.
+//!
+//! Under `-icount shift=0` RDTSC counts guest instructions exactly (qemu-facts.md section 8):
+//! every figure is an exact instruction count per operation, identical on every run, not a
+//! cycle count.
+
+use std::fmt::Write as _;
+
+use super::{BootSpec, Verdict, boot, build_kernel};
+use crate::process::{self, Workspace};
+use crate::provision;
+
+/// One boot of the benchmark.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchBoot {
+    /// The column and row label.
+    pub label: &'static str,
+    /// `-cpu`.
+    pub cpu: &'static str,
+    /// Extra kernel command-line words.
+    pub append: &'static [&'static str],
+}
+
+/// The boots: plain QEMU (no levelling mechanism: TCG has none), with and without SVM, and
+/// the kernel above the silicon shim on a masking and a faulting CPU model (the shim needs
+/// SVM from QEMU and hides it from the kernel above: no HVM figures there).
+pub const BOOTS: &[BenchBoot] = &[
+    BenchBoot {
+        label: "qemu64",
+        cpu: "qemu64",
+        append: &[],
+    },
+    BenchBoot {
+        label: "Haswell,+svm",
+        cpu: "Haswell,+svm",
+        append: &[],
+    },
+    BenchBoot {
+        label: "EPYC",
+        cpu: "EPYC",
+        append: &[],
+    },
+    BenchBoot {
+        label: "EPYC, shim SandyBridgeE (masks)",
+        cpu: "EPYC",
+        append: &["shim=SandyBridgeE"],
+    },
+    BenchBoot {
+        label: "EPYC, shim SkylakeXeon (faulting)",
+        cpu: "EPYC",
+        append: &["shim=SkylakeXeon_CPUID"],
+    },
+];
+
+impl BenchBoot {
+    /// The boot: the `bench` scenario under icount.
+    pub fn spec(&self) -> BootSpec {
+        let mut spec = BootSpec::new(self.cpu, "bench");
+        spec.icount = true;
+        spec.append = self.append.iter().map(|w| (*w).to_owned()).collect();
+        spec
+    }
+
+    /// The command that reproduces it.
+    pub fn command(&self) -> String {
+        let mut command = format!(
+            "cargo xtask qemu --cpu {} --scenario bench --icount",
+            self.cpu
+        );
+        if !self.append.is_empty() {
+            let _ = write!(command, " --append {}", self.append.join(" "));
+        }
+        command
+    }
+}
+
+/// What one boot measured.
+#[derive(Clone, Debug)]
+pub struct BootFigures {
+    /// Which boot.
+    pub boot: BenchBoot,
+    /// `(name, instructions per operation)` in the order printed.
+    pub figures: Vec<(String, f64)>,
+}
+
+impl BootFigures {
+    /// The figure `name`, if this boot has it.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.figures
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, v)| v)
+    }
+}
+
+/// The `bench <name> <count>` lines of a serial log.
+pub fn parse(serial: &str) -> Vec<(String, f64)> {
+    serial
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            if words.next()? != "bench" {
+                return None;
+            }
+            let name = words.next()?;
+            let value = words.next()?.parse().ok()?;
+            words
+                .next()
+                .is_none()
+                .then(|| (name.to_owned(), value))
+        })
+        .collect()
+}
+
+/// Builds the kernel and boots every [`BOOTS`] entry; any boot that does not pass fails it.
+pub fn run(workspace: &Workspace) -> Result<(Vec<BootFigures>, String), String> {
+    provision::run(workspace)?;
+    let kernel = build_kernel(workspace)?;
+    let qemu =
+        process::stdout_of(std::process::Command::new("qemu-system-x86_64").arg("--version"))
+            .and_then(|out| out.lines().next().map(str::to_owned))
+            .unwrap_or_default();
+    let mut results = Vec::new();
+    for b in BOOTS {
+        let booted = boot(&kernel, &b.spec())?;
+        if booted.verdict() != Verdict::Pass {
+            let failed: Vec<&str> = booted
+                .serial
+                .lines()
+                .filter(|l| l.contains(": FAIL"))
+                .collect();
+            return Err(format!(
+                "bench on {}: {} {}",
+                b.label,
+                booted.verdict(),
+                failed.join("; ")
+            ));
+        }
+        let figures = parse(&booted.serial);
+        println!(
+            "bench: {}: {} figures in {:.2}s",
+            b.label,
+            figures.len(),
+            booted.elapsed.as_secs_f64()
+        );
+        results.push(BootFigures { boot: *b, figures });
+    }
+    Ok((results, qemu))
+}
+
+/// A ratio target: `figure` over `baseline` of the same boot.
+struct Ratio {
+    figure: &'static str,
+    baseline: &'static str,
+    limit: f64,
+}
+
+/// The ratio targets (issue 7): PV CPUID emulation ≤ 1.5× the bare trap, HVM CPUID exit ≤
+/// 1.3× the bare exit.
+const RATIOS: &[Ratio] = &[
+    Ratio {
+        figure: "pv/cpuid-forced-leaf0",
+        baseline: "pv/trap-nop",
+        limit: 1.5,
+    },
+    Ratio {
+        figure: "pv/cpuid-forced-leaf1",
+        baseline: "pv/trap-nop",
+        limit: 1.5,
+    },
+    Ratio {
+        figure: "pv/cpuid-forced-leaf7",
+        baseline: "pv/trap-nop",
+        limit: 1.5,
+    },
+    Ratio {
+        figure: "pv/cpuid-forced-leafd",
+        baseline: "pv/trap-nop",
+        limit: 1.5,
+    },
+    Ratio {
+        figure: "pv/cpuid-native-leaf1",
+        baseline: "pv/trap-nop",
+        limit: 1.5,
+    },
+    Ratio {
+        figure: "hvm/cpuid-leaf0",
+        baseline: "hvm/vmmcall-nop",
+        limit: 1.3,
+    },
+    Ratio {
+        figure: "hvm/cpuid-leaf1",
+        baseline: "hvm/vmmcall-nop",
+        limit: 1.3,
+    },
+    Ratio {
+        figure: "hvm/cpuid-leaf7",
+        baseline: "hvm/vmmcall-nop",
+        limit: 1.3,
+    },
+    Ratio {
+        figure: "hvm/cpuid-leafd",
+        baseline: "hvm/vmmcall-nop",
+        limit: 1.3,
+    },
+];
+
+/// Levelling switches that change nothing: at most 30 instructions.
+const NO_CHANGE_SWITCHES: &[&str] = &["levelling/xen-to-xen", "levelling/same-policy"];
+/// The no-change limit.
+const NO_CHANGE_LIMIT: f64 = 30.0;
+
+/// The levelling switch patterns the kernel measures.
+const PATTERNS: &[&str] = &[
+    "xen-to-xen",
+    "same-policy",
+    "different-policy",
+    "dom0-guest",
+    "xen-guest",
+    "idle-between-different",
+    "to-idle",
+];
+
+/// What each figure is.
+fn describe(name: &str) -> &'static str {
+    match name {
+        "pv/loop" => "PV: the empty loop, per iteration (bookkeeping, subtracted from the rest)",
+        "pv/trap-nop" => "PV: bare trap round trip, `int 0x82` nop hypercall (baseline)",
+        "pv/cpuid-forced-leaf0" => "PV: CPUID leaf 0 through the forced-emulation prefix (#UD)",
+        "pv/cpuid-forced-leaf1" => "PV: CPUID leaf 1, forced emulation",
+        "pv/cpuid-forced-leaf7" => "PV: CPUID leaf 7, forced emulation",
+        "pv/cpuid-forced-leafd" => "PV: CPUID leaf 0xD.0 (XSAVE size from XCR0), forced emulation",
+        "pv/cpuid-native-leaf1" => {
+            "PV: native CPUID leaf 1 (a #GP round trip where the host faults; 1 where it cannot)"
+        }
+        "pv-breakdown/fetch-7-bytes" => {
+            "PV breakdown: reading the 7 instruction bytes (the crate's two fetches)"
+        }
+        "pv-breakdown/trap-context" => "PV breakdown: the kernel building the crate's TrapContext",
+        "pv-breakdown/guest-cpuid-leaf0" => "PV breakdown: `guest_cpuid` alone, leaf 0",
+        "pv-breakdown/guest-cpuid-leaf1" => "PV breakdown: `guest_cpuid` alone, leaf 1",
+        "pv-breakdown/guest-cpuid-leaf7" => "PV breakdown: `guest_cpuid` alone, leaf 7",
+        "pv-breakdown/guest-cpuid-leafd" => "PV breakdown: `guest_cpuid` alone, leaf 0xD.0",
+        "pv-breakdown/handle-ud-leaf0" => "PV breakdown: the crate's `handle_ud`, leaf 0",
+        "pv-breakdown/handle-ud-leaf1" => "PV breakdown: `handle_ud`, leaf 1",
+        "pv-breakdown/handle-ud-leaf7" => "PV breakdown: `handle_ud`, leaf 7",
+        "pv-breakdown/handle-ud-leafd" => "PV breakdown: `handle_ud`, leaf 0xD.0",
+        "switch/same-policy" => {
+            "switch between two PV guests with the same policy (whole path: trap, scheduler, levelling, CR3, iretq)"
+        }
+        "switch/different-policy" => "switch between two PV guests with different policies",
+        "switch/dom0-guest" => "switch between dom0 and a PV guest",
+        "levelling/xen-to-xen" => "`LevellingState::switch_to` alone: Xen to Xen (no change)",
+        "levelling/same-policy" => {
+            "`switch_to` alone: between two guests with the same policy (no change)"
+        }
+        "levelling/different-policy" => "`switch_to` alone: between two different policies",
+        "levelling/dom0-guest" => "`switch_to` alone: dom0 (unlevelled) and a guest",
+        "levelling/xen-guest" => "`switch_to` alone: Xen and a guest",
+        "levelling/idle-between-different" => {
+            "`switch_to` alone: guest, idle, other guest, idle (per call)"
+        }
+        "levelling/to-idle" => "`switch_to` alone: to idle",
+        "hvm/loop" => "HVM: the empty loop, per iteration",
+        "hvm/vmmcall-nop" => "HVM: bare exit round trip, VMMCALL nop (baseline)",
+        "hvm/cpuid-leaf0" => "HVM: CPUID leaf 0 exit round trip",
+        "hvm/cpuid-leaf1" => "HVM: CPUID leaf 1 exit",
+        "hvm/cpuid-leaf7" => "HVM: CPUID leaf 7 exit",
+        "hvm/cpuid-leafd" => "HVM: CPUID leaf 0xD.0 exit",
+        name if name.ends_with("/msr-writes") => "MSR writes per switch (`SwitchStats`)",
+        name if name.ends_with("/msr-writes-differing") => {
+            "levelling MSRs whose value differed, per switch (the lower bound)"
+        }
+        _ => "",
+    }
+}
+
+/// A count as printed: whole numbers plain, fractions with two decimals.
+fn count(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// The BENCHMARKS.md section.
+pub fn markdown(results: &[BootFigures], qemu: &str) -> String {
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "## QEMU, -icount shift=0\n");
+    let _ = writeln!(
+        w,
+        "The kernel's `bench` scenario (`arch/x86_64/src/scenarios/bench.rs`), booted by \
+         `cargo xtask bench` (alone: `cargo xtask qemu --bench`) with {qemu}, TCG, \
+         `-icount shift=0`: RDTSC counts guest instructions exactly, so every figure is an \
+         exact instruction count per operation (loops of 1000, the empty loop subtracted), \
+         the same on every run, and not a cycle count. Under the silicon shim the shim's own \
+         instructions (every CPUID, every levelling RDMSR/WRMSR of the kernel is an exit to it) \
+         are counted too.\n"
+    );
+    let _ = writeln!(w, "| boot | command |\n|---|---|");
+    for r in results {
+        let _ = writeln!(w, "| {} | `{}` |", r.boot.label, r.boot.command());
+    }
+    let _ = writeln!(w, "\n### Targets\n");
+    let _ = writeln!(
+        w,
+        "| boot | path | instructions | baseline, same boot | ratio | target | met |"
+    );
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|");
+    for r in results {
+        for t in RATIOS {
+            let (Some(v), Some(base)) = (r.get(t.figure), r.get(t.baseline)) else {
+                continue;
+            };
+            if t.figure == "pv/cpuid-native-leaf1" && v <= 1.0 {
+                continue; // no faulting: native CPUID does not trap
+            }
+            let ratio = v / base;
+            let met = if ratio <= t.limit { "yes" } else { "**no**" };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {}: {} | {ratio:.2}x | <= {}x | {met} |",
+                r.boot.label,
+                describe(t.figure),
+                count(v),
+                t.baseline,
+                count(base),
+                t.limit
+            );
+        }
+        for name in NO_CHANGE_SWITCHES {
+            let Some(v) = r.get(name) else { continue };
+            let met = if v <= NO_CHANGE_LIMIT { "yes" } else { "**no**" };
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | - | - | <= {NO_CHANGE_LIMIT} | {met} |",
+                r.boot.label,
+                describe(name),
+                count(v)
+            );
+        }
+        for p in PATTERNS {
+            let writes = r.get(&format!("levelling/{p}/msr-writes"));
+            let differing = r.get(&format!("levelling/{p}/msr-writes-differing"));
+            let (Some(writes), Some(differing)) = (writes, differing) else {
+                continue;
+            };
+            let met = if writes == differing { "yes" } else { "**no**" };
+            let _ = writeln!(
+                w,
+                "| {} | MSR writes per switch, `{p}` | {} | MSRs that differed: {} | - | equal | {met} |",
+                r.boot.label,
+                count(writes),
+                count(differing)
+            );
+        }
+    }
+    let _ = writeln!(w, "\n### Every figure (instructions per operation)\n");
+    let _ = write!(w, "| figure | what |");
+    for r in results {
+        let _ = write!(w, " {} |", r.boot.label);
+    }
+    let _ = writeln!(w);
+    let _ = write!(w, "|---|---|");
+    for _ in results {
+        let _ = write!(w, "---|");
+    }
+    let _ = writeln!(w);
+    let mut names: Vec<&str> = Vec::new();
+    for r in results {
+        for (name, _) in &r.figures {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+    }
+    for name in names {
+        let _ = write!(w, "| `{name}` | {} |", describe(name));
+        for r in results {
+            let cell = r.get(name).map_or("-".to_owned(), count);
+            let _ = write!(w, " {cell} |");
+        }
+        let _ = writeln!(w);
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BOOTS, BootFigures, markdown, parse};
+
+    #[test]
+    fn bench_lines_parse_and_nothing_else_does() {
+        let log = "bench: iterations 1000\nbench pv/trap-nop 73\nbench switch/x 369.500\n\
+                   check bench/pv-figures: ok\nbench a b c\nbench pv/loop 4.004\n";
+        let figures = parse(log);
+        assert_eq!(
+            figures,
+            vec![
+                ("pv/trap-nop".to_owned(), 73.0),
+                ("switch/x".to_owned(), 369.5),
+                ("pv/loop".to_owned(), 4.004),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_section_judges_each_target() {
+        let figures = parse(
+            "bench pv/trap-nop 100\nbench pv/cpuid-forced-leaf0 140\nbench pv/cpuid-forced-leaf1 200\n\
+             bench pv/cpuid-native-leaf1 1\nbench levelling/same-policy 28\n\
+             bench levelling/same-policy/msr-writes 0\nbench levelling/same-policy/msr-writes-differing 0\n",
+        );
+        let md = markdown(
+            &[BootFigures {
+                boot: BOOTS[0],
+                figures,
+            }],
+            "QEMU emulator version 7.2",
+        );
+        assert!(md.contains("| 140 | pv/trap-nop: 100 | 1.40x | <= 1.5x | yes |"));
+        assert!(md.contains("| 200 | pv/trap-nop: 100 | 2.00x | <= 1.5x | **no** |"));
+        let targets = md.split("### Every figure").next().unwrap_or_default();
+        assert!(
+            !targets.contains("native CPUID leaf 1"),
+            "a native CPUID that did not trap has no target"
+        );
+        assert!(md.contains("| 28 | - | - | <= 30 | yes |"));
+        assert!(md.contains("MSR writes per switch, `same-policy` | 0 | MSRs that differed: 0"));
+    }
+}
