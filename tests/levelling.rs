@@ -806,3 +806,18 @@ fn arch_capabilities_reach_the_raw_policy_through_the_model() {
     let penryn = boot("GenuineIntel0010676_Penryn_CPUID.txt", false);
     assert!(penryn.model.rdmsr_safe(0x10a).is_err());
 }
+
+#[test]
+fn mechanisms_describe_themselves() {
+    let sandy = boot("GenuineIntel00206D7_SandyBridgeE_00_CPUID.txt", false);
+    assert_eq!(
+        sandy.levelling.mechanism().to_string(),
+        "mask MSRs 1cd=0x132 e1cd=0x133 Da1=0x134"
+    );
+    let genoa = boot("AuthenticAMD0A10F11_K19_Genoa_02_CPUID.txt", false);
+    assert_eq!(
+        genoa.levelling.mechanism().to_string(),
+        "CPUID faulting (MSR 0xc0010015, verified)"
+    );
+    assert_eq!(Mechanism::None.to_string(), "none");
+}

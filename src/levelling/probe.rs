@@ -96,6 +96,30 @@ pub enum Mechanism {
     None,
 }
 
+/// `CPUID faulting (Intel MSR 0x140, verified)`, `mask MSRs 1cd=0x132 e1cd=0x133`, `none`.
+impl core::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Mechanism::Faulting { control, check } => {
+                let (msr, _) = control.msr_and_bit();
+                let how = match check {
+                    FaultingCheck::Verified => "verified",
+                    FaultingCheck::Unverifiable => "enumerated, effect not checkable here",
+                };
+                write!(f, "CPUID faulting (MSR {msr:#x}, {how})")
+            }
+            Mechanism::Masking(msrs) => {
+                f.write_str("mask MSRs")?;
+                for (kind, index) in msrs.kinds() {
+                    write!(f, " {}={index:#x}", kind.name())?;
+                }
+                Ok(())
+            }
+            Mechanism::None => f.write_str("none"),
+        }
+    }
+}
+
 /// Options Xen takes from its environment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeOptions {
