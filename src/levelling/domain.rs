@@ -8,7 +8,7 @@
 
 use core::fmt;
 
-use super::masks::{MaskValues, domain_masks};
+use super::masks::{MaskKind, MaskValues, domain_masks, without_osxsave};
 use super::{Levelling, Mechanism};
 use crate::feature::{Feature, KNOWN};
 use crate::featureset::Featureset;
@@ -72,6 +72,10 @@ pub struct DomainLevelling {
     pub faulting: bool,
     /// The mask values loaded while it runs (the defaults for unlevelled and HVM domains).
     pub masks: MaskValues,
+    /// The same for a PV vCPU whose virtual CR4.OSXSAVE is clear: OSXSAVE cleared in the leaf 1
+    /// mask, so that hardware does not fast-forward Xen's own CR4. Precomputed, so the switch
+    /// only picks one.
+    pub masks_without_osxsave: MaskValues,
     /// Its policy has XSAVE: OSXSAVE may be fast-forwarded when its CR4.OSXSAVE is set.
     pub xsave: bool,
     /// Features native CPUID shows that the policy lacks (refused unless best effort).
@@ -124,6 +128,7 @@ impl Levelling {
             levelled,
             faulting: false,
             masks: self.defaults,
+            masks_without_osxsave: self.defaults,
             xsave: policy.featureset().contains(Feature::XSAVE),
             unenforceable: Featureset::EMPTY,
             not_shown: Featureset::EMPTY,
@@ -134,11 +139,22 @@ impl Levelling {
         }
         match mechanism {
             Mechanism::Faulting { .. } => d.faulting = true,
-            Mechanism::Masking(_) => {
-                d.masks = domain_masks(self.vendor(), &self.defaults, &self.host, policy);
+            Mechanism::Masking(msrs) => {
+                let masks = domain_masks(self.vendor(), &self.defaults, &self.host, policy);
+                // Only kinds with an MSR differ from the defaults, so that the switch can
+                // compare all values at once.
+                for kind in MaskKind::ALL {
+                    if msrs.get(kind).is_some() {
+                        d.masks.set(kind, masks.get(kind));
+                    }
+                }
             }
             Mechanism::None => {}
         }
+        let leaf1 = d.masks.get(MaskKind::Leaf1);
+        d.masks_without_osxsave = d.masks;
+        d.masks_without_osxsave
+            .set(MaskKind::Leaf1, without_osxsave(self.vendor(), leaf1));
         let wanted = policy.featureset();
         let native = self.native_view(mechanism, &d, &wanted);
         let exposed = Featureset::of(&EXPOSED_BY_DESIGN);

@@ -190,6 +190,17 @@ impl MaskValues {
     pub fn set(&mut self, kind: MaskKind, value: u64) {
         self.0[kind.index()] = value;
     }
+
+    /// True if any value differs: branch-free, for the context switch's common case (a plain
+    /// `==` on the array becomes a call to `memcmp`).
+    #[inline]
+    pub fn differs_from(&self, other: &MaskValues) -> bool {
+        let mut diff = 0;
+        for (a, b) in self.0.iter().zip(&other.0) {
+            diff |= a ^ b;
+        }
+        diff != 0
+    }
 }
 
 /// The fast-forward bits hardware fills in from live state before an Intel mask applies, and

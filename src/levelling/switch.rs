@@ -5,8 +5,7 @@
 //! whose value differs; faulting is toggled only when it changes. Switching to idle leaves
 //! everything as it is (idle runs no guest code); switching to Xen loads the defaults.
 
-use super::masks::{MaskKind, MaskValues, without_osxsave};
-use super::probe::FaultingControl;
+use super::masks::MaskValues;
 use super::{DomainLevelling, Levelling, Mechanism};
 use crate::hardware::{Hardware, MsrFault};
 use crate::policy::system::DomainKind;
@@ -43,15 +42,38 @@ pub struct LevellingState {
     masks: MaskValues,
     /// What the faulting control MSR holds (0x140 or HWCR, all bits).
     faulting_msr: u64,
+    /// The mechanism, reduced to what the switch branches on (cheaper to test than
+    /// [`Mechanism`] itself on every switch).
+    mode: Mode,
+}
+
+/// What the switch does, by mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Nothing to load.
+    Nothing,
+    /// Toggle the faulting bit of this MSR.
+    Faulting { msr: u32, bit: u64 },
+    /// Load the mask MSRs.
+    Masking,
 }
 
 impl LevellingState {
     /// Bring a CPU up: load the defaults into every mask MSR in use and turn faulting off,
     /// whatever firmware left there (Xen's `ctxt_switch_levelling(NULL)` at CPU bring-up).
     pub fn init(levelling: &Levelling, hw: &mut impl Hardware) -> Result<LevellingState, MsrFault> {
+        let mode = match levelling.mechanism() {
+            Mechanism::Faulting { control, .. } => {
+                let (msr, bit) = control.msr_and_bit();
+                Mode::Faulting { msr, bit }
+            }
+            Mechanism::Masking(_) => Mode::Masking,
+            Mechanism::None => Mode::Nothing,
+        };
         let mut state = LevellingState {
             masks: levelling.defaults,
             faulting_msr: 0,
+            mode,
         };
         match levelling.mechanism() {
             Mechanism::Faulting { control, .. } => {
@@ -92,41 +114,33 @@ impl LevellingState {
                 virtual_faulting,
             } => (Some(domain), cr4_osxsave, virtual_faulting),
         };
-        match levelling.mechanism() {
-            Mechanism::Faulting { control, .. } => {
+        match self.mode {
+            Mode::Faulting { msr, bit } => {
                 let enable = domain
                     .is_some_and(|d| d.faulting || (d.kind != DomainKind::Pv && virtual_faulting));
-                self.set_faulting(hw, control, enable, &mut stats)?;
-            }
-            Mechanism::Masking(msrs) => {
-                let mut target = domain.map_or(levelling.defaults, |d| d.masks);
-                // A PV kernel that has not set CR4.OSXSAVE must not see Xen's fast-forwarded.
-                if domain.is_some_and(|d| d.kind == DomainKind::Pv) && !cr4_osxsave {
-                    let leaf1 = target.get(MaskKind::Leaf1);
-                    target.set(MaskKind::Leaf1, without_osxsave(levelling.vendor(), leaf1));
-                }
-                // Keep going past a fault: the other MSRs still get their values.
-                let mut first_fault = None;
-                for (kind, index) in msrs.kinds() {
-                    let value = target.get(kind);
-                    if self.masks.get(kind) == value {
-                        continue;
-                    }
-                    match write_mask(hw, levelling, index, value) {
-                        Ok(()) => {
-                            self.masks.set(kind, value);
-                            stats.msr_writes += 1;
-                        }
-                        Err(fault) => {
-                            first_fault.get_or_insert(fault);
-                        }
-                    }
-                }
-                if let Some(fault) = first_fault {
-                    return Err(fault);
+                let value = if enable {
+                    self.faulting_msr | bit
+                } else {
+                    self.faulting_msr & !bit
+                };
+                if value != self.faulting_msr {
+                    self.write_faulting(hw, msr, value, &mut stats)?;
                 }
             }
-            Mechanism::None => {}
+            Mode::Masking => {
+                let target = match domain {
+                    // A PV kernel that has not set CR4.OSXSAVE must not see Xen's fast-forwarded.
+                    Some(d) if !cr4_osxsave && d.kind == DomainKind::Pv => &d.masks_without_osxsave,
+                    Some(d) => &d.masks,
+                    None => &levelling.defaults,
+                };
+                // The common case, nothing to change: one comparison. (Values of kinds this
+                // CPU has no MSR for are kept equal to the defaults, so they never differ.)
+                if target.differs_from(&self.masks) {
+                    self.write_masks(levelling, hw, target, &mut stats)?;
+                }
+            }
+            Mode::Nothing => {}
         }
         Ok(stats)
     }
@@ -137,31 +151,60 @@ impl LevellingState {
     }
 
     /// True if faulting is on on this CPU.
-    pub fn faulting(&self, levelling: &Levelling) -> bool {
-        match levelling.mechanism() {
-            Mechanism::Faulting { control, .. } => self.faulting_msr & control.msr_and_bit().1 != 0,
+    pub fn faulting(&self) -> bool {
+        match self.mode {
+            Mode::Faulting { bit, .. } => self.faulting_msr & bit != 0,
             _ => false,
         }
     }
 
-    fn set_faulting(
+    /// Write the mask MSRs whose value differs from the shadow. Keeps going past a fault, so
+    /// the other MSRs still get their values, and returns the first fault. Out of line, so
+    /// that the no-change path saves no registers.
+    #[cold]
+    #[inline(never)]
+    fn write_masks(
         &mut self,
+        levelling: &Levelling,
         hw: &mut impl Hardware,
-        control: FaultingControl,
-        enable: bool,
+        target: &MaskValues,
         stats: &mut SwitchStats,
     ) -> Result<(), MsrFault> {
-        let (index, bit) = control.msr_and_bit();
-        let value = if enable {
-            self.faulting_msr | bit
-        } else {
-            self.faulting_msr & !bit
+        let Mechanism::Masking(msrs) = levelling.mechanism() else {
+            return Ok(());
         };
-        if value != self.faulting_msr {
-            hw.wrmsr_safe(index, value)?;
-            self.faulting_msr = value;
-            stats.msr_writes += 1;
+        let mut first_fault = None;
+        for (kind, index) in msrs.kinds() {
+            let value = target.get(kind);
+            if self.masks.get(kind) == value {
+                continue;
+            }
+            match write_mask(hw, levelling, index, value) {
+                Ok(()) => {
+                    self.masks.set(kind, value);
+                    stats.msr_writes += 1;
+                }
+                Err(fault) => {
+                    first_fault.get_or_insert(fault);
+                }
+            }
         }
+        first_fault.map_or(Ok(()), Err)
+    }
+
+    /// Out of line, so that the no-change path saves no registers.
+    #[cold]
+    #[inline(never)]
+    fn write_faulting(
+        &mut self,
+        hw: &mut impl Hardware,
+        index: u32,
+        value: u64,
+        stats: &mut SwitchStats,
+    ) -> Result<(), MsrFault> {
+        hw.wrmsr_safe(index, value)?;
+        self.faulting_msr = value;
+        stats.msr_writes += 1;
         Ok(())
     }
 }

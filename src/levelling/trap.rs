@@ -9,7 +9,7 @@
 
 use super::msr;
 use crate::policy::CpuPolicy;
-use crate::policy::guest::{CpuidEntry, GuestContext, guest_cpuid};
+use crate::policy::guest::{CpuidEntry, GuestContext, guest_cpuid_entered};
 use crate::policy::system::DomainKind;
 
 /// `CPUID`: `0F A2`.
@@ -86,11 +86,8 @@ impl TrapContext<'_> {
     }
 
     fn emulate(&self, frame: &mut CpuidFrame, entry: CpuidEntry, length: u64) {
-        let mut guest = self.guest;
-        if let Some(state) = guest.state.as_mut() {
-            state.entry = entry;
-        }
-        let r = guest_cpuid(self.policy, frame.rax as u32, frame.rcx as u32, &guest);
+        let (leaf, subleaf) = (frame.rax as u32, frame.rcx as u32);
+        let r = guest_cpuid_entered(self.policy, leaf, subleaf, &self.guest, entry);
         // CPUID writes 32-bit results, zero-extended into the 64-bit registers.
         frame.rax = r.a as u64;
         frame.rbx = r.b as u64;
@@ -137,16 +134,22 @@ pub fn handle_ud(
     frame: &mut CpuidFrame,
     mem: &impl GuestMemory,
 ) -> TrapOutcome {
-    match fetch::<5>(mem, frame.rip) {
-        Ok(FORCED_EMULATION_PREFIX) => {}
-        Ok(_) => return TrapOutcome::NotOurs,
-        Err(outcome) => return outcome,
-    }
     let cpuid_at = frame.rip.wrapping_add(FORCED_EMULATION_PREFIX.len() as u64);
-    match fetch::<2>(mem, cpuid_at) {
-        Ok(CPUID_OPCODE) => {}
-        Ok(_) => return TrapOutcome::NotOurs,
-        Err(outcome) => return outcome,
+    // One fetch of all 7 bytes in the common case. If it faults, look again in two steps as
+    // Xen does: a #UD whose first 5 bytes are not the prefix is the guest's, not a #PF.
+    let bytes = match fetch::<7>(mem, frame.rip) {
+        Ok(bytes) => bytes,
+        Err(_) => match fetch::<5>(mem, frame.rip) {
+            Ok(FORCED_EMULATION_PREFIX) => match fetch::<2>(mem, cpuid_at) {
+                Ok(_) => return TrapOutcome::NotOurs, // readable now: the memory changed
+                Err(outcome) => return outcome,
+            },
+            Ok(_) => return TrapOutcome::NotOurs,
+            Err(outcome) => return outcome,
+        },
+    };
+    if bytes[..5] != FORCED_EMULATION_PREFIX || bytes[5..] != CPUID_OPCODE {
+        return TrapOutcome::NotOurs;
     }
     if ctx.virtual_faulting && !ctx.guest_kernel() {
         // The guest's own faulting applies to the CPUID itself, past the prefix.

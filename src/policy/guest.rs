@@ -84,9 +84,22 @@ pub struct GuestContext {
 /// The registers a guest's CPUID `leaf`/`subleaf` returns under `policy`. Never panics,
 /// whatever the leaf and subleaf.
 pub fn guest_cpuid(policy: &CpuPolicy, leaf: u32, subleaf: u32, ctx: &GuestContext) -> CpuidRegs {
+    let entry = ctx.state.map_or(CpuidEntry::VmExit, |s| s.entry);
+    guest_cpuid_entered(policy, leaf, subleaf, ctx, entry)
+}
+
+/// [`guest_cpuid`] for a query that arrived through `entry`, whatever `ctx.state.entry` says:
+/// the trap handlers know how they were entered and need not copy the context to say so.
+pub fn guest_cpuid_entered(
+    policy: &CpuPolicy,
+    leaf: u32,
+    subleaf: u32,
+    ctx: &GuestContext,
+    entry: CpuidEntry,
+) -> CpuidRegs {
     let mut regs = static_pass(policy, leaf, subleaf, ctx);
     if let Some(state) = &ctx.state {
-        dynamic_pass(policy, leaf, subleaf, ctx, state, &mut regs);
+        dynamic_pass(policy, leaf, subleaf, ctx, state, entry, &mut regs);
     }
     regs
 }
@@ -163,6 +176,7 @@ fn dynamic_pass(
     subleaf: u32,
     ctx: &GuestContext,
     state: &VcpuState,
+    entry: CpuidEntry,
     regs: &mut CpuidRegs,
 ) {
     let d = &ctx.domain;
@@ -185,14 +199,14 @@ fn dynamic_pass(
             // sees Xen's own CR4.OSXSAVE: old Linux relies on that leak, so it is ABI now.
             let pv_leak = is_pv
                 && p.has(Feature::XSAVE)
-                && state.entry == CpuidEntry::ForcedEmulation
+                && entry == CpuidEntry::ForcedEmulation
                 && state.kernel_mode
                 && state.host_cr4_osxsave;
             set(&mut regs.c, Feature::OSXSAVE, state.cr4_osxsave || pv_leak);
             if is_pv && d.hardware_domain && state.kernel_mode {
                 // dom0's kernel uploads ACPI C/P-states: it needs MONITOR and EIST, and
                 // Xenolinux looks for MTRR to find the memtype hypercalls.
-                if d.host_features.contains(Feature::MONITOR) && state.entry == CpuidEntry::Fault {
+                if d.host_features.contains(Feature::MONITOR) && entry == CpuidEntry::Fault {
                     regs.c |= Feature::MONITOR.mask();
                 }
                 if d.host_features.contains(Feature::EIST) {
@@ -231,10 +245,11 @@ fn dynamic_pass(
 /// Saturating: the sizes come from the policy, which a toolstack may fill with anything.
 fn xsave_size(p: &CpuPolicy, components: u64, compacted: bool) -> u32 {
     let mut size: u32 = 512 + 64;
-    for i in 2..NR_XSTATE {
-        if components & (1 << i) == 0 {
-            continue;
-        }
+    // Only the components asked for, lowest first (the compacted format packs them in order).
+    let mut rest = components & !0b11 & ((1 << NR_XSTATE) - 1);
+    while rest != 0 {
+        let i = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
         let c = p.slot(Slot::Xstate(i));
         size = if compacted {
             // CPUID.0DH.n:ECX[1]: the component is 64-byte aligned in the compacted format.

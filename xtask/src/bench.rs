@@ -3,7 +3,8 @@
 //!
 //! Host side: the criterion benches in `benches/core.rs` (read back from
 //! `target/criterion/<id>/new/estimates.json`) and the sizes printed by
-//! `examples/domain_memory.rs`.
+//! `examples/domain_memory.rs`. QEMU side: the kernel's `bench` scenario under `-icount
+//! shift=0` ([`crate::qemu::bench`]), exact instruction counts.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -135,6 +136,9 @@ pub fn bench(ws: &Workspace) -> Result<(), String> {
             writeln!(md, "| {name} | {bytes} |").unwrap();
         }
     }
+    let (qemu_figures, qemu) = crate::qemu::bench::run(ws)?;
+    writeln!(md).unwrap();
+    md.push_str(&crate::qemu::bench::markdown(&qemu_figures, &qemu));
     std::fs::write(ws.root().join("BENCHMARKS.md"), md)
         .map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
     println!("bench: wrote BENCHMARKS.md");

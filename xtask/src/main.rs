@@ -1,12 +1,13 @@
 //! `cargo xtask`: the one entry point that owns building, checking and running xen-levelling.
 //!
-//! Plain Rust with no dependencies, in the manner of rust-analyzer's `xtask/`: the alias in
+//! Plain Rust (its only dependencies are the workspace's own `levelctl` and `xen-levelling`, for
+//! `cargo xtask run`, and serde), in the manner of rust-analyzer's `xtask/`: the alias in
 //! `.cargo/config.toml` turns `cargo xtask <command>` into `cargo run --package xtask -- <command>`.
 //!
 //! | command     | module         | what it does                                              |
 //! |-------------|----------------|-----------------------------------------------------------|
 //! | `test`      | [`gate`]       | the strict gate, identical locally and in CI (`.ci/run`)  |
-//! | `run`       | [`run`]        | builds and runs the host example `level_dumps`            |
+//! | `run`       | [`run`]        | the main job: boots a pool of QEMU hosts, levels it, reports |
 //! | `provision` | [`provision`]  | installs QEMU and checks the bare-metal Rust targets      |
 //! | `bench`     | [`bench`](mod@bench) | runs the benchmarks and rewrites `BENCHMARKS.md`          |
 //! | `qemu`      | [`qemu`]       | builds the test hypervisor and boots it (one run or the matrix) |
@@ -30,12 +31,15 @@ usage: cargo xtask <command>
 
 commands:
   test          run the gate: fmt, clippy, doc, host tests, bare-metal builds (as CI does)
-  run [ARGS]    build and run the host example `level_dumps`, passing ARGS to it
+  run           the main job: boot an Intel and an AMD pool of QEMU hosts, level them with
+                levelctl, start guests at the pool level, report (target/levelling-report.*)
   provision     install QEMU (qemu-system-x86) if missing, check the bare-metal Rust targets
   bench         run the benchmarks and record them in BENCHMARKS.md
   qemu --cpu MODEL --scenario NAME [--icount] [--smp N] [--timeout S] [--append OPTS]
-                boot the test hypervisor once (scenarios: xen-dom0, pv-forced, hvm, switch)
+                boot the test hypervisor once (scenarios: xen-dom0, pv-forced, hvm, switch,
+                pv-levelled, abi, bench)
   qemu --matrix boot every CPU model and scenario, as `test` does
+  qemu --bench  boot the icount benchmarks and print their BENCHMARKS.md section
   help          print this message (also -h, --help)";
 
 /// One command, as parsed from the command line.
@@ -43,7 +47,7 @@ commands:
 enum Command {
     /// `cargo xtask test`.
     Test,
-    /// `cargo xtask run [ARGS]`, with the arguments to pass to the example.
+    /// `cargo xtask run [ARGS]` (it takes none; `run` says so).
     Run(Vec<String>),
     /// `cargo xtask provision`.
     Provision,

@@ -6,6 +6,8 @@
 //!   on the CPU of a dump in `../shared/cpuid-dumps/` (its stem, or any unique part of one,
 //!   e.g. `--shim Penryn`); `--cpu` defaults to a QEMU model with SVM of the dump's vendor.
 //! - `cargo xtask qemu --matrix` boots the whole matrix ([`matrix`]), as `cargo xtask test` does.
+//! - `cargo xtask qemu --bench` boots the `bench` scenario under icount on a few models
+//!   ([`bench`](mod@bench)) and prints the BENCHMARKS.md section `cargo xtask bench` writes.
 //!
 //! Every boot is `qemu-system-x86_64 -kernel <ELF> -cpu MODEL -serial stdio -display none
 //! -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 -append "scenario=NAME …"` under
@@ -14,6 +16,7 @@
 //! 39 skipped, 41 a kernel panic, 0 a triple fault; a timeout or anything else is a failure
 //! too. A pass also needs the kernel's closing line `N passed, 0 failed`.
 
+pub mod bench;
 pub mod matrix;
 
 use std::io::Read;
@@ -83,6 +86,8 @@ pub enum QemuCommand {
     Boot(BootSpec),
     /// Boot the matrix.
     Matrix,
+    /// Boot the icount benchmarks.
+    Bench,
 }
 
 /// Parses the arguments after `cargo xtask qemu`.
@@ -91,6 +96,7 @@ pub fn parse_args(args: &[String]) -> Result<QemuCommand, String> {
     let mut scenario = None;
     let mut spec = BootSpec::new("", "");
     let mut matrix = false;
+    let mut bench = false;
     let mut shim = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -120,9 +126,17 @@ pub fn parse_args(args: &[String]) -> Result<QemuCommand, String> {
                 .append
                 .extend(value("--append")?.split_whitespace().map(String::from)),
             "--matrix" => matrix = true,
+            "--bench" => bench = true,
             "--shim" => shim = Some(value("--shim")?),
             other => return Err(format!("unknown `qemu` option `{other}`")),
         }
+    }
+    if bench {
+        return if matrix || shim.is_some() || cpu.is_some() || scenario.is_some() {
+            Err("`--bench` boots its own models and scenario; it takes no other option".into())
+        } else {
+            Ok(QemuCommand::Bench)
+        };
     }
     if let Some(dump) = shim {
         if matrix {
@@ -150,6 +164,11 @@ pub fn parse_args(args: &[String]) -> Result<QemuCommand, String> {
 pub fn run(workspace: &Workspace, args: &[String]) -> Result<(), String> {
     match parse_args(args)? {
         QemuCommand::Matrix => matrix::run(workspace),
+        QemuCommand::Bench => {
+            let (results, qemu) = bench::run(workspace)?;
+            print!("{}", bench::markdown(&results, &qemu));
+            Ok(())
+        }
         QemuCommand::Boot(mut spec) => {
             if let Some(name) = matrix::shim_of(&spec).map(str::to_owned) {
                 let stems = matrix::dump_stems(&workspace.root().join(matrix::DUMPS_DIR))?;
@@ -459,6 +478,8 @@ mod tests {
         assert_eq!(spec.smp, 2);
         assert_eq!(spec.timeout, super::DEFAULT_TIMEOUT);
         assert_eq!(parse("--matrix"), Ok(QemuCommand::Matrix));
+        assert_eq!(parse("--bench"), Ok(QemuCommand::Bench));
+        assert!(parse("--bench --cpu EPYC").is_err());
         let Ok(QemuCommand::Boot(spec)) =
             parse("--shim Penryn --scenario pv-levelled --append best_effort")
         else {

@@ -46,7 +46,9 @@
 //! G expected E`: the guest judged `ok` itself. A non-zero tag names a CPUID register: leaf in
 //! bits 63:32, subleaf in 31:8, register (0 EAX ... 3 EDX) in 7:0.
 
+use core::mem::MaybeUninit;
 use xen_levelling::CpuPolicy;
+
 use xen_levelling::CpuidRegs;
 use xen_levelling::abi::dispatch::{Caller, CopyFault, GuestCopy, do_domctl, do_sysctl, errno};
 use xen_levelling::abi::domain::{DomainError, DomainTable, Host as AbiHost};
@@ -331,10 +333,11 @@ const ABI_DOMAINS: usize = 8;
 
 /// What the toolstack hypercalls act on, installed by a scenario ([`install_abi`]).
 struct AbiState {
-    /// The system policies and the levelling mechanism, as the dispatcher sees them.
-    host: AbiHost,
-    /// The domains the hypercalls know.
-    domains: DomainTable<ABI_DOMAINS>,
+    /// The system policies and the levelling mechanism, as the dispatcher sees them
+    /// ([`ABI_HOST`]).
+    host: &'static mut AbiHost,
+    /// The domains the hypercalls know ([`ABI_TABLE`]).
+    domains: &'static mut DomainTable<ABI_DOMAINS>,
     /// The kernel's view of the host, for building the ring-3 domains that start.
     xen: *const Host,
     /// The scenario, for check names.
@@ -348,6 +351,12 @@ struct AbiState {
 }
 
 static ABI: KernelCell<Option<AbiState>> = KernelCell::new(None);
+/// The ABI's host, built in place: a host's system policies are too large to pass through
+/// the stack (the boot stack holds the whole main flow).
+static ABI_HOST: KernelCell<MaybeUninit<AbiHost>> = KernelCell::new(MaybeUninit::uninit());
+/// The ABI's domain table, built in place for the same reason.
+static ABI_TABLE: KernelCell<MaybeUninit<DomainTable<ABI_DOMAINS>>> =
+    KernelCell::new(MaybeUninit::uninit());
 
 /// The ABI state, if installed.
 ///
@@ -358,15 +367,6 @@ static ABI: KernelCell<Option<AbiState>> = KernelCell::new(None);
 unsafe fn abi() -> Option<&'static mut AbiState> {
     // SAFETY: exclusive by the caller's contract (one CPU, interrupts off).
     unsafe { (*ABI.get()).as_mut() }
-}
-
-/// The crate's view of the host for the dispatcher: the system policies and the levelling
-/// mechanism as it stands (probed at boot, with any MSR fault since).
-pub fn abi_host(host: &Host) -> AbiHost {
-    AbiHost {
-        system: host.policies,
-        levelling: levelling::current(),
-    }
 }
 
 /// A domain the scenario created itself (dom0, a guest) and that the ABI should know: it is
@@ -392,10 +392,20 @@ pub fn install_abi(
     guest_program: extern "C" fn(),
     room: usize,
 ) {
-    let abi_host = abi_host(host);
-    let mut domains = DomainTable::default();
+    // SAFETY: main flow, no domain runs; the previous installation (if any) is dropped first,
+    // so nothing refers to the two statics any more; each field is written in place before
+    // the references are made.
+    let (abi_host, domains) = unsafe {
+        *ABI.get() = None;
+        let h = (*ABI_HOST.get()).as_mut_ptr();
+        (&raw mut (*h).system).write(host.policies);
+        (&raw mut (*h).levelling).write(levelling::current());
+        let t = (*ABI_TABLE.get()).as_mut_ptr();
+        t.write(DomainTable::default());
+        (&mut *h, &mut *t)
+    };
     for k in known {
-        let created = domains.create(&abi_host, k.domid, DomainKind::Pv, k.role, false);
+        let created = domains.create(abi_host, k.domid, DomainKind::Pv, k.role, false);
         if let Err(error) = created {
             checks::fail(
                 format_args!("{scenario}/abi-table/{}", k.domid),
@@ -406,7 +416,7 @@ pub fn install_abi(
         if let Some(d) = domains.get_mut(k.domid) {
             d.policy = k.policy;
             d.levelling =
-                xen_levelling::abi::domain::levelling_of(&abi_host, d.kind, d.role, &k.policy);
+                xen_levelling::abi::domain::levelling_of(abi_host, d.kind, d.role, &k.policy);
             d.running = true;
         }
     }
@@ -449,12 +459,15 @@ fn toolstack_call(call: Hypercall) -> u64 {
     let Some(state) = (unsafe { abi() }) else {
         return ENOSYS;
     };
+    // The mechanism as it stands now: a levelling MSR that faulted since makes new levelled
+    // guests fail closed.
+    state.host.levelling = levelling::current();
     let caller = Caller { domid, control };
     let mut mem = UserCopy { cr3 };
     match call {
-        Hypercall::Sysctl { arg } => do_sysctl(&state.host, caller, &mut mem, arg) as u64,
+        Hypercall::Sysctl { arg } => do_sysctl(state.host, caller, &mut mem, arg) as u64,
         Hypercall::Domctl { arg } => {
-            do_domctl(&state.host, &mut state.domains, caller, &mut mem, arg) as u64
+            do_domctl(state.host, state.domains, caller, &mut mem, arg) as u64
         }
         Hypercall::DomainCreate { domid, kind, flags } => {
             match create(state, caller, domid, kind, flags) {
@@ -496,7 +509,7 @@ fn create(
     let best_effort = flags & CREATE_BEST_EFFORT != 0;
     state
         .domains
-        .create(&state.host, domid, kind, DomainRole::Guest, best_effort)
+        .create(state.host, domid, kind, DomainRole::Guest, best_effort)
         .map(|_| ())
         .map_err(|e| match e {
             DomainError::Exists(_) => errno::EEXIST,

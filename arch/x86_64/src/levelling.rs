@@ -347,7 +347,7 @@ impl Shadows {
         }
         Shadows {
             masks,
-            faulting: state.faulting(host),
+            faulting: state.faulting(),
         }
     }
 

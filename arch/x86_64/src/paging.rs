@@ -305,8 +305,8 @@ pub fn read_user(cr3: u64, va: u64, out: &mut [u8]) -> Result<(), u64> {
             .checked_add(len as u64)
             .is_some_and(|end| end <= USER_LIMIT);
     // SAFETY: reading CR3 has no side effect.
-    if in_user_half && len != 0 && unsafe { x86::controlregs::cr3() } == cr3 && read_current(va, out)
-    {
+    let loaded = unsafe { x86::controlregs::cr3() } == cr3;
+    if in_user_half && len != 0 && loaded && read_current(va, out) {
         return Ok(());
     }
     read_user_walk(cr3, va, out)

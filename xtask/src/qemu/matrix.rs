@@ -6,6 +6,7 @@
 //! | plain QEMU | qemu64, Nehalem, SandyBridge, Haswell, Skylake-Server, Icelake-Server, EPYC, EPYC-Rome, EPYC-Milan, Opteron_G3 | `xen-dom0`, `pv-forced`, `switch`, `pv-levelled` (levelled guests refused: fail closed), `pv-levelled best_effort` |
 //! | QEMU with SVM | EPYC, EPYC-Milan, `Haswell,+svm`, `Skylake-Server,+svm` | `hvm` |
 //! | plain QEMU | qemu64, Haswell, EPYC, Opteron_G3 | `abi` (the hypercall ABI end to end) |
+//! | the silicon shim | Haswell (faulting), SandyBridgeE and K10 Barcelona (masks) | `abi` |
 //! | the silicon shim | every dump in `../shared/cpuid-dumps/` (`shim=<stem>`), on `-cpu EPYC` for AMD and Hygon dumps and `Skylake-Server,+svm` for Intel ones (the dump decides what the kernel sees; the QEMU model only has to offer SVM, SMEP and SMAP) | `pv-levelled best_effort` |
 //!
 //! Any failed row fails the step (and so `cargo xtask test`), after every row has run and the
@@ -52,6 +53,13 @@ pub const SVM_SCENARIOS: &[&str] = &["hvm"];
 pub const ABI_CPUS: &[&str] = &["qemu64", "Haswell", "EPYC", "Opteron_G3"];
 /// The ABI scenario.
 pub const ABI_SCENARIOS: &[&str] = &["abi"];
+/// Dumps the ABI also boots above the shim on: a faulting CPU (dom0's guest without best
+/// effort starts) and two masking ones, Intel and AMD (it is refused).
+pub const ABI_SHIM_DUMPS: &[&str] = &[
+    "GenuineIntel00306C3_Haswell_CPUID",
+    "GenuineIntel00206D7_SandyBridgeE_00_CPUID",
+    "AuthenticAMD0100F21_K10_Barcelona_CPUID",
+];
 /// The scenario (and its words) booted above the silicon shim, once per dump.
 pub const SHIM_SCENARIO: (&str, &[&str]) = ("pv-levelled", &["best_effort"]);
 /// The CPUID dumps, relative to the workspace root (the kernel embeds the same folder).
@@ -85,7 +93,22 @@ pub fn rows(dumps: &[String]) -> Vec<BootSpec> {
         spec.append.insert(0, format!("shim={stem}"));
         spec
     });
-    plain.chain(svm).chain(abi).chain(shim).collect()
+    let abi_shim = dumps
+        .iter()
+        .filter(|stem| ABI_SHIM_DUMPS.contains(&stem.as_str()))
+        .flat_map(|stem| {
+            ABI_SCENARIOS.iter().map(move |scenario| {
+                let mut spec = BootSpec::new(shim_cpu(stem), scenario);
+                spec.append.push(format!("shim={stem}"));
+                spec
+            })
+        });
+    plain
+        .chain(svm)
+        .chain(abi)
+        .chain(shim)
+        .chain(abi_shim)
+        .collect()
 }
 
 /// The QEMU model a shim boot of dump `stem` runs on: any with SVM (the shim needs it) and
@@ -207,10 +230,11 @@ pub fn run(workspace: &Workspace) -> Result<(), String> {
     let workers = thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(specs.len());
+    let shim_boots = specs.iter().filter(|s| shim_of(s).is_some()).count();
     println!(
-        "qemu matrix: {} boots ({} above the silicon shim, one per CPUID dump) on {workers} workers ({qemu})",
+        "qemu matrix: {} boots ({shim_boots} above the silicon shim: one per CPUID dump, and the ABI on {} of them) on {workers} workers ({qemu})",
         specs.len(),
-        dumps.len()
+        shim_boots - dumps.len()
     );
     let started = Instant::now();
     let rows = run_rows(&kernel, specs, workers);
@@ -418,8 +442,8 @@ fn to_json(rows: &[Row], qemu: &str, kernel: &Path, wall: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        ABI_CPUS, ABI_SCENARIOS, PLAIN_CPUS, PLAIN_SCENARIOS, SVM_CPUS, json_string, resolve_dump,
-        rows, shim_cpu, shim_of,
+        ABI_CPUS, ABI_SCENARIOS, ABI_SHIM_DUMPS, PLAIN_CPUS, PLAIN_SCENARIOS, SVM_CPUS,
+        json_string, resolve_dump, rows, shim_cpu, shim_of,
     };
 
     fn stems() -> Vec<String> {
@@ -444,6 +468,11 @@ mod tests {
                 + SVM_CPUS.len()
                 + ABI_CPUS.len() * ABI_SCENARIOS.len()
                 + dumps.len()
+                + dumps
+                    .iter()
+                    .filter(|d| ABI_SHIM_DUMPS.contains(&d.as_str()))
+                    .count()
+                    * ABI_SCENARIOS.len()
         );
         let mut keys: Vec<(String, String)> =
             rows.iter().map(|r| (r.cpu.clone(), r.cmdline())).collect();
@@ -463,10 +492,21 @@ mod tests {
         for stem in &dumps {
             let row = rows
                 .iter()
-                .find(|r| shim_of(r) == Some(stem.as_str()))
+                .find(|r| shim_of(r) == Some(stem.as_str()) && r.scenario != "abi")
                 .expect("a shim row per dump");
             assert_eq!(row.cpu, shim_cpu(stem));
             assert!(row.cmdline().contains("best_effort"), "{}", row.cmdline());
+        }
+        // The ABI above the shim where the dump is there (Haswell faults, Barcelona masks).
+        for stem in [
+            "GenuineIntel00306C3_Haswell_CPUID",
+            "AuthenticAMD0100F21_K10_Barcelona_CPUID",
+        ] {
+            assert!(
+                rows.iter()
+                    .any(|r| r.scenario == "abi" && shim_of(r) == Some(stem)),
+                "{stem}"
+            );
         }
         assert_eq!(shim_cpu("HygonGenuine0900F02_Hygon_CPUID"), "EPYC");
         assert_eq!(

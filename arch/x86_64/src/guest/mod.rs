@@ -1,5 +1,6 @@
 //! The guests' side: the walk page they read ([`WalkPage`]), the list of CPUID queries in it
-//! ([`WalkList`]), and the programs themselves ([`programs`]).
+//! ([`WalkList`]), and the programs themselves ([`programs`]; the toolstack and its guests in
+//! [`toolstack`], the benchmark loops in [`bench`]).
 //!
 //! A guest program walks the queries of its walk page, runs CPUID on each (natively or
 //! through the forced-emulation prefix, as the page's flags say), and reports every result

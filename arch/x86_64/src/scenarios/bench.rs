@@ -7,7 +7,8 @@
 //!
 //! | figures | how | baseline in the same boot |
 //! |---|---|---|
-//! | `pv/loop`, `pv/trap-nop`, `pv/cpuid-forced-leaf{0,1,7,d}`, `pv/cpuid-native-leaf1` | `xl_bench_pv` in ring 3: N operations between two RDTSCs, less the empty loop | `pv/trap-nop`: `int 0x82` with the nop hypercall, the bare trap round trip |
+//! | `pv/loop`, `pv/trap-nop`, `pv/cpuid-forced-leaf{0,1,7,d}`, `pv/cpuid-faulted-leaf1` (where the host faults, else `pv/cpuid-native-leaf1`) | `xl_bench_pv` in ring 3: N operations between two RDTSCs, less the empty loop | `pv/trap-nop`: `int 0x82` with the nop hypercall, the bare trap round trip |
+//! | `pv-breakdown/*` | at CPL0, RDTSC around each piece of the forced-emulation path, on the bench domain's tables: the instruction fetch, the trap context, `guest_cpuid`, the crate's `handle_ud`; and a CPL0 CPUID (the silicon shim's exit, where there is one) | |
 //! | `switch/{same-policy,different-policy,dom0-guest}` | `xl_bench_yield` and `xl_bench_partner` yield to each other N times: instructions from one domain's `int 0x82` to the other's next instruction (the whole path: trap, scheduler, levelling, CR3, `iretq`) | `pv/trap-nop` |
 //! | `levelling/<pattern>`, `levelling/<pattern>/msr-writes`, `.../msr-writes-differing` | at CPL0, RDTSC around each `LevellingState::switch_to` call alone (less an empty RDTSC pair), on a second per-CPU state brought up for the purpose; its `SwitchStats` give the MSR writes, compared with how many levelling MSRs differ between the two sides | none: target 30 instructions for a switch that changes nothing |
 //! | `hvm/loop`, `hvm/vmmcall-nop`, `hvm/cpuid-leaf{0,1,7,d}` | `xl_bench_hvm` under SVM (skipped without SVM) | `hvm/vmmcall-nop`: the bare exit round trip |
@@ -19,27 +20,27 @@ use core::fmt;
 use core::hint::black_box;
 
 use xen_levelling::hardware::MsrFault;
+use xen_levelling::levelling::trap::{self, CpuidFrame, TrapOutcome};
 use xen_levelling::levelling::{
     DomainLevelling, DomainRole, Levelling, LevellingState, Mechanism, SwitchStats, SwitchTo,
 };
-use xen_levelling::levelling::trap::{self, CpuidFrame, TrapOutcome};
 use xen_levelling::policy::guest::{CpuidEntry, guest_cpuid};
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::{CpuPolicy, Feature};
 
 use crate::cmdline::Cmdline;
 use crate::domain::{Domain, DomainSpec, Oracle, Program};
+use crate::emulate::DomainMemory;
 use crate::guest::bench::{
     PARTNER_LOOP_INSTRUCTIONS, figure, xl_bench_forced_site, xl_bench_hvm, xl_bench_partner,
     xl_bench_pv, xl_bench_yield,
 };
-use crate::emulate::DomainMemory;
 use crate::guest::programs;
 use crate::hardware::NativeHardware;
-use crate::{hypercall, paging};
 use crate::svm::{self, SvmError};
 use crate::xen::Host;
 use crate::{checks, hvm, levelling, println, sched};
+use crate::{hypercall, paging};
 
 /// The scenario's name on the command line.
 pub const NAME: &str = "bench";
@@ -170,25 +171,23 @@ fn bench_domain(
 
 /// `xl_bench_pv`: the trap round trips.
 fn pv_traps(host: &Host, pv: &CpuPolicy, n: u32) {
-    sched::add(bench_domain(
-        host,
-        "domU1",
-        1,
-        false,
-        pv,
-        xl_bench_pv,
-        n,
-    ));
+    sched::add(bench_domain(host, "domU1", 1, false, pv, xl_bench_pv, n));
     sched::run();
     levelling::report_switches("bench/pv");
     let r = Reported::take();
+    // A levelled guest's native CPUID traps (#GP) only where the host faults.
+    let native = if levelling::current().faulting() {
+        "pv/cpuid-faulted-leaf1"
+    } else {
+        "pv/cpuid-native-leaf1"
+    };
     let figures = [
         ("pv/trap-nop", figure::PV_TRAP_NOP),
         ("pv/cpuid-forced-leaf0", figure::PV_FORCED_LEAF0),
         ("pv/cpuid-forced-leaf1", figure::PV_FORCED_LEAF1),
         ("pv/cpuid-forced-leaf7", figure::PV_FORCED_LEAF7),
         ("pv/cpuid-forced-leafd", figure::PV_FORCED_LEAFD),
-        ("pv/cpuid-native-leaf1", figure::PV_NATIVE_LEAF1),
+        (native, figure::PV_NATIVE_LEAF1),
     ];
     report_loops("pv", &r, figure::PV_EMPTY, &figures, n);
 }
@@ -214,6 +213,12 @@ fn pv_breakdown(host: &Host, pv: &CpuPolicy) {
         t1.wrapping_sub(t0).saturating_sub(overhead)
     };
     let one = |total| PerOp { total, n: 1 };
+    // CPUID at CPL0: 1 instruction on plain QEMU; above the silicon shim, an exit to it and
+    // back (what the shim adds to every CPUID the kernel or a guest runs).
+    let l0 = measure(&mut || {
+        black_box(crate::hardware::cpuid(black_box(1), 0));
+    });
+    figure_line(format_args!("pv-breakdown/cpuid-at-cpl0"), one(l0));
     let mut prefix = [0u8; 5];
     let mut opcode = [0u8; 2];
     let read = measure(&mut || {
@@ -234,7 +239,10 @@ fn pv_breakdown(host: &Host, pv: &CpuPolicy) {
         let cpuid = measure(&mut || {
             black_box(guest_cpuid(ctx.policy, black_box(leaf), 0, &guest));
         });
-        figure_line(format_args!("pv-breakdown/guest-cpuid-leaf{name}"), one(cpuid));
+        figure_line(
+            format_args!("pv-breakdown/guest-cpuid-leaf{name}"),
+            one(cpuid),
+        );
         let mut outcome = TrapOutcome::NotOurs;
         let handle = measure(&mut || {
             let mut regs = CpuidFrame {
@@ -244,7 +252,10 @@ fn pv_breakdown(host: &Host, pv: &CpuPolicy) {
             };
             outcome = black_box(trap::handle_ud(&ctx, &mut regs, &memory));
         });
-        figure_line(format_args!("pv-breakdown/handle-ud-leaf{name}"), one(handle));
+        figure_line(
+            format_args!("pv-breakdown/handle-ud-leaf{name}"),
+            one(handle),
+        );
         checks::check(
             format_args!("{NAME}/pv-breakdown/handle-ud-leaf{name}-emulates"),
             outcome == TrapOutcome::Emulated,
@@ -285,9 +296,12 @@ fn report_loops(what: &str, r: &Reported, empty: u64, figures: &[(&str, u64)], n
     );
 }
 
+/// One side of a switch pair: name, domain id, control domain, policy.
+type Side<'a> = (&'static str, u16, bool, &'a CpuPolicy);
+
 /// The ring-3 switch pairs.
 fn switches(host: &Host, pv: &CpuPolicy, reduced: &CpuPolicy, n: u32) {
-    let patterns: [(&str, &str, (&str, u16, bool, &CpuPolicy), (&str, u16, bool, &CpuPolicy)); 3] = [
+    let patterns: [(&str, &str, Side, Side); 3] = [
         (
             "switch/same-policy",
             "bench/switch-same-policy",
@@ -518,7 +532,7 @@ fn differing(host: &Levelling, before: &LevellingState, after: &LevellingState) 
             .count() as u64,
         _ => 0,
     };
-    masks + u64::from(before.faulting(host) != after.faulting(host))
+    masks + u64::from(before.faulting() != after.faulting())
 }
 
 /// `xl_bench_hvm` under SVM.

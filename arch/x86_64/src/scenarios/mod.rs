@@ -8,6 +8,8 @@
 //! | `switch` | dom0 and two PV guests with different policies, yielding after every CPUID | each keeps its own view across many switches; the levelling hook runs on every switch |
 //! | `pv-levelled` | dom0 and levelled PV guests running native CPUID, switching after every CPUID | the fail-closed rule; each guest sees its policy where the hardware can hide, and exactly its fail-closed list beyond it; Xen and dom0 see the host (the silicon shim's scenario) |
 //! | `abi` | dom0's ring-3 toolstack, an unprivileged PV guest, the guests dom0 starts | the sysctl/domctl ABI end to end: dom0 sets a policy it built and the guest sees it; a guest gets `-EPERM`; every error path returns its code and changes nothing |
+//! | `agent` | dom0's ring-3 agent | the host report `cargo xtask run` levels pools with: featuresets and levelling caps through sysctls 25 and 26, vendor and signature from dom0's own CPUID (`pool.rs`) |
+//! | `at-level` | dom0, PV guests (native and forced CPUID) and an HVM guest at the levels on the command line | guests started at a pool level see exactly that level (or, natively on hardware that cannot hide it all, exactly their fail-closed list beyond it); Xen and dom0 see the host |
 //! | `bench` | benchmark guests (PV, switch pairs, HVM) | exact instruction counts under `-icount shift=0`: trap, CPUID emulation, switch and exit paths (`bench <name> <count>` lines) |
 //!
 //! Every scenario starts with the [`selftest`] checks of the `Hardware` implementation (the
@@ -17,6 +19,7 @@
 mod abi;
 mod bench;
 mod hvm;
+mod pool;
 mod pv_forced;
 mod pv_levelled;
 mod selftest;
@@ -39,6 +42,8 @@ const NAMES: &[&str] = &[
     pv_levelled::NAME,
     abi::NAME,
     bench::NAME,
+    pool::AGENT,
+    pool::AT_LEVEL,
 ];
 
 /// Runs the scenario the command line names.
@@ -52,19 +57,28 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
     };
     println!("scenario: {name}");
     selftest::run();
-    match name {
-        xen_dom0::NAME => xen_dom0::run(host),
-        pv_forced::NAME => pv_forced::run(host),
-        hvm::NAME => hvm::run(host),
-        switch::NAME => switch::run(host, cmdline),
-        pv_levelled::NAME => pv_levelled::run(host, cmdline),
-        abi::NAME => abi::run(host),
-        bench::NAME => bench::run(host, cmdline),
-        other => checks::fail(
-            format_args!("scenario"),
-            format_args!("unknown scenario `{other}`; one of {NAMES:?}"),
-        ),
-    }
+    // Called through a function pointer: each scenario keeps its own stack frame, so the
+    // dispatcher's frame is not the sum of every scenario the compiler would inline into it
+    // (the boot stack, and the stack above the shim, are 128 KiB).
+    let scenario: fn(&Host, &Cmdline) = match name {
+        xen_dom0::NAME => |host, _| xen_dom0::run(host),
+        pv_forced::NAME => |host, _| pv_forced::run(host),
+        hvm::NAME => |host, _| hvm::run(host),
+        switch::NAME => switch::run,
+        pv_levelled::NAME => pv_levelled::run,
+        abi::NAME => |host, _| abi::run(host),
+        bench::NAME => bench::run,
+        pool::AGENT => pool::agent,
+        pool::AT_LEVEL => pool::at_level,
+        other => {
+            checks::fail(
+                format_args!("scenario"),
+                format_args!("unknown scenario `{other}`; one of {NAMES:?}"),
+            );
+            |_, _| {}
+        }
+    };
+    scenario(host, cmdline);
     crate::levelling::report_switches(name);
 }
 
