@@ -288,3 +288,22 @@ fn levelling_msrs_never_reach_hardware() {
         Some(MsrAccess::Written)
     );
 }
+
+/// Fuzz finding T1: on an AMD policy without CPUID faulting, WRMSR 0x140 = 0 was accepted but
+/// RDMSR 0x140 raised #GP. A guest must be able to read back an MSR it can write.
+#[test]
+fn misc_features_enables_reads_back_what_was_written_on_amd_without_faulting() {
+    let mut p = CpuPolicy::EMPTY;
+    let (b, c, d) = Vendor::AMD_REGS;
+    *p.leaf_mut(0, 0).unwrap() = CpuidRegs::new(0xd, b, c, d);
+    assert!(p.vendor().is_amd_like() && !p.cpuid_faulting());
+    for initial in [false, true] {
+        let mut vf = initial;
+        assert_eq!(guest_wrmsr(&p, &mut vf, 0x140, 0), Some(MsrAccess::Written));
+        assert_eq!(guest_rdmsr(&p, vf, 0x140), Some(MsrAccess::Read(0)));
+        assert_eq!(
+            guest_wrmsr(&p, &mut vf, 0x140, 1),
+            Some(MsrAccess::InjectGp)
+        );
+    }
+}

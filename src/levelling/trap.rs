@@ -204,7 +204,7 @@ pub const fn is_levelling_msr(msr: u32) -> bool {
 
 /// A guest's RDMSR of a levelling MSR, answered from its policy and virtual state; `None` for
 /// MSRs levelling does not own. PLATFORM_INFO reads the policy's faulting bit;
-/// MISC_FEATURES_ENABLES the virtual value; HWCR reads 0 on AMD-like policies (no
+/// MISC_FEATURES_ENABLES the virtual value (any vendor); HWCR reads 0 on AMD-like policies (no
 /// CpuidUserDis offered); the mask MSRs do not exist for guests.
 pub fn guest_rdmsr(policy: &CpuPolicy, virtual_faulting: bool, index: u32) -> Option<MsrAccess> {
     if !is_levelling_msr(index) {
@@ -212,9 +212,9 @@ pub fn guest_rdmsr(policy: &CpuPolicy, virtual_faulting: bool, index: u32) -> Op
     }
     Some(match index {
         msr::PLATFORM_INFO => MsrAccess::Read(policy.platform_info() as u64),
-        msr::MISC_FEATURES_ENABLES if policy.cpuid_faulting() || !policy.vendor().is_amd_like() => {
-            MsrAccess::Read(virtual_faulting as u64)
-        }
+        // Readable for every vendor, as in Xen: a guest reads back what it may write (0 at
+        // least, which migration restores), whether or not its policy offers faulting.
+        msr::MISC_FEATURES_ENABLES => MsrAccess::Read(virtual_faulting as u64),
         msr::AMD_HWCR if policy.vendor().is_amd_like() => MsrAccess::Read(0),
         _ => MsrAccess::InjectGp,
     })
