@@ -50,7 +50,8 @@ pub struct BootSpec {
     pub scenario: String,
     /// `-icount shift=0`: RDTSC counts instructions, runs are deterministic.
     pub icount: bool,
-    /// `-smp N` (the kernel runs on the boot CPU; the others stay in wait-for-SIPI).
+    /// `-smp N` (plain QEMU: the kernel starts the APs; only the `smp` scenario gives them
+    /// work. Above the shim the others stay in wait-for-SIPI).
     pub smp: u32,
     /// More kernel command-line words (`key=value`).
     pub append: Vec<String>,

@@ -385,7 +385,11 @@ impl Domain {
     /// What the domain should have seen for `leaf`/`subleaf`, where one value is promised.
     fn expected(&self, leaf: u32, subleaf: u32) -> Option<CpuidRegs> {
         match self.spec.oracle {
-            Oracle::HostCpl0 if xen::read_at_boot(&self.boot, leaf, subleaf) => {
+            // The boot read is the boot CPU's; another CPU's own values (APIC IDs) differ,
+            // so there dom0 is judged against CPL0 CPUID on that CPU, now.
+            Oracle::HostCpl0
+                if crate::percpu::id() == 0 && xen::read_at_boot(&self.boot, leaf, subleaf) =>
+            {
                 self.boot.leaf(leaf, subleaf)
             }
             Oracle::HostCpl0 => Some(hardware::cpuid(leaf, subleaf)),

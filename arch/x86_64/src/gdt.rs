@@ -20,7 +20,8 @@ use x86::dtables::{DescriptorTablePointer, lgdt};
 use x86::segmentation::{SegmentSelector, load_ds, load_es, load_fs, load_gs, load_ss};
 use x86::task::load_tr;
 
-use crate::sync::{KernelCell, Stack, stack_top};
+use crate::percpu::MAX_CPUS;
+use crate::sync::{KernelCell, Stack};
 
 /// Kernel code segment selector.
 pub const KERNEL_CS: u16 = 0x08;
@@ -56,7 +57,7 @@ pub struct Tss {
 
 const _: () = assert!(size_of::<Tss>() == 104);
 
-static TSS: KernelCell<Tss> = KernelCell::new(Tss {
+const TSS_INIT: Tss = Tss {
     _reserved0: 0,
     rsp: [0; 3],
     _reserved1: 0,
@@ -64,9 +65,9 @@ static TSS: KernelCell<Tss> = KernelCell::new(Tss {
     _reserved2: 0,
     _reserved3: 0,
     iomap_base: size_of::<Tss>() as u16,
-});
+};
 
-static GDT: KernelCell<[u64; 7]> = KernelCell::new([
+const GDT_INIT: [u64; 7] = [
     0,
     0x00af_9a00_0000_ffff, // 0x08: P, DPL 0, code exec/read, L = 1
     0x00cf_9200_0000_ffff, // 0x10: P, DPL 0, data read/write, G, D/B
@@ -74,12 +75,44 @@ static GDT: KernelCell<[u64; 7]> = KernelCell::new([
     0x00af_fa00_0000_ffff, // 0x20: P, DPL 3, code exec/read, L = 1
     0,                     // 0x28: TSS, low half (filled by `init`)
     0,                     // 0x30: TSS, high half
-]);
+];
 
-/// Ring-0 stack for traps from ring 3 (hypercalls, emulation, guest faults).
-static RSP0_STACK: KernelCell<Stack<{ 64 * 1024 }>> = KernelCell::new(Stack::new());
-static IST1_STACK: KernelCell<Stack<{ 16 * 1024 }>> = KernelCell::new(Stack::new());
-static IST2_STACK: KernelCell<Stack<{ 16 * 1024 }>> = KernelCell::new(Stack::new());
+/// One CPU's descriptors and trap stacks: each CPU loads its own GDT (its TSS descriptor
+/// goes busy on `ltr`) and takes traps on its own stacks.
+struct CpuTables {
+    tss: Tss,
+    gdt: [u64; 7],
+    /// Ring-0 stack for traps from ring 3 (hypercalls, emulation, guest faults).
+    rsp0: Stack<{ 64 * 1024 }>,
+    ist1: Stack<{ 16 * 1024 }>,
+    ist2: Stack<{ 16 * 1024 }>,
+}
+
+static TABLES: KernelCell<[CpuTables; MAX_CPUS]> = KernelCell::new(
+    [const {
+        CpuTables {
+            tss: TSS_INIT,
+            gdt: GDT_INIT,
+            rsp0: Stack::new(),
+            ist1: Stack::new(),
+            ist2: Stack::new(),
+        }
+    }; MAX_CPUS],
+);
+
+/// CPU `cpu`'s tables.
+///
+/// # Safety
+///
+/// Only CPU `cpu` may call it, with no other reference from it live.
+unsafe fn tables(cpu: usize) -> &'static mut CpuTables {
+    // SAFETY: slot `cpu` is used by CPU `cpu` alone (caller's contract).
+    unsafe { &mut (*TABLES.get())[cpu] }
+}
+
+fn top<const N: usize>(stack: &Stack<N>) -> u64 {
+    stack as *const Stack<N> as u64 + N as u64
+}
 
 /// The two GDT slots of an available 64-bit TSS at `base` (Intel SDM vol. 3 figure 8-4).
 fn tss_descriptor(base: u64) -> [u64; 2] {
@@ -92,18 +125,20 @@ fn tss_descriptor(base: u64) -> [u64; 2] {
     [low, base >> 32]
 }
 
-/// Loads the runtime GDT and the TSS, and reloads every segment register.
-pub fn init() {
-    // SAFETY: runs once, at boot, before anything else refers to the TSS or GDT.
-    let (tss, gdt) = unsafe { (&mut *TSS.get(), &mut *GDT.get()) };
-    tss.rsp[0] = stack_top(&RSP0_STACK);
-    tss.ist[IST_DOUBLE_FAULT as usize - 1] = stack_top(&IST1_STACK);
-    tss.ist[IST_NMI_MC as usize - 1] = stack_top(&IST2_STACK);
-    let [low, high] = tss_descriptor(TSS.get() as u64);
-    gdt[5] = low;
-    gdt[6] = high;
-    let pointer = DescriptorTablePointer::new_from_slice(&gdt[..]);
-    // SAFETY: the GDT is a static that lives forever and holds the same kernel code and data
+/// Loads CPU `cpu`'s runtime GDT and TSS, and reloads every segment register (GS with null,
+/// which clears the GS base: `percpu::set_id` comes after).
+pub fn init(cpu: usize) {
+    // SAFETY: runs once per CPU, on that CPU, before anything else refers to its TSS or GDT.
+    let t = unsafe { tables(cpu) };
+    t.tss.rsp[0] = top(&t.rsp0);
+    t.tss.ist[IST_DOUBLE_FAULT as usize - 1] = top(&t.ist1);
+    t.tss.ist[IST_NMI_MC as usize - 1] = top(&t.ist2);
+    t.gdt = GDT_INIT;
+    let [low, high] = tss_descriptor(&t.tss as *const Tss as u64);
+    t.gdt[5] = low;
+    t.gdt[6] = high;
+    let pointer = DescriptorTablePointer::new_from_slice(&t.gdt[..]);
+    // SAFETY: the GDT is a static slot that lives forever and holds the same kernel code and data
     // descriptors as the boot GDT, so the current CS/SS stay valid across the load; the far
     // return reloads CS with the new table's 0x08.
     unsafe {
@@ -127,7 +162,10 @@ pub fn init() {
     }
 }
 
-/// The GDT's base and limit, for the HVM guest's GDTR (it runs on the host's descriptors).
+/// This CPU's GDT base and limit, for the HVM guest's GDTR (it runs on the host's
+/// descriptors).
 pub fn gdtr() -> (u64, u16) {
-    (GDT.get() as u64, (size_of::<[u64; 7]>() - 1) as u16)
+    // SAFETY: only the address of this CPU's slot is taken.
+    let gdt = unsafe { &raw const (*TABLES.get())[crate::percpu::id()].gdt };
+    (gdt as u64, (size_of::<[u64; 7]>() - 1) as u16)
 }

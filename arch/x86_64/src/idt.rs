@@ -222,6 +222,14 @@ pub fn init() {
         idt[vector] = Gate::new(stub, 0, ist);
     }
     idt[HYPERCALL_VECTOR as usize] = Gate::new(stubs[32], 3, 0);
+    load();
+}
+
+/// Loads the (shared, already filled) IDT on this CPU: every CPU takes its traps through the
+/// same stubs, on the stacks of its own TSS.
+pub fn load() {
+    // SAFETY: only the address of the table is taken.
+    let idt = unsafe { &*IDT.get() };
     let pointer = DescriptorTablePointer::new_from_slice(&idt[..]);
     // SAFETY: the IDT is a static that lives forever and every present gate points at a stub
     // that saves state and returns with iretq.

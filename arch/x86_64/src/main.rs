@@ -11,7 +11,8 @@
 //! | module | what |
 //! |---|---|
 //! | [`boot`] | PVH note, 32-bit entry, long mode |
-//! | [`gdt`], [`idt`], [`traps`] | descriptors, TSS/IST, trap stubs and dispatch |
+//! | [`gdt`], [`idt`], [`traps`] | descriptors, per-CPU TSS/IST, trap stubs and dispatch |
+//! | [`smp`], [`percpu`] | AP bring-up (MADT, INIT-SIPI-SIPI, trampoline), CPU index, work hand-off |
 //! | [`extable`], [`hardware`] | exception fixups; the crate's `Hardware` on real instructions |
 //! | [`paging`] | kernel identity map, per-domain address spaces |
 //! | [`serial`], [`exit`], [`cmdline`], [`checks`] | console, QEMU exit, command line, check lines |
@@ -41,10 +42,12 @@ mod hypercall;
 mod idt;
 mod levelling;
 mod paging;
+mod percpu;
 mod scenarios;
 mod sched;
 mod serial;
 mod shim;
+mod smp;
 mod svm;
 mod sync;
 mod traps;
@@ -62,7 +65,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     if let Some(profile) = cmdline.value("shim") {
         shim::run(profile, start_info)
     }
-    kernel(&cmdline)
+    kernel(&cmdline, start_info)
 }
 
 /// The kernel's entry above the silicon shim (the shim's guest starts here, on its own
@@ -70,19 +73,20 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
 pub extern "C" fn kernel_main_l1(start_info: u32) -> ! {
     shim::enter_guest();
     init_cpu();
-    kernel(&Cmdline::from_start_info(start_info))
+    kernel(&Cmdline::from_start_info(start_info), start_info)
 }
 
 /// Console, descriptors, traps, paging.
 fn init_cpu() {
     serial::init();
-    gdt::init();
+    gdt::init(0);
     idt::init();
     paging::init();
 }
 
-/// Xen: the host probe, then the scenario the command line names.
-fn kernel(cmdline: &Cmdline) -> ! {
+/// Xen: the host probe, the application processors (plain QEMU only: above the shim the
+/// kernel runs on the boot CPU), then the scenario the command line names.
+fn kernel(cmdline: &Cmdline, start_info: u32) -> ! {
     let (nx, smep, smap) = paging::protections();
     println!(
         "xl-kernel: up{}; cmdline `{}`; NX {} SMEP {} SMAP {}; {} exception-table sites",
@@ -98,6 +102,9 @@ fn kernel(cmdline: &Cmdline) -> ! {
         extable::len()
     );
     let host = xen::Host::probe(cmdline);
+    if !shim::active() {
+        smp::start_aps(start_info);
+    }
     scenarios::run(&host, cmdline);
     checks::finish()
 }

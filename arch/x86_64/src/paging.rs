@@ -65,7 +65,7 @@ static SMEP_ON: AtomicBool = AtomicBool::new(false);
 
 /// Page frames for domain tables, stacks and data pages. Handed out once, never freed: a boot
 /// runs one scenario with a handful of domains.
-const POOL_PAGES: usize = 96;
+const POOL_PAGES: usize = 224; // `smp` on 4 CPUs: 16 domains
 static POOL: KernelCell<[Page; POOL_PAGES]> = KernelCell::new([Page::ZERO; POOL_PAGES]);
 static POOL_NEXT: AtomicUsize = AtomicUsize::new(0);
 

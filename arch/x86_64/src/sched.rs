@@ -1,4 +1,7 @@
 //! The scheduler: runs the ring-3 domains round robin on this CPU until all have finished.
+//! Each CPU has its own run queue ([`add_on`] fills another CPU's before it runs; [`run`]
+//! runs the calling CPU's), its own saved kernel stack pointer, and its own levelling state:
+//! domains switch on all CPUs concurrently, each CPU touching only its own slot.
 //!
 //! Switching is cooperative (interrupts stay off): a domain gives up the CPU by the `yield`
 //! or `exit` hypercall or by a fault. A switch happens inside the trap handler: the running
@@ -21,6 +24,7 @@ use core::mem::offset_of;
 use crate::domain::{Domain, DomainState, UserContext};
 use crate::gdt::{USER_CS, USER_DS};
 use crate::idt::{Gprs, TrapFrame};
+use crate::percpu::{self, MAX_CPUS};
 use crate::sync::KernelCell;
 use crate::{levelling, paging, println};
 
@@ -36,25 +40,36 @@ pub struct Scheduler {
     pub transitions: u64,
 }
 
-static SCHED: KernelCell<Scheduler> = KernelCell::new(Scheduler {
-    domains: [const { None }; MAX_DOMAINS],
-    current: None,
-    transitions: 0,
-});
+static SCHED: KernelCell<[Scheduler; MAX_CPUS]> = KernelCell::new(
+    [const {
+        Scheduler {
+            domains: [const { None }; MAX_DOMAINS],
+            current: None,
+            transitions: 0,
+        }
+    }; MAX_CPUS],
+);
 
-/// The kernel stack pointer `xl_enter_user` saved, for `xl_resume_kernel`.
-static KERNEL_RESUME_RSP: KernelCell<u64> = KernelCell::new(0);
+/// Each CPU's kernel stack pointer `xl_enter_user` saved, for `xl_resume_kernel`.
+static KERNEL_RESUME_RSP: KernelCell<[u64; MAX_CPUS]> = KernelCell::new([0; MAX_CPUS]);
 
-/// The scheduler.
+/// This CPU's scheduler.
 ///
 /// # Safety
 ///
 /// The caller must not hold another reference from this function: the main flow uses it
 /// only while no domain runs, and trap handlers (which run while the main flow is suspended
-/// in `xl_enter_user`) use one at a time and drop it before the `iretq`.
+/// in `xl_enter_user`) use one at a time and drop it before the `iretq`. Other CPUs never
+/// touch this CPU's slot while it runs ([`add_on`] fills it before).
 unsafe fn scheduler() -> &'static mut Scheduler {
-    // SAFETY: exclusive by the caller's contract (one CPU, interrupts off).
-    unsafe { &mut *SCHED.get() }
+    // SAFETY: exclusive by the caller's contract (interrupts off, one slot per CPU).
+    unsafe { &mut (*SCHED.get())[percpu::id()] }
+}
+
+/// This CPU's slot for the saved kernel stack pointer.
+fn resume_slot() -> *mut u64 {
+    // SAFETY: only the address of this CPU's slot is taken.
+    unsafe { &raw mut (*KERNEL_RESUME_RSP.get())[percpu::id()] }
 }
 
 impl Scheduler {
@@ -100,7 +115,7 @@ impl Scheduler {
                 self.switch_to(None);
                 // SAFETY: a domain ran, so `run` is suspended in `xl_enter_user`, whose saved
                 // stack and registers are intact (traps run on the TSS stack).
-                unsafe { xl_resume_kernel() }
+                unsafe { xl_resume_kernel(resume_slot()) }
             }
         }
     }
@@ -113,12 +128,19 @@ impl Scheduler {
 /// # Panics
 ///
 /// If the run already has [`MAX_DOMAINS`] domains.
-pub fn add(mut domain: Domain) -> usize {
+pub fn add(domain: Domain) -> usize {
+    add_on(percpu::id(), domain)
+}
+
+/// [`add`] on CPU `cpu`'s run queue, which must not be running (the boot CPU fills the APs'
+/// queues before `smp::run_on` hands them over).
+pub fn add_on(cpu: usize, mut domain: Domain) -> usize {
     if let Err(refusal) = domain.start() {
         println!("sched: {} refused (fail closed): {refusal}", domain.name());
     }
-    // SAFETY: called by the main flow while no domain runs.
-    let s = unsafe { scheduler() };
+    // SAFETY: CPU `cpu` runs no domain and does not touch its queue until it is handed the
+    // work (release/acquire in `smp::run_on`); on this CPU, main flow, no domain runs.
+    let s = unsafe { &mut (*SCHED.get())[cpu] };
     let slot = s
         .domains
         .iter()
@@ -142,7 +164,7 @@ pub fn run() {
     };
     // SAFETY: `first` holds a valid ring-3 context in the domain's address space (now in
     // CR3); the call returns through `xl_resume_kernel` once no domain is runnable.
-    unsafe { xl_enter_user(&first) };
+    unsafe { xl_enter_user(&first, resume_slot()) };
     // SAFETY: main flow again; no domain runs.
     let s = unsafe { scheduler() };
     for slot in &mut s.domains {
@@ -197,8 +219,9 @@ pub fn guest_fault(frame: &mut TrapFrame) {
 global_asm!(
     r#"
     .pushsection .text.xl_sched, "ax"
-    # xl_enter_user(context: *const UserContext): save the kernel's callee-saved registers
-    # and RSP, then iretq into ring 3 with every register from the context.
+    # xl_enter_user(context: *const UserContext, resume: *mut u64): save the kernel's
+    # callee-saved registers and RSP (in *resume), then iretq into ring 3 with every register
+    # from the context.
     .global xl_enter_user
 xl_enter_user:
     push rbx
@@ -207,7 +230,7 @@ xl_enter_user:
     push r13
     push r14
     push r15
-    mov qword ptr [rip + {resume_rsp}], rsp
+    mov qword ptr [rsi], rsp
     push {user_ss}
     push qword ptr [rdi + {rsp}]
     push qword ptr [rdi + {rflags}]
@@ -230,10 +253,11 @@ xl_enter_user:
     mov rdi, qword ptr [rdi + {rdi}]
     iretq
 
-    # xl_resume_kernel(): back onto the stack xl_enter_user saved, and return from it.
+    # xl_resume_kernel(resume: *const u64): back onto the stack xl_enter_user saved, and
+    # return from it.
     .global xl_resume_kernel
 xl_resume_kernel:
-    mov rsp, qword ptr [rip + {resume_rsp}]
+    mov rsp, qword ptr [rdi]
     pop r15
     pop r14
     pop r13
@@ -243,7 +267,6 @@ xl_resume_kernel:
     ret
     .popsection
     "#,
-    resume_rsp = sym KERNEL_RESUME_RSP,
     user_ss = const USER_DS,
     user_cs = const USER_CS,
     rsp = const offset_of!(UserContext, rsp),
@@ -267,8 +290,9 @@ xl_resume_kernel:
 );
 
 unsafe extern "C" {
-    /// Enters ring 3 with `context`; returns when `xl_resume_kernel` runs.
-    fn xl_enter_user(context: *const UserContext);
-    /// Returns from the pending `xl_enter_user`.
-    fn xl_resume_kernel() -> !;
+    /// Enters ring 3 with `context`, saving the kernel stack in `*resume`; returns when
+    /// `xl_resume_kernel(resume)` runs.
+    fn xl_enter_user(context: *const UserContext, resume: *mut u64);
+    /// Returns from the pending `xl_enter_user` that saved `*resume`.
+    fn xl_resume_kernel(resume: *const u64) -> !;
 }

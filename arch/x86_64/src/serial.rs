@@ -3,6 +3,7 @@
 //! QEMU connects COM1 to its stdout with `-serial stdio`; the xtask captures it.
 
 use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use x86::io::{inb, outb};
 
@@ -55,9 +56,27 @@ impl fmt::Write for Console {
     }
 }
 
-/// Writes formatted text to the console (what `print!` expands to).
+/// Which CPU holds the console (its index + 1; 0: free). Re-entrant on the holding CPU, so
+/// that a panic or a trap report in the middle of a line still prints.
+static OWNER: AtomicUsize = AtomicUsize::new(0);
+
+/// Writes formatted text to the console (what `print!` expands to), one whole call at a time
+/// across CPUs.
 pub fn print(args: fmt::Arguments) {
+    let me = crate::percpu::id() + 1;
+    let nested = OWNER.load(Ordering::Relaxed) == me;
+    if !nested {
+        while OWNER
+            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            core::hint::spin_loop();
+        }
+    }
     let _ = fmt::Write::write_fmt(&mut Console, args);
+    if !nested {
+        OWNER.store(0, Ordering::Release);
+    }
 }
 
 /// Prints to COM1.

@@ -7,6 +7,8 @@
 //! | QEMU with SVM | EPYC, EPYC-Milan, `Haswell,+svm`, `Skylake-Server,+svm` | `hvm` |
 //! | plain QEMU | qemu64, Haswell, EPYC, Opteron_G3 | `abi` (the hypercall ABI end to end) |
 //! | the silicon shim | Haswell (faulting), SandyBridgeE and K10 Barcelona (masks) | `abi` |
+//! | plain QEMU, `-smp 2` and `-smp 4` | Haswell, EPYC | `smp` (every CPU runs its own domains, each with its own levelling state; a policy/start race between two CPUs) |
+//! | the silicon shim | SandyBridgeE (Intel masks), K10 Barcelona (AMD masks), Haswell (faulting) | `msr-fault` (a levelling MSR starts raising #GP mid-run) |
 //! | the silicon shim | every dump in `../shared/cpuid-dumps/` (`shim=<stem>`), on `-cpu EPYC` for AMD and Hygon dumps and `Skylake-Server,+svm` for Intel ones (the dump decides what the kernel sees; the QEMU model only has to offer SVM, SMEP and SMAP) | `pv-levelled best_effort` |
 //!
 //! Any failed row fails the step (and so `cargo xtask test`), after every row has run and the
@@ -60,6 +62,17 @@ pub const ABI_SHIM_DUMPS: &[&str] = &[
     "GenuineIntel00206D7_SandyBridgeE_00_CPUID",
     "AuthenticAMD0100F21_K10_Barcelona_CPUID",
 ];
+/// CPU models the `smp` scenario boots on, each with every count of [`SMP_COUNTS`] (plain
+/// QEMU: above the shim the kernel runs on one CPU).
+pub const SMP_CPUS: &[&str] = &["Haswell", "EPYC"];
+/// The `-smp` values of the `smp` rows.
+pub const SMP_COUNTS: &[u32] = &[2, 4];
+/// Dumps the `msr-fault` scenario boots above the shim on: masks (Intel, AMD) and faulting.
+pub const MSR_FAULT_DUMPS: &[&str] = &[
+    "GenuineIntel00206D7_SandyBridgeE_00_CPUID",
+    "AuthenticAMD0100F21_K10_Barcelona_CPUID",
+    "GenuineIntel00306C3_Haswell_CPUID",
+];
 /// The scenario (and its words) booted above the silicon shim, once per dump.
 pub const SHIM_SCENARIO: (&str, &[&str]) = ("pv-levelled", &["best_effort"]);
 /// The CPUID dumps, relative to the workspace root (the kernel embeds the same folder).
@@ -103,11 +116,28 @@ pub fn rows(dumps: &[String]) -> Vec<BootSpec> {
                 spec
             })
         });
+    let smp = SMP_CPUS.iter().flat_map(|cpu| {
+        SMP_COUNTS.iter().map(move |&count| {
+            let mut spec = BootSpec::new(cpu, "smp");
+            spec.smp = count;
+            spec
+        })
+    });
+    let msr_fault = dumps
+        .iter()
+        .filter(|stem| MSR_FAULT_DUMPS.contains(&stem.as_str()))
+        .map(|stem| {
+            let mut spec = BootSpec::new(shim_cpu(stem), "msr-fault");
+            spec.append.push(format!("shim={stem}"));
+            spec
+        });
     plain
         .chain(svm)
         .chain(abi)
         .chain(shim)
         .chain(abi_shim)
+        .chain(smp)
+        .chain(msr_fault)
         .collect()
 }
 
@@ -442,8 +472,8 @@ fn to_json(rows: &[Row], qemu: &str, kernel: &Path, wall: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        ABI_CPUS, ABI_SCENARIOS, ABI_SHIM_DUMPS, PLAIN_CPUS, PLAIN_SCENARIOS, SVM_CPUS,
-        json_string, resolve_dump, rows, shim_cpu, shim_of,
+        ABI_CPUS, ABI_SCENARIOS, ABI_SHIM_DUMPS, MSR_FAULT_DUMPS, PLAIN_CPUS, PLAIN_SCENARIOS,
+        SMP_COUNTS, SMP_CPUS, SVM_CPUS, json_string, resolve_dump, rows, shim_cpu, shim_of,
     };
 
     fn stems() -> Vec<String> {
@@ -473,9 +503,17 @@ mod tests {
                     .filter(|d| ABI_SHIM_DUMPS.contains(&d.as_str()))
                     .count()
                     * ABI_SCENARIOS.len()
+                + SMP_CPUS.len() * SMP_COUNTS.len()
+                + dumps
+                    .iter()
+                    .filter(|d| MSR_FAULT_DUMPS.contains(&d.as_str()))
+                    .count()
         );
-        let mut keys: Vec<(String, String)> =
-            rows.iter().map(|r| (r.cpu.clone(), r.cmdline())).collect();
+        assert!(rows.iter().any(|r| r.scenario == "smp" && r.smp == 4));
+        let mut keys: Vec<(String, String, u32)> = rows
+            .iter()
+            .map(|r| (r.cpu.clone(), r.cmdline(), r.smp))
+            .collect();
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), rows.len());
@@ -492,7 +530,7 @@ mod tests {
         for stem in &dumps {
             let row = rows
                 .iter()
-                .find(|r| shim_of(r) == Some(stem.as_str()) && r.scenario != "abi")
+                .find(|r| shim_of(r) == Some(stem.as_str()) && r.scenario == "pv-levelled")
                 .expect("a shim row per dump");
             assert_eq!(row.cpu, shim_cpu(stem));
             assert!(row.cmdline().contains("best_effort"), "{}", row.cmdline());

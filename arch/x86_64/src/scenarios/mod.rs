@@ -10,6 +10,8 @@
 //! | `abi` | dom0's ring-3 toolstack, an unprivileged PV guest, the guests dom0 starts | the sysctl/domctl ABI end to end: dom0 sets a policy it built and the guest sees it; a guest gets `-EPERM`; every error path returns its code and changes nothing |
 //! | `agent` | dom0's ring-3 agent | the host report `cargo xtask run` levels pools with: featuresets and levelling caps through sysctls 25 and 26, vendor and signature from dom0's own CPUID (`pool.rs`) |
 //! | `at-level` | dom0, PV guests (native and forced CPUID) and an HVM guest at the levels on the command line | guests started at a pool level see exactly that level (or, natively on hardware that cannot hide it all, exactly their fail-closed list beyond it); Xen and dom0 see the host |
+//! | `smp` | per CPU: dom0, two forced-emulation guests, a levelled guest; a policy/start race | domains switch concurrently on every CPU, each with its own levelling state, and every check holds on each (`smp/cpuN/...`); a `set_cpu_policy` loop on CPU 0 against a start on CPU 1 ends in one of the two orders, never a torn policy/levelling (skipped on one CPU) |
+//! | `msr-fault` | dom0 and a levelled guest, then new guests | above the shim: a levelling MSR starts raising #GP mid-run; the switch notices, the mechanism is marked failed, dom0 runs on, new levelled guests are refused (best effort still runs), the running levelled guest is reported unguaranteed (skipped on plain QEMU) |
 //! | `bench` | benchmark guests (PV, switch pairs, HVM) | exact instruction counts under `-icount shift=0`: trap, CPUID emulation, switch and exit paths (`bench <name> <count>` lines) |
 //!
 //! Every scenario starts with the [`selftest`] checks of the `Hardware` implementation (the
@@ -19,10 +21,12 @@
 mod abi;
 mod bench;
 mod hvm;
+mod msr_fault;
 mod pool;
 mod pv_forced;
 mod pv_levelled;
 mod selftest;
+mod smp;
 mod switch;
 mod xen_dom0;
 
@@ -44,6 +48,8 @@ const NAMES: &[&str] = &[
     bench::NAME,
     pool::AGENT,
     pool::AT_LEVEL,
+    smp::NAME,
+    msr_fault::NAME,
 ];
 
 /// Runs the scenario the command line names.
@@ -70,6 +76,8 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
         bench::NAME => bench::run,
         pool::AGENT => pool::agent,
         pool::AT_LEVEL => pool::at_level,
+        smp::NAME => smp::run,
+        msr_fault::NAME => msr_fault::run,
         other => {
             checks::fail(
                 format_args!("scenario"),

@@ -308,6 +308,14 @@ fn handle_exit(
                     stats.gp_injected,
                     model.writes() as u64,
                 ],
+                call::FAIL_MSR => {
+                    let msr = gprs.rdi as u32;
+                    let taken = model.fail_msr(msr);
+                    println!(
+                        "shim: MSR {msr:#x} now raises #GP on every access (as after a microcode update)"
+                    );
+                    [u64::from(taken), 0, 0, 0]
+                }
                 _ => [call::UNKNOWN, 0, 0, 0],
             };
             [gprs.rax, gprs.rbx, gprs.rcx, gprs.rdx] = answer;

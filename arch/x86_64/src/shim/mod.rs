@@ -23,7 +23,7 @@
 //! | RDMSR of VM_CR (0xC0010114) | reads LOCK and SVMDIS: the kernel above gets no SVM (nested SVM is not modelled, and its VMRUN would clobber the shim's host save area) | APM vol. 2 15.30.1 |
 //! | any other MSR access in the map's ranges | not intercepted: QEMU's own (EFER, PAT, the #GP of IA32_PKRS the self-test uses) | |
 //! | an MSR outside the map's three ranges | exits anyway (architectural); #GP(0) injected | qemu-facts.md 11, gotcha 6 |
-//! | VMMCALL | the shim's own calls ([`l0_msr_writes`], statistics), RIP + 3 | |
+//! | VMMCALL | the shim's own calls ([`l0_msr_writes`], statistics, [`fail_msr`]: one levelling MSR starts raising #GP, the model's `fail_msr`), RIP + 3 | |
 //! | triple fault, HLT, anything else | reported, and QEMU leaves with a failure | |
 //!
 //! What the model itself models (its module documentation has the detail): which levelling
@@ -81,6 +81,10 @@ pub mod call {
     pub const MSR_WRITES: u64 = PING + 1;
     /// RAX = CPUID exits, RBX = MSR exits, RCX = #GPs injected, RDX = WRMSRs served.
     pub const STATS: u64 = PING + 2;
+    /// RDI = an MSR index: the model makes it raise #GP on every access from now on (as
+    /// after a microcode update that withdrew it). RAX = 1 if it took it, 0 if its table of
+    /// failing MSRs is full.
+    pub const FAIL_MSR: u64 = PING + 3;
     /// What [`PING`] returns.
     pub const PONG: u64 = 0x5348_494d_504f_4e47;
     /// What an unknown call returns.
@@ -190,6 +194,31 @@ pub fn l0_msr_writes() -> u64 {
     } else {
         0
     }
+}
+
+/// Above the shim: makes `msr` raise #GP from now on ([`call::FAIL_MSR`]). False on plain
+/// QEMU, or if the model refused.
+pub fn fail_msr(msr: u32) -> bool {
+    if !active() {
+        return false;
+    }
+    let a: u64;
+    // SAFETY: as `vmmcall`; the shim reads RDI and answers in RAX only (RBX-RDX are zeroed:
+    // declared clobbered).
+    unsafe {
+        asm!(
+            "mov {tmp}, rbx",
+            "vmmcall",
+            "mov rbx, {tmp}",
+            tmp = out(reg) _,
+            inout("rax") call::FAIL_MSR => a,
+            in("rdi") u64::from(msr),
+            out("rcx") _,
+            out("rdx") _,
+            options(nostack),
+        );
+    }
+    a == 1
 }
 
 /// The shim's counters: (CPUID exits, MSR exits, #GPs injected, WRMSRs served).
