@@ -139,10 +139,30 @@ pub fn bench(ws: &Workspace) -> Result<(), String> {
     let (qemu_figures, qemu) = crate::qemu::bench::run(ws)?;
     writeln!(md).unwrap();
     md.push_str(&crate::qemu::bench::markdown(&qemu_figures, &qemu));
+    fuzzing_section(ws.root(), &mut md);
     std::fs::write(ws.root().join("BENCHMARKS.md"), md)
         .map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
     println!("bench: wrote BENCHMARKS.md");
     Ok(())
+}
+
+/// The fuzzers run outside the gate, by hand (`fuzz/README.md`); their recorded results
+/// (`fuzz/RESULTS.md`, summary table) are carried into BENCHMARKS.md as they stand.
+fn fuzzing_section(root: &Path, md: &mut String) {
+    let Ok(results) = std::fs::read_to_string(root.join("fuzz/RESULTS.md")) else {
+        return;
+    };
+    let summary = results
+        .split_once("## Summary")
+        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest).trim());
+    if let Some(summary) = summary {
+        writeln!(
+            md,
+            "\n## Fuzzing (cargo-fuzz, run by hand; details in `fuzz/RESULTS.md`)\n"
+        )
+        .unwrap();
+        writeln!(md, "{summary}").unwrap();
+    }
 }
 
 /// Runs `command` and returns its standard output.
