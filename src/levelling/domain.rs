@@ -47,10 +47,22 @@ impl fmt::Display for Unenforceable {
 
 impl core::error::Error for Unenforceable {}
 
+/// Everything a guest's CPUID may show whatever its level says: [`EXPOSED_BY_DESIGN`] and the
+/// host's FPU behaviour that every domain policy copies
+/// ([`crate::policy::system::FPU_BEHAVIOUR`]). Leave these out when comparing what a guest
+/// saw with a pool level.
+pub fn not_levelled() -> Featureset {
+    let mut fs = Featureset::of(&EXPOSED_BY_DESIGN);
+    for f in crate::policy::system::FPU_BEHAVIOUR {
+        fs.insert(f);
+    }
+    fs
+}
+
 /// Bits that native CPUID shows by design, whatever the policy: fast-forwarded from live
 /// state (OSXSAVE, OSPKE, APIC) or forced from the host so that the unmaskable topology
 /// leaves read consistently (HTT, X2APIC, CMP_LEGACY).
-const EXPOSED_BY_DESIGN: [Feature; 6] = [
+pub const EXPOSED_BY_DESIGN: [Feature; 6] = [
     Feature::OSXSAVE,
     Feature::OSPKE,
     Feature::APIC,

@@ -429,12 +429,17 @@ fn default_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy) {
     fpu_behaviour_from_host(fs, host);
 }
 
+/// Features that describe how the host's FPU behaves rather than offer anything: every policy
+/// carries the host's values (`CPUID.07H.0:EBX[6]` FDP_EXCP_ONLY, `CPUID.07H.0:EBX[13]`
+/// NO_FPU_SEL).
+pub const FPU_BEHAVIOUR: [Feature; 2] = [Feature::FDP_EXCP_ONLY, Feature::NO_FPU_SEL];
+
 /// FDP_EXCP_ONLY and NO_FPU_SEL describe how the FPU behaves, which no guest can be shielded
 /// from: every policy reports the host's (Xen forces them per domain; we also put them in the
 /// max and default policies so that a domain policy stays within its max).
 fn fpu_behaviour_from_host(fs: &mut Featureset, host: &CpuPolicy) {
     let host_fs = host.featureset();
-    for f in [Feature::FDP_EXCP_ONLY, Feature::NO_FPU_SEL] {
+    for f in FPU_BEHAVIOUR {
         fs.set(f, host_fs.contains(f));
     }
 }

@@ -19,7 +19,7 @@ use xen_levelling::levelling::{DomainLevelling, DomainRole, Mechanism, Unenforce
 use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::policy::{WORD_HOMES, WordHome};
-use xen_levelling::{CpuPolicy, CpuidRegs, Feature, Featureset};
+use xen_levelling::{CpuPolicy, CpuidRegs, Featureset};
 
 use crate::checks::{self, Leaf, Regs};
 use crate::gdt::{USER_CS, USER_DS};
@@ -601,7 +601,7 @@ impl Domain {
         }
         // OSXSAVE, OSPKE, APIC follow live state, HTT/X2APIC/CMP_LEGACY the host's topology:
         // native CPUID shows them whatever the policy says.
-        let exposed = Featureset::of(&EXPOSED_BY_DESIGN);
+        let exposed = Featureset::of(&xen_levelling::levelling::domain::EXPOSED_BY_DESIGN);
         let wanted = self.spec.policy.featureset() & words;
         let leaked = (self.seen - wanted - exposed) & KNOWN & words;
         let hidden = (wanted - self.seen - exposed) & KNOWN & words;
@@ -644,14 +644,3 @@ impl Domain {
         }
     }
 }
-
-/// Bits native CPUID shows by design, whatever the policy: fast-forwarded from live state or
-/// forced from the host's topology (the crate's `EXPOSED_BY_DESIGN`).
-const EXPOSED_BY_DESIGN: [Feature; 6] = [
-    Feature::OSXSAVE,
-    Feature::OSPKE,
-    Feature::APIC,
-    Feature::HTT,
-    Feature::X2APIC,
-    Feature::CMP_LEGACY,
-];

@@ -9,8 +9,8 @@ use levelctl::report::names;
 use levelctl::{Change, GuestType, Host, Pool};
 use serde::{Deserialize, Serialize};
 use xen_levelling::Featureset;
+use xen_levelling::Vendor;
 use xen_levelling::feature::{KNOWN, NR_WORDS};
-use xen_levelling::{Feature, Vendor};
 
 use super::hosts::{HOSTS, HostSpec};
 use super::serial::{self, AgentOutput, BootRecord, GuestOutput};
@@ -404,19 +404,10 @@ pub struct Report {
     pub ok: bool,
 }
 
-/// Bits a guest's CPUID shows whatever the level says (the kernel's `NOT_LEVELLED`): live
-/// state, topology, and the host's FPU behaviour that every domain policy copies.
+/// Bits a guest's CPUID shows whatever the level says: the crate's definition, shared with
+/// the kernel's checks.
 pub fn not_levelled() -> Featureset {
-    Featureset::of(&[
-        Feature::OSXSAVE,
-        Feature::OSPKE,
-        Feature::APIC,
-        Feature::HTT,
-        Feature::X2APIC,
-        Feature::CMP_LEGACY,
-        Feature::FDP_EXCP_ONLY,
-        Feature::NO_FPU_SEL,
-    ])
+    xen_levelling::levelling::domain::not_levelled()
 }
 
 /// Every bit of the words in `mask` (bit n = word n).

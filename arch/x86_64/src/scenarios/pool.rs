@@ -458,21 +458,6 @@ fn print_report(cmdline: &Cmdline, page: &AgentPage) {
     println!("}}");
 }
 
-/// Bits a guest's CPUID shows whatever the level says: live state (OSXSAVE, OSPKE, APIC),
-/// the toolstack's topology rules (HTT, X2APIC, CMP_LEGACY) and the host's FPU behaviour,
-/// which every domain policy copies from the host (FDP_EXCP_ONLY, NO_FPU_SEL: facts, not
-/// offers); left out when a policy or a view is compared with the level.
-pub const NOT_LEVELLED: [Feature; 8] = [
-    Feature::OSXSAVE,
-    Feature::OSPKE,
-    Feature::APIC,
-    Feature::HTT,
-    Feature::X2APIC,
-    Feature::CMP_LEGACY,
-    Feature::FDP_EXCP_ONLY,
-    Feature::NO_FPU_SEL,
-];
-
 /// Every query of `policy`, plus the home leaf of every CPUID featureset word.
 fn walk_list(policy: &CpuPolicy) -> WalkList {
     let mut list = WalkList::for_policy(policy);
@@ -501,7 +486,7 @@ fn level(cmdline: &Cmdline, key: &str) -> Option<Featureset> {
 
 /// `policy` carries exactly `level` (the bits that follow live state or topology aside).
 fn check_policy_is_level(name: &str, policy: &CpuPolicy, level: &Featureset) {
-    let aside = Featureset::of(&NOT_LEVELLED);
+    let aside = xen_levelling::levelling::domain::not_levelled();
     let got = policy.featureset() - aside;
     let want = *level - aside;
     checks::noted(
