@@ -760,34 +760,32 @@ fn a_pv_kernel_without_cr4_osxsave_does_not_see_xens() {
         "GenuineIntel00206D7_SandyBridgeE_00_CPUID.txt",
         "AuthenticAMD0830F10_K17_CastlePeak_CPUID.txt",
     ] {
-        let mut host = boot(file, false);
-        let d = host
-            .levelling
-            .domain_levelling(
-                DomainKind::Pv,
-                DomainRole::Guest,
-                &host.system.pv_default,
-                true,
-            )
-            .unwrap();
-        assert!(d.xsave, "{file}");
-        host.model.set_cr4_osxsave(true); // Xen's own CR4
-        let osxsave =
-            |host: &Machine| host.model.cpuid_at(3, 1, 0).unwrap().c & Feature::OSXSAVE.mask() != 0;
-        for (guest_cr4, expected) in [(false, false), (true, true), (false, false)] {
-            let next = SwitchTo::Vcpu {
-                domain: &d,
-                cr4_osxsave: guest_cr4,
-                virtual_faulting: false,
+        // A levelled guest, and dom0, which is not levelled but is a PV kernel all the same.
+        for role in [DomainRole::Guest, DomainRole::Control] {
+            let mut host = boot(file, false);
+            let d = host
+                .levelling
+                .assess(DomainKind::Pv, role, &host.system.pv_default);
+            assert!(d.xsave, "{file}");
+            host.model.set_cr4_osxsave(true); // Xen's own CR4
+            let osxsave = |host: &Machine| {
+                host.model.cpuid_at(3, 1, 0).unwrap().c & Feature::OSXSAVE.mask() != 0
             };
-            host.cpu
-                .switch_to(&host.levelling, &mut host.model, next)
-                .unwrap();
-            assert_eq!(
-                osxsave(&host),
-                expected,
-                "{file}: guest CR4.OSXSAVE {guest_cr4}"
-            );
+            for (guest_cr4, expected) in [(false, false), (true, true), (false, false)] {
+                let next = SwitchTo::Vcpu {
+                    domain: &d,
+                    cr4_osxsave: guest_cr4,
+                    virtual_faulting: false,
+                };
+                host.cpu
+                    .switch_to(&host.levelling, &mut host.model, next)
+                    .unwrap();
+                assert_eq!(
+                    osxsave(&host),
+                    expected,
+                    "{file}: guest CR4.OSXSAVE {guest_cr4}"
+                );
+            }
         }
     }
 }

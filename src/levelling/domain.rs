@@ -84,9 +84,10 @@ pub struct DomainLevelling {
     pub faulting: bool,
     /// The mask values loaded while it runs (the defaults for unlevelled and HVM domains).
     pub masks: MaskValues,
-    /// The same for a PV vCPU whose virtual CR4.OSXSAVE is clear: OSXSAVE cleared in the leaf 1
-    /// mask, so that hardware does not fast-forward Xen's own CR4. Precomputed, so the switch
-    /// only picks one.
+    /// What to load instead while the vCPU's CR4.OSXSAVE is clear: for every PV domain,
+    /// levelled or not, OSXSAVE cleared in the leaf 1 mask, so that hardware does not
+    /// fast-forward Xen's own CR4 to a kernel that has not enabled XSAVE; for HVM domains the
+    /// same as `masks`. Precomputed, so the switch only picks one.
     pub masks_without_osxsave: MaskValues,
     /// Its policy has XSAVE: OSXSAVE may be fast-forwarded when its CR4.OSXSAVE is set.
     pub xsave: bool,
@@ -147,6 +148,7 @@ impl Levelling {
             best_effort: false,
         };
         if !(is_pv && levelled) {
+            d.masks_without_osxsave = self.masks_without_osxsave(kind, &d.masks);
             return d;
         }
         match mechanism {
@@ -163,16 +165,23 @@ impl Levelling {
             }
             Mechanism::None => {}
         }
-        let leaf1 = d.masks.get(MaskKind::Leaf1);
-        d.masks_without_osxsave = d.masks;
-        d.masks_without_osxsave
-            .set(MaskKind::Leaf1, without_osxsave(self.vendor(), leaf1));
+        d.masks_without_osxsave = self.masks_without_osxsave(kind, &d.masks);
         let wanted = policy.featureset();
         let native = self.native_view(mechanism, &d, &wanted);
         let exposed = Featureset::of(&EXPOSED_BY_DESIGN);
         d.unenforceable = (native - wanted - exposed) & KNOWN;
         d.not_shown = (wanted - native - exposed) & KNOWN & cpuid_words();
         d
+    }
+
+    /// `masks` for a vCPU of a `kind` domain whose CR4.OSXSAVE is clear.
+    fn masks_without_osxsave(&self, kind: DomainKind, masks: &MaskValues) -> MaskValues {
+        let mut m = *masks;
+        if kind == DomainKind::Pv {
+            let leaf1 = m.get(MaskKind::Leaf1);
+            m.set(MaskKind::Leaf1, without_osxsave(self.vendor(), leaf1));
+        }
+        m
     }
 
     /// The features native CPUID at CPL 3 shows while `d` is loaded. With faulting, every

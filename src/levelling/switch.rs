@@ -130,7 +130,7 @@ impl LevellingState {
             Mode::Masking => {
                 let target = match domain {
                     // A PV kernel that has not set CR4.OSXSAVE must not see Xen's fast-forwarded.
-                    Some(d) if !cr4_osxsave && d.kind == DomainKind::Pv => &d.masks_without_osxsave,
+                    Some(d) if !cr4_osxsave => &d.masks_without_osxsave,
                     Some(d) => &d.masks,
                     None => &levelling.defaults,
                 };
