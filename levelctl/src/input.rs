@@ -101,6 +101,23 @@ pub struct Loaded {
     pub facts: Option<CpuidFacts>,
 }
 
+impl Loaded {
+    /// The levelling mechanism for PV guests judged by generation ([`crate::mechanism::assess`])
+    /// from what this input says: vendor, signature, max basic leaf, faulting enumeration,
+    /// hardware and PV default featuresets.
+    pub fn mechanism(&self) -> crate::mechanism::MechanismReport {
+        let h = &self.host;
+        crate::mechanism::assess(
+            h.vendor,
+            h.signature,
+            self.facts.as_ref().map(|f| f.max_basic_leaf),
+            h.cpuid_faulting,
+            h.hardware,
+            h.pv.default,
+        )
+    }
+}
+
 /// Which kind of host input `text` is, or `None`.
 pub fn detect(text: &str) -> Option<SourceKind> {
     if text.trim_start().starts_with('{') {
@@ -178,8 +195,7 @@ pub fn parse_host(
             derive_host(
                 &raw,
                 Derive {
-                    platform_info: None,
-                    arch_caps: None,
+                    msrs: RawMsrs::default(),
                     disabled,
                     name,
                     source: Source {
@@ -199,8 +215,7 @@ pub fn parse_host(
             derive_host(
                 &dump,
                 Derive {
-                    platform_info: dump.msr(0xce).value(),
-                    arch_caps: dump.msr(0x10a).value(),
+                    msrs: dump.raw_msrs(),
                     disabled,
                     name,
                     source: Source {
@@ -266,8 +281,9 @@ pub fn default_name(file: &str) -> String {
 }
 
 struct Derive {
-    platform_info: Option<u64>,
-    arch_caps: Option<u64>,
+    /// The MSRs the input recorded, MSR 0xCE only where it is MSR_PLATFORM_INFO (as
+    /// [`Aida64Dump::raw_msrs`] gives them).
+    msrs: RawMsrs,
     disabled: Featureset,
     name: Option<String>,
     source: Source,
@@ -296,9 +312,9 @@ pub fn brand_string(src: &impl CpuidSource) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Derive a host from CPUID data the way `examples/level_dumps.rs` does: MSR 0xCE only where
-/// it is MSR_PLATFORM_INFO (Intel family 6 from model 0x1A), faulting from `0xCE[31]` or
-/// CPUID.80000021H:EAX[17], then `SystemPolicies::derive`.
+/// Derive a host from CPUID data the way `examples/level_dumps.rs` does: the recorded MSRs
+/// (0xCE only where it is MSR_PLATFORM_INFO, [`RawMsrs::platform_info_exists`]), faulting from
+/// `0xCE[31]` or CPUID.80000021H:EAX[17], then `SystemPolicies::derive`.
 fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> {
     let probe = CpuPolicy::from_source(src, RawMsrs::default());
     let vendor = probe.vendor();
@@ -319,18 +335,8 @@ fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> 
     }
     let sig = probe.signature();
     let has_platform_info = RawMsrs::platform_info_exists(vendor, sig);
-    let platform_info = if has_platform_info {
-        d.platform_info
-    } else {
-        None
-    };
-    let raw = CpuPolicy::from_source(
-        src,
-        RawMsrs {
-            platform_info,
-            arch_caps: d.arch_caps,
-        },
-    );
+    let platform_info = d.msrs.platform_info;
+    let raw = CpuPolicy::from_source(src, d.msrs);
     let faulting = match vendor {
         Vendor::Amd | Vendor::Hygon => Some(raw.featureset().contains(Feature::CPUID_USER_DIS)),
         Vendor::Intel if has_platform_info => platform_info.map(|_| raw.cpuid_faulting()),
@@ -344,15 +350,7 @@ fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> 
         ..HostOptions::default()
     };
     let p = SystemPolicies::derive(&raw, options);
-    let model = crate::mechanism::on_model(
-        src,
-        RawMsrs {
-            platform_info,
-            arch_caps: d.arch_caps,
-        },
-        &p.host.featureset(),
-        &p.pv_default,
-    );
+    let model = crate::mechanism::on_model(src, d.msrs, &p.host.featureset(), &p.pv_default);
     let name = d.name.unwrap_or_else(|| default_name(&d.source.file));
     let host = Host {
         name,

@@ -99,9 +99,11 @@ pub struct MechanismReport {
     pub notes: Vec<String>,
 }
 
-/// The MSR words 16 and 17 (MSR_ARCH_CAPABILITIES) are read with RDMSR, which a PV guest
+/// Words that mirror an MSR (MSR_ARCH_CAPABILITIES) are read with RDMSR, which a PV guest
 /// cannot execute natively: never leaked by CPUID.
-const MSR_WORDS: [usize; 2] = [16, 17];
+fn is_msr_word(word: usize) -> bool {
+    WORDS[word].register.starts_with("MSR")
+}
 
 /// The mechanism a set of expected (or effective) mask MSRs amounts to.
 fn masking(vendor: Vendor, masks: &MaskMsrs) -> Mechanism {
@@ -244,7 +246,7 @@ pub fn assess(
             let mut cannot = Featureset::EMPTY;
             let mut can = 0;
             for f in hidden.iter() {
-                if MSR_WORDS.contains(&f.word()) {
+                if is_msr_word(f.word()) {
                     continue;
                 }
                 if words.contains(&f.word()) {

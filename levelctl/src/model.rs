@@ -171,6 +171,8 @@ pub struct DomainSets {
 
 /// One host, as its last boot reported it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// A mistyped field in a state file is refused, not dropped and then lost on the next save.
+#[serde(deny_unknown_fields)]
 pub struct Host {
     /// Unique within its pool.
     pub name: String,
@@ -296,6 +298,8 @@ impl fmt::Display for Origin {
 
 /// One VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// A mistyped field in a state file is refused, not dropped and then lost on the next save.
+#[serde(deny_unknown_fields)]
 pub struct Vm {
     /// Unique within its pool.
     pub name: String,
@@ -366,6 +370,8 @@ impl Vm {
 
 /// A pool: hosts of one vendor and the VMs that belong to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// A mistyped field in a state file is refused, not dropped and then lost on the next save.
+#[serde(deny_unknown_fields)]
 pub struct Pool {
     /// The pool's name (also its state file's name).
     pub name: String,

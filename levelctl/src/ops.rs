@@ -1093,13 +1093,13 @@ pub fn migrate_between(
                 dst.hosts.len()
             ));
             if let Some(level) = dst.level(vm.guest) {
-                let above = cpu.featureset - level;
+                let above = names(&(cpu.featureset - level));
                 if !above.is_empty() {
                     notes.push(format!(
                         "above pool {}'s level by {}: {} (dropped at its next reboot)",
                         dst.name,
                         above.len(),
-                        above.names()
+                        above.join(",")
                     ));
                 }
             }

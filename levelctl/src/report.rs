@@ -1,10 +1,11 @@
 //! What operations report: plain serialisable data, rendered as tables by the CLI or printed
 //! as JSON with `--json`. Feature lists are Xen's names; whole featuresets also carry the XAPI
-//! string.
+//! string. Every count is of the features listed ([`count`], [`names`]): AMD's unnamed copies
+//! of the CPUID.01H:EDX bits in word 2 are in the XAPI string only.
 
 use serde::Serialize;
 use xen_levelling::Featureset;
-use xen_levelling::feature::COMMON_1D;
+use xen_levelling::feature::{COMMON_1D, KNOWN};
 
 use crate::check::{Cause, HostCheck, MissingFeature};
 use crate::model::{ForceRecord, GuestType, PowerState};
@@ -12,7 +13,8 @@ use crate::model::{ForceRecord, GuestType, PowerState};
 /// A whole featureset: its size, its XAPI string and its names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Features {
-    /// How many features.
+    /// How many features [`names`] lists ([`count`]): AMD's unnamed copies of the
+    /// CPUID.01H:EDX bits in word 2 are not counted, though the XAPI string keeps them.
     pub count: usize,
     /// The XAPI string.
     pub xapi: String,
@@ -22,22 +24,34 @@ pub struct Features {
 
 impl From<&Featureset> for Features {
     fn from(fs: &Featureset) -> Features {
+        let names = names(fs);
         Features {
-            count: fs.len(),
+            count: names.len(),
             xapi: fs.xapi().to_string(),
-            names: names(fs),
+            names,
         }
     }
 }
 
-/// Xen's names of the features of `fs`, leaving out AMD's unnamed copies of the
+/// The features of `fs` that levelctl lists and counts: all but AMD's unnamed copies of the
 /// CPUID.01H:EDX bits in word 2 ([`COMMON_1D`]), which every AMD featureset carries and which
 /// say nothing leaf 1 does not (the XAPI string keeps them).
+pub fn listed(fs: &Featureset) -> Featureset {
+    let mut out = *fs;
+    out.set_word(2, fs.word(2) & !(COMMON_1D & !KNOWN.word(2)));
+    out
+}
+
+/// How many features [`names`] lists: every feature report counts this, so that a count
+/// always matches its list (an AMD set's word-2 copies of leaf 1 are not counted).
+pub fn count(fs: &Featureset) -> usize {
+    listed(fs).len()
+}
+
+/// Xen's names of the [`listed`] features of `fs` (`word:bit` for a bit the table does not
+/// name).
 pub fn names(fs: &Featureset) -> Vec<String> {
-    fs.iter()
-        .filter(|f| !(f.word() == 2 && COMMON_1D & f.mask() != 0 && f.xen_name().is_none()))
-        .map(|f| f.to_string())
-        .collect()
+    listed(fs).iter().map(|f| f.to_string()).collect()
 }
 
 /// A refused operation: what, why, the checks that refused it and what would have worked.

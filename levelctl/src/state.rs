@@ -72,11 +72,17 @@ impl fmt::Display for StateError {
                  --state-dir)"
             ),
             StateErrorKind::Exists => write!(f, "{p}: the pool exists already"),
-            StateErrorKind::Corrupt { line, reason } => write!(
-                f,
-                "{p}:{line}: corrupt pool state ({reason}); refusing to use it, the file is left \
-                 as it is"
-            ),
+            StateErrorKind::Corrupt { line, reason } => {
+                if *line > 0 {
+                    write!(f, "{p}:{line}: ")?;
+                } else {
+                    write!(f, "{p}: ")?;
+                }
+                write!(
+                    f,
+                    "corrupt pool state ({reason}); refusing to use it, the file is left as it is"
+                )
+            }
             StateErrorKind::Inconsistent(reason) => write!(
                 f,
                 "{p}: inconsistent pool state ({reason}); refusing to use it, the file is left \
@@ -187,8 +193,16 @@ pub fn validate(pool: &Pool) -> Result<(), String> {
                 None => return Err(format!("VM `{}` is running on no host", vm.name)),
             }
         }
-        if !live && (vm.featureset.is_some() || vm.host.is_some()) {
-            return Err(format!("halted VM `{}` has a featureset or host", vm.name));
+        if !live
+            && (vm.featureset.is_some()
+                || vm.host.is_some()
+                || vm.vendor.is_some()
+                || !vm.forced.is_empty())
+        {
+            return Err(format!(
+                "halted VM `{}` has a featureset, host, vendor or force record",
+                vm.name
+            ));
         }
     }
     Ok(())
@@ -281,6 +295,7 @@ impl Store {
         if !valid_name(&pool.name) {
             return Err(self.error(&pool.name, StateErrorKind::BadName));
         }
+        validate(pool).map_err(|r| self.error(&pool.name, StateErrorKind::Inconsistent(r)))?;
         let path = self.path(&pool.name);
         let io = |e: std::io::Error| self.error(&pool.name, StateErrorKind::Io(e.to_string()));
         fs::create_dir_all(&self.dir).map_err(io)?;

@@ -47,6 +47,22 @@ fn ok(state: &Path, args: &[&str]) -> Run {
     r
 }
 
+/// A run that must exit with `code` and say `needle` on stderr.
+fn fails(state: &Path, args: &[&str], code: i32, needle: &str) -> Run {
+    let r = levelctl(state, args);
+    assert_eq!(
+        r.code, code,
+        "{args:?}\nstdout:\n{}\nstderr:\n{}",
+        r.stdout, r.stderr
+    );
+    assert!(
+        r.stderr.contains(needle),
+        "{args:?}: no `{needle}` in:\n{}",
+        r.stderr
+    );
+    r
+}
+
 fn dump(file: &str) -> String {
     dump_path(file).display().to_string()
 }
@@ -62,9 +78,12 @@ fn help_and_usage_errors() {
     assert!(r.stdout.contains("--to-pool") && r.stdout.contains("--force"));
     assert_eq!(levelctl(dir.path(), &[]).code, 2);
     assert_eq!(levelctl(dir.path(), &["pool", "frobnicate"]).code, 2);
-    let r = levelctl(dir.path(), &["vm", "create", "p", "v", "--type", "xen"]);
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("not a guest type"), "{}", r.stderr);
+    fails(
+        dir.path(),
+        &["vm", "create", "p", "v", "--type", "xen"],
+        2,
+        "not a guest type",
+    );
     // --force without a named destination is refused by clap.
     assert_eq!(
         levelctl(dir.path(), &["vm", "migrate", "p", "v", "--force"]).code,
@@ -99,25 +118,26 @@ fn decode_good_and_bad_featuresets() {
     // avx2 without avx is not dependency-closed: decode says what Xen would drop.
     assert_eq!(j[0]["not_closed"][0]["feature"], "avx2");
     assert_eq!(j[0]["not_closed"][0]["needs"], "avx");
-    let r = levelctl(dir.path(), &["decode", "1fc9-zz00"]);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("<argument>:1: column 6 (word 1)"),
-        "{}",
-        r.stderr
+    fails(
+        dir.path(),
+        &["decode", "1fc9-zz00"],
+        2,
+        "<argument>:1: column 6 (word 1)",
     );
-    let r = levelctl(dir.path(), &["decode", "fpu avx9"]);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("unknown feature name `avx9`"),
-        "{}",
-        r.stderr
+    fails(
+        dir.path(),
+        &["decode", "fpu avx9"],
+        2,
+        "unknown feature name `avx9`",
     );
     let file = dir.path().join("sets.txt");
     std::fs::write(&file, "# one per line\nfpu sse\n00000001-00000000-zz\n").unwrap();
-    let r = levelctl(dir.path(), &["decode", file.to_str().unwrap()]);
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("sets.txt:3: column 19"), "{}", r.stderr);
+    fails(
+        dir.path(),
+        &["decode", file.to_str().unwrap()],
+        2,
+        "sets.txt:3: column 19",
+    );
 }
 
 #[test]
@@ -165,12 +185,11 @@ fn inspect_a_dump_a_cpuid_r_capture_and_a_bad_file() {
     );
     let bad = dir.path().join("bad.txt");
     std::fs::write(&bad, "CPU 0:\n   0x00000000 0x00: eax=0x1\n").unwrap();
-    let r = levelctl(dir.path(), &["inspect", bad.to_str().unwrap()]);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("bad.txt:2: malformed register"),
-        "{}",
-        r.stderr
+    fails(
+        dir.path(),
+        &["inspect", bad.to_str().unwrap()],
+        2,
+        "bad.txt:2: malformed register",
     );
     // A dump turned into a host report joins as the same host.
     let r = ok(dir.path(), &["inspect", &dump(HASWELL), "--host-report"]);
@@ -183,19 +202,18 @@ fn inspect_a_dump_a_cpuid_r_capture_and_a_bad_file() {
     assert_eq!(a["levels"], b["levels"]);
     assert_eq!(a["pool"]["hosts"][0]["hvm"], b["pool"]["hosts"][0]["hvm"]);
     assert_eq!(b["pool"]["hosts"][0]["source"]["kind"], "host-report");
-    let r = levelctl(dir.path(), &["inspect", "/nonexistent/file"]);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("/nonexistent/file: cannot read"),
-        "{}",
-        r.stderr
+    fails(
+        dir.path(),
+        &["inspect", "/nonexistent/file"],
+        2,
+        "/nonexistent/file: cannot read",
     );
-    let r = levelctl(
+    fails(
         dir.path(),
         &["inspect", &dump(HASWELL), "--cpuid", "no-avx9"],
+        2,
+        "--cpuid:1:",
     );
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("--cpuid:1:"), "{}", r.stderr);
 }
 
 #[test]
@@ -469,7 +487,7 @@ fn other_pools_other_inputs_and_legacy_vms() {
         "{}",
         r.stdout
     );
-    let r = levelctl(
+    fails(
         s,
         &[
             "vm",
@@ -481,12 +499,25 @@ fn other_pools_other_inputs_and_legacy_vms() {
             "--featureset",
             "1fc9-zz",
         ],
+        2,
+        "--featureset:1: column 6",
     );
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("--featureset:1: column 6"),
-        "{}",
-        r.stderr
+    // A malformed line in an @FILE is named by the file and its line.
+    std::fs::write(&fsfile, "# recorded by XenServer 7.0\n\n1fc9-zz\n").unwrap();
+    fails(
+        s,
+        &[
+            "vm",
+            "import",
+            "old",
+            "v2",
+            "--type",
+            "pv",
+            "--featureset",
+            &arg,
+        ],
+        2,
+        "fs.txt:3: column 6",
     );
     let r = ok(s, &["vm", "explain", "old", "v1", "--with-pool", "new"]);
     assert!(
@@ -530,6 +561,14 @@ fn bad_state_is_refused_and_left_alone() {
     assert_eq!(r.json()["error"]["kind"], "state");
     assert!(r.stderr.contains("version 7 is newer"), "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), newer);
+    // A mistyped field is refused too, never dropped and lost on the next save.
+    let mistyped = good.replacen("\"power\"", "\"powr\"", 1);
+    assert_ne!(mistyped, good, "the state has a VM power field to mistype");
+    std::fs::write(&path, &mistyped).unwrap();
+    let r = levelctl(s, &["vm", "start", "lab", "web"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("powr"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), mistyped);
     // Unknown pools, hosts and VMs are usage errors.
     std::fs::write(&path, &good).unwrap();
     assert_eq!(levelctl(s, &["pool", "show", "nope"]).code, 2);

@@ -10,7 +10,7 @@ use levelctl::input::{self, HostInputOptions};
 use levelctl::model::Origin;
 use levelctl::ops::{self, ImportRequest, level_of};
 use levelctl::{Change, GuestType, Pool, PowerState};
-use xen_levelling::feature::{NR_WORDS, SIMPLE_OR};
+use xen_levelling::feature::{COMMON_1D, KNOWN, NR_WORDS, SIMPLE_OR};
 use xen_levelling::{Feature, Featureset, Vendor};
 
 fn refusal(e: Error) -> Box<levelctl::report::Refusal> {
@@ -690,4 +690,25 @@ fn every_real_dump_can_join_a_pool_of_its_vendor() {
             }
         }
     }
+}
+
+#[test]
+fn counts_agree_with_the_names_listed_even_on_amd() {
+    let p = pool(
+        "amd",
+        vec![host(GENOA, "genoa"), host(CASTLEPEAK, "castlepeak")],
+    );
+    let level = p.level(GuestType::Pv).unwrap();
+    // AMD repeats the common CPUID.01H:EDX bits in word 2, unnamed: neither listed nor counted.
+    let copies = level.word(2) & COMMON_1D & !KNOWN.word(2);
+    assert_ne!(copies, 0, "an AMD level carries the word-2 copies");
+    let f = levelctl::report::Features::from(&level);
+    assert_eq!(f.count, f.names.len());
+    assert_eq!(f.count, level.len() - copies.count_ones() as usize);
+    assert!(
+        !f.names.iter().any(|n| n.starts_with("2:")),
+        "{:?}",
+        f.names
+    );
+    assert!(f.names.contains(&"fpu".to_string()));
 }

@@ -109,6 +109,30 @@ fn an_inconsistent_pool_is_refused() {
 }
 
 #[test]
+fn a_halted_vm_with_cpu_facts_and_a_non_utf8_file_are_refused() {
+    let (_dir, store, _) = store_with_pool();
+    let path = store.path("lab");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // The template is halted: a vendor on it means the file was edited.
+    let bad = text.replacen(
+        "\"name\": \"tmpl\",",
+        "\"name\": \"tmpl\", \"vendor\": \"GenuineIntel\",",
+        1,
+    );
+    assert_ne!(bad, text);
+    let e = parse_state(&bad, "lab.json").unwrap_err();
+    assert!(e.to_string().contains("halted VM `tmpl` has"), "{e}");
+    // Not UTF-8: no line to name, and no `:0` either.
+    std::fs::write(&path, b"\xff{}").unwrap();
+    let e = store.load("lab").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("lab.json: corrupt pool state (not UTF-8)"),
+        "{e}"
+    );
+}
+
+#[test]
 fn missing_pools_and_bad_names_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());

@@ -10,10 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
+use xen_levelling::featureset::FeaturesetError;
 
 use levelctl::error::{Error, InputError};
 use levelctl::input::{self, HostInputOptions, Loaded, ParsedFeatureset};
-use levelctl::mechanism;
 use levelctl::ops::{self, Change, ImportRequest};
 use levelctl::report::Features;
 use levelctl::state::{StateError, StateErrorKind, Store};
@@ -513,14 +513,7 @@ fn inspect(file: &Path, cpuid: Option<String>, host_report: bool) -> Result<Outp
         let text = serde_json::to_string_pretty(&report).expect("JSON") + "\n";
         return Ok(Output::ok(text, report));
     }
-    let report = mechanism::assess(
-        h.vendor,
-        h.signature,
-        loaded.facts.as_ref().map(|f| f.max_basic_leaf),
-        h.cpuid_faulting,
-        h.hardware,
-        h.pv.default,
-    );
+    let report = loaded.mechanism();
     let json = json!({
         "name": h.name,
         "vendor": h.vendor.to_string(),
@@ -692,16 +685,23 @@ fn with_pool(
     Ok(vm_output(report))
 }
 
+/// `--featureset TEXT|@FILE`: the text, or the first featureset line of FILE. A malformed line
+/// is refused here as `FILE:line`; bits past this build's words are left for the import to
+/// refuse (a refusal, not bad input).
 fn featureset_arg(text: String) -> Result<String, Error> {
     match text.strip_prefix('@') {
         Some(file) => {
             let content = input::read_text(Path::new(file))?;
-            let line = content
+            let (number, line) = content
                 .lines()
                 .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .enumerate()
+                .find(|(_, l)| !l.is_empty() && !l.starts_with('#'))
                 .ok_or_else(|| InputError::new(file, 1, "no featureset in the file"))?;
-            Ok(line.to_string())
+            match input::parse_featureset(line) {
+                Ok(_) | Err(FeaturesetError::UnknownWord { .. }) => Ok(line.to_string()),
+                Err(e) => Err(InputError::new(file, number + 1, e.to_string()).into()),
+            }
         }
         None => Ok(text),
     }

@@ -8,7 +8,7 @@ use levelctl::input::{CpuidFacts, Loaded, ParsedFeatureset};
 use levelctl::mechanism::MechanismReport;
 use levelctl::model::{Host, Pool, PowerState};
 use levelctl::report::{
-    ChangeReport, EvacuationReport, Explanation, LevelReport, Refusal, VmImpact, VmReport,
+    self, ChangeReport, EvacuationReport, Explanation, LevelReport, Refusal, VmImpact, VmReport,
 };
 use xen_levelling::Featureset;
 use xen_levelling::feature::WORDS;
@@ -465,8 +465,9 @@ fn sig(h: &Host) -> String {
 pub fn pool_show(pool: &Pool) -> String {
     let mut out = String::new();
     let lv = |g| {
-        pool.level(g)
-            .map_or("none".to_string(), |l: Featureset| l.len().to_string())
+        pool.level(g).map_or("none".to_string(), |l: Featureset| {
+            report::count(&l).to_string()
+        })
     };
     let _ = writeln!(
         out,
@@ -497,8 +498,16 @@ pub fn pool_show(pool: &Pool) -> String {
                 sig(h),
                 h.source.kind.to_string(),
                 h.known_words.to_string(),
-                format!("{}/{}", h.pv.default.len(), h.pv.max.len()),
-                format!("{}/{}", h.hvm.default.len(), h.hvm.max.len()),
+                format!(
+                    "{}/{}",
+                    report::count(&h.pv.default),
+                    report::count(&h.pv.max)
+                ),
+                format!(
+                    "{}/{}",
+                    report::count(&h.hvm.default),
+                    report::count(&h.hvm.max)
+                ),
                 if opt.is_empty() { "-".to_string() } else { opt },
                 pool.resident(&h.name).count().to_string(),
             ]);
@@ -512,20 +521,25 @@ pub fn pool_show(pool: &Pool) -> String {
             let fs = match (v.featureset, pool.level(v.guest)) {
                 _ if v.template => "template".to_string(),
                 (None, _) => "- (gets the level at start)".to_string(),
-                (Some(fs), Some(level)) if fs == level => format!("pool level ({})", fs.len()),
+                (Some(fs), Some(level)) if fs == level => {
+                    format!("pool level ({})", report::count(&fs))
+                }
                 (Some(fs), Some(level)) => format!(
                     "{} features: {} above, {} below the level",
-                    fs.len(),
-                    (fs - level).len(),
-                    (level - fs).len()
+                    report::count(&fs),
+                    report::count(&(fs - level)),
+                    report::count(&(level - fs))
                 ),
-                (Some(fs), None) => format!("{} features", fs.len()),
+                (Some(fs), None) => format!("{} features", report::count(&fs)),
             };
             let waived = v.waived();
             let fs = if waived.is_empty() {
                 fs
             } else {
-                format!("{fs}; FORCED, may lack {}", waived.names())
+                format!(
+                    "{fs}; FORCED, may lack {}",
+                    report::names(&waived).join(",")
+                )
             };
             t.row(vec![
                 v.name.clone(),
@@ -557,7 +571,7 @@ pub fn decode(items: &[(String, ParsedFeatureset)]) -> String {
             out,
             "{label}: {:?} form{words}, {}",
             p.form,
-            count(fs.len(), "feature")
+            count(report::count(fs), "feature")
         );
         let _ = writeln!(out, "  xapi:      {}", fs.xapi());
         let _ = writeln!(out, "  xen-cpuid: {}", fs.xen_words());
@@ -641,14 +655,14 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
     if let Some(hw) = &h.hardware {
         t.row(vec![
             "hardware".into(),
-            hw.len().to_string(),
+            report::count(hw).to_string(),
             hw.xapi().to_string(),
         ]);
     }
     if let Some(f) = &loaded.facts {
         t.row(vec![
             "xen host".into(),
-            f.xen_host.len().to_string(),
+            report::count(&f.xen_host).to_string(),
             f.xen_host.xapi().to_string(),
         ]);
     }
@@ -660,7 +674,7 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
     ] {
         t.row(vec![
             label.into(),
-            fs.len().to_string(),
+            report::count(&fs).to_string(),
             fs.xapi().to_string(),
         ]);
     }
