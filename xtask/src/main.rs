@@ -37,7 +37,7 @@ commands:
   bench         run the benchmarks and record them in BENCHMARKS.md
   qemu --cpu MODEL --scenario NAME [--icount] [--smp N] [--timeout S] [--append OPTS]
                 boot the test hypervisor once (scenarios: xen-dom0, pv-forced, hvm, switch,
-                pv-levelled, abi, bench)
+                pv-levelled, abi, agent, at-level, smp, msr-fault, bench)
   qemu --matrix boot every CPU model and scenario, as `test` does
   qemu --bench  boot the icount benchmarks and print their BENCHMARKS.md section
   help          print this message (also -h, --help)";

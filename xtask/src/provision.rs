@@ -58,7 +58,7 @@ fn apt_get(args: &[&str]) -> Result<(), String> {
 }
 
 /// The first line of `qemu-system-x86_64 --version`, or `None` if it does not run.
-fn qemu_version() -> Option<String> {
+pub fn qemu_version() -> Option<String> {
     let stdout = process::stdout_of(Command::new(QEMU).arg("--version"))?;
     Some(stdout.lines().next().unwrap_or(QEMU).trim().to_owned())
 }

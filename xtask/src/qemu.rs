@@ -22,6 +22,8 @@ pub mod matrix;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,7 +40,8 @@ const KERNEL_TARGET_DIR: &str = "target/kernel";
 const KERNEL_BIN: &str = "xl-kernel";
 /// The QEMU binary.
 const QEMU: &str = "qemu-system-x86_64";
-/// How long one boot may take before it counts as hung (a boot takes about 0.1 s).
+/// How long one boot may take before it counts as hung: far above any boot's own time, which
+/// the matrix prints per boot (`time` column).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One boot: which CPU model, which scenario, and how.
@@ -216,7 +219,7 @@ pub fn kernel_cargo(workspace: &Workspace, args: &[&str]) -> Command {
     command
 }
 
-/// The manifest argument pair for the kernel package.
+/// The kernel package's `Cargo.toml`, for `--manifest-path`.
 fn manifest(workspace: &Workspace) -> String {
     workspace
         .root()
@@ -409,6 +412,37 @@ impl Boot {
     }
 }
 
+/// Boots every entry of `specs`, up to `workers` at a time, and turns each boot into a `T`
+/// with `each`; the results come back in the order of `specs`.
+pub fn boot_all<T: Send>(
+    kernel: &Path,
+    specs: &[BootSpec],
+    workers: usize,
+    each: impl Fn(&BootSpec, Result<Boot, String>) -> T + Sync,
+) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<T>>> = Mutex::new(specs.iter().map(|_| None).collect());
+    thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, specs.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(spec) = specs.get(index) else { break };
+                    let result = each(spec, boot(kernel, spec));
+                    results.lock().expect("no worker panics holding the lock")[index] =
+                        Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("workers are done")
+        .into_iter()
+        .map(|result| result.expect("every boot ran"))
+        .collect()
+}
+
 /// Boots `kernel` as `spec` says, capturing the serial log, under the hard timeout.
 pub fn boot(kernel: &Path, spec: &BootSpec) -> Result<Boot, String> {
     let mut command = qemu_command(kernel, spec);
@@ -442,7 +476,12 @@ pub fn boot(kernel: &Path, spec: &BootSpec) -> Result<Boot, String> {
                 break None;
             }
             Ok(None) => thread::sleep(Duration::from_millis(5)),
-            Err(error) => return Err(format!("waiting for QEMU: {error}")),
+            Err(error) => {
+                // Never leave a QEMU running behind the error.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("waiting for QEMU: {error}"));
+            }
         }
     };
     let elapsed = started.elapsed();

@@ -33,8 +33,6 @@ pub mod text;
 mod tests;
 
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Instant;
 
@@ -44,9 +42,9 @@ use levelctl::report::names;
 use self::analysis::{HostRecording, Recording};
 use self::hosts::HOSTS;
 use self::serial::BootRecord;
-use crate::process::{self, Workspace};
+use crate::process::Workspace;
 use crate::provision;
-use crate::qemu::{self, BootSpec};
+use crate::qemu;
 
 /// Where the report goes, relative to the workspace root.
 pub const HTML_PATH: &str = "target/levelling-report.html";
@@ -65,20 +63,21 @@ pub fn run(workspace: &Workspace, args: &[String]) -> Result<(), String> {
     let started = Instant::now();
     provision::run(workspace)?;
     let kernel = qemu::build_kernel(workspace)?;
-    let qemu_version =
-        process::stdout_of(std::process::Command::new("qemu-system-x86_64").arg("--version"))
-            .and_then(|out| out.lines().next().map(str::to_owned))
-            .unwrap_or_default();
+    let qemu_version = provision::qemu_version().unwrap_or_default();
     let workers = thread::available_parallelism().map_or(2, |n| n.get());
+    let mut pools: Vec<&str> = HOSTS.iter().map(|h| h.pool).collect();
+    pools.sort_unstable();
+    pools.dedup();
     println!(
-        "run: {} hosts in 2 pools; agents first, then the guests at each pool's level \
+        "run: {} hosts in {} pools; agents first, then the guests at each pool's level \
          ({workers} boots at a time, {qemu_version})",
-        HOSTS.len()
+        HOSTS.len(),
+        pools.len()
     );
 
     // 1. The agents.
     let phase = Instant::now();
-    let agents = boot_all(&kernel, analysis::agent_boots(), workers);
+    let agents = qemu::boot_all(&kernel, &analysis::agent_boots(), workers, BootRecord::of);
     let agent_seconds = phase.elapsed().as_secs_f64();
 
     // 2. The levels.
@@ -110,7 +109,7 @@ pub fn run(workspace: &Workspace, args: &[String]) -> Result<(), String> {
             specs.push(spec);
         }
     }
-    let guests = boot_all(&kernel, specs, workers);
+    let guests = qemu::boot_all(&kernel, &specs, workers, BootRecord::of);
     let guest_seconds = phase.elapsed().as_secs_f64();
     let mut recording = Recording {
         qemu: qemu_version,
@@ -168,29 +167,4 @@ pub fn run(workspace: &Workspace, args: &[String]) -> Result<(), String> {
 fn write(root: &Path, path: &str, text: &str) -> Result<(), String> {
     let full = root.join(path);
     std::fs::write(&full, text).map_err(|e| format!("writing {}: {e}", full.display()))
-}
-
-/// Boots `specs` on `workers` threads; the records come back in the order of `specs`.
-fn boot_all(kernel: &Path, specs: Vec<BootSpec>, workers: usize) -> Vec<BootRecord> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<BootRecord>>> = Mutex::new(specs.iter().map(|_| None).collect());
-    thread::scope(|scope| {
-        for _ in 0..workers.clamp(1, specs.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(spec) = specs.get(index) else { break };
-                    let record = BootRecord::of(spec, qemu::boot(kernel, spec));
-                    results.lock().expect("no worker panics holding the lock")[index] =
-                        Some(record);
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .expect("workers are done")
-        .into_iter()
-        .map(|r| r.expect("every boot ran"))
-        .collect()
 }

@@ -107,6 +107,22 @@ pub struct DomainSpec<'a> {
     pub per_result_checks: bool,
 }
 
+impl<'a> DomainSpec<'a> {
+    /// dom0: domain 0, the hardware domain, with the host policy (not levelled by default),
+    /// judged against CPL0 CPUID, running `program`, with one summary check line.
+    pub fn dom0(host: &Host, program: Program<'a>) -> DomainSpec<'a> {
+        DomainSpec {
+            name: "dom0",
+            domid: 0,
+            hardware_domain: true,
+            policy: host.policies.host,
+            oracle: Oracle::HostCpl0,
+            program,
+            per_result_checks: false,
+        }
+    }
+}
+
 /// The parts of a [`DomainSpec`] a domain keeps (the walk list lives in its walk page).
 struct Spec {
     name: &'static str,

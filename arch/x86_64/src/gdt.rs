@@ -110,6 +110,14 @@ unsafe fn tables(cpu: usize) -> &'static mut CpuTables {
     unsafe { &mut (*TABLES.get())[cpu] }
 }
 
+/// The CPU whose slot of the descriptors and trap stacks holds address `rsp`, if any: a
+/// trap taken on CPU n runs on CPU n's ring-0 or IST stack (`percpu::id`).
+pub fn cpu_of_trap_stack(rsp: u64) -> Option<usize> {
+    let offset = rsp.checked_sub(TABLES.get() as u64)?;
+    let cpu = usize::try_from(offset / size_of::<CpuTables>() as u64).ok()?;
+    (cpu < MAX_CPUS).then_some(cpu)
+}
+
 fn top<const N: usize>(stack: &Stack<N>) -> u64 {
     stack as *const Stack<N> as u64 + N as u64
 }
@@ -125,8 +133,8 @@ fn tss_descriptor(base: u64) -> [u64; 2] {
     [low, base >> 32]
 }
 
-/// Loads CPU `cpu`'s runtime GDT and TSS, and reloads every segment register (GS with null,
-/// which clears the GS base: `percpu::set_id` comes after).
+/// Loads CPU `cpu`'s runtime GDT and TSS, and reloads every segment register (FS and GS
+/// with null).
 pub fn init(cpu: usize) {
     // SAFETY: runs once per CPU, on that CPU, before anything else refers to its TSS or GDT.
     let t = unsafe { tables(cpu) };

@@ -19,10 +19,10 @@ use crate::emulate::{self, HvmCpuid};
 use crate::guest::programs::{self, xl_hvm_walk};
 use crate::guest::{WalkList, WalkPage};
 use crate::hypercall::{self, ENOSYS, Hypercall, Report};
-use crate::idt::{self, Gprs};
+use crate::idt::Gprs;
+use crate::paging;
 use crate::svm::{self, Vmcb, exit, offset};
 use crate::sync::{KernelCell, Stack, stack_top};
-use crate::{gdt, paging};
 
 /// Bound on exits per run: a guest stuck in a loop of exits fails instead of hanging.
 const MAX_EXITS: u64 = 100_000;
@@ -31,12 +31,6 @@ static GUEST_VMCB: KernelCell<Vmcb> = KernelCell::new(Vmcb::ZERO);
 static GUEST_STACK: KernelCell<Stack<{ 16 * 1024 }>> = KernelCell::new(Stack::new());
 static GUEST_WALK: KernelCell<WalkPage> = KernelCell::new(WalkPage::EMPTY);
 
-/// Code segment attributes: type 0xB (code, exec/read, accessed), S, P, L (64-bit), G.
-const CS_ATTRIB: u16 = 0x0a9b;
-/// Data segment attributes: type 0x3 (data, read/write, accessed), S, P, D/B, G.
-const DS_ATTRIB: u16 = 0x0c93;
-/// The power-on PAT (Intel SDM vol. 3 11.12.4): WB, WT, UC-, UC, twice.
-const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
 /// CR4.OSXSAVE (bit 18) and CR4.PKE (bit 22).
 const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_PKE: u64 = 1 << 22;
@@ -78,44 +72,20 @@ impl HvmRun {
 
 /// Sets up the guest VMCB to run `program(page)` in 64-bit mode at CPL0.
 fn init_vmcb(vmcb: &mut Vmcb, program: extern "C" fn(), page: u64) -> Gprs {
-    *vmcb = Vmcb::ZERO;
-    svm::vmsave_into(vmcb); // FS, GS, TR, LDTR and the syscall MSRs: the host's
+    // SAFETY: reading CR3 has no side effect.
+    let cr3 = unsafe { x86::controlregs::cr3() };
+    svm::init_cpl0_guest(
+        vmcb,
+        cr3,
+        0,
+        programs::address(program),
+        stack_top(&GUEST_STACK),
+    );
     vmcb.set32(offset::INTERCEPT_EXCEPTIONS, u32::MAX);
     // CPUID (bit 18) | HLT (bit 24) | SHUTDOWN (bit 31).
     vmcb.set32(offset::INTERCEPT_MISC1, 1 << 18 | 1 << 24 | 1 << 31);
     // VMRUN (bit 0, required) | VMMCALL (bit 1).
     vmcb.set32(offset::INTERCEPT_MISC2, 1 << 0 | 1 << 1);
-    vmcb.set32(offset::ASID, 1);
-    vmcb.set8(offset::TLB_CONTROL, 1);
-    vmcb.set64(offset::NP_ENABLE, 0);
-    vmcb.set_segment(offset::CS, gdt::KERNEL_CS, CS_ATTRIB, u32::MAX, 0);
-    for segment in [offset::ES, offset::SS, offset::DS] {
-        vmcb.set_segment(segment, gdt::KERNEL_DS, DS_ATTRIB, u32::MAX, 0);
-    }
-    let (gdt_base, gdt_limit) = gdt::gdtr();
-    let (idt_base, idt_limit) = idt::idtr();
-    vmcb.set_table(offset::GDTR, gdt_base, gdt_limit);
-    vmcb.set_table(offset::IDTR, idt_base, idt_limit);
-    vmcb.set8(offset::CPL, 0);
-    // SAFETY: reading control registers and EFER has no side effect.
-    let (cr0, cr3, cr4, efer) = unsafe {
-        (
-            x86::controlregs::cr0().bits() as u64,
-            x86::controlregs::cr3(),
-            x86::controlregs::cr4().bits() as u64,
-            x86::msr::rdmsr(x86::msr::IA32_EFER),
-        )
-    };
-    vmcb.set64(offset::CR0, cr0);
-    vmcb.set64(offset::CR3, cr3);
-    vmcb.set64(offset::CR4, cr4);
-    vmcb.set64(offset::EFER, efer); // LME, LMA, NXE and SVME (required in the guest EFER)
-    vmcb.set64(offset::DR7, 0x400);
-    vmcb.set64(offset::DR6, 0xffff_0ff0);
-    vmcb.set64(offset::RFLAGS, 0x2);
-    vmcb.set64(offset::RIP, programs::address(program));
-    vmcb.set64(offset::RSP, stack_top(&GUEST_STACK));
-    vmcb.set64(offset::G_PAT, DEFAULT_PAT);
     Gprs {
         rdi: page,
         ..Gprs::default()
@@ -258,7 +228,7 @@ fn handle_exit(run: &mut HvmRun, vmcb: &mut Vmcb, gprs: &mut Gprs) -> Exit {
         exit::VMMCALL => {
             let call = Hypercall::decode(gprs);
             gprs.rax = 0;
-            vmcb.set64(offset::RIP, rip + 3); // VMMCALL is 0F 01 D9
+            vmcb.set64(offset::RIP, rip.wrapping_add(3)); // VMMCALL is 0F 01 D9
             match call {
                 Hypercall::CpuidResult {
                     leaf,

@@ -365,7 +365,8 @@ static ABI_TABLE: KernelCell<MaybeUninit<DomainTable<ABI_DOMAINS>>> =
 /// One reference at a time: the main flow uses it only while no domain runs, the hypercall
 /// handlers one at a time, dropping it before they return.
 unsafe fn abi() -> Option<&'static mut AbiState> {
-    // SAFETY: exclusive by the caller's contract (one CPU, interrupts off).
+    // SAFETY: exclusive by the caller's contract; the toolstack scenarios that install the
+    // ABI run on the boot CPU alone, interrupts off.
     unsafe { (*ABI.get()).as_mut() }
 }
 

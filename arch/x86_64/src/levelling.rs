@@ -1,6 +1,6 @@
 //! The crate's levelling mechanism, plugged into the kernel: the boot probe, the host-wide
-//! [`HostLevelling`], CPU 0's [`LevellingState`], the context switch, and the checks that the
-//! switch writes exactly the MSRs whose value differs.
+//! [`HostLevelling`], each CPU's [`LevellingState`], the context switch, and the checks that
+//! the switch writes exactly the MSRs whose value differs.
 //!
 //! | what | kernel | crate | Xen's counterpart |
 //! |---|---|---|---|
@@ -44,8 +44,8 @@ use crate::percpu::{self, MAX_CPUS};
 use crate::sync::{KernelCell, ReadGuard, RwSpinLock};
 use crate::{checks, println, shim};
 
-/// The most levelling MSRs one mechanism drives (five mask kinds, or one faulting control).
-const MAX_MSRS: usize = 5;
+/// The most levelling MSRs one mechanism drives (one per mask kind, or one faulting control).
+const MAX_MSRS: usize = MaskKind::ALL.len();
 
 /// What the host's CPU offers, found at boot; marked failed if a levelling MSR faults later.
 static HOST: RwSpinLock<Option<HostLevelling>> = RwSpinLock::new(None);
@@ -54,8 +54,8 @@ static CPUS: KernelCell<[Cpu; MAX_CPUS]> = KernelCell::new([const { Cpu::new() }
 /// While set, faulting switches are what the scenario wants (`msr-fault`): the switch check
 /// does not count them as failures.
 static FAULTS_EXPECTED: AtomicBool = AtomicBool::new(false);
-/// Armed by [`arm_msr_failure`]: after this many more switches to a domain on the boot CPU,
-/// the shim makes `ARMED_MSR` raise #GP.
+/// Armed by [`arm_msr_failure`]: after this many more switches to a levelled domain (on any
+/// CPU), the shim makes `ARMED_MSR` raise #GP; `u64::MAX` when disarmed.
 static ARMED_AFTER: AtomicU64 = AtomicU64::new(u64::MAX);
 static ARMED_MSR: AtomicU64 = AtomicU64::new(0);
 
@@ -227,7 +227,7 @@ pub fn expect_faults(expected: bool) {
     FAULTS_EXPECTED.store(expected, Ordering::Relaxed);
 }
 
-/// Above the shim: after `switches` more switches to a domain on this CPU, the shim makes
+/// Above the shim: after `switches` more switches to a levelled domain, the shim makes
 /// `msr` raise #GP on every access (as after a microcode update that withdrew it), just
 /// before the switch writes the levelling MSRs.
 pub fn arm_msr_failure(switches: u64, msr: u32) {
@@ -237,7 +237,7 @@ pub fn arm_msr_failure(switches: u64, msr: u32) {
 
 /// The failure recorded since boot, if any.
 pub fn failure() -> Option<MsrFault> {
-    current().failure()
+    host().as_ref().expect("installed").failure()
 }
 
 /// (switches that faulted, the first fault) on this CPU since the last report.
@@ -290,11 +290,15 @@ fn switch(next: SwitchTo<'_>, target: Target) {
     let Some(state) = cpu.state.as_mut() else {
         return; // bring-up faulted: nothing is levelled any more
     };
+    // One atomic step from "armed, 0 left" to disarmed, so that of CPUs switching at once
+    // exactly one fires it and none underflows the count.
     if matches!(next, SwitchTo::Vcpu { domain, .. } if domain.levelled)
-        && ARMED_AFTER.load(Ordering::Relaxed) != u64::MAX
-        && ARMED_AFTER.fetch_sub(1, Ordering::Relaxed) == 0
+        && ARMED_AFTER.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| match left {
+            u64::MAX => None,
+            0 => Some(u64::MAX),
+            n => Some(n - 1),
+        }) == Ok(0)
     {
-        ARMED_AFTER.store(u64::MAX, Ordering::Relaxed);
         let msr = ARMED_MSR.load(Ordering::Relaxed) as u32;
         let failing = shim::fail_msr(msr);
         println!(
@@ -303,12 +307,13 @@ fn switch(next: SwitchTo<'_>, target: Target) {
     }
     let guard = host();
     let host = guard.as_ref().expect("installed");
-    let msrs = Msrs::of(host);
+    // Only the shim can be asked what the hardware did: elsewhere nothing is read back.
+    let msrs = shim::active().then(|| Msrs::of(host));
     let shadows_before = Shadows::of(state, host);
-    let hardware_before = shim::active().then(|| (msrs.read(), shim::l0_msr_writes()));
+    let hardware_before = msrs.map(|m| (m.read(), shim::l0_msr_writes()));
     let result = state.switch_to(host, &mut NativeHardware, next);
     let shadows_after = Shadows::of(state, host);
-    let hardware_after = shim::active().then(|| (msrs.read(), shim::l0_msr_writes()));
+    let hardware_after = msrs.map(|m| (m.read(), shim::l0_msr_writes()));
 
     let tally = &mut cpu.tally;
     tally.switches += 1;
@@ -411,13 +416,13 @@ impl Values {
 /// The crate's shadows of the MSRs the mechanism drives.
 #[derive(Clone, Copy, Debug)]
 struct Shadows {
-    masks: [Option<u64>; 5],
+    masks: [Option<u64>; MAX_MSRS],
     faulting: bool,
 }
 
 impl Shadows {
     fn of(state: &LevellingState, host: &HostLevelling) -> Shadows {
-        let mut masks = [None; 5];
+        let mut masks = [None; MAX_MSRS];
         if let Mechanism::Masking(msrs) = host.mechanism() {
             for (kind, _) in msrs.kinds() {
                 masks[kind.index()] = Some(state.masks().get(kind));
@@ -468,7 +473,7 @@ pub fn report_switches(scenario: &str) {
         None => checks::fail(
             name,
             format_args!(
-                "{} of {} switches faulted; first: {}",
+                "{} of {} switches faulted; first: MSR {:#x}",
                 t.faults,
                 t.switches,
                 t.first_fault.map_or(0, |f| f.msr)

@@ -1,27 +1,28 @@
 //! Per-CPU identity: each CPU's index (0 = the boot CPU, then the application processors in
-//! the order `smp` started them) lives in its IA32_GS_BASE, which the kernel sets once per
-//! CPU and never uses for anything else (no `swapgs`; ring 3 cannot write it: CR4.FSGSBASE
-//! stays off, and the guest programs never load GS).
+//! the order `smp` started them), found from the stack it runs on, as Xen's `get_cpu_info()`
+//! finds its per-CPU block from RSP. Every CPU runs kernel code on stacks of its own: its
+//! trap stacks (`gdt`: the ring-0 stack and the IST stacks, one set per CPU) and, on an AP,
+//! its main stack (`smp`); the boot stack (and, above the shim, the kernel's stack there) is
+//! the boot CPU's. Nothing ring 3 can change is consulted: a PV guest may load GS (and so
+//! IA32_GS_BASE) at will, so a GS-based index would let a guest on one CPU make the kernel
+//! use another CPU's slots.
 //!
 //! Per-CPU state is then an array indexed by [`id`] (`[T; MAX_CPUS]`), each slot touched only
 //! by its own CPU (or handed over through `smp`'s release/acquire flags).
 
-use x86::msr::{IA32_GS_BASE, rdmsr, wrmsr};
+use crate::{gdt, smp};
 
 /// The most CPUs the kernel runs on (more are left in wait-for-SIPI).
 pub const MAX_CPUS: usize = 4;
 
-/// This CPU's index. 0 on the boot CPU (GS base 0 after `gdt::init`, which loads a null GS).
+/// This CPU's index: the CPU whose trap stack or AP main stack holds the current stack
+/// pointer, else the boot CPU (boot stack).
+#[inline]
 pub fn id() -> usize {
-    // SAFETY: reading IA32_GS_BASE has no side effect; every x86-64 CPU has it.
-    let index = unsafe { rdmsr(IA32_GS_BASE) } as usize;
-    // A GS base that is not an index (never set by this kernel) reads as the boot CPU.
-    if index < MAX_CPUS { index } else { 0 }
-}
-
-/// Makes this CPU `index` (after `gdt::init`, whose null GS load clears the base).
-pub fn set_id(index: usize) {
-    assert!(index < MAX_CPUS);
-    // SAFETY: IA32_GS_BASE is used for nothing but the index (module docs).
-    unsafe { wrmsr(IA32_GS_BASE, index as u64) };
+    // The address of a local: somewhere on the stack this CPU runs on now.
+    let here = 0u8;
+    let rsp = core::hint::black_box(&raw const here) as u64;
+    gdt::cpu_of_trap_stack(rsp)
+        .or_else(|| smp::cpu_of_main_stack(rsp))
+        .unwrap_or(0)
 }

@@ -132,14 +132,16 @@ pub fn add(domain: Domain) -> usize {
     add_on(percpu::id(), domain)
 }
 
-/// [`add`] on CPU `cpu`'s run queue, which must not be running (the boot CPU fills the APs'
-/// queues before `smp::run_on` hands them over).
+/// [`add`] on CPU `cpu`'s run queue: another CPU's only before `smp::run_on` hands it over
+/// (the boot CPU fills the APs' queues), this CPU's from the main flow or from a trap handler
+/// holding no other scheduler reference (`domain_start`).
 pub fn add_on(cpu: usize, mut domain: Domain) -> usize {
     if let Err(refusal) = domain.start() {
         println!("sched: {} refused (fail closed): {refusal}", domain.name());
     }
-    // SAFETY: CPU `cpu` runs no domain and does not touch its queue until it is handed the
-    // work (release/acquire in `smp::run_on`); on this CPU, main flow, no domain runs.
+    // SAFETY: another CPU `cpu` does not touch its queue until it is handed the work
+    // (release/acquire in `smp::run_on`); on this CPU, either the main flow while no domain
+    // runs or a trap handler whose `with_current` reference has ended (caller's contract).
     let s = unsafe { &mut (*SCHED.get())[cpu] };
     let slot = s
         .domains

@@ -1,8 +1,8 @@
 //! The application processors: found in the ACPI MADT, started with INIT-SIPI-SIPI through
 //! the local APIC (xAPIC MMIO at 0xFEE00000), each climbing from a real-mode trampoline copied
 //! to [`TRAMPOLINE`] (below 1 MiB) to long mode on the kernel's page tables, then into
-//! [`ap_main`] on its own stack, where it loads its own GDT, TSS and IST stacks
-//! (`gdt::init(cpu)`), the shared IDT, its CPU index (`percpu`), paging features, and brings
+//! [`ap_main`] on its own stack (which tells `percpu::id` who it is), where it loads its own
+//! GDT, TSS and IST stacks (`gdt::init(cpu)`), the shared IDT, paging features, and brings
 //! its levelling up (`levelling::init_this_cpu`: the crate's `LevellingState::init` on that
 //! CPU). It then waits for work: [`run_on`] hands it a function, [`wait_all`] waits until
 //! every CPU has finished its own.
@@ -24,7 +24,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use x86::msr::{IA32_EFER, rdmsr};
 
 use crate::paging::{KERNEL_PDPT, PageTable, kernel_cr3};
-use crate::percpu::{self, MAX_CPUS};
+use crate::percpu::MAX_CPUS;
 use crate::sync::{KernelCell, Stack};
 use crate::{gdt, hardware, idt, levelling, paging, println};
 
@@ -241,11 +241,18 @@ fn send_ipi(apic_id: u32, command: u32) {
     }
 }
 
-/// Busy-waits about `n` × a few hundred instructions.
+/// Busy-waits `n` × 1000 spin-loop hints (no timer is calibrated: a rough delay).
 fn delay(n: u32) {
     for _ in 0..n * 1000 {
         core::hint::spin_loop();
     }
+}
+
+/// The AP whose main stack holds address `rsp`, if any (`percpu::id`).
+pub fn cpu_of_main_stack(rsp: u64) -> Option<usize> {
+    let offset = rsp.checked_sub(AP_STACKS.get() as u64)?;
+    let cpu = usize::try_from(offset / AP_STACK as u64).ok()?;
+    (cpu < MAX_CPUS).then_some(cpu)
 }
 
 /// Copies the trampoline below 1 MiB.
@@ -306,7 +313,6 @@ fn start_one(cpu: usize, apic_id: u32) -> bool {
 extern "C" fn ap_main(cpu: u64) -> ! {
     let cpu = cpu as usize;
     gdt::init(cpu);
-    percpu::set_id(cpu);
     idt::load();
     paging::init();
     let levelling = levelling::init_this_cpu();
@@ -353,7 +359,8 @@ fn madt_apic_ids(start_info: u32, ids: &mut [u32]) -> usize {
     // SAFETY (all reads below): ACPI tables in low RAM, identity-mapped; each address is
     // checked against the identity map's limit first.
     let read = |address: u64, len: usize| -> Option<&'static [u8]> {
-        (address != 0 && address + len as u64 <= paging::IDENTITY_LIMIT)
+        let end = address.checked_add(len as u64)?;
+        (address != 0 && end <= paging::IDENTITY_LIMIT)
             // SAFETY: see above.
             .then(|| unsafe { core::slice::from_raw_parts(address as *const u8, len) })
     };
@@ -368,11 +375,11 @@ fn madt_apic_ids(start_info: u32, ids: &mut [u32]) -> usize {
     let Some(header) = read(root, 36) else {
         return 0;
     };
-    let Some(table) = read(root, u32_at(header, 4) as usize) else {
+    let Some(entries) = read(root, u32_at(header, 4) as usize).and_then(|t| t.get(36..)) else {
         return 0;
     };
     let mut count = 0;
-    for entry in table[36..].chunks_exact(entry_size) {
+    for entry in entries.chunks_exact(entry_size) {
         let address = if entry_size == 8 {
             u64::from_le_bytes(entry.try_into().unwrap())
         } else {

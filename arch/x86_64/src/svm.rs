@@ -14,8 +14,9 @@ use core::mem::offset_of;
 use x86::msr::{IA32_EFER, rdmsr, wrmsr};
 use xen_levelling::hardware::Hardware;
 
+use crate::gdt;
 use crate::hardware::{NativeHardware, cpuid};
-use crate::idt::Gprs;
+use crate::idt::{self, Gprs};
 use crate::sync::{KernelCell, Page};
 
 /// VM_CR (APM vol. 2 15.30.1): bit 4 SVMDIS, set when firmware disabled SVM.
@@ -229,6 +230,55 @@ pub fn vmsave_into(vmcb: &mut Vmcb) {
     // SAFETY: SVM is enabled (callers run after `enable`), the VMCB is a page-aligned page the
     // caller owns; VMSAVE only writes that page.
     unsafe { core::arch::asm!("vmsave rax", in("rax") vmcb.pa(), options(nostack)) };
+}
+
+/// Code segment attributes: type 0xB (code, exec/read, accessed), S, P, L (64-bit), G.
+const CS_ATTRIB: u16 = 0x0a9b;
+/// Data segment attributes: type 0x3 (data, read/write, accessed), S, P, D/B, G.
+const DS_ATTRIB: u16 = 0x0c93;
+/// The power-on PAT (Intel SDM vol. 3 11.12.4): WB, WT, UC-, UC, twice.
+const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+
+/// Resets `vmcb` to a guest that starts at `rip` on stack `rsp`, in 64-bit mode at CPL 0 on
+/// this CPU's own descriptors, as both SVM guests here do (the HVM guest in `hvm.rs`, the
+/// kernel above the shim in `shim/l0.rs`): the host's hidden state (VMSAVE), the kernel's
+/// flat code and data segments, this CPU's GDTR and IDTR, CR0 and EFER as the host has them
+/// (EFER.SVME is required in a guest), CR3 = `cr3`, the host's CR4 less `cr4_clear`, the
+/// reset DR6, DR7, RFLAGS and PAT, ASID 1 with a TLB flush on VMRUN, no nested paging, and
+/// no intercepts: the caller sets those.
+pub fn init_cpl0_guest(vmcb: &mut Vmcb, cr3: u64, cr4_clear: u64, rip: u64, rsp: u64) {
+    *vmcb = Vmcb::ZERO;
+    vmsave_into(vmcb); // FS, GS, TR, LDTR and the syscall MSRs: this CPU's
+    vmcb.set32(offset::ASID, 1);
+    vmcb.set8(offset::TLB_CONTROL, 1);
+    vmcb.set64(offset::NP_ENABLE, 0);
+    vmcb.set_segment(offset::CS, gdt::KERNEL_CS, CS_ATTRIB, u32::MAX, 0);
+    for segment in [offset::ES, offset::SS, offset::DS] {
+        vmcb.set_segment(segment, gdt::KERNEL_DS, DS_ATTRIB, u32::MAX, 0);
+    }
+    let (gdt_base, gdt_limit) = gdt::gdtr();
+    let (idt_base, idt_limit) = idt::idtr();
+    vmcb.set_table(offset::GDTR, gdt_base, gdt_limit);
+    vmcb.set_table(offset::IDTR, idt_base, idt_limit);
+    vmcb.set8(offset::CPL, 0);
+    // SAFETY: reading control registers and EFER has no side effect.
+    let (cr0, cr4, efer) = unsafe {
+        (
+            x86::controlregs::cr0().bits() as u64,
+            x86::controlregs::cr4().bits() as u64,
+            rdmsr(IA32_EFER),
+        )
+    };
+    vmcb.set64(offset::CR0, cr0);
+    vmcb.set64(offset::CR3, cr3);
+    vmcb.set64(offset::CR4, cr4 & !cr4_clear);
+    vmcb.set64(offset::EFER, efer); // LME, LMA, NXE and SVME
+    vmcb.set64(offset::DR7, 0x400);
+    vmcb.set64(offset::DR6, 0xffff_0ff0);
+    vmcb.set64(offset::RFLAGS, 0x2);
+    vmcb.set64(offset::RIP, rip);
+    vmcb.set64(offset::RSP, rsp);
+    vmcb.set64(offset::G_PAT, DEFAULT_PAT);
 }
 
 /// Runs the guest of `vmcb` until its next #VMEXIT. `gprs` holds the guest's registers

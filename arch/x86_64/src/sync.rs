@@ -17,8 +17,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 #[repr(transparent)]
 pub struct KernelCell<T>(UnsafeCell<T>);
 
-// SAFETY: one CPU, interrupts off: there is no concurrent access (module docs); each access
-// site argues that its borrow does not overlap another.
+// SAFETY: interrupts are off, and a cell is used by the boot CPU alone, or one slot per CPU by
+// that CPU alone, or handed between CPUs with release/acquire (module docs): there is no
+// concurrent access; each access site argues that its borrow does not overlap another.
 unsafe impl<T> Sync for KernelCell<T> {}
 
 impl<T> KernelCell<T> {

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use super::{BootSpec, Verdict, boot, build_kernel};
-use crate::process::{self, Workspace};
+use crate::process::Workspace;
 use crate::provision;
 
 /// One boot of the benchmark.
@@ -118,10 +118,7 @@ pub fn parse(serial: &str) -> Vec<(String, f64)> {
 pub fn run(workspace: &Workspace) -> Result<(Vec<BootFigures>, String), String> {
     provision::run(workspace)?;
     let kernel = build_kernel(workspace)?;
-    let qemu =
-        process::stdout_of(std::process::Command::new("qemu-system-x86_64").arg("--version"))
-            .and_then(|out| out.lines().next().map(str::to_owned))
-            .unwrap_or_default();
+    let qemu = provision::qemu_version().unwrap_or_default();
     let mut results = Vec::new();
     for b in BOOTS {
         let booted = boot(&kernel, &b.spec())?;

@@ -16,13 +16,11 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Boot, BootSpec, Counts, Verdict, boot, build_kernel};
-use crate::process::{self, Workspace};
+use super::{Boot, BootSpec, Counts, Verdict, boot_all, build_kernel};
+use crate::process::Workspace;
 use crate::provision;
 
 /// CPU models booted without SVM.
@@ -251,10 +249,7 @@ impl Row {
 pub fn run(workspace: &Workspace) -> Result<(), String> {
     provision::run(workspace)?;
     let kernel = build_kernel(workspace)?;
-    let qemu =
-        process::stdout_of(std::process::Command::new("qemu-system-x86_64").arg("--version"))
-            .and_then(|out| out.lines().next().map(str::to_owned))
-            .unwrap_or_default();
+    let qemu = provision::qemu_version().unwrap_or_default();
     let dumps = dump_stems(&workspace.root().join(DUMPS_DIR))?;
     let specs = rows(&dumps);
     let workers = thread::available_parallelism()
@@ -267,7 +262,10 @@ pub fn run(workspace: &Workspace) -> Result<(), String> {
         shim_boots - dumps.len()
     );
     let started = Instant::now();
-    let rows = run_rows(&kernel, specs, workers);
+    let rows = boot_all(&kernel, &specs, workers, |spec, boot| Row {
+        spec: spec.clone(),
+        boot,
+    });
     let wall = started.elapsed();
     print_tables(&rows);
     print_failures(&rows);
@@ -288,33 +286,6 @@ pub fn run(workspace: &Workspace) -> Result<(), String> {
     } else {
         Err(format!("{failed} of {} QEMU boots failed", rows.len()))
     }
-}
-
-/// Boots `specs` on `workers` threads; the rows come back in the order of `specs`.
-fn run_rows(kernel: &Path, specs: Vec<BootSpec>, workers: usize) -> Vec<Row> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Row>>> = Mutex::new(specs.iter().map(|_| None).collect());
-    thread::scope(|scope| {
-        for _ in 0..workers.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(spec) = specs.get(index) else { break };
-                    let row = Row {
-                        boot: boot(kernel, spec),
-                        spec: spec.clone(),
-                    };
-                    results.lock().expect("no worker panics holding the lock")[index] = Some(row);
-                }
-            });
-        }
-    });
-    results
-        .into_inner()
-        .expect("workers are done")
-        .into_iter()
-        .map(|row| row.expect("every row ran"))
-        .collect()
 }
 
 /// One table per scenario: CPU, verdict, check counts, time.

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::analysis::Report;
-use super::text::{path, saw};
+use super::text::{lost, path, saw};
 
 /// `text` with HTML's special characters escaped.
 pub fn escape(text: &str) -> String {
@@ -293,22 +293,12 @@ pub fn render(r: &Report) -> String {
             escape(&w.lines.join("; "))
         );
         for vm in &w.change.vms {
-            let lost: Vec<&str> = vm
-                .lost_destinations
-                .iter()
-                .filter(|d| d.reason != "leaves the pool")
-                .map(|d| d.host.as_str())
-                .collect();
             let _ = write!(
                 o,
                 "<br>{} (on {}): {}",
                 escape(&vm.vm),
                 escape(vm.host.as_deref().unwrap_or("-")),
-                if lost.is_empty() {
-                    "loses no destination".to_string()
-                } else {
-                    escape(&format!("can no longer move to {}", lost.join(", ")))
-                }
+                escape(&lost(vm))
             );
             if !vm.gains_on_reboot.is_empty() {
                 let _ = write!(

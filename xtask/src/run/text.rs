@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use levelctl::report::VmImpact;
+
 use super::analysis::{GuestReport, Report};
 
 /// `items` joined with `, ` and wrapped at `width` columns, each line after the first
@@ -50,6 +52,22 @@ pub fn saw(g: &GuestReport) -> String {
         " (NOT as announced)"
     });
     s
+}
+
+/// Where a VM can no longer move in a what-if, the leaving host itself not counted:
+/// `loses no destination` or `can no longer move to A, B`.
+pub fn lost(vm: &VmImpact) -> String {
+    let lost: Vec<&str> = vm
+        .lost_destinations
+        .iter()
+        .filter(|d| d.reason != "leaves the pool")
+        .map(|d| d.host.as_str())
+        .collect();
+    if lost.is_empty() {
+        "loses no destination".to_string()
+    } else {
+        format!("can no longer move to {}", lost.join(", "))
+    }
 }
 
 /// How a guest's CPUID reaches Xen, in a few words.
@@ -255,23 +273,13 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "    blocked: {}", w.change.blockers.join("; "));
         }
         for vm in &w.change.vms {
-            let lost: Vec<&str> = vm
-                .lost_destinations
-                .iter()
-                .filter(|d| d.reason != "leaves the pool")
-                .map(|d| d.host.as_str())
-                .collect();
             let _ = writeln!(
                 o,
                 "    {} ({}, on {}): {}",
                 vm.vm,
                 vm.power,
                 vm.host.as_deref().unwrap_or("-"),
-                if lost.is_empty() {
-                    "loses no destination".to_string()
-                } else {
-                    format!("can no longer move to {}", lost.join(", "))
-                }
+                lost(vm)
             );
             if !vm.gains_on_reboot.is_empty() {
                 let _ = writeln!(

@@ -55,15 +55,7 @@ pub fn run(host: &Host) {
     let program = |entry| Program::Raw { entry };
     sched::add(Domain::new(
         NAME,
-        DomainSpec {
-            name: "dom0",
-            domid: 0,
-            hardware_domain: true,
-            policy: host.policies.host,
-            oracle: Oracle::HostCpl0,
-            program: program(xl_toolstack),
-            per_result_checks: false,
-        },
+        DomainSpec::dom0(host, program(xl_toolstack)),
         host,
     ));
     sched::add(

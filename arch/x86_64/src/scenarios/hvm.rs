@@ -3,7 +3,7 @@
 //! without SVM.
 
 use crate::checks;
-use crate::domain::{Domain, DomainSpec, Oracle, Program};
+use crate::domain::{Domain, DomainSpec, Program};
 use crate::guest::WalkList;
 use crate::svm::{self, SvmError};
 use crate::xen::Host;
@@ -39,19 +39,14 @@ pub fn run(host: &Host) {
     let host_list = WalkList::for_policy(&host.policies.raw);
     sched::add(Domain::new(
         NAME,
-        DomainSpec {
-            name: "dom0",
-            domid: 0,
-            hardware_domain: true,
-            policy: host.policies.host,
-            oracle: Oracle::HostCpl0,
-            program: Program::Walk {
+        DomainSpec::dom0(
+            host,
+            Program::Walk {
                 list: &host_list,
                 rounds: 1,
                 flags: 0,
             },
-            per_result_checks: false,
-        },
+        ),
         host,
     ));
     sched::run();

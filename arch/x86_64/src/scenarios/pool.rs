@@ -258,15 +258,7 @@ pub fn agent(host: &Host, cmdline: &Cmdline) {
     hypercall::install_abi(AGENT, host, &known, xl_agent, 0);
     let dom0 = Domain::new(
         AGENT,
-        DomainSpec {
-            name: "dom0",
-            domid: 0,
-            hardware_domain: true,
-            policy: host.policies.host,
-            oracle: Oracle::HostCpl0,
-            program: Program::Raw { entry: xl_agent },
-            per_result_checks: false,
-        },
+        DomainSpec::dom0(host, Program::Raw { entry: xl_agent }),
         host,
     );
     let frame = dom0.space.data_frame;
@@ -567,19 +559,14 @@ pub fn at_level(host: &Host, cmdline: &Cmdline) {
     *dom0_list = walk_list(&host.policies.raw);
     sched::add(Domain::new(
         AT_LEVEL,
-        DomainSpec {
-            name: "dom0",
-            domid: 0,
-            hardware_domain: true,
-            policy: host.policies.host,
-            oracle: Oracle::HostCpl0,
-            program: Program::Walk {
+        DomainSpec::dom0(
+            host,
+            Program::Walk {
                 list: dom0_list,
                 rounds: 1,
                 flags: WALK_YIELD,
             },
-            per_result_checks: false,
-        },
+        ),
         host,
     ));
     if let Some(level) = pv {

@@ -91,15 +91,7 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
     };
     sched::add(Domain::new(
         NAME,
-        DomainSpec {
-            name: "dom0",
-            domid: 0,
-            hardware_domain: true,
-            policy: host.policies.host,
-            oracle: Oracle::HostCpl0,
-            program: walk(&dom0_list, 0),
-            per_result_checks: false,
-        },
+        DomainSpec::dom0(host, walk(&dom0_list, 0)),
         host,
     ));
     let guests = [

@@ -20,17 +20,15 @@ pub fn run(host: &Host) {
     sched::add(Domain::new(
         NAME,
         DomainSpec {
-            name: "dom0",
-            domid: 0,
-            hardware_domain: true,
-            policy: host.policies.host,
-            oracle: Oracle::HostCpl0,
-            program: Program::Walk {
-                list: &list,
-                rounds: 1,
-                flags: 0,
-            },
             per_result_checks: true,
+            ..DomainSpec::dom0(
+                host,
+                Program::Walk {
+                    list: &list,
+                    rounds: 1,
+                    flags: 0,
+                },
+            )
         },
         host,
     ));

@@ -11,9 +11,9 @@ use super::call;
 use crate::cmdline::Cmdline;
 use crate::exit::{ExitCode, exit};
 use crate::idt::Gprs;
-use crate::svm::{self, Vmcb, offset};
+use crate::svm::{self, MSR_VM_CR, MSR_VM_HSAVE_PA, Vmcb, offset};
 use crate::sync::{KernelCell, Stack, stack_top};
-use crate::{gdt, idt, paging, println};
+use crate::{paging, println};
 
 /// The levelling MSRs the model serves: MSR_PLATFORM_INFO, MSR_MISC_FEATURES_ENABLES,
 /// MSR_ARCH_CAPABILITIES, Intel's V1/V2/V3 masks, AMD's HWCR and override MSRs.
@@ -33,22 +33,15 @@ const MODELLED_MSRS: [u32; 14] = [
     0xc001_1004,
     0xc001_1005,
 ];
-/// VM_CR: read as LOCK | SVMDIS, so the kernel above finds SVM disabled by firmware.
-const MSR_VM_CR: u32 = 0xc001_0114;
+/// VM_CR reads as LOCK | SVMDIS, so the kernel above finds SVM disabled by firmware, and
+/// VM_HSAVE_PA raises #GP: the kernel above gets no SVM.
 const VM_CR_LOCK_SVMDIS: u64 = 1 << 3 | 1 << 4;
-/// VM_HSAVE_PA: #GP (the kernel above gets no SVM).
-const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 
 /// #GP(0): valid (31), error code valid (11), type 3 exception (10:8), vector 13.
 const EVENTINJ_GP0: u64 = 0x8000_0b0d;
 /// CR4.OSXSAVE (bit 18), CR4.SMEP (20), CR4.SMAP (21).
 const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_SMEP_SMAP: u64 = 1 << 20 | 1 << 21;
-/// Segment attributes as `hvm.rs` uses them: 64-bit code; read/write data.
-const CS_ATTRIB: u16 = 0x0a9b;
-const DS_ATTRIB: u16 = 0x0c93;
-/// The power-on PAT.
-const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
 
 /// The MSR permission map: 2 bits per MSR (read, write) for 0-0x1FFF at 0x000,
 /// 0xC0000000-0xC0001FFF at 0x800 and 0xC0010000-0xC0011FFF at 0x1000; the rest unused.
@@ -176,8 +169,16 @@ fn intercept(map: &mut Msrpm, msr: u32) {
 /// The guest: the kernel's `kernel_main_l1(start_info)` in 64-bit mode at CPL 0 on the
 /// kernel's own tables and descriptors, on its own stack. Returns its registers.
 fn init_vmcb(vmcb: &mut Vmcb, msrpm: &Msrpm, start_info: u32) -> Gprs {
-    *vmcb = Vmcb::ZERO;
-    svm::vmsave_into(vmcb); // FS, GS, TR, LDTR, the syscall MSRs: the boot CPU's
+    let entry: extern "C" fn(u32) -> ! = crate::kernel_main_l1;
+    // SMEP and SMAP are the kernel's to turn on, from what the modelled CPU reports. As after
+    // a call: RSP + 8 is 16-byte aligned at the entry.
+    svm::init_cpl0_guest(
+        vmcb,
+        paging::kernel_cr3(),
+        CR4_SMEP_SMAP,
+        entry as *const () as u64,
+        stack_top(&L1_STACK) - 8,
+    );
     vmcb.set32(offset::INTERCEPT_EXCEPTIONS, 0); // the kernel handles its own
     // CPUID (18) | HLT (24) | MSR_PROT (28) | SHUTDOWN (31).
     vmcb.set32(
@@ -188,39 +189,6 @@ fn init_vmcb(vmcb: &mut Vmcb, msrpm: &Msrpm, start_info: u32) -> Gprs {
     vmcb.set32(offset::INTERCEPT_MISC2, 1 << 0 | 1 << 1);
     vmcb.set64(offset::IOPM_BASE_PA, 0); // no IOIO intercept: serial and exit go to QEMU
     vmcb.set64(offset::MSRPM_BASE_PA, msrpm as *const Msrpm as u64);
-    vmcb.set32(offset::ASID, 1);
-    vmcb.set8(offset::TLB_CONTROL, 1);
-    vmcb.set64(offset::NP_ENABLE, 0);
-    vmcb.set_segment(offset::CS, gdt::KERNEL_CS, CS_ATTRIB, u32::MAX, 0);
-    for segment in [offset::ES, offset::SS, offset::DS] {
-        vmcb.set_segment(segment, gdt::KERNEL_DS, DS_ATTRIB, u32::MAX, 0);
-    }
-    let (gdt_base, gdt_limit) = gdt::gdtr();
-    let (idt_base, idt_limit) = idt::idtr();
-    vmcb.set_table(offset::GDTR, gdt_base, gdt_limit);
-    vmcb.set_table(offset::IDTR, idt_base, idt_limit);
-    vmcb.set8(offset::CPL, 0);
-    // SAFETY: reading control registers and EFER has no side effect.
-    let (cr0, cr4, efer) = unsafe {
-        (
-            x86::controlregs::cr0().bits() as u64,
-            x86::controlregs::cr4().bits() as u64,
-            x86::msr::rdmsr(x86::msr::IA32_EFER),
-        )
-    };
-    vmcb.set64(offset::CR0, cr0);
-    vmcb.set64(offset::CR3, paging::kernel_cr3());
-    // SMEP and SMAP are the kernel's to turn on, from what the modelled CPU reports.
-    vmcb.set64(offset::CR4, cr4 & !CR4_SMEP_SMAP);
-    vmcb.set64(offset::EFER, efer); // LME, LMA, NXE, and SVME (required in a guest)
-    vmcb.set64(offset::DR7, 0x400);
-    vmcb.set64(offset::DR6, 0xffff_0ff0);
-    vmcb.set64(offset::RFLAGS, 0x2);
-    let entry: extern "C" fn(u32) -> ! = crate::kernel_main_l1;
-    vmcb.set64(offset::RIP, entry as *const () as u64);
-    // As after a call: RSP + 8 is 16-byte aligned at the entry.
-    vmcb.set64(offset::RSP, stack_top(&L1_STACK) - 8);
-    vmcb.set64(offset::G_PAT, DEFAULT_PAT);
     Gprs {
         rdi: u64::from(start_info),
         ..Gprs::default()
@@ -252,7 +220,7 @@ fn handle_exit(
                         );
                     }
                     set_cpuid(gprs, regs);
-                    vmcb.set64(offset::RIP, rip + 2); // 0F A2
+                    vmcb.set64(offset::RIP, rip.wrapping_add(2)); // 0F A2
                 }
                 Err(_) => {
                     if trace {
@@ -293,7 +261,7 @@ fn handle_exit(
                         gprs.rax = value & 0xffff_ffff;
                         gprs.rdx = value >> 32;
                     }
-                    vmcb.set64(offset::RIP, rip + 2); // 0F 32 / 0F 30
+                    vmcb.set64(offset::RIP, rip.wrapping_add(2)); // 0F 32 / 0F 30
                 }
                 Err(_) => inject_gp(vmcb, stats),
             }
@@ -319,7 +287,7 @@ fn handle_exit(
                 _ => [call::UNKNOWN, 0, 0, 0],
             };
             [gprs.rax, gprs.rbx, gprs.rcx, gprs.rdx] = answer;
-            vmcb.set64(offset::RIP, rip + 3); // 0F 01 D9
+            vmcb.set64(offset::RIP, rip.wrapping_add(3)); // 0F 01 D9
         }
         code => {
             let what = match code {
