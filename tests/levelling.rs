@@ -183,9 +183,10 @@ fn native_cpuid_at_cpl3(host: &Machine, policy: &CpuPolicy, leaf: u32, subleaf: 
     match host.model.cpuid_at(3, leaf, subleaf) {
         Ok(regs) => regs,
         Err(_) => {
+            let guest = guest_context(host, DomainKind::Pv);
             let ctx = TrapContext {
                 policy,
-                guest: guest_context(host, DomainKind::Pv),
+                guest: &guest,
                 cpl: 3,
                 virtual_faulting: false,
             };

@@ -56,30 +56,32 @@ fn context(
     kernel_mode: bool,
     virtual_faulting: bool,
 ) -> TrapContext<'_> {
+    // Leaked: each test builds a handful, and the context must outlive the TrapContext.
+    let guest = Box::leak(Box::new(GuestContext {
+        domain: GuestDomain {
+            kind,
+            domid: 3,
+            hardware_domain: false,
+            host_features: Featureset::EMPTY,
+            host_paddr_bits: 40,
+            xen_version: (4, 23),
+        },
+        vcpu_id: 0,
+        state: Some(VcpuState {
+            entry: CpuidEntry::Fault,
+            cr4_osxsave: false,
+            cr4_pke: false,
+            kernel_mode,
+            host_cr4_osxsave: true,
+            xcr0: 3,
+            xss: 0,
+            apic_enabled: true,
+            long_mode: true,
+        }),
+    }));
     TrapContext {
         policy,
-        guest: GuestContext {
-            domain: GuestDomain {
-                kind,
-                domid: 3,
-                hardware_domain: false,
-                host_features: Featureset::EMPTY,
-                host_paddr_bits: 40,
-                xen_version: (4, 23),
-            },
-            vcpu_id: 0,
-            state: Some(VcpuState {
-                entry: CpuidEntry::Fault,
-                cr4_osxsave: false,
-                cr4_pke: false,
-                kernel_mode,
-                host_cr4_osxsave: true,
-                xcr0: 3,
-                xss: 0,
-                apic_enabled: true,
-                long_mode: true,
-            }),
-        },
+        guest,
         cpl,
         virtual_faulting,
     }

@@ -101,14 +101,40 @@ enum Count {
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Edit {
-    And { i: u8, reg: u8, mask: u32 },
-    Or { i: u8, reg: u8, bits: u32 },
-    Set { i: u8, reg: u8, value: u32 },
-    Remove { i: u8 },
-    Duplicate { i: u8 },
-    Truncate { n: u8 },
-    Retarget { i: u8, leaf: u32, subleaf: u32 },
-    Push { leaf: u32, subleaf: u32, regs: [u32; 4] },
+    And {
+        i: u8,
+        reg: u8,
+        mask: u32,
+    },
+    Or {
+        i: u8,
+        reg: u8,
+        bits: u32,
+    },
+    Set {
+        i: u8,
+        reg: u8,
+        value: u32,
+    },
+    Remove {
+        i: u8,
+    },
+    Duplicate {
+        i: u8,
+    },
+    Truncate {
+        n: u8,
+    },
+    Retarget {
+        i: u8,
+        leaf: u32,
+        subleaf: u32,
+    },
+    Push {
+        leaf: u32,
+        subleaf: u32,
+        regs: [u32; 4],
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -120,15 +146,24 @@ enum LeafSource {
 
 #[derive(Arbitrary, Debug, Clone)]
 enum MsrSource {
-    Domain { domain: DomSel, edits: Vec<(u8, u32, u32, u64)> },
+    Domain {
+        domain: DomSel,
+        edits: Vec<(u8, u32, u32, u64)>,
+    },
     Raw(Vec<(u32, u32, u64)>),
 }
 
 #[derive(Arbitrary, Debug, Clone)]
 enum Call {
     /// The envelope as the bytes at `at` already are.
-    RawSysctl { caller: CallerSel, at: Addr },
-    RawDomctl { caller: CallerSel, at: Addr },
+    RawSysctl {
+        caller: CallerSel,
+        at: Addr,
+    },
+    RawDomctl {
+        caller: CallerSel,
+        at: Addr,
+    },
     Sysctl {
         caller: CallerSel,
         at: u16,
@@ -158,10 +193,23 @@ enum Call {
         err: [u32; 4],
         tail: [u64; 2],
     },
-    PutLeaves { at: u16, src: LeafSource },
-    PutMsrs { at: u16, src: MsrSource },
-    Start { domain: DomSel },
-    Create { domid: u16, kind: u8, control: bool, best_effort: bool },
+    PutLeaves {
+        at: u16,
+        src: LeafSource,
+    },
+    PutMsrs {
+        at: u16,
+        src: MsrSource,
+    },
+    Start {
+        domain: DomSel,
+    },
+    Create {
+        domid: u16,
+        kind: u8,
+        control: bool,
+        best_effort: bool,
+    },
 }
 
 struct World {
@@ -220,7 +268,9 @@ impl World {
 
 fn serialise(p: &CpuPolicy) -> (Vec<XenCpuidLeaf>, Vec<XenMsrEntry>) {
     let mut leaves = [XenCpuidLeaf::default(); MAX_SERIALISED_LEAVES];
-    let n = p.write_leaves(&mut leaves).expect("a policy fits the array");
+    let n = p
+        .write_leaves(&mut leaves)
+        .expect("a policy fits the array");
     let mut msrs = [XenMsrEntry::default(); MAX_SERIALISED_MSRS];
     let m = p.write_msrs(&mut msrs).expect("the MSRs fit");
     (leaves[..n].to_vec(), msrs[..m].to_vec())
@@ -272,7 +322,11 @@ fn apply_edits(leaves: &mut Vec<XenCpuidLeaf>, edits: &[Edit]) {
                     leaves[i].subleaf = subleaf;
                 }
             }
-            Edit::Push { leaf, subleaf, regs } => leaves.push(XenCpuidLeaf {
+            Edit::Push {
+                leaf,
+                subleaf,
+                regs,
+            } => leaves.push(XenCpuidLeaf {
                 leaf,
                 subleaf,
                 a: regs[0],
@@ -356,7 +410,10 @@ fn check_readback(
         msrs.push(XenMsrEntry::decode(&b));
     }
     let back = CpuPolicy::from_arrays(&leaves, &msrs).expect("a written policy reads back");
-    assert_eq!(&back, expected, "get_cpu_policy arrays do not read back as the policy");
+    assert_eq!(
+        &back, expected,
+        "get_cpu_policy arrays do not read back as the policy"
+    );
 }
 
 /// After a successful set: invariants, and set(get()) is accepted and changes nothing.
@@ -365,7 +422,11 @@ fn check_after_set(w: &World, domid: u16, caller: Caller) {
         eprintln!("TRACE set_cpu_policy ok: domain {domid} on {}", w.host_file);
     }
     let d = *w.domains.get(domid).expect("the domain exists");
-    let max = w.host.system.max_for(d.kind).expect("set succeeded, so there is a max");
+    let max = w
+        .host
+        .system
+        .max_for(d.kind)
+        .expect("set succeeded, so there is a max");
     if let Err(e) = check_compatible(&max, &d.policy) {
         panic!("after set_cpu_policy, the policy exceeds its max: {e}");
     }
@@ -456,7 +517,11 @@ fn domctl_checked(w: &mut World, caller: Caller, arg: u64, before: &[Domain]) {
     assert!(r <= 0, "domctl returned {r}");
     let Some(op) = op else {
         assert_eq!(r, -14, "an unreadable envelope is -EFAULT");
-        assert_eq!(before, &w.snapshot()[..], "an unreadable envelope changed the domains");
+        assert_eq!(
+            before,
+            &w.snapshot()[..],
+            "an unreadable envelope changed the domains"
+        );
         return;
     };
     if r < 0 {
@@ -473,7 +538,11 @@ fn domctl_checked(w: &mut World, caller: Caller, arg: u64, before: &[Domain]) {
     match op.cmd {
         DOMCTL_SET_CPU_POLICY => check_after_set(w, op.domain, caller),
         DOMCTL_GET_CPU_POLICY => {
-            assert_eq!(before, &w.snapshot()[..], "get_cpu_policy changed the domains");
+            assert_eq!(
+                before,
+                &w.snapshot()[..],
+                "get_cpu_policy changed the domains"
+            );
             let p = XenDomctlCpuPolicy::from_union(&op.u);
             if p.leaves != 0 && p.msrs != 0 {
                 let mut env = [0u8; XenDomctl::SIZE];
@@ -493,7 +562,11 @@ fn domctl_checked(w: &mut World, caller: Caller, arg: u64, before: &[Domain]) {
                 }
             }
         }
-        _ => assert_eq!(before, &w.snapshot()[..], "a read-only domctl changed the domains"),
+        _ => assert_eq!(
+            before,
+            &w.snapshot()[..],
+            "a read-only domctl changed the domains"
+        ),
     }
 }
 
@@ -544,7 +617,10 @@ fn run(input: Input) {
                 let mut leaves = match src {
                     LeafSource::Domain { domain, edits } => {
                         let domid = w.domid(domain);
-                        let p = w.domains.get(domid).map_or(host.system.pv_default, |d| d.policy);
+                        let p = w
+                            .domains
+                            .get(domid)
+                            .map_or(host.system.pv_default, |d| d.policy);
                         let mut l = serialise(&p).0;
                         apply_edits(&mut l, &edits);
                         l
@@ -576,7 +652,10 @@ fn run(input: Input) {
                 let msrs: Vec<XenMsrEntry> = match src {
                     MsrSource::Domain { domain, edits } => {
                         let domid = w.domid(domain);
-                        let p = w.domains.get(domid).map_or(host.system.pv_default, |d| d.policy);
+                        let p = w
+                            .domains
+                            .get(domid)
+                            .map_or(host.system.pv_default, |d| d.policy);
                         let mut m = serialise(&p).1;
                         for (i, idx, flags, val) in edits.into_iter().take(4) {
                             if m.is_empty() {
@@ -753,7 +832,10 @@ fn run(input: Input) {
                 op.u[14] = tail[0];
                 op.u[15] = tail[1];
                 let (hl, hm) = (w.addr(leaves), w.addr(msrs));
-                let (nl, nm) = (w.count(nr_leaves, w.put_leaves), w.count(nr_msrs, w.put_msrs));
+                let (nl, nm) = (
+                    w.count(nr_leaves, w.put_leaves),
+                    w.count(nr_msrs, w.put_msrs),
+                );
                 match cmd {
                     DOMCTL_GET_LEVELLING => XenDomctlLevelling {
                         mechanism: err[0],

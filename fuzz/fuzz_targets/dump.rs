@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let _ = format!("{dump:?}");
-    let _ = (dump.format(), dump.first_block_line(), dump.msr_section_line());
+    let _ = (
+        dump.format(),
+        dump.first_block_line(),
+        dump.msr_section_line(),
+    );
     for e in dump.entries() {
         assert!(e.line >= 1 && e.line <= lines);
         assert!(dump.seen(e.leaf, e.subleaf), "entry {e:?} not seen");

@@ -28,11 +28,27 @@ fn column_in_range(text: &str, e: &FeaturesetError) {
 fn words_round_trip(fs: &Featureset) {
     let xapi = fs.xapi().to_string();
     let words = fs.xen_words().to_string();
-    assert_eq!(Featureset::parse_xapi(&xapi).as_ref(), Ok(fs), "xapi: {xapi}");
-    assert_eq!(Featureset::parse_xen_words(&words).as_ref(), Ok(fs), "words: {words}");
-    assert_eq!(Featureset::parse_xen_words(&xapi).as_ref(), Ok(fs), "xen-cpuid accepts '-'");
+    assert_eq!(
+        Featureset::parse_xapi(&xapi).as_ref(),
+        Ok(fs),
+        "xapi: {xapi}"
+    );
+    assert_eq!(
+        Featureset::parse_xen_words(&words).as_ref(),
+        Ok(fs),
+        "words: {words}"
+    );
+    assert_eq!(
+        Featureset::parse_xen_words(&xapi).as_ref(),
+        Ok(fs),
+        "xen-cpuid accepts '-'"
+    );
     let names = fs.names().to_string();
-    assert_eq!(Featureset::parse_names(&names).as_ref(), Ok(fs), "names: {names}");
+    assert_eq!(
+        Featureset::parse_names(&names).as_ref(),
+        Ok(fs),
+        "names: {names}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -75,7 +91,11 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             let _ = e.to_string();
             let chars = text.chars().count();
-            assert!(e.column >= 1 && e.column <= chars + 1, "cpuid= column {}", e.column);
+            assert!(
+                e.column >= 1 && e.column <= chars + 1,
+                "cpuid= column {}",
+                e.column
+            );
         }
     }
 });

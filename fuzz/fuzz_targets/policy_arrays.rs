@@ -24,9 +24,7 @@ use xen_levelling::cpuid::CpuidRegs;
 use xen_levelling::featureset::Featureset;
 use xen_levelling::policy::CpuPolicy;
 use xen_levelling::policy::compat::check_compatible;
-use xen_levelling::policy::guest::{
-    CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid,
-};
+use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
 use xen_levelling::policy::serialise::{MAX_SERIALISED_LEAVES, MAX_SERIALISED_MSRS};
 use xen_levelling::policy::system::{DomainKind, HostOptions, SystemPolicies};
 
@@ -142,7 +140,9 @@ fuzz_target!(|data: &[u8]| {
 
     // Serialise and deserialise.
     let mut out = [XenCpuidLeaf::default(); MAX_SERIALISED_LEAVES];
-    let n = p.write_leaves(&mut out).expect("any policy fits MAX_SERIALISED_LEAVES");
+    let n = p
+        .write_leaves(&mut out)
+        .expect("any policy fits MAX_SERIALISED_LEAVES");
     assert_eq!(n, p.nr_serialised_leaves());
     let mut out_msrs = [XenMsrEntry::default(); MAX_SERIALISED_MSRS];
     let m = p.write_msrs(&mut out_msrs).expect("the MSRs fit");
@@ -153,7 +153,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let back = CpuPolicy::from_arrays(&out[..n], &out_msrs[..m])
         .expect("a serialised policy deserialises");
-    assert_eq!(back, p, "serialise/deserialise round trip is not the identity");
+    assert_eq!(
+        back, p,
+        "serialise/deserialise round trip is not the identity"
+    );
     // Through the wire encoding too.
     let mut wire = vec![0u8; n * XenCpuidLeaf::SIZE];
     for (i, l) in out[..n].iter().enumerate() {

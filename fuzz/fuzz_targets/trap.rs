@@ -42,9 +42,16 @@ enum Rip {
 #[derive(Arbitrary, Debug)]
 enum Code {
     /// `0F A2` at the offset.
-    Cpuid { at: u8, bytes: Vec<u8> },
+    Cpuid {
+        at: u8,
+        bytes: Vec<u8>,
+    },
     /// `ud2; "xen"; cpuid` at the offset, possibly cut short.
-    Forced { at: u8, cut: u8, bytes: Vec<u8> },
+    Forced {
+        at: u8,
+        cut: u8,
+        bytes: Vec<u8>,
+    },
     Raw(Vec<u8>),
 }
 
@@ -104,9 +111,19 @@ fn check_fetch_fault(mem: &CodeMem, rip: u64, len: u64, address: u64) {
     assert!(unmapped(mem, address), "#PF at mapped address {address:#x}");
 }
 
-fn check_emulated(ctx: &TrapContext<'_>, entry: CpuidEntry, before: &CpuidFrame, after: &CpuidFrame, len: u64) {
-    assert_eq!(after.rip, before.rip.wrapping_add(len), "RIP not advanced by {len}");
-    let mut guest = ctx.guest;
+fn check_emulated(
+    ctx: &TrapContext<'_>,
+    entry: CpuidEntry,
+    before: &CpuidFrame,
+    after: &CpuidFrame,
+    len: u64,
+) {
+    assert_eq!(
+        after.rip,
+        before.rip.wrapping_add(len),
+        "RIP not advanced by {len}"
+    );
+    let mut guest = *ctx.guest;
     if let Some(s) = guest.state.as_mut() {
         s.entry = entry;
     }
@@ -141,7 +158,14 @@ fuzz_target!(|input: Input| {
         .leaves
         .iter()
         .take(8)
-        .map(|r| XenCpuidLeaf { leaf: r[0], subleaf: r[1], a: r[2], b: r[3], c: r[4], d: r[5] })
+        .map(|r| XenCpuidLeaf {
+            leaf: r[0],
+            subleaf: r[1],
+            a: r[2],
+            b: r[3],
+            c: r[4],
+            d: r[5],
+        })
         .collect();
     if let Ok(p) = policy.merged(&leaves, &[]) {
         policy = p;
@@ -184,37 +208,47 @@ fuzz_target!(|input: Input| {
     };
     // Keep the mapping inside the address space.
     let max_len = (u64::MAX - base).saturating_add(1).min(bytes.len() as u64) as usize;
-    let mem = CodeMem { base, bytes: bytes[..max_len].to_vec() };
+    let mem = CodeMem {
+        base,
+        bytes: bytes[..max_len].to_vec(),
+    };
     let rip = match input.rip {
         Rip::Off(o) => base.wrapping_add(o as u64 % 600),
         Rip::Raw(r) => r,
     };
     let kind = [DomainKind::Pv, DomainKind::HvmHap, DomainKind::HvmShadow][input.kind as usize % 3];
-    let state = input.state.map(|(osxsave, pke, kernel, host_osxsave, xcr0, xss, apic, lm)| VcpuState {
-        entry: CpuidEntry::Fault,
-        cr4_osxsave: osxsave,
-        cr4_pke: pke,
-        kernel_mode: kernel,
-        host_cr4_osxsave: host_osxsave,
-        xcr0,
-        xss,
-        apic_enabled: apic,
-        long_mode: lm,
-    });
+    let state = input.state.map(
+        |(osxsave, pke, kernel, host_osxsave, xcr0, xss, apic, lm)| VcpuState {
+            entry: CpuidEntry::Fault,
+            cr4_osxsave: osxsave,
+            cr4_pke: pke,
+            kernel_mode: kernel,
+            host_cr4_osxsave: host_osxsave,
+            xcr0,
+            xss,
+            apic_enabled: apic,
+            long_mode: lm,
+        },
+    );
+    let guest = GuestContext {
+        domain: GuestDomain {
+            kind,
+            domid: input.domid,
+            hardware_domain: input.hardware_domain,
+            host_features: if input.hardware_domain {
+                Featureset::FULL
+            } else {
+                Featureset::EMPTY
+            },
+            host_paddr_bits: 46,
+            xen_version: (4, 23),
+        },
+        vcpu_id: input.vcpu_id,
+        state,
+    };
     let ctx = TrapContext {
         policy: &policy,
-        guest: GuestContext {
-            domain: GuestDomain {
-                kind,
-                domid: input.domid,
-                hardware_domain: input.hardware_domain,
-                host_features: if input.hardware_domain { Featureset::FULL } else { Featureset::EMPTY },
-                host_paddr_bits: 46,
-                xen_version: (4, 23),
-            },
-            vcpu_id: input.vcpu_id,
-            state,
-        },
+        guest: &guest,
         cpl: input.cpl % 4,
         virtual_faulting: input.virtual_faulting,
     };

@@ -110,7 +110,14 @@ pub fn real_policies() -> &'static [CpuPolicy] {
         let mut v: Vec<CpuPolicy> = Vec::new();
         for b in &hosts()[..DUMPS.len() * 2] {
             let s = &b.host.system;
-            for p in [s.raw, s.host, s.pv_max, s.pv_default, s.hvm_max, s.hvm_default] {
+            for p in [
+                s.raw,
+                s.host,
+                s.pv_max,
+                s.pv_default,
+                s.hvm_max,
+                s.hvm_default,
+            ] {
                 if !v.contains(&p) {
                     v.push(p);
                 }
@@ -208,7 +215,10 @@ impl GuestMemory for CodeMem {
             let at = address.wrapping_add(i as u64);
             let fault = MemoryFault { address: at };
             let o = at.checked_sub(self.base).ok_or(fault)?;
-            *b = *self.bytes.get(usize::try_from(o).map_err(|_| fault)?).ok_or(fault)?;
+            *b = *self
+                .bytes
+                .get(usize::try_from(o).map_err(|_| fault)?)
+                .ok_or(fault)?;
         }
         Ok(())
     }

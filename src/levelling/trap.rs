@@ -67,8 +67,9 @@ pub enum TrapOutcome {
 pub struct TrapContext<'a> {
     /// The domain's policy.
     pub policy: &'a CpuPolicy,
-    /// The domain and vCPU; `state` describes the vCPU as it trapped.
-    pub guest: GuestContext,
+    /// The domain and vCPU; `state` describes the vCPU as it trapped. Borrowed: an embedder
+    /// keeps one per vCPU and lends it, instead of building one on every trap.
+    pub guest: &'a GuestContext,
     /// The privilege level the guest was at.
     pub cpl: u8,
     /// The guest's virtual `MSR_MISC_FEATURES_ENABLES[0]`: it wants faulting for its user space.
@@ -87,7 +88,7 @@ impl TrapContext<'_> {
 
     fn emulate(&self, frame: &mut CpuidFrame, entry: CpuidEntry, length: u64) {
         let (leaf, subleaf) = (frame.rax as u32, frame.rcx as u32);
-        let r = guest_cpuid_entered(self.policy, leaf, subleaf, &self.guest, entry);
+        let r = guest_cpuid_entered(self.policy, leaf, subleaf, self.guest, entry);
         // CPUID writes 32-bit results, zero-extended into the 64-bit registers.
         frame.rax = r.a as u64;
         frame.rbx = r.b as u64;

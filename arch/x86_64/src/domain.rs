@@ -16,7 +16,7 @@
 use xen_levelling::feature::KNOWN;
 use xen_levelling::levelling::trap::TrapContext;
 use xen_levelling::levelling::{DomainLevelling, DomainRole, Mechanism, Unenforceable};
-use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
+use xen_levelling::policy::guest::{CpuidEntry, GuestContext, VcpuState, guest_cpuid_entered};
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::policy::{WORD_HOMES, WordHome};
 use xen_levelling::{CpuPolicy, CpuidRegs, Featureset};
@@ -192,10 +192,9 @@ pub struct Domain {
     /// Scenario name, the prefix of every check line.
     scenario: &'static str,
     spec: Spec,
-    /// What `guest_cpuid` needs to know about it.
-    guest: GuestDomain,
-    /// Its vCPU's architectural state, as `guest_cpuid`'s dynamic pass reads it.
-    vcpu: VcpuState,
+    /// What `guest_cpuid` needs to know about it and its vCPU's architectural state, kept
+    /// whole so that every trap can lend it to the crate instead of building it.
+    cpuid_context: GuestContext,
     /// Its page tables and frames.
     pub space: AddressSpace,
     /// Its registers while it is not running.
@@ -278,7 +277,11 @@ impl Domain {
         let levelling = levelling::assess(DomainKind::Pv, role, &spec.policy);
         Domain {
             scenario,
-            guest: host.guest_domain(DomainKind::Pv, spec.domid, spec.hardware_domain),
+            cpuid_context: GuestContext {
+                domain: host.guest_domain(DomainKind::Pv, spec.domid, spec.hardware_domain),
+                vcpu_id: 0,
+                state: Some(vcpu),
+            },
             spec: Spec {
                 name: spec.name,
                 policy: spec.policy,
@@ -286,7 +289,6 @@ impl Domain {
                 program: kind,
                 per_result_checks: spec.per_result_checks,
             },
-            vcpu,
             space,
             context,
             state: DomainState::Runnable,
@@ -350,18 +352,14 @@ impl Domain {
     /// Its vCPU's virtual CR4.OSXSAVE (a PV kernel's own; hardware must not fast-forward
     /// Xen's while it runs).
     pub fn cr4_osxsave(&self) -> bool {
-        self.vcpu.cr4_osxsave
+        self.cpuid_context.state.is_some_and(|s| s.cr4_osxsave)
     }
 
     /// What the crate's trap emulation needs about this vCPU, trapping at `cpl`.
     pub fn trap_context(&self, cpl: u8) -> TrapContext<'_> {
         TrapContext {
             policy: &self.spec.policy,
-            guest: GuestContext {
-                domain: self.guest,
-                vcpu_id: 0,
-                state: Some(self.vcpu),
-            },
+            guest: &self.cpuid_context,
             cpl,
             virtual_faulting: false,
         }
@@ -374,23 +372,18 @@ impl Domain {
 
     /// Its domain id.
     pub fn domid(&self) -> DomId {
-        self.guest.domid
+        self.cpuid_context.domain.domid
     }
 
     /// It is the control domain (dom0), which alone may use the sysctl and domctl hypercalls.
     pub fn is_control(&self) -> bool {
-        self.guest.hardware_domain
+        self.cpuid_context.domain.hardware_domain
     }
 
     /// What the domain's CPUID `leaf`/`subleaf` returns when it reaches Xen through `entry`
     /// while this vCPU runs: `guest_cpuid` with the vCPU's live state.
     pub fn answer_cpuid(&self, leaf: u32, subleaf: u32, entry: CpuidEntry) -> CpuidRegs {
-        let ctx = GuestContext {
-            domain: self.guest,
-            vcpu_id: 0,
-            state: Some(VcpuState { entry, ..self.vcpu }),
-        };
-        guest_cpuid(&self.spec.policy, leaf, subleaf, &ctx)
+        guest_cpuid_entered(&self.spec.policy, leaf, subleaf, &self.cpuid_context, entry)
     }
 
     /// Counts a CPUID that reached Xen by a trap and was emulated.

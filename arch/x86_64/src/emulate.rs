@@ -141,11 +141,11 @@ pub fn hvm_cpuid_exit(ctx: &TrapContext<'_>, leaf: u32, subleaf: u32, rip: u64) 
 
 /// A trap context for an HVM vCPU with `policy` (no virtual faulting: our guest never turns
 /// it on).
-pub fn hvm_context(
-    policy: &CpuPolicy,
-    guest: xen_levelling::policy::guest::GuestContext,
+pub fn hvm_context<'a>(
+    policy: &'a CpuPolicy,
+    guest: &'a xen_levelling::policy::guest::GuestContext,
     cpl: u8,
-) -> TrapContext<'_> {
+) -> TrapContext<'a> {
     TrapContext {
         policy,
         guest,

@@ -204,7 +204,8 @@ fn handle_exit(run: &mut HvmRun, vmcb: &mut Vmcb, gprs: &mut Gprs) -> Exit {
             run.cpuid_exits += 1;
             let (leaf, subleaf) = (gprs.rax as u32, gprs.rcx as u32);
             let cpl = vmcb.get8(offset::CPL);
-            let ctx = emulate::hvm_context(&run.policy, run.context(vmcb), cpl);
+            let guest = run.context(vmcb);
+            let ctx = emulate::hvm_context(&run.policy, &guest, cpl);
             match emulate::hvm_cpuid_exit(&ctx, leaf, subleaf, rip) {
                 HvmCpuid::Emulated { regs, rip } => {
                     gprs.rax = u64::from(regs.a);

@@ -43,7 +43,11 @@ fn main() {
         let fs_ = p.featureset();
         fs::write(ft.join(format!("xapi-{i:03}")), fs_.xapi().to_string()).unwrap();
         if i % 4 == 0 {
-            fs::write(ft.join(format!("words-{i:03}")), fs_.xen_words().to_string()).unwrap();
+            fs::write(
+                ft.join(format!("words-{i:03}")),
+                fs_.xen_words().to_string(),
+            )
+            .unwrap();
             fs::write(ft.join(format!("names-{i:03}")), fs_.names().to_string()).unwrap();
             let opt: Vec<String> = fs_.iter().take(6).map(|f| format!("no-{f}")).collect();
             fs::write(ft.join(format!("cpuid-{i:03}")), opt.join(",")).unwrap();
@@ -51,7 +55,10 @@ fn main() {
     }
     // A few hand-written XAPI strings (Dundee-era host.cpu_info features), short and odd forms.
     for (name, s) in [
-        ("xapi-dundee", "17cbfbff-f7fa3223-2d93fbff-00000023-00000001-000007ab-00000000-00000000-00001000"),
+        (
+            "xapi-dundee",
+            "17cbfbff-f7fa3223-2d93fbff-00000023-00000001-000007ab-00000000-00000000-00001000",
+        ),
         ("xapi-short", "178bfbff-f6f83203"),
         ("xapi-empty", ""),
         ("words-mixed", "178bfbff:f6f83203-2c100800:0"),

@@ -24,7 +24,7 @@ use xen_levelling::levelling::trap::{self, CpuidFrame, TrapOutcome};
 use xen_levelling::levelling::{
     DomainLevelling, DomainRole, Levelling, LevellingState, Mechanism, SwitchStats, SwitchTo,
 };
-use xen_levelling::policy::guest::{CpuidEntry, guest_cpuid};
+use xen_levelling::policy::guest::{CpuidEntry, guest_cpuid_entered};
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::{CpuPolicy, Feature};
 
@@ -231,13 +231,15 @@ fn pv_breakdown(host: &Host, pv: &CpuPolicy) {
     });
     figure_line(format_args!("pv-breakdown/trap-context"), one(context));
     let ctx = domain.trap_context(3);
-    let mut guest = ctx.guest;
-    if let Some(state) = guest.state.as_mut() {
-        state.entry = CpuidEntry::ForcedEmulation;
-    }
     for (name, leaf) in [("0", 0), ("1", 1), ("7", 7), ("d", 0xd)] {
         let cpuid = measure(&mut || {
-            black_box(guest_cpuid(ctx.policy, black_box(leaf), 0, &guest));
+            black_box(guest_cpuid_entered(
+                ctx.policy,
+                black_box(leaf),
+                0,
+                ctx.guest,
+                CpuidEntry::ForcedEmulation,
+            ));
         });
         figure_line(
             format_args!("pv-breakdown/guest-cpuid-leaf{name}"),
