@@ -438,8 +438,8 @@ fn explain(w: &mut String, results: &[BootFigures]) {
          crate's `handle_ud` fetches them at once; the kernel copies straight from the user \
          page under `stac`, with an exception-table fixup, and walks the page tables only on a \
          fault), {} in `guest_cpuid` itself, {} in the rest of `handle_ud` (decode, the \
-         virtual-faulting check, the frame), {} for `Domain::trap_context` (a copy of the \
-         domain's `GuestDomain`, host featureset included) and {} of kernel glue \
+         virtual-faulting check, the frame), {} for `Domain::trap_context` (it lends the \
+         vCPU's kept `GuestContext`) and {} of kernel glue \
          (`sched::with_current`, the frame in and out).\n",
         r.boot.label,
         count(forced),
@@ -460,8 +460,8 @@ fn explain(w: &mut String, results: &[BootFigures]) {
          cycles), and `guest_cpuid` takes nanoseconds on the host (`guest_cpuid/*` in the \
          criterion table above). Cut so far: one 7-byte fetch instead of two, no \
          `GuestContext` copy per trap, XSAVE sizes summed over the enabled components only \
-         (leaf 0xD had been the dearest). Left: the kernel's per-trap copy of \
-         its `GuestDomain`.\n",
+         (leaf 0xD had been the dearest), and the trap context lent \
+         rather than built per trap.\n",
         trap * 0.5,
         count(cpuid),
     );
