@@ -39,9 +39,9 @@ use xen_levelling::host::HostConfig;
 use xen_levelling::levelling::{DomainRole, Mechanism, ProbeOptions};
 use xen_levelling::policy::guest::CpuidEntry;
 use xen_levelling::policy::system::{DomainKind, SystemPolicy};
-use xen_levelling::policy::{RawMsrs, WORD_HOMES, WordHome};
+use xen_levelling::policy::{WORD_HOMES, WordHome};
 use xen_levelling::silicon::SiliconModel;
-use xen_levelling::{CpuPolicy, CpuidRegs, Feature, Featureset, Vendor};
+use xen_levelling::{CpuPolicy, CpuidRegs, Feature, Featureset};
 
 use crate::checks;
 use crate::cmdline::Cmdline;
@@ -714,12 +714,7 @@ fn dump_host(host: &Host, name: &str) -> Option<&'static Host> {
             return None;
         }
     };
-    let sig = dump.signature();
-    let nehalem_or_later = dump.vendor() == Vendor::Intel && sig.family == 6 && sig.model >= 0x1a;
-    let dumped = RawMsrs {
-        platform_info: nehalem_or_later.then(|| dump.msr(0xce).value()).flatten(),
-        arch_caps: dump.msr(0x10a).value(),
-    };
+    let dumped = dump.raw_msrs();
     // SAFETY: main flow; this static is used here only.
     let model = unsafe { &mut *MODEL.get() }.insert(SiliconModel::new(&dump, dumped));
     let hardware = *model.raw();

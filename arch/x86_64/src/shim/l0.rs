@@ -1,11 +1,10 @@
 //! The shim's L0 side: the model, the guest VMCB and MSR permission map, the exit loop.
 //! See the module above for what is modelled.
 
+use xen_levelling::CpuidRegs;
 use xen_levelling::dump::Aida64Dump;
 use xen_levelling::hardware::{AMD_MSR_PASSCODE, Hardware, MsrFault};
-use xen_levelling::policy::RawMsrs;
 use xen_levelling::silicon::SiliconModel;
-use xen_levelling::{CpuidRegs, Vendor};
 
 use super::call;
 use crate::cmdline::Cmdline;
@@ -122,17 +121,10 @@ pub fn run(profile: &str, start_info: u32) -> ! {
     }
 }
 
-/// The model of the dump's CPU. MSR_PLATFORM_INFO is taken from the dump where the CPU has
-/// it (Intel family 6 from Nehalem, model 0x1A; the Penryn dump's 0xCE line is another
-/// register), as the host tests do.
+/// The model of the dump's CPU, with the MSRs the dump recorded where they exist
+/// (`Aida64Dump::raw_msrs`), as the host tests build it.
 fn build_model(dump: &Aida64Dump<'_>) -> SiliconModel {
-    let sig = dump.signature();
-    let nehalem_or_later = dump.vendor() == Vendor::Intel && sig.family == 6 && sig.model >= 0x1a;
-    let dumped = RawMsrs {
-        platform_info: nehalem_or_later.then(|| dump.msr(0xce).value()).flatten(),
-        arch_caps: dump.msr(0x10a).value(),
-    };
-    SiliconModel::new(dump, dumped)
+    SiliconModel::new(dump, dump.raw_msrs())
 }
 
 /// The modelled MSRs that exist on this CPU, for the banner.
