@@ -136,6 +136,22 @@ fn pool_level(hosts: &[Machine], vendor: Vendor) -> Featureset {
         .closed()
 }
 
+/// A levelled PV guest of `host` at its vendor's pool level (`all` the hosts to level over):
+/// its policy, and its levelling with best effort (so the fail-closed list is kept, not refused).
+fn pool_guest(host: &Machine, all: &[Machine]) -> (CpuPolicy, DomainLevelling) {
+    let vendor = host.system.host.vendor();
+    let level = pool_level(all, vendor);
+    let policy = host
+        .system
+        .domain_policy(DomainKind::Pv, vendor, &level)
+        .unwrap();
+    let levelling = host
+        .levelling
+        .domain_levelling(DomainKind::Pv, DomainRole::Guest, &policy, true)
+        .unwrap();
+    (policy, levelling)
+}
+
 /// Guest memory with `0F A2` at every address: what a faulting CPUID's RIP points at.
 struct CpuidEverywhere;
 
@@ -326,16 +342,7 @@ fn hosts_of_vendor(vendor: Vendor) -> Vec<Machine> {
 fn levelled_guests_see_their_policy_and_the_rest_is_the_fail_closed_list() {
     let all = hosts(false);
     for mut host in hosts(false) {
-        let vendor = host.system.host.vendor();
-        let level = pool_level(&all, vendor);
-        let policy = host
-            .system
-            .domain_policy(DomainKind::Pv, vendor, &level)
-            .unwrap();
-        let d = host
-            .levelling
-            .domain_levelling(DomainKind::Pv, DomainRole::Guest, &policy, true)
-            .unwrap();
+        let (policy, d) = pool_guest(&host, &all);
         host.cpu
             .switch_to(&host.levelling, &mut host.model, vcpu(&d))
             .unwrap();
@@ -388,16 +395,7 @@ fn levelled_guests_see_their_policy_and_the_rest_is_the_fail_closed_list() {
 fn xen_and_dom0_see_the_full_host() {
     let all = hosts(false);
     for mut host in hosts(false) {
-        let vendor = host.system.host.vendor();
-        let level = pool_level(&all, vendor);
-        let guest_policy = host
-            .system
-            .domain_policy(DomainKind::Pv, vendor, &level)
-            .unwrap();
-        let guest = host
-            .levelling
-            .domain_levelling(DomainKind::Pv, DomainRole::Guest, &guest_policy, true)
-            .unwrap();
+        let (_, guest) = pool_guest(&host, &all);
         let dom0 = host
             .levelling
             .domain_levelling(
