@@ -60,6 +60,12 @@ pub enum Cause {
     },
     /// The host's report lacks it; the input says nothing more (no CPUID data).
     NotReported,
+    /// A pool-OR (`|`) feature that every member's max has but no member offers by
+    /// default: the level keeps such a feature only while some member offers it by default.
+    NoMemberDefault {
+        /// The guest type.
+        guest: GuestType,
+    },
     /// Absent because a feature it needs is absent.
     Dependency {
         /// The edges from the missing feature down to the absent root.
@@ -91,6 +97,7 @@ impl fmt::Display for Cause {
                 guest.label()
             ),
             Cause::NotReported => f.write_str("the host does not offer it"),
+            Cause::NoMemberDefault { .. } => f.write_str("offered by no member by default"),
             Cause::Dependency {
                 chain,
                 root_feature,
@@ -154,7 +161,8 @@ pub struct HostCheck {
     /// Set when the vendors differ (then no feature comparison is made).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor_mismatch: Option<VendorMismatch>,
-    /// Features the host lacks that block the VM.
+    /// Features the host lacks that block the VM, the ones [`crate::report::names`] lists
+    /// (the whole set, AMD's unnamed word-2 copies included, is `missing_set`).
     pub missing: Vec<MissingFeature>,
     /// Features the host lacks that a `force` override already waived.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -254,14 +262,16 @@ pub fn check(pool: &str, vm_name: &str, vm: &VmCpu, host: &Host) -> HostCheck {
     result
 }
 
-/// Explain every feature of `absent` against one of `host`'s sets.
+/// Explain every listed feature of `absent` against one of `host`'s sets: the features
+/// [`crate::report::names`] lists, so AMD's unnamed word-2 copies of the CPUID.01H:EDX bits
+/// are not explained (the caller keeps the whole set for decisions and force records).
 pub fn explain_all(
     host: &Host,
     guest: GuestType,
     which: Which,
     absent: &Featureset,
 ) -> Vec<MissingFeature> {
-    absent
+    crate::report::listed(absent)
         .iter()
         .map(|f| MissingFeature {
             feature: f.to_string(),

@@ -2,8 +2,8 @@
 //!
 //! | input | detected by | featuresets from |
 //! |---|---|---|
-//! | AIDA64/EVEREST CPUID dump ([`Aida64Dump`]) | `CPUID `, `------[` or `CPU#` lines | `SystemPolicies::derive` of the dump's CPUID and MSRs 0xCE/0x10A |
-//! | `cpuid -r` output ([`CpuidRaw`]) | `CPU n:` headers or `0x… 0x..: eax=` lines | `SystemPolicies::derive` |
+//! | AIDA64/EVEREST CPUID dump ([`Aida64Dump`]) | `CPUID `, `------[` or `CPU#` lines | the system policies of one boot on the silicon model of the dump's CPUID and MSRs 0xCE/0x10A ([`crate::mechanism::boot`]) |
+//! | `cpuid -r` output ([`CpuidRaw`]) | `CPU n:` headers or `0x… 0x..: eax=` lines | the system policies of one boot on the silicon model ([`crate::mechanism::boot`]) |
 //! | XAPI `host.cpu_info` | `key: value` items (`;` or newline separated) with `vendor` and `features_*` | the strings, as XAPI stores them |
 //! | levelctl host report ([`HostReport`], JSON) | a leading `{` | feature names |
 //!
@@ -59,7 +59,7 @@ use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature::NR_WORDS;
 use xen_levelling::featureset::FeaturesetError;
 use xen_levelling::policy::RawMsrs;
-use xen_levelling::policy::system::{HostOptions, SystemPolicies, parse_cpuid_option};
+use xen_levelling::policy::system::{SystemPolicies, parse_cpuid_option};
 use xen_levelling::{CpuPolicy, CpuidSource, Feature, Featureset, Vendor};
 
 use crate::cpuid_raw::CpuidRaw;
@@ -90,6 +90,9 @@ pub struct CpuidFacts {
     pub detail: String,
     /// What booting the levelling on the silicon model of this CPU found.
     pub model: crate::mechanism::ModelVerdict,
+    /// The system policies the host's featuresets were taken from: those of the same boot
+    /// as [`model`](Self::model), so CPUID faulting is decided once.
+    pub policies: SystemPolicies,
 }
 
 /// A host read from an input, with its CPUID facts when it had CPUID data.
@@ -312,9 +315,12 @@ pub fn brand_string(src: &impl CpuidSource) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Derive a host from CPUID data the way `examples/level_dumps.rs` does: the recorded MSRs
-/// (0xCE only where it is MSR_PLATFORM_INFO, [`RawMsrs::platform_info_exists`]), faulting from
-/// `0xCE[31]` or CPUID.80000021H:EAX[17], then `SystemPolicies::derive`.
+/// Derive a host from CPUID data: boot the core once on the silicon model of the CPU
+/// ([`crate::mechanism::boot`], with the recorded MSRs: 0xCE only where it is
+/// MSR_PLATFORM_INFO, [`RawMsrs::platform_info_exists`]) and take the system policies and the
+/// model verdict from that one boot, so CPUID faulting is decided once, by the probe. The
+/// host record's `cpuid_faulting` is what the CPU enumerates (`0xCE[31]` or
+/// CPUID.80000021H:EAX[17]), where the input tells; it must agree with the probe.
 fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> {
     let probe = CpuPolicy::from_source(src, RawMsrs::default());
     let vendor = probe.vendor();
@@ -336,21 +342,35 @@ fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> 
     let sig = probe.signature();
     let has_platform_info = RawMsrs::platform_info_exists(vendor, sig);
     let platform_info = d.msrs.platform_info;
-    let raw = CpuPolicy::from_source(src, d.msrs);
+    let enumerated = CpuPolicy::from_source(src, d.msrs);
     let faulting = match vendor {
-        Vendor::Amd | Vendor::Hygon => Some(raw.featureset().contains(Feature::CPUID_USER_DIS)),
-        Vendor::Intel if has_platform_info => platform_info.map(|_| raw.cpuid_faulting()),
+        Vendor::Amd | Vendor::Hygon => {
+            Some(enumerated.featureset().contains(Feature::CPUID_USER_DIS))
+        }
+        Vendor::Intel if has_platform_info => platform_info.map(|_| enumerated.cpuid_faulting()),
         // Before Nehalem, 0xCE is not MSR_PLATFORM_INFO and there is no faulting.
         Vendor::Intel if sig.family == 6 => Some(false),
         _ => None,
     };
-    let options = HostOptions {
-        disabled: d.disabled,
-        cpuid_faulting: faulting.unwrap_or(false),
-        ..HostOptions::default()
-    };
-    let p = SystemPolicies::derive(&raw, options);
-    let model = crate::mechanism::on_model(src, d.msrs, &p.host.featureset(), &p.pv_default);
+    let booted = crate::mechanism::boot(src, d.msrs, d.disabled);
+    let p = booted.system;
+    let probed = booted.levelling.faulting();
+    if let Some(enumerated) = faulting
+        && enumerated != probed
+    {
+        let said = |on: bool| if on { "available" } else { "not available" };
+        return Err(InputError::new(
+            &d.source.file,
+            d.leaf0_line,
+            format!(
+                "the CPU enumerates CPUID faulting as {}, but booting on its silicon model \
+                 probed it {}; levelctl will not guess which Xen would use",
+                said(enumerated),
+                said(probed)
+            ),
+        ));
+    }
+    let model = crate::mechanism::on_model(&booted);
     let name = d.name.unwrap_or_else(|| default_name(&d.source.file));
     let host = Host {
         name,
@@ -378,12 +398,13 @@ fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> 
     Ok(Loaded {
         host,
         facts: Some(CpuidFacts {
-            max_basic_leaf: raw.max_basic_leaf(),
-            max_extd_leaf: raw.max_extd_leaf(),
+            max_basic_leaf: p.raw.max_basic_leaf(),
+            max_extd_leaf: p.raw.max_extd_leaf(),
             xen_host: p.host.featureset(),
             platform_info,
             detail: d.detail,
             model,
+            policies: p,
         }),
     })
 }

@@ -5,10 +5,10 @@
 //!   CPUID faulting (MSR 0xCE bit 31 on Intel from Nehalem, CPUID.80000021H:EAX bit 17 on AMD).
 //!   Works from any input that names the CPU; marked "by generation, not yet verified on the
 //!   model".
-//! - **on the silicon model** ([`on_model`]): when the input has CPUID data, the core's
-//!   levelling code boots on the core's model of that CPU exactly as Xen would (probe by
-//!   presence and by effect), and the PV default policy is assessed against what native CPUID
-//!   would then show.
+//! - **on the silicon model** ([`on_model`]): when the input has CPUID data, the core boots
+//!   on its model of that CPU exactly as Xen would ([`boot`]: probe by presence and by effect,
+//!   then the system policies with faulting as probed), and the PV default policy of that same
+//!   boot is assessed against what native CPUID would then show.
 //!
 //! | CPU | mechanism | featureset words it can hide |
 //! |---|---|---|
@@ -28,8 +28,8 @@ use xen_levelling::host::HostConfig;
 use xen_levelling::levelling::masks::{MaskKind, MaskMsrs, expected_mask_msrs};
 use xen_levelling::levelling::probe::FaultingCheck;
 use xen_levelling::levelling::{DomainRole, LevellingCaps, Mechanism as CoreMechanism};
+use xen_levelling::policy::RawMsrs;
 use xen_levelling::policy::system::DomainKind;
-use xen_levelling::policy::{CpuPolicy, RawMsrs};
 use xen_levelling::silicon::SiliconModel;
 use xen_levelling::{CpuidSource, Featureset, Vendor};
 
@@ -320,20 +320,34 @@ fn caps(c: LevellingCaps) -> Vec<String> {
         .collect()
 }
 
-/// Boot the core's levelling on the silicon model of the CPU `source` describes, as Xen
-/// would: probe by presence and by effect, then assess a PV guest at `pv_default` on a host
-/// whose features are `host`. `dumped` holds the MSRs the input recorded (where unknown, the
-/// model decides by generation).
-pub fn on_model(
+/// Boot the core on the silicon model of the CPU `source` describes, as Xen would
+/// ([`xen_levelling::host::Host::boot`]): probe the levelling by presence and by effect, then
+/// derive the system policies with `disabled` removed and CPUID faulting as probed. `dumped`
+/// holds the MSRs the input recorded (where unknown, the model decides by generation).
+///
+/// This is the only boot of a CPU levelctl does: the host's featuresets and the
+/// [`on_model`] verdict both come from it.
+pub fn boot(
     source: &impl CpuidSource,
     dumped: RawMsrs,
-    host: &Featureset,
-    pv_default: &CpuPolicy,
-) -> ModelVerdict {
+    disabled: Featureset,
+) -> xen_levelling::host::Host {
     let mut model = SiliconModel::new(source, dumped);
-    let mut levelling =
-        xen_levelling::host::Host::boot(&mut model, HostConfig::default()).levelling;
-    levelling.set_host_features(host);
+    xen_levelling::host::Host::boot(
+        &mut model,
+        HostConfig {
+            disabled,
+            ..HostConfig::default()
+        },
+    )
+}
+
+/// What the [`boot`] of a CPU found about its levelling: the mechanism probing chose, and a
+/// PV guest at the booted PV default policy assessed against what native CPUID would then
+/// show.
+pub fn on_model(booted: &xen_levelling::host::Host) -> ModelVerdict {
+    let levelling = booted.levelling;
+    let pv_default = &booted.system.pv_default;
     let report = levelling.report;
     let vendor = report.vendor;
     let (mechanism, faulting_check, msrs, words) = match report.mechanism {

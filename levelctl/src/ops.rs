@@ -34,7 +34,7 @@ use xen_levelling::feature::{NR_WORDS, SIMPLE_OR};
 use xen_levelling::featureset::FeaturesetError;
 use xen_levelling::{Feature, Featureset, Vendor};
 
-use crate::check::{self, HostCheck, VmCpu, Which, accepting, check_pool};
+use crate::check::{self, Cause, HostCheck, Link, VmCpu, Which, accepting, check_pool};
 use crate::error::{Error, usage};
 use crate::model::{ForceRecord, GuestType, Host, Origin, Pool, PowerState, Vm, valid_name};
 use crate::report::{
@@ -1002,8 +1002,9 @@ fn level_change(before: &[Host], after: &[Host], guest: GuestType) -> LevelChang
     let new = level_of(after, guest);
     let o = old.unwrap_or_default();
     let n = new.unwrap_or_default();
+    // Only listed features: AMD's unnamed word-2 copies of leaf 1 are not features of their own.
     let lost = if new.is_some() {
-        o - n
+        crate::report::listed(&(o - n))
     } else {
         Featureset::EMPTY
     };
@@ -1012,7 +1013,7 @@ fn level_change(before: &[Host], after: &[Host], guest: GuestType) -> LevelChang
         .map(|f| LevelFeature {
             feature: f.to_string(),
             locator: f.locator().to_string(),
-            held_back_by: holders(after, guest, f),
+            held_back_by: holders(after, guest, &n, f),
         })
         .collect();
     LevelChange {
@@ -1024,13 +1025,32 @@ fn level_change(before: &[Host], after: &[Host], guest: GuestType) -> LevelChang
     }
 }
 
-/// The members whose sets keep `feature` out of the level, with their causes.
-fn holders(hosts: &[Host], guest: GuestType, feature: Feature) -> Vec<HostCause> {
+/// The members whose sets keep `feature` out of `level` (the level of `hosts`), with their
+/// causes. Never empty for a feature the level lacks: a pool-OR feature that every member's
+/// max has but none offers by default is held back by every member
+/// ([`Cause::NoMemberDefault`]); one the level's closure removed is held back by whoever
+/// holds back its absent prerequisite, with the dependency chain.
+fn holders(
+    hosts: &[Host],
+    guest: GuestType,
+    level: &Featureset,
+    feature: Feature,
+) -> Vec<HostCause> {
+    holders_at(hosts, guest, level, feature, 0)
+}
+
+fn holders_at(
+    hosts: &[Host],
+    guest: GuestType,
+    level: &Featureset,
+    feature: Feature,
+    depth: usize,
+) -> Vec<HostCause> {
     let pool_or = SIMPLE_OR.contains(feature);
-    hosts
+    let which = if pool_or { Which::Max } else { Which::Default };
+    let direct: Vec<HostCause> = hosts
         .iter()
         .filter_map(|h| {
-            let which = if pool_or { Which::Max } else { Which::Default };
             let set = match which {
                 Which::Default => h.default_for(guest),
                 Which::Max => h.max_for(guest),
@@ -1039,6 +1059,57 @@ fn holders(hosts: &[Host], guest: GuestType, feature: Feature) -> Vec<HostCause>
                 host: h.name.clone(),
                 cause: check::explain_absence(h, guest, which, feature),
             })
+        })
+        .collect();
+    if !direct.is_empty() {
+        return direct;
+    }
+    if pool_or
+        && !hosts
+            .iter()
+            .any(|h| h.default_for(guest).closed().contains(feature))
+    {
+        return hosts
+            .iter()
+            .map(|h| HostCause {
+                host: h.name.clone(),
+                cause: Cause::NoMemberDefault { guest },
+            })
+            .collect();
+    }
+    // Every member offers it on its own terms: the level's closure took it with an absent
+    // prerequisite (the table is acyclic; the bound only guards against surprises).
+    let Some(prerequisite) = level.removed_by(feature).filter(|_| depth < 32) else {
+        return Vec::new();
+    };
+    let link = Link {
+        prerequisite: prerequisite.to_string(),
+        dependent: feature.to_string(),
+        reason: check::edge_reason(prerequisite, feature).to_string(),
+    };
+    holders_at(hosts, guest, level, prerequisite, depth + 1)
+        .into_iter()
+        .map(|h| HostCause {
+            host: h.host,
+            cause: match h.cause {
+                Cause::Dependency {
+                    mut chain,
+                    root_feature,
+                    root,
+                } => {
+                    chain.insert(0, link.clone());
+                    Cause::Dependency {
+                        chain,
+                        root_feature,
+                        root,
+                    }
+                }
+                root => Cause::Dependency {
+                    chain: vec![link.clone()],
+                    root_feature: prerequisite.to_string(),
+                    root: Box::new(root),
+                },
+            },
         })
         .collect()
 }

@@ -383,3 +383,44 @@ fn the_silicon_model_confirms_the_judgement_by_generation_on_every_real_cpu() {
     let report = input::load_host(&data_path("host-report-example.json"), &no_options()).unwrap();
     assert!(report.facts.is_none());
 }
+
+#[test]
+fn the_featuresets_and_the_model_verdict_come_from_one_boot() {
+    let mut files: Vec<String> = std::fs::read_dir(DUMPS)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.contains("_CPUID") && f.ends_with(".txt"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 22);
+    let mut paths: Vec<_> = files.iter().map(|f| dump_path(f)).collect();
+    paths.push(data_path("cpuid-r-epyc-kvm.txt"));
+    for path in &paths {
+        for cpuid in [None, Some("no-xsave")] {
+            let options = HostInputOptions {
+                name: None,
+                cpuid: cpuid.map(str::to_string),
+            };
+            let loaded = input::load_host(path, &options).unwrap();
+            let facts = loaded.facts.as_ref().unwrap();
+            let p = &facts.policies;
+            let at = format!("{} {cpuid:?}", path.display());
+            // CPUID faulting is decided once: the policies say what the probe found.
+            assert_eq!(
+                p.host.cpuid_faulting(),
+                facts.model.mechanism == Mechanism::Faulting,
+                "{at}"
+            );
+            if let Some(enumerated) = loaded.host.cpuid_faulting {
+                assert_eq!(enumerated, p.host.cpuid_faulting(), "{at}");
+            }
+            // ... and the host's sets are that boot's.
+            assert_eq!(loaded.host.hardware, Some(p.raw.featureset()), "{at}");
+            assert_eq!(facts.xen_host, p.host.featureset(), "{at}");
+            assert_eq!(loaded.host.pv.default, p.pv_default.featureset(), "{at}");
+            assert_eq!(loaded.host.pv.max, p.pv_max.featureset(), "{at}");
+            assert_eq!(loaded.host.hvm.default, p.hvm_default.featureset(), "{at}");
+            assert_eq!(loaded.host.hvm.max, p.hvm_max.featureset(), "{at}");
+        }
+    }
+}

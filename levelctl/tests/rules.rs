@@ -712,3 +712,134 @@ fn counts_agree_with_the_names_listed_even_on_amd() {
     );
     assert!(f.names.contains(&"fpu".to_string()));
 }
+
+#[test]
+fn explanations_name_only_listed_features_but_the_missing_set_stays_whole_on_amd() {
+    let genoa = host(GENOA, "genoa");
+    let fpu_copy = Feature::from_index(2, Feature::FPU.bit()).unwrap();
+    assert!(
+        COMMON_1D & Feature::FPU.mask() != 0 && KNOWN.word(2) & fpu_copy.mask() == 0,
+        "fpu's word-2 copy is one of AMD's unnamed copies"
+    );
+    let vm = VmCpu {
+        guest: GuestType::Pv,
+        vendor: Vendor::Amd,
+        featureset: genoa.pv.default,
+        waived: Featureset::EMPTY,
+    };
+    assert!(vm.featureset.contains(Feature::FPU) && vm.featureset.contains(fpu_copy));
+    // A host whose CPU has no FPU lacks it in leaf 1 and in its word-2 copy alike.
+    let mut nofpu = genoa.clone();
+    nofpu.name = "nofpu".to_string();
+    for f in [Feature::FPU, fpu_copy] {
+        nofpu.pv.max.remove(f);
+        nofpu.pv.default.remove(f);
+        nofpu.hardware.as_mut().unwrap().remove(f);
+    }
+    let c = levelctl::check::check("amd", "web", &vm, &nofpu);
+    assert!(!c.accepted);
+    let named: Vec<&str> = c.missing.iter().map(|m| m.feature.as_str()).collect();
+    assert!(named.contains(&"fpu"), "{named:?}");
+    assert!(
+        !named.iter().any(|n| n.starts_with("2:")),
+        "only named features are explained: {named:?}"
+    );
+    assert_eq!(
+        named,
+        levelctl::report::names(&c.missing_set),
+        "explanations follow the report::names rule"
+    );
+    let fpu = c.missing.iter().find(|m| m.feature == "fpu").unwrap();
+    assert_eq!(fpu.cause, Cause::NotInHardware);
+    // The acceptance decision and the force record keep the whole set, copies included.
+    assert!(c.missing_set.contains(Feature::FPU) && c.missing_set.contains(fpu_copy));
+    let explained = levelctl::check::explain_all(
+        &nofpu,
+        GuestType::Pv,
+        levelctl::check::Which::Max,
+        &c.missing_set,
+    );
+    assert_eq!(explained, c.missing);
+}
+
+#[test]
+fn a_pool_or_feature_no_member_offers_by_default_is_still_explained() {
+    // md-clear is `|`: Skylake-SP offers it by default, the 2017 Haswell only in its max.
+    let haswell = host(HASWELL, "haswell");
+    assert!(SIMPLE_OR.contains(Feature::MD_CLEAR));
+    assert!(!haswell.pv.default.contains(Feature::MD_CLEAR));
+    assert!(haswell.pv.max.closed().contains(Feature::MD_CLEAR));
+    let mut p = pool(
+        "intel",
+        vec![
+            haswell,
+            host(SANDYBRIDGE, "sandy"),
+            host(SKYLAKE, "skylake"),
+        ],
+    );
+    assert!(p.level(GuestType::Pv).unwrap().contains(Feature::MD_CLEAR));
+    let report = p.apply(Change::Leave("skylake".to_string())).unwrap();
+    assert!(report.applied);
+    let pv = report
+        .levels
+        .iter()
+        .find(|l| l.guest == GuestType::Pv)
+        .unwrap();
+    let md = pv
+        .lost
+        .iter()
+        .find(|f| f.feature == "md-clear")
+        .expect("md-clear lost: no remaining member offers it by default");
+    let by: Vec<&str> = md.held_back_by.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(by, ["haswell", "sandy"], "every remaining member");
+    for h in &md.held_back_by {
+        assert_eq!(
+            h.cause,
+            Cause::NoMemberDefault {
+                guest: GuestType::Pv
+            }
+        );
+        assert_eq!(h.cause.to_string(), "offered by no member by default");
+    }
+}
+
+#[test]
+fn every_lost_feature_is_held_back_by_someone_on_real_dumps() {
+    let intel = [
+        HASWELL,
+        SANDYBRIDGE,
+        SKYLAKE,
+        SKYLAKE_C,
+        IVYBRIDGE,
+        NEHALEM,
+        PENRYN,
+    ];
+    let amd = [GENOA, CASTLEPEAK, BARCELONA];
+    for files in [&intel[..], &amd[..]] {
+        for (i, a) in files.iter().enumerate() {
+            for b in &files[i + 1..] {
+                for (stay, go) in [(a, b), (b, a)] {
+                    let p = pool("p", vec![host(stay, "stay"), host(go, "go")]);
+                    let q = pool("q", vec![host(stay, "stay")]);
+                    let changes = [
+                        p.plan(&Change::Leave("go".to_string())).unwrap(),
+                        q.plan(&Change::Join(Box::new(host(go, "go")))).unwrap(),
+                    ];
+                    for r in &changes {
+                        for l in &r.levels {
+                            for f in &l.lost {
+                                assert!(
+                                    !f.held_back_by.is_empty(),
+                                    "{stay} + {go}, {}: {} {} lost unexplained",
+                                    r.change,
+                                    l.guest,
+                                    f.feature
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
