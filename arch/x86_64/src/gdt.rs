@@ -77,6 +77,11 @@ const GDT_INIT: [u64; 7] = [
     0,                     // 0x30: TSS, high half
 ];
 
+/// The slot of [`TABLES`] the silicon shim (the boot CPU as L0, `shim::run`) loads before
+/// it enters the kernel above, which then loads slot 0 as its boot CPU: the two never share
+/// a GDT, TSS or trap stack. Past the CPU slots, so [`cpu_of_trap_stack`] maps it to no CPU.
+pub const SHIM_SLOT: usize = MAX_CPUS;
+
 /// One CPU's descriptors and trap stacks: each CPU loads its own GDT (its TSS descriptor
 /// goes busy on `ltr`) and takes traps on its own stacks.
 struct CpuTables {
@@ -88,7 +93,8 @@ struct CpuTables {
     ist2: Stack<{ 16 * 1024 }>,
 }
 
-static TABLES: KernelCell<[CpuTables; MAX_CPUS]> = KernelCell::new(
+/// Slots 0 to `MAX_CPUS - 1`: the CPUs; [`SHIM_SLOT`]: the shim.
+static TABLES: KernelCell<[CpuTables; MAX_CPUS + 1]> = KernelCell::new(
     [const {
         CpuTables {
             tss: TSS_INIT,
@@ -97,21 +103,23 @@ static TABLES: KernelCell<[CpuTables; MAX_CPUS]> = KernelCell::new(
             ist1: Stack::new(),
             ist2: Stack::new(),
         }
-    }; MAX_CPUS],
+    }; MAX_CPUS + 1],
 );
 
-/// CPU `cpu`'s tables.
+/// Slot `slot`'s tables.
 ///
 /// # Safety
 ///
-/// Only CPU `cpu` may call it, with no other reference from it live.
-unsafe fn tables(cpu: usize) -> &'static mut CpuTables {
-    // SAFETY: slot `cpu` is used by CPU `cpu` alone (caller's contract).
-    unsafe { &mut (*TABLES.get())[cpu] }
+/// Only the slot's owner may call it (CPU `slot`, or the shim for [`SHIM_SLOT`]), with no
+/// other reference from it live.
+unsafe fn tables(slot: usize) -> &'static mut CpuTables {
+    // SAFETY: each slot is used by its owner alone (caller's contract).
+    unsafe { &mut (*TABLES.get())[slot] }
 }
 
 /// The CPU whose slot of the descriptors and trap stacks holds address `rsp`, if any: a
-/// trap taken on CPU n runs on CPU n's ring-0 or IST stack (`percpu::id`).
+/// trap taken on CPU n runs on CPU n's ring-0 or IST stack (`percpu::id`). The shim's slot
+/// is no CPU's (`None`; the shim runs on the boot CPU, which `percpu::id` then finds).
 pub fn cpu_of_trap_stack(rsp: u64) -> Option<usize> {
     let offset = rsp.checked_sub(TABLES.get() as u64)?;
     let cpu = usize::try_from(offset / size_of::<CpuTables>() as u64).ok()?;
@@ -133,11 +141,13 @@ fn tss_descriptor(base: u64) -> [u64; 2] {
     [low, base >> 32]
 }
 
-/// Loads CPU `cpu`'s runtime GDT and TSS, and reloads every segment register (FS and GS
-/// with null).
-pub fn init(cpu: usize) {
-    // SAFETY: runs once per CPU, on that CPU, before anything else refers to its TSS or GDT.
-    let t = unsafe { tables(cpu) };
+/// Loads slot `slot`'s runtime GDT and TSS (CPU `slot`'s, or the shim's at [`SHIM_SLOT`]),
+/// and reloads every segment register (FS and GS with null).
+pub fn init(slot: usize) {
+    // SAFETY: runs once per slot (slot 0: once on bare metal, once more in the kernel above
+    // the shim, after the shim has moved to `SHIM_SLOT`), by its owner, before anything else
+    // refers to its TSS or GDT.
+    let t = unsafe { tables(slot) };
     t.tss.rsp[0] = top(&t.rsp0);
     t.tss.ist[IST_DOUBLE_FAULT as usize - 1] = top(&t.ist1);
     t.tss.ist[IST_NMI_MC as usize - 1] = top(&t.ist2);

@@ -2,17 +2,18 @@
 //! implementation; the crate itself never executes `cpuid`, `rdmsr` or `wrmsr`.
 //!
 //! `rdmsr_safe`/`wrmsr_safe` keep the trait's `_safe` contract with the exception table
-//! (`extable.rs`): each site clears a fault flag, registers `(instruction, fixup)` in
+//! (`extable.rs`, through its [`extable_site!`](crate::extable::extable_site) macro): each site clears a fault flag, registers `(instruction, fixup)` in
 //! `__ex_table`, and the fixup sets the flag and jumps back. On #GP the trap handler resumes
 //! at the fixup, so the method returns `Err(MsrFault)` with registers and stack untouched.
 //! The AMD variants load EDI with the passcode [`AMD_MSR_PASSCODE`] (`0x9C5A203A`) that K8 and
 //! later want for the levelling MSRs C001_1004h/C001_1005h.
 
-use core::arch::asm;
 use core::arch::x86_64::__cpuid_count;
 
 use xen_levelling::CpuidRegs;
 use xen_levelling::hardware::{AMD_MSR_PASSCODE, Hardware, MsrFault, UserCpuid};
+
+use crate::extable::extable_site;
 
 /// CPUID, RDMSR and WRMSR on the CPU this code runs on, at its current privilege level.
 #[derive(Clone, Copy, Debug, Default)]
@@ -27,26 +28,16 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidRegs {
 /// RDMSR of `msr` with EDI = `edi`; `Err` if it raised #GP.
 fn rdmsr_edi(msr: u32, edi: u32) -> Result<u64, MsrFault> {
     let (low, high, fault): (u32, u32, u32);
-    // SAFETY: RDMSR at CPL0 either reads the MSR (no side effects for the MSRs the levelling
-    // code reads) or raises #GP, which the exception-table entry turns into a jump to the
-    // fixup stub: the flag is set and execution continues behind the instruction with the
-    // stack untouched. EDI is only an input (the AMD passcode), as the CPU ignores it otherwise.
+    // SAFETY: the `extable_site!` contract (extable.rs): RDMSR is one instruction that
+    // either reads the MSR (no side effects for the MSRs the levelling code reads) or raises
+    // #GP, which the table turns into the flag with registers and stack untouched. EDI is
+    // only an input (the AMD passcode), as the CPU ignores it otherwise.
     unsafe {
-        asm!(
-            "xor {fault:e}, {fault:e}",
-            "2:",
-            "rdmsr",
-            "3:",
-            ".pushsection .text.fixup, \"ax\"",
-            "4:",
-            "mov {fault:e}, 1",
-            "jmp 3b",
-            ".popsection",
-            ".pushsection __ex_table, \"a\"",
-            ".balign 8",
-            ".quad 2b, 4b",
-            ".popsection",
-            fault = out(reg) fault,
+        extable_site!(
+            fault = fault,
+            before = [],
+            site = "rdmsr",
+            after = [],
             in("ecx") msr,
             in("edi") edi,
             out("eax") low,
@@ -64,24 +55,15 @@ fn rdmsr_edi(msr: u32, edi: u32) -> Result<u64, MsrFault> {
 /// WRMSR of `value` to `msr` with EDI = `edi`; `Err` if it raised #GP (nothing was written).
 fn wrmsr_edi(msr: u32, value: u64, edi: u32) -> Result<(), MsrFault> {
     let fault: u32;
-    // SAFETY: as `rdmsr_edi`; the callers are the levelling code, which writes only the
-    // levelling MSRs (masks, faulting enables), whose effect is limited to what CPUID returns.
+    // SAFETY: the `extable_site!` contract, as `rdmsr_edi` (a faulting WRMSR writes
+    // nothing); the callers are the levelling code, which writes only the levelling MSRs
+    // (masks, faulting enables), whose effect is limited to what CPUID returns.
     unsafe {
-        asm!(
-            "xor {fault:e}, {fault:e}",
-            "2:",
-            "wrmsr",
-            "3:",
-            ".pushsection .text.fixup, \"ax\"",
-            "4:",
-            "mov {fault:e}, 1",
-            "jmp 3b",
-            ".popsection",
-            ".pushsection __ex_table, \"a\"",
-            ".balign 8",
-            ".quad 2b, 4b",
-            ".popsection",
-            fault = out(reg) fault,
+        extable_site!(
+            fault = fault,
+            before = [],
+            site = "wrmsr",
+            after = [],
             in("ecx") msr,
             in("edi") edi,
             in("eax") value as u32,

@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use x86::controlregs::{Cr4, cr4, cr4_write};
 use x86::msr::{IA32_EFER, rdmsr, wrmsr};
 
+use crate::extable::extable_site;
 use crate::hardware::cpuid;
 use crate::sync::{KernelCell, Page};
 
@@ -332,35 +333,18 @@ const USER_LIMIT: u64 = USER_BASE + (1 << 39);
 fn read_current(va: u64, out: &mut [u8]) -> bool {
     let smap = u32::from(SMAP_ON.load(Ordering::Relaxed));
     let fault: u32;
-    // SAFETY: the source range is in the user half of the loaded address space (checked by
-    // the caller), whose every present page is a user page; a not-present one raises #PF at
-    // the `rep movsb`, which the exception-table entry turns into a jump to the fixup: the
-    // flag is set and execution goes on after the copy (AC cleared again). The destination is
-    // `out`, exactly `out.len()` bytes. DF is clear (the trap stubs and the ABI keep it so).
+    // SAFETY: the `extable_site!` contract (extable.rs). The source range is in the user half
+    // of the loaded address space (checked by the caller), whose every present page is a user
+    // page; a not-present one raises #PF at the `rep movsb`, which the table turns into the
+    // flag, and `after` runs on both paths, so AC is cleared again. RSI, RDI and RCX are
+    // declared clobbered (a fault leaves them partly advanced). The destination is `out`,
+    // exactly `out.len()` bytes. DF is clear (the trap stubs and the ABI keep it so).
     unsafe {
-        core::arch::asm!(
-            "xor {fault:e}, {fault:e}",
-            "test {smap:e}, {smap:e}",
-            "jz 5f",
-            "stac",
-            "5:",
-            "2:",
-            "rep movsb",
-            "3:",
-            "test {smap:e}, {smap:e}",
-            "jz 6f",
-            "clac",
-            "6:",
-            ".pushsection .text.fixup, \"ax\"",
-            "4:",
-            "mov {fault:e}, 1",
-            "jmp 3b",
-            ".popsection",
-            ".pushsection __ex_table, \"a\"",
-            ".balign 8",
-            ".quad 2b, 4b",
-            ".popsection",
-            fault = out(reg) fault,
+        extable_site!(
+            fault = fault,
+            before = ["test {smap:e}, {smap:e}", "jz 5f", "stac", "5:"],
+            site = "rep movsb",
+            after = ["test {smap:e}, {smap:e}", "jz 6f", "clac", "6:"],
             smap = in(reg) smap,
             inout("rsi") va => _,
             inout("rdi") out.as_mut_ptr() => _,

@@ -19,7 +19,7 @@
 //! with one VMCB and one model; see `shim`): the kernel there runs on one CPU.
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use x86::msr::{IA32_EFER, rdmsr};
 
@@ -48,6 +48,8 @@ static AP_STACKS: KernelCell<[Stack<AP_STACK>; MAX_CPUS]> =
 /// The PD that maps the local APIC (PDPT slot 3: 3-4 GiB).
 static LAPIC_PD: KernelCell<PageTable> = KernelCell::new(PageTable([0; 512]));
 
+/// Set by [`start_aps`] before its first INIT IPI: an AP may run kernel code from now on.
+static APS_STARTED: AtomicBool = AtomicBool::new(false);
 /// Bit n: CPU n is up (the boot CPU's bit is set by [`start_aps`]).
 static ONLINE: AtomicU32 = AtomicU32::new(1);
 /// How many CPUs run (1 until [`start_aps`]).
@@ -152,6 +154,13 @@ pub fn cpus() -> usize {
     CPUS.load(Ordering::Acquire)
 }
 
+/// True once [`start_aps`] has begun starting APs (false on one CPU, above the shim, and
+/// before it runs): only the boot CPU calls `start_aps`, so while the boot CPU sees false no
+/// AP runs kernel code, nor can one start until the boot CPU itself calls it.
+pub fn aps_started() -> bool {
+    APS_STARTED.load(Ordering::Acquire)
+}
+
 /// Starts every AP the MADT lists (at most `MAX_CPUS` CPUs in all). Plain QEMU only: the
 /// caller does not call it above the shim.
 pub fn start_aps(start_info: u32) {
@@ -163,6 +172,7 @@ pub fn start_aps(start_info: u32) {
     if found <= 1 {
         return;
     }
+    APS_STARTED.store(true, Ordering::Release);
     map_lapic();
     copy_trampoline();
     for &apic_id in aps {

@@ -8,6 +8,10 @@
 //! or #GP(0) at the CPUID itself (it faulted). `traps::trap_dispatch` hands every ring-3 trap
 //! to [`trap`] first while a probe runs. The kernel's stack and callee-saved registers are
 //! kept across the excursion the way `sched`'s `xl_enter_user` keeps them.
+//!
+//! The probe's state (`ACTIVE`, `SPACE`, `RESULT`, `PROBE_RESUME_RSP`) is one set of
+//! globals, not per CPU: [`cpuid_user`] runs only on the boot CPU before any AP starts (the
+//! crate's boot probe, `xen::Host::probe`, before `smp::start_aps`), and refuses otherwise.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +22,8 @@ use xen_levelling::hardware::UserCpuid;
 use crate::gdt::{USER_CS, USER_DS};
 use crate::idt::{TrapFrame, vector};
 use crate::paging::{self, AddressSpace, USER_STACK_TOP};
+use crate::percpu;
+use crate::smp;
 use crate::sync::KernelCell;
 
 /// A probe is running: ring-3 traps are its.
@@ -94,9 +100,21 @@ unsafe extern "C" {
 }
 
 /// CPUID `leaf`/`subleaf` executed at CPL 3.
+///
+/// Returns [`UserCpuid::Unavailable`] (the crate's probe then reports faulting as
+/// unverifiable rather than wrong) when called on an AP or once `smp::start_aps` has begun:
+/// the probe's statics and the ring-3 trap routing ([`trap`] consults the global `ACTIVE`
+/// from any CPU) are shared by all CPUs, so two probes at once, or an AP's own ring-3 trap
+/// during a probe, would corrupt the saved kernel stack pointer and the result. The boot
+/// probe runs before the APs start, so it is never refused.
 pub fn cpuid_user(leaf: u32, subleaf: u32) -> UserCpuid {
-    // SAFETY: main flow (the boot probe), no domain runs; the probe's statics are used by
-    // this function and by `trap`, which runs only while this function is suspended.
+    if percpu::id() != 0 || smp::aps_started() {
+        return UserCpuid::Unavailable;
+    }
+    // SAFETY: the boot CPU in its main flow with no AP started (checked above: only the boot
+    // CPU starts APs, so none can start before this returns), no domain runs; the probe's
+    // statics are used by this function and by `trap`, which runs only while this function
+    // is suspended.
     let space = unsafe { &mut *SPACE.get() }.get_or_insert_with(AddressSpace::new);
     let entry = paging::user_code_address(xl_user_cpuid_once as *const () as u64);
     // SAFETY: reading CR3 has no side effect.

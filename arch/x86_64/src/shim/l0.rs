@@ -12,7 +12,7 @@ use crate::exit::{ExitCode, exit};
 use crate::idt::Gprs;
 use crate::svm::{self, MSR_VM_CR, MSR_VM_HSAVE_PA, Vmcb, offset};
 use crate::sync::{KernelCell, Stack, stack_top};
-use crate::{paging, println};
+use crate::{gdt, paging, println};
 
 /// The levelling MSRs the model serves: MSR_PLATFORM_INFO, MSR_MISC_FEATURES_ENABLES,
 /// MSR_ARCH_CAPABILITIES, Intel's V1/V2/V3 masks, AMD's HWCR and override MSRs.
@@ -109,6 +109,11 @@ pub fn run(profile: &str, start_info: u32) -> ! {
         intercept(msrpm, msr);
     }
     let mut gprs = init_vmcb(vmcb, msrpm, start_info);
+    // The guest's GDTR and TR now name slot 0 (`kernel_main` loaded it); the shim moves to a
+    // GDT, TSS and trap stacks of its own, so that the kernel above, which reloads slot 0,
+    // never rewrites a descriptor or uses a stack the shim has loaded. The world switch
+    // VMSAVEs this TR and VMRUN saves this GDTR as the host's on every entry.
+    gdt::init(gdt::SHIM_SLOT);
     println!("shim: entering the kernel as an SVM guest");
     let mut stats = Stats::default();
     loop {

@@ -50,10 +50,13 @@
 //!
 //! The shim and the kernel above it are the same ELF in the same memory: the shim runs on the
 //! boot stack, the kernel on its own stack ([`l0`]'s `L1_STACK`), both on the identity map
-//! `boot.rs` built. The kernel above rebuilds the GDT, TSS and IDT with the same values (its
-//! `ltr` finds the TSS descriptor rewritten as available) and never touches the shim's
-//! statics; the shim never takes a trap while the kernel runs (each exit is handled with
-//! GIF clear, then the guest resumes).
+//! `boot.rs` built. Before entering the kernel the shim moves to its own GDT, TSS and trap
+//! stacks (`gdt::SHIM_SLOT`); the kernel above rebuilds slot 0 (the boot CPU's, on which its
+//! guest state was built) and the IDT with the same values, and never touches the shim's
+//! statics. The IDT is the one shared table: its gates hold only the kernel's stub addresses
+//! and IST indices, which the two load identically, and each side's IST stacks are its own
+//! TSS's. The shim never takes a trap while the kernel runs (each exit is handled with GIF
+//! clear, then the guest resumes).
 
 mod l0;
 
