@@ -457,7 +457,15 @@ impl Pool {
             featureset: level,
             waived: Featureset::EMPTY,
         };
-        let placed = self.place("start", name, &cpu, on, None, None, false)?;
+        let placed = self.place(
+            "start",
+            name,
+            &cpu,
+            Placement {
+                to: on,
+                ..Placement::default()
+            },
+        )?;
         let pool = self.name.clone();
         let vm = self.vm_mut(name)?;
         vm.power = PowerState::Running;
@@ -504,7 +512,15 @@ impl Pool {
             waived: Featureset::EMPTY,
         };
         // The level is within every member's max by construction; check anyway.
-        let placed = self.place("reboot", name, &cpu, Some(&host), None, None, false)?;
+        let placed = self.place(
+            "reboot",
+            name,
+            &cpu,
+            Placement {
+                to: Some(&host),
+                ..Placement::default()
+            },
+        )?;
         let pool = self.name.clone();
         let vm = self.vm_mut(name)?;
         vm.vendor = Some(vendor);
@@ -552,7 +568,17 @@ impl Pool {
         }
         let cpu = live_cpu(vm)?;
         let prefer = vm.host.clone();
-        let placed = self.place("resume", name, &cpu, on, prefer.as_deref(), None, force)?;
+        let placed = self.place(
+            "resume",
+            name,
+            &cpu,
+            Placement {
+                to: on,
+                prefer: prefer.as_deref(),
+                exclude: None,
+                force,
+            },
+        )?;
         let vm = self.vm_mut(name)?;
         vm.power = PowerState::Running;
         vm.host = Some(placed.host.clone());
@@ -593,7 +619,17 @@ impl Pool {
             )));
         }
         let cpu = live_cpu(vm)?;
-        let placed = self.place("migrate", name, &cpu, to, None, current.as_deref(), force)?;
+        let placed = self.place(
+            "migrate",
+            name,
+            &cpu,
+            Placement {
+                to,
+                prefer: None,
+                exclude: current.as_deref(),
+                force,
+            },
+        )?;
         let vm = self.vm_mut(name)?;
         vm.host = Some(placed.host.clone());
         record_force(vm, "migrate", &placed.host, &placed.check);
@@ -692,15 +728,13 @@ impl Pool {
                     featureset: parsed.featureset,
                     waived: Featureset::EMPTY,
                 };
-                let placed = self.place(
-                    "import",
-                    &req.name,
-                    &cpu,
-                    req.host.as_deref(),
-                    None,
-                    None,
-                    req.force,
-                )?;
+                let to = req.host.as_deref();
+                let where_to = Placement {
+                    to,
+                    force: req.force,
+                    ..Placement::default()
+                };
+                let placed = self.place("import", &req.name, &cpu, where_to)?;
                 let origin = Origin::Recorded {
                     words: parsed.words.unwrap_or(NR_WORDS),
                 };
@@ -850,17 +884,19 @@ impl Pool {
     /// Choose and check a destination: `to` if given; otherwise `prefer` if it accepts, then
     /// the least loaded accepting host other than `exclude`. `force` lets a named destination
     /// through missing features (never a vendor mismatch).
-    #[allow(clippy::too_many_arguments)]
     fn place(
         &self,
         operation: &str,
         vm: &str,
         cpu: &VmCpu,
-        to: Option<&str>,
-        prefer: Option<&str>,
-        exclude: Option<&str>,
-        force: bool,
+        where_to: Placement<'_>,
     ) -> Result<Placed, Error> {
+        let Placement {
+            to,
+            prefer,
+            exclude,
+            force,
+        } = where_to;
         if self.hosts.is_empty() {
             return Err(refused(
                 operation,
@@ -1149,7 +1185,16 @@ pub fn migrate_between(
             ));
         }
         Some(cpu) => {
-            let placed = dst.place("migrate", name, &cpu, to, None, None, force)?;
+            let placed = dst.place(
+                "migrate",
+                name,
+                &cpu,
+                Placement {
+                    to,
+                    force,
+                    ..Placement::default()
+                },
+            )?;
             moved.host = Some(placed.host.clone());
             record_force(&mut moved, "migrate", &placed.host, &placed.check);
             let after = VmCpu {
@@ -1226,4 +1271,15 @@ pub fn copy_vm(
         dst.name
     ));
     Ok(report)
+}
+
+/// Where a VM may be placed: a named host (`to`), else the least loaded accepting host,
+/// trying `prefer` first and never `exclude`; `force` lets a named host through missing
+/// features (never a vendor mismatch).
+#[derive(Clone, Copy, Debug, Default)]
+struct Placement<'a> {
+    to: Option<&'a str>,
+    prefer: Option<&'a str>,
+    exclude: Option<&'a str>,
+    force: bool,
 }
