@@ -415,6 +415,20 @@ fn force_records_what_the_vm_may_lack_and_later_checks_waive_it() {
     let r = p.migrate_vm("web", Some("sandy"), true).unwrap();
     let expected = fs.closed() - sandy_max.closed();
     assert_eq!(r.forced, levelctl::report::names(&expected));
+    // Anchors from the CPUs' public specifications: Skylake-SP has AVX2 and AVX-512, which
+    // Sandy Bridge lacks; both have SSE4.2.
+    for lacking in ["avx2", "avx512f", "fma"] {
+        assert!(
+            r.forced.iter().any(|f| f == lacking),
+            "{lacking} in {:?}",
+            r.forced
+        );
+    }
+    assert!(
+        !r.forced.iter().any(|f| f == "sse4-2" || f == "avx"),
+        "{:?}",
+        r.forced
+    );
     let vm = p.find_vm("web").unwrap();
     assert_eq!(vm.waived(), expected);
     assert_eq!(vm.forced[0].host, "intel/sandy");
