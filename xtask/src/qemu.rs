@@ -53,8 +53,8 @@ pub struct BootSpec {
     pub scenario: String,
     /// `-icount shift=0`: RDTSC counts instructions, runs are deterministic.
     pub icount: bool,
-    /// `-smp N` (plain QEMU: the kernel starts the APs; only the `smp` scenario gives them
-    /// work. Above the shim the others stay in wait-for-SIPI).
+    /// `-smp N`: the kernel starts the APs (above the shim, each AP enters its own L0 with its
+    /// own copy of the silicon model); only the `smp` scenario gives them work.
     pub smp: u32,
     /// More kernel command-line words (`key=value`).
     pub append: Vec<String>,

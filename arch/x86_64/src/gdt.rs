@@ -82,6 +82,13 @@ const GDT_INIT: [u64; 7] = [
 /// a GDT, TSS or trap stack. Past the CPU slots, so [`cpu_of_trap_stack`] maps it to no CPU.
 pub const SHIM_SLOT: usize = MAX_CPUS;
 
+/// The slot the shim's L0 on CPU `cpu` loads ([`SHIM_SLOT`] on the boot CPU; an AP's shim
+/// loads its own, so that the kernel above on that AP, which loads slot `cpu`, never shares
+/// its GDT, TSS or trap stacks).
+pub const fn shim_slot(cpu: usize) -> usize {
+    SHIM_SLOT + cpu
+}
+
 /// One CPU's descriptors and trap stacks: each CPU loads its own GDT (its TSS descriptor
 /// goes busy on `ltr`) and takes traps on its own stacks.
 struct CpuTables {
@@ -93,8 +100,8 @@ struct CpuTables {
     ist2: Stack<{ 16 * 1024 }>,
 }
 
-/// Slots 0 to `MAX_CPUS - 1`: the CPUs; [`SHIM_SLOT`]: the shim.
-static TABLES: KernelCell<[CpuTables; MAX_CPUS + 1]> = KernelCell::new(
+/// Slots 0 to `MAX_CPUS - 1`: the CPUs; [`SHIM_SLOT`] onwards: the shim on each CPU.
+static TABLES: KernelCell<[CpuTables; 2 * MAX_CPUS]> = KernelCell::new(
     [const {
         CpuTables {
             tss: TSS_INIT,
@@ -103,7 +110,7 @@ static TABLES: KernelCell<[CpuTables; MAX_CPUS + 1]> = KernelCell::new(
             ist1: Stack::new(),
             ist2: Stack::new(),
         }
-    }; MAX_CPUS + 1],
+    }; 2 * MAX_CPUS],
 );
 
 /// Slot `slot`'s tables.

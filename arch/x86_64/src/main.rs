@@ -84,8 +84,8 @@ fn init_cpu() {
     paging::init();
 }
 
-/// Xen: the host probe, the application processors (plain QEMU only: above the shim the
-/// kernel runs on the boot CPU), then the scenario the command line names.
+/// Xen: the host probe, the application processors (above the shim each AP enters its own
+/// L0 first, `shim::ap_entry`), then the scenario the command line names.
 fn kernel(cmdline: &Cmdline, start_info: u32) -> ! {
     let (nx, smep, smap) = paging::protections();
     println!(
@@ -102,9 +102,7 @@ fn kernel(cmdline: &Cmdline, start_info: u32) -> ! {
         extable::len()
     );
     let host = xen::Host::probe(cmdline);
-    if !shim::active() {
-        smp::start_aps(start_info);
-    }
+    smp::start_aps(start_info);
     scenarios::run(&host, cmdline);
     checks::finish()
 }

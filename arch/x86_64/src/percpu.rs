@@ -3,14 +3,16 @@
 //! finds its per-CPU block from RSP. Every CPU runs kernel code on stacks of its own: its
 //! trap stacks (`gdt`: the ring-0 stack and the IST stacks, one set per CPU) and, on an AP,
 //! its main stack (`smp`); the boot stack (and, above the shim, the kernel's stack there) is
-//! the boot CPU's. Nothing ring 3 can change is consulted: a PV guest may load GS (and so
+//! the boot CPU's. Under the silicon shim each AP's L0 runs on a stack of its own
+//! (`shim::cpu_of_host_stack`), so the shim's per-CPU state (its host save area, host VMCB and
+//! descriptors) is found the same way. Nothing ring 3 can change is consulted: a PV guest may load GS (and so
 //! IA32_GS_BASE) at will, so a GS-based index would let a guest on one CPU make the kernel
 //! use another CPU's slots.
 //!
 //! Per-CPU state is then an array indexed by [`id`] (`[T; MAX_CPUS]`), each slot touched only
 //! by its own CPU (or handed over through `smp`'s release/acquire flags).
 
-use crate::{gdt, smp};
+use crate::{gdt, shim, smp};
 
 /// The most CPUs the kernel runs on (more are left in wait-for-SIPI).
 pub const MAX_CPUS: usize = 4;
@@ -24,5 +26,6 @@ pub fn id() -> usize {
     let rsp = core::hint::black_box(&raw const here) as u64;
     gdt::cpu_of_trap_stack(rsp)
         .or_else(|| smp::cpu_of_main_stack(rsp))
+        .or_else(|| shim::cpu_of_host_stack(rsp))
         .unwrap_or(0)
 }

@@ -15,8 +15,11 @@
 //! | trampoline | `xl_ap_trampoline` | 16-bit: lgdt, PE; 32-bit: PAE and CR3 (the kernel's PML4), EFER.LME (and NXE as the boot CPU has it), PG; 64-bit: its stack, `ap_main(cpu)` |
 //!
 //! One AP starts at a time: the trampoline's parameters (stack, CPU index) are rewritten for
-//! each. Above the silicon shim the APs are not started (the shim is one L0 on the boot CPU
-//! with one VMCB and one model; see `shim`): the kernel there runs on one CPU.
+//! each. Above the silicon shim the kernel (an SVM guest on the boot CPU) starts the APs the
+//! same way, but each AP's trampoline enters that AP's own L0 (`shim::ap_entry`, on the shim's
+//! stack for it): its own GDT, TSS, host save area, VMCB and copy of the `SiliconModel` at
+//! power-on; it then runs [`ap_main`] as its SVM guest, so every CPU's CPUID and levelling
+//! MSRs reach that CPU's own model.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -26,12 +29,14 @@ use x86::msr::{IA32_EFER, rdmsr};
 use crate::paging::{KERNEL_PDPT, PageTable, kernel_cr3};
 use crate::percpu::MAX_CPUS;
 use crate::sync::{KernelCell, Stack};
-use crate::{gdt, hardware, idt, levelling, paging, println};
+use crate::{gdt, hardware, idt, levelling, paging, println, shim};
 
 /// Where the trampoline is copied: page 8, SIPI vector 0x08.
 const TRAMPOLINE: u64 = 0x8000;
 /// The local APIC's registers (xAPIC MMIO).
 const LAPIC: u64 = 0xfee0_0000;
+/// The local APIC ID register (ID in bits 31:24).
+const LAPIC_ID: u64 = 0x20;
 /// ICR low (command) and high (destination) registers.
 const ICR_LOW: u64 = 0x300;
 const ICR_HIGH: u64 = 0x310;
@@ -154,26 +159,27 @@ pub fn cpus() -> usize {
     CPUS.load(Ordering::Acquire)
 }
 
-/// True once [`start_aps`] has begun starting APs (false on one CPU, above the shim, and
-/// before it runs): only the boot CPU calls `start_aps`, so while the boot CPU sees false no
+/// True once [`start_aps`] has begun starting APs (false on one CPU, and before it runs): only the boot CPU calls `start_aps`, so while the boot CPU sees false no
 /// AP runs kernel code, nor can one start until the boot CPU itself calls it.
 pub fn aps_started() -> bool {
     APS_STARTED.load(Ordering::Acquire)
 }
 
-/// Starts every AP the MADT lists (at most `MAX_CPUS` CPUs in all). Plain QEMU only: the
-/// caller does not call it above the shim.
+/// Starts every AP the MADT lists (at most `MAX_CPUS` CPUs in all); above the shim each
+/// enters its own L0 first.
 pub fn start_aps(start_info: u32) {
-    let bsp = hardware::cpuid(1, 0).b >> 24;
-    APIC_IDS[0].store(bsp, Ordering::Relaxed);
     let mut ids = [0u32; MAX_CPUS];
     let found = madt_apic_ids(start_info, &mut ids);
-    let aps = ids[..found].iter().filter(|&&id| id != bsp);
     if found <= 1 {
+        APIC_IDS[0].store(hardware::cpuid(1, 0).b >> 24, Ordering::Relaxed);
         return;
     }
     APS_STARTED.store(true, Ordering::Release);
     map_lapic();
+    // The local APIC's own ID register (not CPUID, which above the shim is the modelled CPU's).
+    let bsp = lapic_read(LAPIC_ID) >> 24;
+    APIC_IDS[0].store(bsp, Ordering::Relaxed);
+    let aps = ids[..found].iter().filter(|&&id| id != bsp);
     copy_trampoline();
     for &apic_id in aps {
         let cpu = cpus();
@@ -286,11 +292,15 @@ fn params() -> *mut Params {
 
 /// Starts AP `cpu` (APIC ID `apic_id`) and waits for it to be online.
 fn start_one(cpu: usize, apic_id: u32) -> bool {
-    // SAFETY: the stack slot is used by that AP alone, which is not running yet.
-    let stack_top = unsafe { &raw const (*AP_STACKS.get())[cpu] } as u64 + AP_STACK as u64;
     // SAFETY: reading EFER has no side effect.
     let efer = unsafe { rdmsr(IA32_EFER) } & (1 << 8 | 1 << 11); // LME | NXE
-    let entry: extern "C" fn(u64) -> ! = ap_main;
+    // Above the shim the AP enters its own L0 on the shim's stack for it, which then runs
+    // `ap_main` on the AP's kernel stack as its guest.
+    let (stack_top, entry): (u64, extern "C" fn(u64) -> !) = if shim::active() {
+        (shim::ap_host_stack_top(cpu), shim::ap_entry)
+    } else {
+        (ap_stack_top(cpu), ap_main)
+    };
     // SAFETY: the parameter block of the copy; no AP runs the trampoline now (one at a time).
     unsafe {
         params().write_volatile(Params {
@@ -319,8 +329,15 @@ fn start_one(cpu: usize, apic_id: u32) -> bool {
     false
 }
 
-/// An AP's first Rust code, on its own stack, in long mode on the kernel's tables.
-extern "C" fn ap_main(cpu: u64) -> ! {
+/// The top of AP `cpu`'s kernel stack.
+pub fn ap_stack_top(cpu: usize) -> u64 {
+    // SAFETY: only the address of the slot is taken.
+    unsafe { &raw const (*AP_STACKS.get())[cpu] as u64 + AP_STACK as u64 }
+}
+
+/// An AP's first Rust code, on its own stack, in long mode on the kernel's tables (above the
+/// shim: as the guest of that AP's L0, `shim::ap_entry`).
+pub extern "C" fn ap_main(cpu: u64) -> ! {
     let cpu = cpu as usize;
     gdt::init(cpu);
     idt::load();

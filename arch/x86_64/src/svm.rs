@@ -17,6 +17,7 @@ use xen_levelling::hardware::Hardware;
 use crate::gdt;
 use crate::hardware::{NativeHardware, cpuid};
 use crate::idt::{self, Gprs};
+use crate::percpu::{self, MAX_CPUS};
 use crate::sync::{KernelCell, Page};
 
 /// VM_CR (APM vol. 2 15.30.1): bit 4 SVMDIS, set when firmware disabled SVM.
@@ -179,10 +180,17 @@ impl Vmcb {
     }
 }
 
-/// Where VMRUN saves the host's state (VM_HSAVE_PA).
-static HOST_SAVE_AREA: KernelCell<Page> = KernelCell::new(Page::ZERO);
-/// Where the world switch VMSAVEs the host's hidden state (FS, GS, TR, LDTR, syscall MSRs).
-static HOST_VMCB: KernelCell<Vmcb> = KernelCell::new(Vmcb::ZERO);
+/// Where VMRUN saves each CPU's host state (VM_HSAVE_PA): one page per CPU (`percpu::id`).
+static HOST_SAVE_AREA: KernelCell<[Page; MAX_CPUS]> = KernelCell::new([Page::ZERO; MAX_CPUS]);
+/// Where the world switch VMSAVEs each CPU's host hidden state (FS, GS, TR, LDTR, syscall
+/// MSRs): one per CPU.
+static HOST_VMCB: KernelCell<[Vmcb; MAX_CPUS]> = KernelCell::new([const { Vmcb::ZERO }; MAX_CPUS]);
+
+/// This CPU's host VMCB (for VMSAVE/VMLOAD of the host's hidden state).
+fn host_vmcb() -> u64 {
+    // SAFETY: only the address of this CPU's slot is taken.
+    unsafe { &raw const (*HOST_VMCB.get())[percpu::id()] as u64 }
+}
 
 /// Why SVM cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,7 +227,8 @@ pub fn enable() -> Result<(), SvmError> {
     // instructions usable. VM_HSAVE_PA points at a page reserved for the CPU.
     unsafe {
         wrmsr(IA32_EFER, rdmsr(IA32_EFER) | EFER_SVME);
-        wrmsr(MSR_VM_HSAVE_PA, HOST_SAVE_AREA.get() as u64);
+        let area = &raw const (*HOST_SAVE_AREA.get())[percpu::id()];
+        wrmsr(MSR_VM_HSAVE_PA, area as u64);
     }
     Ok(())
 }
@@ -291,8 +300,9 @@ pub fn init_cpl0_guest(vmcb: &mut Vmcb, cr3: u64, cr4_clear: u64, rip: u64, rsp:
 /// trusted kernel code, and it must intercept VMRUN (or VMRUN fails with VMEXIT_INVALID).
 pub unsafe fn run(vmcb: &mut Vmcb, gprs: &mut Gprs) {
     vmcb.set64(offset::RAX, gprs.rax);
-    // SAFETY: the caller's contract; HOST_VMCB is used only here, for the host's hidden state.
-    unsafe { xl_svm_run(vmcb.pa(), gprs, HOST_VMCB.get() as u64) };
+    // SAFETY: the caller's contract; this CPU's HOST_VMCB slot is used only here, by this CPU,
+    // for the host's hidden state.
+    unsafe { xl_svm_run(vmcb.pa(), gprs, host_vmcb()) };
     gprs.rax = vmcb.get64(offset::RAX);
 }
 

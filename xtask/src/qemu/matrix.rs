@@ -8,6 +8,7 @@
 //! | plain QEMU | qemu64, Haswell, EPYC, Opteron_G3 | `abi` (the hypercall ABI end to end) |
 //! | the silicon shim | Haswell (faulting), SandyBridgeE and K10 Barcelona (masks) | `abi` |
 //! | plain QEMU, `-smp 2` and `-smp 4` | Haswell, EPYC | `smp` (every CPU runs its own domains, each with its own levelling state; a policy/start race between two CPUs) |
+//! | the silicon shim, `-smp 2` | SandyBridgeE (Intel masks), Haswell (faulting) | `smp` (each CPU its own L0 and its own model's MSRs) |
 //! | the silicon shim | SandyBridgeE (Intel masks), K10 Barcelona (AMD masks), Haswell (faulting) | `msr-fault` (a levelling MSR starts raising #GP mid-run) |
 //! | the silicon shim | every dump in `../shared/cpuid-dumps/` (`shim=<stem>`), on `-cpu EPYC` for AMD and Hygon dumps and `Skylake-Server,+svm` for Intel ones (the dump decides what the kernel sees; the QEMU model only has to offer SVM, SMEP and SMAP) | `pv-levelled best_effort` |
 //!
@@ -60,11 +61,19 @@ pub const ABI_SHIM_DUMPS: &[&str] = &[
     "GenuineIntel00206D7_SandyBridgeE_00_CPUID",
     "AuthenticAMD0100F21_K10_Barcelona_CPUID",
 ];
-/// CPU models the `smp` scenario boots on, each with every count of [`SMP_COUNTS`] (plain
-/// QEMU: above the shim the kernel runs on one CPU).
+/// CPU models the `smp` scenario boots on (plain QEMU), each with every count of
+/// [`SMP_COUNTS`].
 pub const SMP_CPUS: &[&str] = &["Haswell", "EPYC"];
 /// The `-smp` values of the `smp` rows.
 pub const SMP_COUNTS: &[u32] = &[2, 4];
+/// Dumps the `smp` scenario boots above the shim on, with `-smp` [`SMP_SHIM_COUNT`]: every
+/// CPU has its own L0 and its own model (Intel masks, and faulting).
+pub const SMP_SHIM_DUMPS: &[&str] = &[
+    "GenuineIntel00206D7_SandyBridgeE_00_CPUID",
+    "GenuineIntel00306C3_Haswell_CPUID",
+];
+/// The `-smp` value of the `smp` rows above the shim.
+pub const SMP_SHIM_COUNT: u32 = 2;
 /// Dumps the `msr-fault` scenario boots above the shim on: masks (Intel, AMD) and faulting.
 pub const MSR_FAULT_DUMPS: &[&str] = &[
     "GenuineIntel00206D7_SandyBridgeE_00_CPUID",
@@ -121,6 +130,15 @@ pub fn rows(dumps: &[String]) -> Vec<BootSpec> {
             spec
         })
     });
+    let smp_shim = dumps
+        .iter()
+        .filter(|stem| SMP_SHIM_DUMPS.contains(&stem.as_str()))
+        .map(|stem| {
+            let mut spec = BootSpec::new(shim_cpu(stem), "smp");
+            spec.append.push(format!("shim={stem}"));
+            spec.smp = SMP_SHIM_COUNT;
+            spec
+        });
     let msr_fault = dumps
         .iter()
         .filter(|stem| MSR_FAULT_DUMPS.contains(&stem.as_str()))
@@ -135,6 +153,7 @@ pub fn rows(dumps: &[String]) -> Vec<BootSpec> {
         .chain(shim)
         .chain(abi_shim)
         .chain(smp)
+        .chain(smp_shim)
         .chain(msr_fault)
         .collect()
 }
@@ -444,13 +463,15 @@ fn to_json(rows: &[Row], qemu: &str, kernel: &Path, wall: Duration) -> String {
 mod tests {
     use super::{
         ABI_CPUS, ABI_SCENARIOS, ABI_SHIM_DUMPS, MSR_FAULT_DUMPS, PLAIN_CPUS, PLAIN_SCENARIOS,
-        SMP_COUNTS, SMP_CPUS, SVM_CPUS, json_string, resolve_dump, rows, shim_cpu, shim_of,
+        SMP_COUNTS, SMP_CPUS, SMP_SHIM_COUNT, SMP_SHIM_DUMPS, SVM_CPUS, json_string, resolve_dump,
+        rows, shim_cpu, shim_of,
     };
 
     fn stems() -> Vec<String> {
         [
             "AuthenticAMD0100F21_K10_Barcelona_CPUID",
             "GenuineIntel0010676_Penryn_CPUID",
+            "GenuineIntel00206D7_SandyBridgeE_00_CPUID",
             "GenuineIntel00306C3_HaswellXeon_CPUID",
             "GenuineIntel00306C3_Haswell_CPUID",
             "HygonGenuine0900F02_Hygon_CPUID",
@@ -475,6 +496,10 @@ mod tests {
                     .count()
                     * ABI_SCENARIOS.len()
                 + SMP_CPUS.len() * SMP_COUNTS.len()
+                + dumps
+                    .iter()
+                    .filter(|d| SMP_SHIM_DUMPS.contains(&d.as_str()))
+                    .count()
                 + dumps
                     .iter()
                     .filter(|d| MSR_FAULT_DUMPS.contains(&d.as_str()))
@@ -514,6 +539,15 @@ mod tests {
             assert!(
                 rows.iter()
                     .any(|r| r.scenario == "abi" && shim_of(r) == Some(stem)),
+                "{stem}"
+            );
+        }
+        // `smp` above the shim on two CPUs: a masking dump and a faulting one.
+        for stem in SMP_SHIM_DUMPS {
+            assert!(
+                rows.iter().any(|r| r.scenario == "smp"
+                    && r.smp == SMP_SHIM_COUNT
+                    && shim_of(r) == Some(stem)),
                 "{stem}"
             );
         }

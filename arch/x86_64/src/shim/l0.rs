@@ -11,8 +11,11 @@ use crate::cmdline::Cmdline;
 use crate::exit::{ExitCode, exit};
 use crate::idt::Gprs;
 use crate::svm::{self, MSR_VM_CR, MSR_VM_HSAVE_PA, Vmcb, offset};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::percpu::MAX_CPUS;
 use crate::sync::{KernelCell, Stack, stack_top};
-use crate::{gdt, paging, println};
+use crate::{gdt, idt, paging, println};
 
 /// The levelling MSRs the model serves: MSR_PLATFORM_INFO, MSR_MISC_FEATURES_ENABLES,
 /// MSR_ARCH_CAPABILITIES, Intel's V1/V2/V3 masks, AMD's HWCR and override MSRs.
@@ -48,10 +51,23 @@ const CR4_SMEP_SMAP: u64 = 1 << 20 | 1 << 21;
 struct Msrpm([u8; 8192]);
 
 static MSRPM: KernelCell<Msrpm> = KernelCell::new(Msrpm([0; 8192]));
-static L1_VMCB: KernelCell<Vmcb> = KernelCell::new(Vmcb::ZERO);
-/// The kernel's stack while it runs above the shim (the shim keeps the boot stack).
+/// Each CPU's guest VMCB (the kernel above on that CPU).
+static L1_VMCBS: KernelCell<[Vmcb; MAX_CPUS]> = KernelCell::new([const { Vmcb::ZERO }; MAX_CPUS]);
+/// The kernel's stack on the boot CPU while it runs above the shim (the shim keeps the boot
+/// stack there; on an AP the kernel runs on its `smp` stack, the shim on [`AP_HOST_STACKS`]).
 static L1_STACK: KernelCell<Stack<{ 128 * 1024 }>> = KernelCell::new(Stack::new());
-static MODEL: KernelCell<Option<SiliconModel>> = KernelCell::new(None);
+/// The shim's own stack on each AP (slot 0 unused: the boot CPU's shim keeps the boot stack).
+const AP_HOST_STACK: usize = 64 * 1024;
+static AP_HOST_STACKS: KernelCell<[Stack<AP_HOST_STACK>; MAX_CPUS]> =
+    KernelCell::new([const { Stack::new() }; MAX_CPUS]);
+/// Each CPU's model: the levelling MSRs are per-CPU state, as on real hardware.
+static MODELS: KernelCell<[Option<SiliconModel>; MAX_CPUS]> =
+    KernelCell::new([const { None }; MAX_CPUS]);
+/// The model at power-on, before the kernel above wrote anything: each AP's shim starts from
+/// a copy (written by the boot CPU's shim before it enters the kernel, then only read).
+static POWER_ON: KernelCell<Option<SiliconModel>> = KernelCell::new(None);
+/// `shim_trace` was on the command line.
+static TRACE: AtomicBool = AtomicBool::new(false);
 
 /// The shim's counters, which the kernel above reads with VMMCALL.
 #[derive(Clone, Copy, Debug, Default)]
@@ -93,10 +109,18 @@ pub fn run(profile: &str, start_info: u32) -> ! {
         dump.signature(),
         Present(&model)
     );
-    // SAFETY: the shim's statics are used by this function alone, which never returns; the
-    // kernel above never touches them.
-    let (slot, vmcb, msrpm) =
-        unsafe { (&mut *MODEL.get(), &mut *L1_VMCB.get(), &mut *MSRPM.get()) };
+    TRACE.store(trace, Ordering::Relaxed);
+    // SAFETY: the boot CPU's slots and the map are used by this function alone, which never
+    // returns; the kernel above never touches them. POWER_ON is written here, before the
+    // kernel above (the only one to start APs) runs, and only read afterwards.
+    let (slot, vmcb, msrpm) = unsafe {
+        *POWER_ON.get() = Some(model);
+        (
+            &mut (*MODELS.get())[0],
+            &mut (*L1_VMCBS.get())[0],
+            &mut *MSRPM.get(),
+        )
+    };
     let model = slot.insert(model);
     if let Err(error) = svm::enable() {
         println!("shim: {error}: the shim needs SVM (-cpu EPYC, or an Intel model with ,+svm)");
@@ -108,21 +132,90 @@ pub fn run(profile: &str, start_info: u32) -> ! {
     {
         intercept(msrpm, msr);
     }
-    let mut gprs = init_vmcb(vmcb, msrpm, start_info);
+    let entry: extern "C" fn(u32) -> ! = crate::kernel_main_l1;
+    let gprs = init_vmcb(
+        vmcb,
+        msrpm,
+        entry as *const () as u64,
+        stack_top(&L1_STACK),
+        u64::from(start_info),
+    );
     // The guest's GDTR and TR now name slot 0 (`kernel_main` loaded it); the shim moves to a
     // GDT, TSS and trap stacks of its own, so that the kernel above, which reloads slot 0,
     // never rewrites a descriptor or uses a stack the shim has loaded. The world switch
     // VMSAVEs this TR and VMRUN saves this GDTR as the host's on every entry.
     gdt::init(gdt::SHIM_SLOT);
     println!("shim: entering the kernel as an SVM guest");
+    guest_loop(0, model, vmcb, gprs)
+}
+
+/// An AP's shim: where the trampoline enters on an AP the kernel above starts (`smp`), on
+/// [`AP_HOST_STACKS`]`[cpu]`. It loads its own GDT, TSS and trap stacks
+/// (`gdt::shim_slot(cpu)`), turns SVM on with this CPU's host save area, takes its own copy
+/// of the model at power-on, and runs the kernel's AP entry (`smp::ap_main(cpu)`, on that AP's
+/// kernel stack) as an SVM guest with its own VMCB.
+pub extern "C" fn ap_entry(cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    gdt::init(gdt::shim_slot(cpu));
+    idt::load();
+    paging::init();
+    if let Err(error) = svm::enable() {
+        println!("shim: cpu{cpu}: {error}");
+        exit(ExitCode::Fail)
+    }
+    // SAFETY: slot `cpu` of the VMCBs and models is this AP's shim's alone; POWER_ON and the
+    // map were written by the boot CPU's shim before the kernel above started any AP, and are
+    // only read now.
+    let (slot, vmcb, msrpm, power_on) = unsafe {
+        (
+            &mut (*MODELS.get())[cpu],
+            &mut (*L1_VMCBS.get())[cpu],
+            &*MSRPM.get(),
+            *POWER_ON.get(),
+        )
+    };
+    let Some(power_on) = power_on else {
+        println!("shim: cpu{cpu}: no model");
+        exit(ExitCode::Fail)
+    };
+    let model = slot.insert(power_on);
+    let entry: extern "C" fn(u64) -> ! = crate::smp::ap_main;
+    let gprs = init_vmcb(
+        vmcb,
+        msrpm,
+        entry as *const () as u64,
+        crate::smp::ap_stack_top(cpu),
+        cpu as u64,
+    );
+    guest_loop(cpu, model, vmcb, gprs)
+}
+
+/// The top of AP `cpu`'s shim stack (`smp` puts it in the trampoline's parameters).
+pub fn ap_host_stack_top(cpu: usize) -> u64 {
+    // SAFETY: only the address of the slot is taken.
+    unsafe { &raw const (*AP_HOST_STACKS.get())[cpu] as u64 + AP_HOST_STACK as u64 }
+}
+
+/// The AP whose shim stack holds `rsp`, if any (`percpu::id`).
+pub fn cpu_of_host_stack(rsp: u64) -> Option<usize> {
+    let offset = rsp.checked_sub(AP_HOST_STACKS.get() as u64)?;
+    let cpu = usize::try_from(offset / AP_HOST_STACK as u64).ok()?;
+    (cpu < MAX_CPUS).then_some(cpu)
+}
+
+/// Runs the kernel above on this CPU (`cpu`) for ever, handling its exits with this CPU's
+/// model.
+fn guest_loop(cpu: usize, model: &mut SiliconModel, vmcb: &mut Vmcb, mut gprs: Gprs) -> ! {
+    let trace = TRACE.load(Ordering::Relaxed);
     let mut stats = Stats::default();
     loop {
-        // SAFETY: SVM is enabled; the VMCB describes this kernel's own code (trusted) on the
-        // kernel's tables, intercepting VMRUN, VMMCALL, CPUID, MSR_PROT, HLT and shutdown.
+        // SAFETY: SVM is enabled on this CPU; the VMCB describes this kernel's own code
+        // (trusted) on the kernel's tables, intercepting VMRUN, VMMCALL, CPUID, MSR_PROT, HLT
+        // and shutdown.
         unsafe { svm::run(vmcb, &mut gprs) };
         vmcb.set64(offset::EVENTINJ, 0);
         stats.exits += 1;
-        handle_exit(model, vmcb, &mut gprs, &mut stats, trace);
+        handle_exit(cpu, model, vmcb, &mut gprs, &mut stats, trace);
     }
 }
 
@@ -163,18 +256,18 @@ fn intercept(map: &mut Msrpm, msr: u32) {
     map.0[base + bit / 8] |= 0b11 << (bit % 8);
 }
 
-/// The guest: the kernel's `kernel_main_l1(start_info)` in 64-bit mode at CPL 0 on the
-/// kernel's own tables and descriptors, on its own stack. Returns its registers.
-fn init_vmcb(vmcb: &mut Vmcb, msrpm: &Msrpm, start_info: u32) -> Gprs {
-    let entry: extern "C" fn(u32) -> ! = crate::kernel_main_l1;
+/// The guest: the kernel at `rip` (`kernel_main_l1(start_info)` on the boot CPU,
+/// `smp::ap_main(cpu)` on an AP) in 64-bit mode at CPL 0 on the kernel's own tables and
+/// descriptors, on stack `stack_top`, with `arg` in RDI. Returns its registers.
+fn init_vmcb(vmcb: &mut Vmcb, msrpm: &Msrpm, rip: u64, stack_top: u64, arg: u64) -> Gprs {
     // SMEP and SMAP are the kernel's to turn on, from what the modelled CPU reports. As after
     // a call: RSP + 8 is 16-byte aligned at the entry.
     svm::init_cpl0_guest(
         vmcb,
         paging::kernel_cr3(),
         CR4_SMEP_SMAP,
-        entry as *const () as u64,
-        stack_top(&L1_STACK) - 8,
+        rip,
+        stack_top - 8,
     );
     vmcb.set32(offset::INTERCEPT_EXCEPTIONS, 0); // the kernel handles its own
     // CPUID (18) | HLT (24) | MSR_PROT (28) | SHUTDOWN (31).
@@ -187,13 +280,14 @@ fn init_vmcb(vmcb: &mut Vmcb, msrpm: &Msrpm, start_info: u32) -> Gprs {
     vmcb.set64(offset::IOPM_BASE_PA, 0); // no IOIO intercept: serial and exit go to QEMU
     vmcb.set64(offset::MSRPM_BASE_PA, msrpm as *const Msrpm as u64);
     Gprs {
-        rdi: u64::from(start_info),
+        rdi: arg,
         ..Gprs::default()
     }
 }
 
 /// Handles one #VMEXIT of the kernel above.
 fn handle_exit(
+    cpu: usize,
     model: &mut SiliconModel,
     vmcb: &mut Vmcb,
     gprs: &mut Gprs,
@@ -277,7 +371,7 @@ fn handle_exit(
                     let msr = gprs.rdi as u32;
                     let taken = model.fail_msr(msr);
                     println!(
-                        "shim: MSR {msr:#x} now raises #GP on every access (as after a microcode update)"
+                        "shim: cpu{cpu}: MSR {msr:#x} now raises #GP on every access (as after a microcode update)"
                     );
                     [u64::from(taken), 0, 0, 0]
                 }
@@ -295,7 +389,7 @@ fn handle_exit(
                 _ => "unexpected exit",
             };
             println!(
-                "shim: {what}: exit code {code:#x} info1 {:#x} info2 {:#x} rip {rip:#x} cpl {cpl} after {} exits",
+                "shim: cpu{cpu}: {what}: exit code {code:#x} info1 {:#x} info2 {:#x} rip {rip:#x} cpl {cpl} after {} exits",
                 vmcb.get64(offset::EXIT_INFO1),
                 vmcb.get64(offset::EXIT_INFO2),
                 stats.exits

@@ -11,6 +11,13 @@
 //! the embedded dump, builds the crate's [`SiliconModel`] of it, and enters the kernel
 //! (`kernel_main_l1`) as an SVM guest, which boots as on bare metal and runs the scenario.
 //!
+//! With `-smp N` the kernel above starts the APs (`smp`), and each AP's trampoline enters
+//! [`l0::ap_entry`]: that AP's own L0, with its own GDT, TSS and trap stacks
+//! (`gdt::shim_slot`), host save area and host VMCB (`svm`, per CPU), guest VMCB, and its own
+//! copy of the model as it was at power-on (the levelling MSRs are per-CPU state on real
+//! hardware); it runs `smp::ap_main` as its guest. The MSR permission map is shared (written by
+//! the boot CPU's L0 before the kernel starts, then only read).
+//!
 //! # What is modelled, and from which facts
 //!
 //! The model is the crate's `silicon` module (`xen_levelling::silicon::SiliconModel`), the
@@ -50,8 +57,9 @@
 //!
 //! The shim and the kernel above it are the same ELF in the same memory: the shim runs on the
 //! boot stack, the kernel on its own stack ([`l0`]'s `L1_STACK`), both on the identity map
-//! `boot.rs` built. Before entering the kernel the shim moves to its own GDT, TSS and trap
-//! stacks (`gdt::SHIM_SLOT`); the kernel above rebuilds slot 0 (the boot CPU's, on which its
+//! `boot.rs` built (an AP's L0 runs on a stack of its own, which `percpu::id` recognises).
+//! Before entering the kernel the shim moves to its own GDT, TSS and trap stacks
+//! (`gdt::SHIM_SLOT`); the kernel above rebuilds slot 0 (the boot CPU's, on which its
 //! guest state was built) and the IDT with the same values, and never touches the shim's
 //! statics. The IDT is the one shared table: its gates hold only the kernel's stub addresses
 //! and IST indices, which the two load identically, and each side's IST stacks are its own
@@ -73,7 +81,7 @@ mod dumps {
     include!(concat!(env!("OUT_DIR"), "/dumps.rs"));
 }
 
-pub use l0::run;
+pub use l0::{ap_entry, ap_host_stack_top, cpu_of_host_stack, run};
 
 /// The shim's VMMCALLs (RAX; results in RAX..RDX). A distinct range, so that nothing else's
 /// VMMCALL is mistaken for one.
