@@ -13,6 +13,7 @@ use xen_levelling::feature::KNOWN;
 use xen_levelling::hardware::Hardware;
 use xen_levelling::host::{Host, HostConfig};
 use xen_levelling::levelling::masks::MaskKind;
+use xen_levelling::levelling::msr::LEVELLING_MSRS;
 use xen_levelling::levelling::probe::{FaultingCheck, FaultingControl};
 use xen_levelling::levelling::trap::{
     CpuidFrame, GuestMemory, MemoryFault, TrapContext, TrapOutcome, handle_gp,
@@ -465,22 +466,10 @@ fn xen_and_dom0_see_the_full_host() {
 
 /// Every levelling MSR this model has, read without logging.
 fn msr_snapshot(model: &SiliconModel) -> Vec<(u32, u64)> {
-    let indices = [
-        0x140,
-        0xc001_0015,
-        0x478,
-        0x130,
-        0x131,
-        0x132,
-        0x133,
-        0x134,
-        0xc001_1004,
-        0xc001_1005,
-        0xc001_1002,
-        0xc001_1003,
-    ];
-    indices
+    // The read-only enumeration MSR cannot change on a switch; every other levelling MSR can.
+    LEVELLING_MSRS
         .iter()
+        .filter(|&&i| i != 0xce)
         .filter_map(|&i| model.rdmsr_amd_safe(i).ok().map(|v| (i, v)))
         .collect()
 }

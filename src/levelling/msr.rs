@@ -31,6 +31,25 @@ pub const AMD_OVERRIDE_LEAF7: u32 = 0xc001_1002;
 /// AMD leaf 6 ECX override, family 15h only (`MSR_AMD_THRM_FEATURE_MASK`).
 pub const AMD_OVERRIDE_LEAF6: u32 = 0xc001_1003;
 
+/// Every MSR levelling owns: the faulting enumeration and controls and every vendor mask. A
+/// guest's access to one never reaches hardware ([`super::trap::is_levelling_msr`]); the QEMU
+/// shim intercepts these (and MSR_ARCH_CAPABILITIES) for the silicon model.
+pub const LEVELLING_MSRS: [u32; 13] = [
+    PLATFORM_INFO,
+    MISC_FEATURES_ENABLES,
+    AMD_HWCR,
+    INTEL_MASK_V1_LEAF1,
+    INTEL_MASK_V2_LEAF1,
+    INTEL_MASK_V2_EXTD1,
+    INTEL_MASK_V3_LEAF1,
+    INTEL_MASK_V3_EXTD1,
+    INTEL_MASK_V3_XSAVE1,
+    AMD_OVERRIDE_LEAF1,
+    AMD_OVERRIDE_EXTD1,
+    AMD_OVERRIDE_LEAF7,
+    AMD_OVERRIDE_LEAF6,
+];
+
 bitflags! {
     /// MSR_PLATFORM_INFO bits levelling reads.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

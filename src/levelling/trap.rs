@@ -185,22 +185,14 @@ pub enum MsrAccess {
 
 /// Whether `msr` is one of the levelling MSRs, which guests never reach on hardware.
 pub const fn is_levelling_msr(msr: u32) -> bool {
-    matches!(
-        msr,
-        msr::PLATFORM_INFO
-            | msr::MISC_FEATURES_ENABLES
-            | msr::AMD_HWCR
-            | msr::INTEL_MASK_V1_LEAF1
-            | msr::INTEL_MASK_V2_LEAF1
-            | msr::INTEL_MASK_V2_EXTD1
-            | msr::INTEL_MASK_V3_LEAF1
-            | msr::INTEL_MASK_V3_EXTD1
-            | msr::INTEL_MASK_V3_XSAVE1
-            | msr::AMD_OVERRIDE_LEAF1
-            | msr::AMD_OVERRIDE_EXTD1
-            | msr::AMD_OVERRIDE_LEAF7
-            | msr::AMD_OVERRIDE_LEAF6
-    )
+    let mut i = 0;
+    while i < msr::LEVELLING_MSRS.len() {
+        if msr::LEVELLING_MSRS[i] == msr {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// A guest's RDMSR of a levelling MSR, answered from its policy and virtual state; `None` for

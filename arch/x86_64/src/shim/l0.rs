@@ -4,6 +4,8 @@
 use xen_levelling::CpuidRegs;
 use xen_levelling::dump::Aida64Dump;
 use xen_levelling::hardware::{AMD_MSR_PASSCODE, Hardware, MsrFault};
+use xen_levelling::levelling::msr::LEVELLING_MSRS;
+use xen_levelling::policy::MSR_ARCH_CAPABILITIES;
 use xen_levelling::silicon::SiliconModel;
 
 use super::call;
@@ -17,24 +19,18 @@ use crate::percpu::MAX_CPUS;
 use crate::sync::{KernelCell, Stack, stack_top};
 use crate::{gdt, idt, paging, println};
 
-/// The levelling MSRs the model serves: MSR_PLATFORM_INFO, MSR_MISC_FEATURES_ENABLES,
-/// MSR_ARCH_CAPABILITIES, Intel's V1/V2/V3 masks, AMD's HWCR and override MSRs.
-const MODELLED_MSRS: [u32; 14] = [
-    0xce,
-    0x140,
-    0x10a,
-    0x478,
-    0x130,
-    0x131,
-    0x132,
-    0x133,
-    0x134,
-    0xc001_0015,
-    0xc001_1002,
-    0xc001_1003,
-    0xc001_1004,
-    0xc001_1005,
-];
+/// The MSRs the model serves: every levelling MSR (the crate's `LEVELLING_MSRS`: faulting
+/// enumeration and controls, Intel's V1/V2/V3 masks, AMD's HWCR and overrides) and
+/// MSR_ARCH_CAPABILITIES.
+const MODELLED_MSRS: [u32; LEVELLING_MSRS.len() + 1] = {
+    let mut all = [MSR_ARCH_CAPABILITIES; LEVELLING_MSRS.len() + 1];
+    let mut i = 0;
+    while i < LEVELLING_MSRS.len() {
+        all[i] = LEVELLING_MSRS[i];
+        i += 1;
+    }
+    all
+};
 /// VM_CR reads as LOCK | SVMDIS, so the kernel above finds SVM disabled by firmware, and
 /// VM_HSAVE_PA raises #GP: the kernel above gets no SVM.
 const VM_CR_LOCK_SVMDIS: u64 = 1 << 3 | 1 << 4;
