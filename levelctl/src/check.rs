@@ -208,6 +208,16 @@ pub struct VmCpu {
 }
 
 impl VmCpu {
+    /// A VM about to start (or be imported) with `featureset`: nothing waived yet.
+    pub fn starting(guest: GuestType, vendor: Vendor, featureset: Featureset) -> VmCpu {
+        VmCpu {
+            guest,
+            vendor,
+            featureset,
+            waived: Featureset::EMPTY,
+        }
+    }
+
     /// The CPU facts of a running or suspended VM; `None` for a halted VM (no CPU check).
     pub fn of(vm: &Vm) -> Option<VmCpu> {
         if vm.power == PowerState::Halted {

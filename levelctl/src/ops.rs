@@ -451,12 +451,7 @@ impl Pool {
                 Vec::new(),
             ));
         };
-        let cpu = VmCpu {
-            guest: vm.guest,
-            vendor,
-            featureset: level,
-            waived: Featureset::EMPTY,
-        };
+        let cpu = VmCpu::starting(vm.guest, vendor, level);
         let placed = self.place(
             "start",
             name,
@@ -505,12 +500,7 @@ impl Pool {
         };
         let old = vm.featureset.unwrap_or_default();
         let host = vm.host.clone().unwrap_or_default();
-        let cpu = VmCpu {
-            guest: vm.guest,
-            vendor,
-            featureset: level,
-            waived: Featureset::EMPTY,
-        };
+        let cpu = VmCpu::starting(vm.guest, vendor, level);
         // The level is within every member's max by construction; check anyway.
         let placed = self.place(
             "reboot",
@@ -674,12 +664,7 @@ impl Pool {
                     None => self.least_loaded(None),
                 };
                 let fs = host.max_for(req.guest);
-                let cpu = VmCpu {
-                    guest: req.guest,
-                    vendor,
-                    featureset: fs,
-                    waived: Featureset::EMPTY,
-                };
+                let cpu = VmCpu::starting(req.guest, vendor, fs);
                 let c = check::check(&self.name, &req.name, &cpu, host);
                 if c.vendor_mismatch.is_some() {
                     return Err(refused(
@@ -722,12 +707,7 @@ impl Pool {
                         )));
                     }
                 };
-                let cpu = VmCpu {
-                    guest: req.guest,
-                    vendor,
-                    featureset: parsed.featureset,
-                    waived: Featureset::EMPTY,
-                };
+                let cpu = VmCpu::starting(req.guest, vendor, parsed.featureset);
                 let to = req.host.as_deref();
                 let where_to = Placement {
                     to,

@@ -36,6 +36,7 @@ use xen_levelling::policy::guest::CpuidEntry;
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::{CpuPolicy, CpuidRegs, Feature, Featureset};
 
+use super::switch::LEAVES;
 use crate::cmdline::Cmdline;
 use crate::domain::{Domain, DomainSpec, Oracle, Program};
 use crate::guest::{WALK_FORCED, WALK_YIELD, WalkList};
@@ -49,18 +50,6 @@ pub const NAME: &str = "smp";
 
 /// Each CPU's prefix for check names.
 const CPU_NAMES: [&str; MAX_CPUS] = ["smp/cpu0", "smp/cpu1", "smp/cpu2", "smp/cpu3"];
-
-/// Leaves every domain walks (`switch`'s): the feature leaves, the Xen leaf.
-const LEAVES: &[(u32, u32)] = &[
-    (0x0, 0),
-    (0x1, 0),
-    (0x7, 0),
-    (0xd, 0),
-    (0xd, 1),
-    (0x8000_0000, 0),
-    (0x8000_0001, 0),
-    (0x4000_0000, 0),
-];
 
 /// Taken from the PV default for domU3 (as `pv-levelled`'s domU1).
 const LESS: [Feature; 5] = [
@@ -104,14 +93,11 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
 /// Fills every CPU's run queue; false (with a failed check) if the policies cannot be made.
 fn add_domains(host: &Host, cpus: usize, rounds: u32) -> bool {
     let list = WalkList::of(LEAVES);
-    let pv = &host.policies.pv_default;
-    let mut reduced = pv.featureset();
-    reduced.remove(Feature::SSE3);
-    let level = (pv.featureset() - Featureset::of(&LESS)).closed();
+    let level = (host.policies.pv_default.featureset() - Featureset::of(&LESS)).closed();
+    let [pair1, pair2] = super::switch::guest_pair(host);
     let policies = [
-        host.default_domain_policy(DomainKind::Pv),
-        host.policies
-            .domain_policy(DomainKind::Pv, host.vendor, &reduced.closed()),
+        pair1,
+        pair2,
         host.policies
             .domain_policy(DomainKind::Pv, host.vendor, &level),
     ];

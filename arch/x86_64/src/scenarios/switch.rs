@@ -5,9 +5,10 @@
 //! policies through the forced-emulation path), each reports that its stack survived, and
 //! the levelling hook must have run on every switch.
 
+use xen_levelling::CpuPolicy;
 use xen_levelling::Feature;
 use xen_levelling::policy::guest::CpuidEntry;
-use xen_levelling::policy::system::DomainKind;
+use xen_levelling::policy::system::{DomainKind, DomainPolicyError};
 
 use crate::checks;
 use crate::cmdline::Cmdline;
@@ -20,7 +21,8 @@ use crate::xen::Host;
 pub const NAME: &str = "switch";
 
 /// Leaves every domain walks: the feature leaves a levelling switch changes, the Xen leaf.
-const LEAVES: &[(u32, u32)] = &[
+/// (`smp` walks the same ones.)
+pub const LEAVES: &[(u32, u32)] = &[
     (0x0, 0),
     (0x1, 0),
     (0x7, 0),
@@ -31,23 +33,27 @@ const LEAVES: &[(u32, u32)] = &[
     (0x4000_0000, 0),
 ];
 
+/// The two guests' policies: the PV default, and the PV default without SSE3 (and, by
+/// dependency, everything built on it). `smp` runs the same pair on every CPU.
+pub fn guest_pair(host: &Host) -> [Result<CpuPolicy, DomainPolicyError>; 2] {
+    let mut reduced = host.policies.pv_default.featureset();
+    reduced.remove(Feature::SSE3);
+    [
+        host.default_domain_policy(DomainKind::Pv),
+        host.policies
+            .domain_policy(DomainKind::Pv, host.vendor, &reduced.closed()),
+    ]
+}
+
 /// Runs the scenario.
 pub fn run(host: &Host, cmdline: &Cmdline) {
     let rounds = cmdline.number("rounds", 8).max(1);
     let list = WalkList::of(LEAVES);
-    let pv = &host.policies.pv_default;
-    // The second guest lacks SSE3 and, by dependency, everything built on it.
-    let mut reduced = pv.featureset();
-    reduced.remove(Feature::SSE3);
-    let policies = [
-        host.default_domain_policy(DomainKind::Pv),
-        host.policies
-            .domain_policy(DomainKind::Pv, host.vendor, &reduced.closed()),
-    ];
-    let [Ok(guest1), Ok(guest2)] = policies else {
+    let pair = guest_pair(host);
+    let [Ok(guest1), Ok(guest2)] = pair else {
         checks::fail(
             format_args!("{NAME}/policies"),
-            format_args!("{:?}", policies.map(|p| p.err())),
+            format_args!("{:?}", pair.map(|p| p.err())),
         );
         return;
     };
