@@ -16,7 +16,7 @@ use xen_levelling::policy::system::{DomainKind, SystemPolicies};
 use xen_levelling::silicon::SiliconModel;
 use xen_levelling::{Feature, Featureset};
 
-const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cpuid-dumps/");
+const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpuid-dumps/");
 
 fn model(file: &str) -> (SiliconModel, SystemPolicies, Levelling) {
     let text = std::fs::read_to_string(format!("{DUMPS}{file}")).unwrap();

@@ -1,4 +1,4 @@
-//! Level the real processors in `../shared/cpuid-dumps/` into one pool per vendor.
+//! Level the real processors in `data/cpuid-dumps/` into one pool per vendor.
 //!
 //! For each dump: the CPU, whether it enumerates CPUID faulting, and the sizes of the host, PV
 //! and HVM default featuresets Xen would derive. For each vendor's pool: the PV and HVM pool
@@ -23,7 +23,7 @@ fn main() {
     let dir = std::env::args_os()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/cpuid-dumps"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cpuid-dumps"));
     let hosts = match load_hosts(&dir) {
         Ok(hosts) => hosts,
         Err(e) => {

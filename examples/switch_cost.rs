@@ -23,10 +23,7 @@ fn main() {
         files
     };
     for file in &files {
-        let path = format!(
-            "{}/../shared/cpuid-dumps/{file}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/data/cpuid-dumps/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(path).unwrap();
         let dump = Aida64Dump::parse(&text).unwrap();
         let mut hw = SiliconModel::new(&dump, dump.raw_msrs());

@@ -1,7 +1,7 @@
 //! A silicon model: a [`Hardware`] that behaves like a given real CPU's levelling hardware.
 //!
 //! Built from the CPU's raw CPUID (any [`CpuidSource`], typically a real dump from
-//! `../shared/cpuid-dumps/`), it models, from the facts in the reference (`xen-levelling.md`
+//! `data/cpuid-dumps/`), it models, from the facts in the reference (`xen-levelling.md`
 //! 1.1, 2.1–2.2, 3.2–3.4) and the vendor manuals:
 //!
 //! - MSR_ARCH_CAPABILITIES (read-only) where `CPUID.07H.0:EDX[29]` enumerates it;

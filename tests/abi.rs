@@ -44,7 +44,7 @@ use xen_levelling::{CpuPolicy, Feature, Featureset};
 // ---------------------------------------------------------------------------------------------
 // Hosts from the dumps.
 
-const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cpuid-dumps/");
+const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpuid-dumps/");
 
 /// Ivy Bridge and later Intel: CPUID faulting.
 const SKYLAKE: &str = "GenuineIntel0050654_SkylakeXeon_20_CPUID.txt";

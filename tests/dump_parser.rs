@@ -1,5 +1,5 @@
 //! Integration tests of the AIDA64/EVEREST dump parser against the 22 real dumps in
-//! `../shared/cpuid-dumps/`, synthetic malformed inputs, and property tests.
+//! `data/cpuid-dumps/`, synthetic malformed inputs, and property tests.
 //!
 //! The expected values are the external facts of `README.md`'s table and `FORMAT.md`; they are
 //! hard-coded here on purpose rather than recomputed from the dumps.
@@ -15,7 +15,7 @@ use xen_levelling::dump::{
     MsrLineError, MsrReading, leaf_has_subleaves,
 };
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cpuid-dumps/");
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpuid-dumps/");
 
 /// One row of README.md's table (plus the format letter of FORMAT.md section 8).
 struct Expected {

@@ -1,5 +1,5 @@
 //! The levelling mechanism against the silicon model of every real CPU in
-//! `../shared/cpuid-dumps/`: probing finds that generation's mechanism (and nothing usable
+//! `data/cpuid-dumps/`: probing finds that generation's mechanism (and nothing usable
 //! under an emulator's quirks); a levelled PV guest sees exactly its policy where the hardware
 //! can hide, and every difference it cannot hide is in the fail-closed list; Xen and dom0 see
 //! the full host; context switches write exactly the MSRs whose value differs.
@@ -27,7 +27,7 @@ use xen_levelling::policy::{CpuPolicy, WORD_HOMES, WordHome};
 use xen_levelling::silicon::SiliconModel;
 use xen_levelling::{CpuidRegs, Feature, Featureset, Vendor};
 
-const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cpuid-dumps/");
+const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpuid-dumps/");
 
 /// What each generation has, from the vendors' documentation (reference 2.1): the mask MSRs a
 /// probe must end up using, or the faulting control.

@@ -14,10 +14,7 @@ use xen_levelling::policy::{RawMsrs, Slot};
 use xen_levelling::{CpuPolicy, CpuidRegs, Feature, Featureset, Vendor};
 
 fn system(file: &str, options: HostOptions) -> SystemPolicies {
-    let path = format!(
-        "{}/../shared/cpuid-dumps/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/data/cpuid-dumps/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(path).unwrap();
     let dump = Aida64Dump::parse(&text).unwrap();
     let msrs = RawMsrs {

@@ -1,4 +1,4 @@
-//! Every real processor in `../shared/cpuid-dumps/`: parse it, derive Xen's system policies,
+//! Every real processor in `data/cpuid-dumps/`: parse it, derive Xen's system policies,
 //! and check facts from the vendors' public specifications (not from the code under test).
 //! Then level each vendor's dumps into one pool and check the pool level.
 
@@ -10,7 +10,7 @@ use xen_levelling::policy::compat::check_compatible;
 use xen_levelling::policy::system::{DomainKind, HostOptions, SystemPolicies};
 use xen_levelling::{CpuPolicy, Feature, Featureset, Vendor};
 
-const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cpuid-dumps/");
+const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpuid-dumps/");
 
 struct Cpu {
     file: String,

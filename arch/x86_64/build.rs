@@ -1,6 +1,5 @@
 //! Hands the linker script `linker/kernel.ld` to the link of the kernel binary, and embeds
-//! every CPUID dump of `../shared/cpuid-dumps/` (the workspace's sibling folder: from this
-//! package, `../../../shared/cpuid-dumps`) for the silicon shim: it writes
+//! every CPUID dump of the repository's `data/cpuid-dumps/` for the silicon shim: it writes
 //! `$OUT_DIR/dumps.rs`, a sorted table of `(file stem, include_str!(file))`, which
 //! `src/shim/mod.rs` includes. A dump is a `*_CPUID*.txt` file (the folder's README,
 //! FORMAT.md and SHA256SUMS are not).
@@ -9,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The dumps folder, relative to this package.
-const DUMPS: &str = "../../../shared/cpuid-dumps";
+const DUMPS: &str = "../../data/cpuid-dumps";
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -43,7 +42,7 @@ fn dump_table(dir: &Path) -> String {
     files.sort();
     assert!(!files.is_empty(), "{}: no CPUID dumps", dir.display());
     let mut table = String::from(
-        "/// Every CPUID dump of `../shared/cpuid-dumps/`: (file stem, text), sorted (generated \
+        "/// Every CPUID dump of `data/cpuid-dumps/`: (file stem, text), sorted (generated \
          by build.rs).\npub static DUMPS: &[(&str, &str)] = &[\n",
     );
     for path in &files {

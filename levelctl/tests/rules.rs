@@ -1,4 +1,4 @@
-//! Every pool and VM rule of levelctl, each on real processors from `../shared/cpuid-dumps`
+//! Every pool and VM rule of levelctl, each on real processors from `data/cpuid-dumps`
 //! (and, for the length cases, on a XAPI `cpu_info` of an older Xen that knows 10 words).
 
 mod common;

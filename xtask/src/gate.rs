@@ -103,6 +103,10 @@ pub const STEPS: &[Step] = &[
         run: |ws| qemu::build_kernel(ws).map(drop),
     },
     Step {
+        name: "the repository copied to an empty directory: cargo test --workspace, kernel build",
+        run: crate::moved::run,
+    },
+    Step {
         name: "cargo xtask qemu --matrix",
         run: qemu::matrix::run,
     },

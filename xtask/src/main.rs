@@ -16,6 +16,7 @@
 
 mod bench;
 mod gate;
+mod moved;
 mod process;
 mod provision;
 mod qemu;

@@ -3,7 +3,7 @@
 //! - `cargo xtask qemu --cpu MODEL --scenario NAME [--icount] [--smp N] [--timeout S]
 //!   [--append OPTIONS]` boots one scenario and prints its serial log.
 //! - `cargo xtask qemu --shim DUMP --scenario NAME [...]` boots it above the silicon shim,
-//!   on the CPU of a dump in `../shared/cpuid-dumps/` (its stem, or any unique part of one,
+//!   on the CPU of a dump in `data/cpuid-dumps/` (its stem, or any unique part of one,
 //!   e.g. `--shim Penryn`); `--cpu` defaults to a QEMU model with SVM of the dump's vendor.
 //! - `cargo xtask qemu --matrix` boots the whole matrix ([`matrix`]), as `cargo xtask test` does.
 //! - `cargo xtask qemu --bench` boots the `bench` scenario under icount on a few models

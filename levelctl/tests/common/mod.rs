@@ -8,7 +8,7 @@ use levelctl::input::{self, HostInputOptions};
 use levelctl::{Change, Host, Pool};
 
 /// The real CPUID dumps shared by the project.
-pub const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/cpuid-dumps");
+pub const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/cpuid-dumps");
 /// levelctl's own sample inputs.
 pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 

@@ -10,7 +10,7 @@
 //! | plain QEMU, `-smp 2` and `-smp 4` | Haswell, EPYC | `smp` (every CPU runs its own domains, each with its own levelling state; a policy/start race between two CPUs) |
 //! | the silicon shim, `-smp 2` | SandyBridgeE (Intel masks), Haswell (faulting) | `smp` (each CPU its own L0 and its own model's MSRs) |
 //! | the silicon shim | SandyBridgeE (Intel masks), K10 Barcelona (AMD masks), Haswell (faulting) | `msr-fault` (a levelling MSR starts raising #GP mid-run) |
-//! | the silicon shim | every dump in `../shared/cpuid-dumps/` (`shim=<stem>`), on `-cpu EPYC` for AMD and Hygon dumps and `Skylake-Server,+svm` for Intel ones (the dump decides what the kernel sees; the QEMU model only has to offer SVM, SMEP and SMAP) | `pv-levelled best_effort` |
+//! | the silicon shim | every dump in `data/cpuid-dumps/` (`shim=<stem>`), on `-cpu EPYC` for AMD and Hygon dumps and `Skylake-Server,+svm` for Intel ones (the dump decides what the kernel sees; the QEMU model only has to offer SVM, SMEP and SMAP) | `pv-levelled best_effort` |
 //!
 //! Any failed row fails the step (and so `cargo xtask test`), after every row has run and the
 //! failing rows' check lines and serial logs have been shown.
@@ -83,7 +83,7 @@ pub const MSR_FAULT_DUMPS: &[&str] = &[
 /// The scenario (and its words) booted above the silicon shim, once per dump.
 pub const SHIM_SCENARIO: (&str, &[&str]) = ("pv-levelled", &["best_effort"]);
 /// The CPUID dumps, relative to the workspace root (the kernel embeds the same folder).
-pub const DUMPS_DIR: &str = "../shared/cpuid-dumps";
+pub const DUMPS_DIR: &str = "data/cpuid-dumps";
 
 /// Where the results go, relative to the workspace root.
 const JSON_PATH: &str = "target/qemu-matrix.json";

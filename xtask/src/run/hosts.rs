@@ -4,7 +4,7 @@
 //! QEMU 7.2's TCG implements neither CPUID faulting nor any mask MSR, so a plain QEMU host has
 //! no levelling mechanism at all: a PV guest running native CPUID there is refused (fail
 //! closed) and runs only with best effort. Where a real CPU of the QEMU model's generation is
-//! among the dumps in `../shared/cpuid-dumps/`, the host runs above the silicon shim with that
+//! among the dumps in `data/cpuid-dumps/`, the host runs above the silicon shim with that
 //! dump instead: its CPUID and its levelling MSRs are that CPU's, and the QEMU model only
 //! provides SVM (for the shim), SMEP and SMAP. The pairs are the same family and model (or,
 //! for Ice Lake, the same server generation: QEMU's Icelake-Server says model 0x86, the dump's
@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn every_dump_exists() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/cpuid-dumps");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/cpuid-dumps");
         for host in HOSTS {
             if let Some(dump) = host.dump {
                 assert!(dir.join(format!("{dump}.txt")).is_file(), "{dump}");

@@ -3,7 +3,7 @@
 //! levelling hardware. QEMU 7.2 TCG implements neither CPUID faulting nor any mask MSR (every
 //! MSR reads 0 and swallows writes, qemu-facts.md section 5); through the shim the kernel's
 //! probing, masking, faulting and trap emulation run end to end on every real CPU of
-//! `../shared/cpuid-dumps/` (all embedded at build time; the matrix boots each).
+//! `data/cpuid-dumps/` (all embedded at build time; the matrix boots each).
 //!
 //! `-append "shim=<dump stem> scenario=…"` picks the CPU (the file stem, e.g.
 //! `GenuineIntel00206D7_SandyBridgeE_00_CPUID`; the part before `_CPUID`, or any unique part
