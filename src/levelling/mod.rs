@@ -12,6 +12,7 @@
 //! CPUID anyway and need neither mechanism.
 
 pub mod domain;
+pub mod generation;
 pub mod masks;
 pub mod msr;
 pub mod probe;
