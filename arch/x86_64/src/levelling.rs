@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use xen_levelling::CpuPolicy;
 use xen_levelling::hardware::{Hardware, MsrFault};
-use xen_levelling::levelling::masks::{MaskKind, MaskMsrs};
+use xen_levelling::levelling::masks::MaskKind;
 use xen_levelling::levelling::probe::FaultingCheck;
 use xen_levelling::levelling::{
     DomainLevelling, DomainRole, Levelling as HostLevelling, LevellingCaps, LevellingConfig,
@@ -645,11 +645,3 @@ impl fmt::Display for Caps {
     }
 }
 
-/// The mask MSRs `list` names, as a [`Mechanism::Masking`].
-pub fn masking(list: &[(MaskKind, u32)]) -> Mechanism {
-    let mut m = MaskMsrs::default();
-    for &(kind, index) in list {
-        m.0[kind.index()] = Some(index);
-    }
-    Mechanism::Masking(m)
-}
