@@ -68,7 +68,6 @@
 
 mod l0;
 
-
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
