@@ -154,10 +154,10 @@ pub fn assess(
     });
     let mut notes = Vec::new();
     let enumeration = match (vendor, faulting_enumerated) {
-        (Vendor::Intel | Vendor::Centaur, Some(on)) => {
+        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, Some(on)) => {
             format!("MSR 0xCE (PLATFORM_INFO) bit 31 = {}", u8::from(on))
         }
-        (Vendor::Intel | Vendor::Centaur, None) => {
+        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, None) => {
             "MSR 0xCE not in this input: faulting cannot be confirmed".to_string()
         }
         (Vendor::Amd | Vendor::Hygon, Some(on)) => {

@@ -249,7 +249,9 @@ fn faulting_present(
     let vendor = raw.vendor();
     let intel_probe = match vendor {
         // Netburst raises spurious #GPs on these MSRs unless a hypervisor emulates them.
-        Vendor::Intel | Vendor::Centaur => raw.signature().family != 0xf || options.virtualised,
+        Vendor::Intel | Vendor::Centaur | Vendor::Shanghai => {
+            raw.signature().family != 0xf || options.virtualised
+        }
         // On AMD the Intel MSRs only exist when a hypervisor provides them.
         Vendor::Amd | Vendor::Hygon => options.virtualised,
         Vendor::Unknown => false,

@@ -321,9 +321,9 @@ fn host_policy(raw: &CpuPolicy, options: &HostOptions) -> CpuPolicy {
     let mut p = *raw;
     p.set_max_basic_leaf(p.max_basic_leaf().min(0xd));
     p.set_max_feat_subleaf(p.max_feat_subleaf().min(2));
-    if p.max_extd_leaf() >> 16 == EXTD_BASE >> 16 {
-        p.set_max_extd_leaf(p.max_extd_leaf().min(EXTD_BASE + 0x21));
-    }
+    // As Xen: only the low half of CPUID.80000000H:EAX counts (out-of-range clearing and
+    // serialisation read it so), and the top half is made 0x8000.
+    p.set_max_extd_leaf(EXTD_BASE | (p.max_extd_leaf() & 0xffff).min(0x21));
     let fs = (raw.featureset() - options.disabled).sanitised();
     p.set_featureset(&fs);
     recalculate_xstate(&mut p, raw);
