@@ -65,6 +65,7 @@ impl Host {
             disabled,
             cpuid_faulting: probed.faulting(),
             hap: npt,
+            ..HostOptions::default()
         };
         let policies = SystemPolicies::derive(&hardware, options);
         probed.set_host_features(&policies.host.featureset());
