@@ -383,14 +383,10 @@ fn vendor_host_adjustments(fs: &mut Featureset, raw: &CpuPolicy) {
         }
         // CPUID.01H:EDX[11] SEP: as on AMD.
         Vendor::Hygon => fs.remove(Feature::SEP),
-        Vendor::Intel => {
-            // CPUID.07H.0:EBX[24] CLWB: slow on Skylake-SP/Cascade Lake/Cooper Lake (family 6
-            // model 0x55) with the GDS microcode; Xen hides it from itself. The max policies
-            // put it back (see `max_feature_adjustments`).
-            if sig.family == 6 && sig.model == 0x55 {
-                fs.remove(Feature::CLWB);
-            }
-        }
+        // CPUID.07H.0:EBX[24] CLWB: slow on Skylake-SP/Cascade Lake/Cooper Lake (family 6
+        // model 0x55) with the GDS microcode; Xen hides it from itself. The max policies put
+        // it back (see `max_feature_adjustments`).
+        Vendor::Intel if sig.family == 6 && sig.model == 0x55 => fs.remove(Feature::CLWB),
         _ => {}
     }
 }
