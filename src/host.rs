@@ -6,7 +6,7 @@ use crate::feature::Feature;
 use crate::featureset::Featureset;
 use crate::hardware::{Hardware, HardwareCpuid};
 use crate::levelling::{Levelling, LevellingConfig, ProbeOptions};
-use crate::policy::system::{HostOptions, SystemPolicies};
+use crate::policy::system::{HostOptions, SpecCtrlOptions, SystemPolicies};
 use crate::policy::{CpuPolicy, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, RawMsrs};
 
 /// How the host is booted (Xen's command line and environment).
@@ -20,6 +20,8 @@ pub struct HostConfig {
     pub disabled: Featureset,
     /// HVM guests use hardware-assisted paging.
     pub hap: bool,
+    /// Xen's `spec-ctrl=` choices that shape the guest policies.
+    pub spec_ctrl: SpecCtrlOptions,
 }
 
 impl Default for HostConfig {
@@ -29,6 +31,7 @@ impl Default for HostConfig {
             levelling: LevellingConfig::default(),
             disabled: Featureset::EMPTY,
             hap: true,
+            spec_ctrl: SpecCtrlOptions::default(),
         }
     }
 }
@@ -69,7 +72,7 @@ impl Host {
             disabled: config.disabled,
             cpuid_faulting: levelling.faulting(),
             hap: config.hap,
-            ..HostOptions::default()
+            spec_ctrl: config.spec_ctrl,
         };
         let system = SystemPolicies::derive(&raw, options);
         levelling.set_host_features(&system.host.featureset());

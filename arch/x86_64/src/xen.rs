@@ -69,7 +69,7 @@ impl Host {
             levelling: LevellingConfig::default(),
             disabled,
             hap: npt,
-            ..HostOptions::default()
+            ..HostConfig::default()
         };
         let booted = CoreHost::boot(&mut hw, config);
         if let Err(fault) = levelling::install(booted.levelling) {
