@@ -23,8 +23,18 @@ const HASWELL_XEON: &str = "GenuineIntel00306C3_HaswellXeon_CPUID.txt";
 const HASWELL_EP: &str = "GenuineIntel00306F2_HaswellEP_01_CPUID.txt";
 const SKYLAKE_XEON: &str = "GenuineIntel0050654_SkylakeXeon_CPUID.txt";
 
+mod common;
+
+use common::dumps;
+
+/// A bundled dump by name, or an extra one (`XEN_LEVELLING_EXTRA_DUMPS`) by path.
 fn raw(file: &str) -> CpuPolicy {
-    let text = std::fs::read_to_string(format!("{DUMPS}{file}")).unwrap();
+    let path = if std::path::Path::new(file).is_absolute() {
+        file.to_string()
+    } else {
+        format!("{DUMPS}{file}")
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let dump = Aida64Dump::parse(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
     CpuPolicy::from_source(&dump, dump.raw_msrs())
 }
@@ -33,21 +43,24 @@ fn derive(file: &str, options: HostOptions) -> SystemPolicies {
     SystemPolicies::derive(&raw(file), options)
 }
 
+/// The repository's dumps by name and any extra ones by path.
 fn all_dumps() -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(DUMPS)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|f| f.contains("_CPUID") && f.ends_with(".txt"))
-        .collect();
-    files.sort();
-    assert_eq!(files.len(), 22);
-    files
+    dumps::all()
+        .into_iter()
+        .map(|f| {
+            if f.bundled {
+                f.name
+            } else {
+                f.path.to_string_lossy().into_owned()
+            }
+        })
+        .collect()
 }
 
 fn intel_dumps() -> Vec<String> {
     all_dumps()
         .into_iter()
-        .filter(|f| f.starts_with("GenuineIntel"))
+        .filter(|f| raw(f).vendor() == Vendor::Intel)
         .collect()
 }
 
