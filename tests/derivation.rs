@@ -445,3 +445,24 @@ fn without_a_vpmu_leaf_0xa_is_gone_from_the_host() {
         }
     }
 }
+
+/// `cpu/amd.c` `init_amd`: LFENCE is always dispatch serialising on families 0Fh and 11h, so
+/// Xen sets LFENCE_DISPATCH there, and `calculate_host_policy` then extends the extended leaf
+/// range to 0x80000021 to show it. No dump is of those families: the Barcelona dump is made
+/// to say family 11h (base family 0xF, extended family 2).
+#[test]
+fn lfence_dispatch_on_family_11h_extends_the_extended_leaves() {
+    let mut hw = raw(BARCELONA);
+    assert_eq!(hw.max_extd_leaf(), 0x8000_001a);
+    let l1 = hw.leaf_mut(1, 0).unwrap();
+    l1.a = (l1.a & !(0xff << 20 | 0xf << 8)) | 2 << 20 | 0xf << 8;
+    assert_eq!(hw.signature().family, 0x11);
+    let s = SystemPolicies::derive(&hw, HostOptions::default());
+    assert!(s.host.featureset().contains(Feature::LFENCE_DISPATCH));
+    assert_eq!(s.host.max_extd_leaf(), 0x8000_0021);
+    assert_eq!(s.pv_default.max_extd_leaf(), 0x8000_0021);
+    assert!(s.pv_default.featureset().contains(Feature::LFENCE_DISPATCH));
+    // Family 10h as it is: LFENCE_DISPATCH comes through DE_CFG, not modelled.
+    let s = derive(BARCELONA, HostOptions::default());
+    assert_eq!(s.host.max_extd_leaf(), 0x8000_001a);
+}

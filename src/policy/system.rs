@@ -388,6 +388,10 @@ fn vendor_host_adjustments(fs: &mut Featureset, raw: &CpuPolicy) {
                 fs.remove(Feature::LAHF_LM);
             }
             match sig.family {
+                // CPUID.80000021H:EAX[2] LFENCE_DISPATCH: LFENCE is always dispatch
+                // serialising on K8 and family 11h. (Later families get it through MSR DE_CFG,
+                // which is not modelled.)
+                0xf | 0x11 => fs.insert(Feature::LFENCE_DISPATCH),
                 // CPUID.01H:ECX[3] MONITOR: MWAIT does not reach deep sleep on family 10h.
                 0x10 => fs.remove(Feature::MONITOR),
                 // CPUID.01H:ECX[30] RDRAND: may stop working after S3 on families 15h/16h;
@@ -428,11 +432,18 @@ fn host_policy(raw: &CpuPolicy, options: &HostOptions) -> CpuPolicy {
     let mut p = *raw;
     p.set_max_basic_leaf(p.max_basic_leaf().min(0xd));
     p.set_max_feat_subleaf(p.max_feat_subleaf().min(2));
+    let caps = xen_capabilities(raw, options);
+    let mut max_extd = p.max_extd_leaf() & 0xffff;
+    // CPUID.80000021H:EAX[2] LFENCE_DISPATCH: where Xen makes LFENCE dispatch serialising on
+    // hardware that predates the bit, it extends the extended range to reach the leaf.
+    if caps.contains(Feature::LFENCE_DISPATCH) {
+        max_extd = max_extd.max(0x21);
+    }
     // As Xen: only the low half of CPUID.80000000H:EAX counts (out-of-range clearing and
     // serialisation read it so), and the top half is made 0x8000.
-    p.set_max_extd_leaf(EXTD_BASE | (p.max_extd_leaf() & 0xffff).min(0x21));
+    p.set_max_extd_leaf(EXTD_BASE | max_extd.min(0x21));
     // The crate's host policy is dependency-closed (Xen's is as consistent as the hardware).
-    p.set_featureset(&xen_capabilities(raw, options).sanitised());
+    p.set_featureset(&caps.sanitised());
     recalculate_xstate(&mut p, raw);
     // CPUID.0AH: Xen's vPMU is off by default (`vpmu=` not given), and then Xen drops the
     // architectural performance monitoring leaf from the host policy. This crate has no vPMU.
