@@ -435,8 +435,10 @@ fn is_compatible_success() {
 #[test]
 fn is_compatible_failure() {
     const NONE: u32 = !0;
-    // (name, host, guest, (err leaf, err subleaf, err msr))
-    let cases: [(&str, &[Poke], &[Poke], (u32, u32, u32)); 4] = [
+    /// (err leaf, err subleaf, err msr), as Xen's `struct cpu_policy_errors`.
+    type Errors = (u32, u32, u32);
+    // (name, host, guest, errors)
+    let cases: [(&str, &[Poke], &[Poke], Errors); 4] = [
         (
             "Host basic.max_leaf out of range",
             &[],
