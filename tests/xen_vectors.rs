@@ -435,10 +435,9 @@ fn is_compatible_success() {
 #[test]
 fn is_compatible_failure() {
     const NONE: u32 = !0;
-    /// (err leaf, err subleaf, err msr), as Xen's `struct cpu_policy_errors`.
-    type Errors = (u32, u32, u32);
-    // (name, host, guest, errors)
-    let cases: [(&str, &[Poke], &[Poke], Errors); 4] = [
+    /// (name, host, guest, (err leaf, err subleaf, err msr))
+    type Case<'a> = (&'a str, &'a [Poke], &'a [Poke], (u32, u32, u32));
+    let cases: [Case; 4] = [
         (
             "Host basic.max_leaf out of range",
             &[],

@@ -540,11 +540,13 @@ pub struct RawMsrs {
 }
 
 impl RawMsrs {
-    /// True where MSR 0xCE is MSR_PLATFORM_INFO: Intel family 6 from Nehalem (model 0x1A) on.
-    /// Older parts have something else at 0xCE (a Penryn reports a value that does not decode
-    /// as PLATFORM_INFO), so its faulting bit must not be read there.
+    /// True where MSR 0xCE is MSR_PLATFORM_INFO, by the CPU's generation
+    /// (`data/generations.tbl`: Intel family 6 from Nehalem on). Older parts have something
+    /// else at 0xCE (a Penryn reports a value that does not decode as PLATFORM_INFO), so its
+    /// faulting bit must not be read there.
     pub fn platform_info_exists(vendor: crate::cpuid::Vendor, sig: Signature) -> bool {
-        vendor == crate::cpuid::Vendor::Intel && sig.family == 6 && sig.model >= 0x1a
+        crate::levelling::generation::Generation::of(vendor, sig)
+            .is_some_and(|generation| generation.has_platform_info())
     }
 }
 
