@@ -111,6 +111,7 @@ fn prerequisites(workspace: &Workspace, tree: Option<PathBuf>) -> Result<PathBuf
             return Err(Skip(format!("no `{tool}` on PATH")));
         }
     }
+    let tree = tree.canonicalize().unwrap_or(tree);
     if !tree.join(TEST_SOURCE).is_file() || !tree.join(LIB_DIR).is_dir() {
         return Err(Skip(format!(
             "no Xen tree at {} (it needs {TEST_SOURCE} and {LIB_DIR}/; set {XEN_TREE_ENV} or \

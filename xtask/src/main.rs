@@ -163,6 +163,13 @@ mod tests {
             parse("qemu --matrix"),
             Ok(Command::Qemu(vec!["--matrix".into()]))
         );
+        assert_eq!(
+            parse("xen-conformance --xen /src/xen"),
+            Ok(Command::XenConformance(vec![
+                "--xen".into(),
+                "/src/xen".into()
+            ]))
+        );
     }
 
     #[test]
