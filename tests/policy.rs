@@ -762,3 +762,31 @@ fn shanghai_is_a_vendor_of_its_own() {
     let bytes: Vec<u8> = [b, d, c].iter().flat_map(|r| r.to_le_bytes()).collect();
     assert_eq!(&bytes, b"  Shanghai  ");
 }
+
+#[test]
+fn a_max_of_0xffffffff_wraps_as_in_xen() {
+    // Xen clears from max + 1 in 32 bits: 0xffffffff wraps to 0 and the whole array goes,
+    // leaf 0 (and leaf 7 subleaf 0) included.
+    let mut p = CpuPolicy::EMPTY;
+    p.set_max_basic_leaf(u32::MAX);
+    p.leaf_mut(0, 0).unwrap().b = 0xc2;
+    p.leaf_mut(1, 0).unwrap().a = 0xc2;
+    p.leaf_mut(4, 0).unwrap().a = 1;
+    p.clear_out_of_range_leaves();
+    assert_eq!(p.leaf(0, 0), Some(CpuidRegs::ZERO));
+    assert_eq!(p.leaf(1, 0), Some(CpuidRegs::ZERO));
+    assert_eq!(
+        p.leaf(4, 0),
+        Some(CpuidRegs::ZERO),
+        "leaf 4 follows the cleared max"
+    );
+    let mut p = CpuPolicy::EMPTY;
+    p.set_max_basic_leaf(7);
+    p.set_max_feat_subleaf(u32::MAX);
+    p.leaf_mut(7, 1).unwrap().b = 0xc2;
+    p.clear_out_of_range_leaves();
+    assert_eq!(
+        (p.leaf(7, 0), p.leaf(7, 1)),
+        (Some(CpuidRegs::ZERO), Some(CpuidRegs::ZERO))
+    );
+}

@@ -833,13 +833,19 @@ fn all_slots() -> impl Iterator<Item = (u32, u32)> {
 /// range (Xen's `x86_cpu_policy_clear_out_of_range_leaves`): a leaf 4 or 0xB subleaf only
 /// before the first one of type 0; leaf 0xD subleaves up to the highest state component, and
 /// none at all without one; leaf 0x80000000 always, the rest up to the low half of its EAX.
+///
+/// Xen computes the first leaf to clear as max + 1 in 32 bits: a max of 0xffffffff wraps and
+/// puts the whole array out of range, leaf 0 (or leaf 7 subleaf 0) included.
 fn in_range(p: &CpuPolicy, leaf: u32, sub: u32) -> bool {
     let max_basic = p.leaf(0, 0).unwrap().a;
     let regs = |l: u32, s: u32| p.leaf(l, s).unwrap();
+    if max_basic == u32::MAX && leaf <= 0xd {
+        return false;
+    }
     match leaf {
         0 => true,
         0x4 => max_basic >= 0x4 && (0..=sub).all(|s| regs(0x4, s).a & 0x1f != 0),
-        0x7 => max_basic >= 0x7 && sub <= regs(0x7, 0).a,
+        0x7 => max_basic >= 0x7 && regs(0x7, 0).a != u32::MAX && sub <= regs(0x7, 0).a,
         0xb => max_basic >= 0xb && (0..=sub).all(|s| (regs(0xb, s).c >> 8) & 0xff != 0),
         0xd => {
             let (l0, l1) = (regs(0xd, 0), regs(0xd, 1));

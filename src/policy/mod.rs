@@ -393,11 +393,13 @@ impl CpuPolicy {
         self.arch_caps
     }
 
-    pub(crate) fn set_platform_info(&mut self, value: u32) {
+    /// Set MSR_PLATFORM_INFO as the policy holds it, all 32 bits (Xen's `platform_info.raw`).
+    pub fn set_platform_info(&mut self, value: u32) {
         self.platform_info = value;
     }
 
-    pub(crate) fn set_arch_caps(&mut self, value: u64) {
+    /// Set MSR_ARCH_CAPABILITIES as the policy holds it.
+    pub fn set_arch_caps(&mut self, value: u64) {
         self.arch_caps = value;
     }
 
@@ -468,12 +470,18 @@ impl CpuPolicy {
     /// After this, serialising and deserialising the policy gives it back exactly, provided
     /// the basic slots of leaves 4, 7, 0xB and 0xD (which no CPUID query reaches: those leaves
     /// live in their own arrays) are zero, as in every policy this crate builds.
+    ///
+    /// The first leaf cleared is the max plus one in 32-bit arithmetic, as in Xen: a max leaf
+    /// or leaf 7 max subleaf of 0xffffffff wraps to 0 and clears that whole array, leaf 0
+    /// included. Matched on purpose, so that the two libraries agree byte for byte.
     pub fn clear_out_of_range_leaves(&mut self) {
-        let max_basic = self.basic[0].a as usize;
+        let first = self.basic[0].a.wrapping_add(1) as usize;
         self.basic
             .iter_mut()
-            .skip(max_basic.saturating_add(1))
+            .skip(first)
             .for_each(|r| *r = CpuidRegs::ZERO);
+        // Read after the clearing above, which may have cleared leaf 0 itself.
+        let max_basic = self.basic[0].a as usize;
         if max_basic < 0x4 {
             self.cache = [CpuidRegs::ZERO; NR_CACHE];
         } else {
@@ -483,10 +491,10 @@ impl CpuPolicy {
         if max_basic < 0x7 {
             self.feat = [CpuidRegs::ZERO; NR_FEAT];
         } else {
-            let max = self.feat[0].a as usize;
+            let first = self.feat[0].a.wrapping_add(1) as usize;
             self.feat
                 .iter_mut()
-                .skip(max.saturating_add(1))
+                .skip(first)
                 .for_each(|r| *r = CpuidRegs::ZERO);
         }
         if max_basic < 0xb {
