@@ -11,6 +11,8 @@
 //! | `provision` | [`provision`]  | installs QEMU and checks the bare-metal Rust targets      |
 //! | `bench`     | [`bench`](mod@bench) | runs the benchmarks and rewrites `BENCHMARKS.md`          |
 //! | `qemu`      | [`qemu`]       | builds the test hypervisor and boots it (one run or the matrix) |
+//! | `xen-boot`  | [`xen`]        | boots real Xen 4.17 (Debian's) under QEMU: CPUID timings, caps, policies |
+//! | `xen-policies` | [`xen::differential`] | the crate's derivation against real Xen's policies |
 //!
 //! Exit codes: 0 success, 1 a command failed, 2 the command line was not understood.
 
@@ -21,6 +23,7 @@ mod process;
 mod provision;
 mod qemu;
 mod run;
+mod xen;
 
 use std::process::ExitCode;
 
@@ -41,6 +44,13 @@ commands:
                 pv-levelled, abi, agent, at-level, smp, msr-fault, bench)
   qemu --matrix boot every CPU model and scenario, as `test` does
   qemu --bench  boot the icount benchmarks and print their BENCHMARKS.md section
+  xen-boot [--cpu MODEL]
+                boot real Xen 4.17 (Debian's packages, cached in target/xen/) under QEMU
+                with a Linux dom0: forced-emulation CPUID timings, `Levelling caps:`,
+                `xen-cpuid -p` (models: Haswell,+svm EPYC SandyBridge Nehalem Opteron_G3)
+  xen-policies [--cpu MODEL] [--cached]
+                derive the crate's policies from each Xen boot's Raw policy and compare
+                them with Xen's; differences must be in data/xen-derivation-known-differences.tsv
   help          print this message (also -h, --help)";
 
 /// One command, as parsed from the command line.
@@ -56,6 +66,10 @@ enum Command {
     Bench,
     /// `cargo xtask qemu ARGS`, with its arguments.
     Qemu(Vec<String>),
+    /// `cargo xtask xen-boot ARGS`.
+    XenBoot(Vec<String>),
+    /// `cargo xtask xen-policies ARGS`.
+    XenPolicies(Vec<String>),
     /// `cargo xtask help`, `--help`, `-h`, or no command at all.
     Help,
 }
@@ -69,6 +83,8 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         "test" => Command::Test,
         "run" => return Ok(Command::Run(strip_separator(rest).to_vec())),
         "qemu" => return Ok(Command::Qemu(rest.to_vec())),
+        "xen-boot" => return Ok(Command::XenBoot(rest.to_vec())),
+        "xen-policies" => return Ok(Command::XenPolicies(rest.to_vec())),
         "provision" => Command::Provision,
         "bench" => Command::Bench,
         "help" | "-h" | "--help" => Command::Help,
@@ -108,6 +124,8 @@ fn execute(command: Command) -> ExitCode {
         Command::Provision => report(provision::run(&workspace)),
         Command::Bench => report(bench::bench(&workspace)),
         Command::Qemu(args) => report(qemu::run(&workspace, &args)),
+        Command::XenBoot(args) => report(xen::xen_boot(&workspace, &args)),
+        Command::XenPolicies(args) => report(xen::xen_policies(&workspace, &args)),
         Command::Help => {
             println!("{USAGE}");
             ExitCode::SUCCESS
