@@ -9,6 +9,7 @@
 //!
 //! Each boot leaves `target/xen/<model>/serial.log`, `xen-cpuid-p.txt` and `xen-cpuid.txt`.
 
+pub mod bench;
 pub mod cpio;
 pub mod cpuid_p;
 pub mod differential;
@@ -298,6 +299,21 @@ pub fn xen_policies(ws: &Workspace, args: &[String]) -> Result<(), String> {
     let rest: Vec<String> = args.iter().filter(|a| *a != "--cached").cloned().collect();
     let models = select(parse_cpu(&rest)?.as_deref())?;
     differential::run(ws, &models, cached_only).map(drop)
+}
+
+/// The gate's step: the differential over the captures already in `target/xen/` (no boot:
+/// the gate stays fast) where the packages are cached; elsewhere it says that it runs in
+/// `cargo xtask bench` instead.
+pub fn gate_step(ws: &Workspace) -> Result<(), String> {
+    if !provision::cached(ws) {
+        println!(
+            "xen-policies: not in this gate: no real Xen cached in target/xen/; it runs in \
+             `cargo xtask bench` (or `cargo xtask xen-policies`), which fetches it"
+        );
+        return Ok(());
+    }
+    println!("xen-policies: in the gate, on the captures in target/xen/");
+    differential::run(ws, MODELS, true).map(drop)
 }
 
 #[cfg(test)]
