@@ -69,6 +69,7 @@ impl Host {
             disabled: config.disabled,
             cpuid_faulting: levelling.faulting(),
             hap: config.hap,
+            ..HostOptions::default()
         };
         let system = SystemPolicies::derive(&raw, options);
         levelling.set_host_features(&system.host.featureset());
