@@ -143,7 +143,11 @@ pub fn bench(ws: &Workspace) -> Result<(), String> {
     md.push_str(&crate::qemu::bench::markdown(&qemu_figures, &qemu));
     let (xen, differential) = real_xen(ws);
     writeln!(md).unwrap();
-    md.push_str(&crate::xen::bench::markdown(&xen, &qemu_figures, &differential));
+    md.push_str(&crate::xen::bench::markdown(
+        &xen,
+        &qemu_figures,
+        &differential,
+    ));
     fuzzing_section(ws.root(), &mut md);
     std::fs::write(ws.root().join("BENCHMARKS.md"), md)
         .map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{MODELS, XenBoot, XEN_CMDLINE};
+use super::{MODELS, XEN_CMDLINE, XenBoot};
 use crate::qemu::bench::BootFigures;
 
 /// The leaves timed on both sides: `(leaf, subleaf, the crate's figure, label)`.
@@ -16,7 +16,12 @@ pub const LEAVES: [(u32, u32, &str, &str); 7] = [
     (0xd, 0, "pv/cpuid-forced-leafd", "0xD.0"),
     (0xd, 1, "pv/cpuid-forced-leafd1", "0xD.1"),
     (0x8000_0001, 0, "pv/cpuid-forced-leaf80000001", "0x80000001"),
-    (0x3fff_ffff, 0, "pv/cpuid-forced-out-of-range", "out of range (0x3fffffff)"),
+    (
+        0x3fff_ffff,
+        0,
+        "pv/cpuid-forced-out-of-range",
+        "out of range (0x3fffffff)",
+    ),
 ];
 
 /// The out-of-range leaf, [`LEAVES`]' last.
@@ -82,7 +87,10 @@ pub fn markdown(
          kernel). The crate's column is the kernel's `bench` scenario on the same QEMU model \
          (section above: loops of 1000, the empty loop subtracted).\n"
     );
-    let _ = writeln!(w, "### What each probe concludes on an emulator that fakes MSRs\n");
+    let _ = writeln!(
+        w,
+        "### What each probe concludes on an emulator that fakes MSRs\n"
+    );
     let _ = writeln!(
         w,
         "TCG implements no CPUID faulting and no mask MSRs, yet every MSR reads 0 and takes \

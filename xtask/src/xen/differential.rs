@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use xen_levelling::CpuPolicy;
 use xen_levelling::abi::{XenCpuidLeaf, XenMsrEntry};
 use xen_levelling::policy::serialise::{MAX_SERIALISED_LEAVES, MAX_SERIALISED_MSRS};
-use xen_levelling::policy::system::{HostOptions, SystemPolicies};
+use xen_levelling::policy::system::{HostOptions, SpecCtrlOptions, SystemPolicies};
 
 use super::cpuid_p::{self, Leaf};
 use super::{XenModel, model_dir, serial};
@@ -127,10 +127,7 @@ pub fn parse_known(text: &str) -> Result<Vec<Known>, String> {
             ),
         };
         if explanation.trim().is_empty() || explanation.contains("EXPLAIN") {
-            return Err(format!(
-                "{KNOWN_FILE} line {}: no explanation",
-                index + 1
-            ));
+            return Err(format!("{KNOWN_FILE} line {}: no explanation", index + 1));
         }
         known.push(Known {
             model: (*model).to_owned(),
@@ -154,6 +151,8 @@ pub struct XenPolicies {
     pub hvm: bool,
     /// ... on HAP (else shadow).
     pub hap: bool,
+    /// Xen's command line (its `spec-ctrl=` shapes the guest policies).
+    pub command_line: String,
 }
 
 impl XenPolicies {
@@ -166,6 +165,7 @@ impl XenPolicies {
             featuresets: cpuid_p::parse_featuresets(f)?,
             hvm: log.hvm,
             hap: log.hap,
+            command_line: log.command_line.clone().unwrap_or_default(),
         })
     }
 
@@ -175,6 +175,26 @@ impl XenPolicies {
             .find(|p| p.name == name)
             .ok_or_else(|| format!("xen-cpuid -p has no {name} policy"))
     }
+}
+
+/// The crate's `spec-ctrl=` options from Xen's command line: `spec-ctrl=no` (or `0`, `off`,
+/// `false`) turns off MSR_SPEC_CTRL virtualisation for both guest types, as Xen's
+/// `parse_spec_ctrl` does; `msr-sc=<bool>` inside a list sets both.
+pub fn spec_ctrl(command_line: &str) -> SpecCtrlOptions {
+    let mut options = SpecCtrlOptions::default();
+    let is_false = |v: &str| matches!(v, "no" | "0" | "off" | "false" | "disable");
+    for word in command_line.split_whitespace() {
+        let Some(value) = word.strip_prefix("spec-ctrl=") else {
+            continue;
+        };
+        for item in value.split(',') {
+            if is_false(item) || item.strip_prefix("msr-sc=").is_some_and(is_false) {
+                options.msr_sc_pv = false;
+                options.msr_sc_hvm = false;
+            }
+        }
+    }
+    options
 }
 
 /// The crate's policy from leaf and MSR lists.
@@ -222,6 +242,7 @@ pub fn compare(model: &str, xen: &XenPolicies) -> Result<Vec<Difference>, String
     let raw = policy_from(&raw.leaves, &raw.msrs)?;
     let options = HostOptions {
         hap: xen.hap,
+        spec_ctrl: spec_ctrl(&xen.command_line),
         ..HostOptions::default()
     };
     let ours = SystemPolicies::derive(&raw, options);
@@ -386,9 +407,7 @@ pub fn run(ws: &Workspace, models: &[XenModel], cached_only: bool) -> Result<Out
     outcome.unused = known
         .iter()
         .zip(&used)
-        .filter(|(k, used)| {
-            !**used && (k.model == "*" || compared.contains(&k.model.as_str()))
-        })
+        .filter(|(k, used)| !**used && (k.model == "*" || compared.contains(&k.model.as_str())))
         .map(|(k, _)| k.clone())
         .collect();
     for k in &outcome.unused {
@@ -429,6 +448,16 @@ mod tests {
     use crate::xen::serial;
 
     const EPYC: &str = include_str!("../xen/testdata/epyc-serial.log");
+
+    #[test]
+    fn spec_ctrl_no_turns_msr_spec_ctrl_virtualisation_off() {
+        let off = super::spec_ctrl("console=com1 spec-ctrl=no xpti=0");
+        assert!(!off.msr_sc_pv && !off.msr_sc_hvm);
+        let default = super::spec_ctrl("console=com1");
+        assert!(default.msr_sc_pv && default.msr_sc_hvm);
+        let list = super::spec_ctrl("spec-ctrl=ssbd=1,msr-sc=0");
+        assert!(!list.msr_sc_pv && !list.msr_sc_hvm);
+    }
 
     #[test]
     fn known_entries_explain_only_their_bits() {

@@ -188,7 +188,10 @@ mod tests {
             "xen-cpuid end",
             "done",
         ] {
-            assert!(INIT.contains(&format!("echo xenboot: {marker}\n")), "{marker}");
+            assert!(
+                INIT.contains(&format!("echo xenboot: {marker}\n")),
+                "{marker}"
+            );
         }
         assert!(INIT.trim_end().ends_with("reboot -f"));
     }

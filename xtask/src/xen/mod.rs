@@ -286,11 +286,7 @@ pub fn print_boot(boot: &XenBoot) {
             }
         );
     }
-    println!(
-        "xen {}: captures in {}",
-        boot.model.cpu,
-        boot.dir.display()
-    );
+    println!("xen {}: captures in {}", boot.model.cpu, boot.dir.display());
 }
 
 /// `cargo xtask xen-policies [--cpu MODEL] [--cached]`: the derivation differential.

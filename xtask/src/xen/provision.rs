@@ -118,10 +118,7 @@ pub fn ensure(ws: &Workspace) -> Result<Provisioned, String> {
     };
     let mut wanted: Vec<String> = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
     wanted.push(kernel);
-    let missing: Vec<&String> = wanted
-        .iter()
-        .filter(|name| !has_deb(&debs, name))
-        .collect();
+    let missing: Vec<&String> = wanted.iter().filter(|name| !has_deb(&debs, name)).collect();
     if !missing.is_empty() {
         println!(
             "xen: downloading {} package(s) into {}",
