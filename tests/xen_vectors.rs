@@ -435,8 +435,9 @@ fn is_compatible_success() {
 #[test]
 fn is_compatible_failure() {
     const NONE: u32 = !0;
-    // (name, host, guest, (err leaf, err subleaf, err msr))
-    let cases: [(&str, &[Poke], &[Poke], (u32, u32, u32)); 4] = [
+    /// (name, host, guest, (err leaf, err subleaf, err msr))
+    type Case<'a> = (&'a str, &'a [Poke], &'a [Poke], (u32, u32, u32));
+    let cases: [Case; 4] = [
         (
             "Host basic.max_leaf out of range",
             &[],

@@ -55,10 +55,7 @@ pub struct SpecCtrlOptions {
 
 impl Default for SpecCtrlOptions {
     fn default() -> Self {
-        SpecCtrlOptions {
-            msr_sc_pv: true,
-            msr_sc_hvm: true,
-        }
+        SystemPolicies::EMPTY.options.spec_ctrl
     }
 }
 
@@ -214,22 +211,43 @@ impl core::error::Error for DomainPolicyError {}
 impl SystemPolicies {
     /// Derive every system policy from the raw hardware policy, as Xen does at boot.
     pub fn derive(raw: &CpuPolicy, options: HostOptions) -> SystemPolicies {
-        let raw = raw_policy(raw);
-        let host = host_policy(&raw, &options);
-        let boot = BootChoices::new(&raw, &host, &options);
-        let pv_max = pv_max_policy(&host, &raw, &boot);
-        let pv_default = pv_default_policy(&host, &raw, &pv_max);
-        let hvm_max = hvm_max_policy(&host, &raw, &boot, options.hap);
-        let hvm_default = hvm_default_policy(&host, &raw, &boot, &hvm_max, options.hap);
-        SystemPolicies {
-            raw,
-            host,
-            pv_max,
-            pv_default,
-            hvm_max,
-            hvm_default,
-            options,
-        }
+        let mut policies = SystemPolicies::EMPTY;
+        policies.derive_into(raw, options);
+        policies
+    }
+
+    /// No policies yet: every one empty. A `const`, so that an embedder can keep the
+    /// policies in a `static` and derive them in place ([`SystemPolicies::derive_into`]).
+    pub const EMPTY: SystemPolicies = SystemPolicies {
+        raw: CpuPolicy::EMPTY,
+        host: CpuPolicy::EMPTY,
+        pv_max: CpuPolicy::EMPTY,
+        pv_default: CpuPolicy::EMPTY,
+        hvm_max: CpuPolicy::EMPTY,
+        hvm_default: CpuPolicy::EMPTY,
+        options: HostOptions {
+            disabled: Featureset::EMPTY,
+            cpuid_faulting: false,
+            hap: true,
+            spec_ctrl: SpecCtrlOptions {
+                msr_sc_pv: true,
+                msr_sc_hvm: true,
+            },
+        },
+    };
+
+    /// [`SystemPolicies::derive`] into `self`, one policy at a time: the six policies (12 KB)
+    /// never pass through the stack as one value, which a hypervisor's boot stack may not hold.
+    pub fn derive_into(&mut self, raw: &CpuPolicy, options: HostOptions) {
+        self.raw = raw_policy(raw);
+        self.host = host_policy(&self.raw, &options);
+        let boot = BootChoices::new(&self.raw, &self.host, &options);
+        self.pv_max = pv_max_policy(&self.host, &self.raw, &boot);
+        self.pv_default = pv_default_policy(&self.host, &self.raw, &self.pv_max);
+        self.hvm_max = hvm_max_policy(&self.host, &self.raw, &boot, options.hap);
+        self.hvm_default =
+            hvm_default_policy(&self.host, &self.raw, &boot, &self.hvm_max, options.hap);
+        self.options = options;
     }
 
     /// One of the policies.

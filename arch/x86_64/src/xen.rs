@@ -15,18 +15,24 @@ use xen_levelling::{CpuPolicy, Feature, Featureset, Vendor};
 
 use crate::cmdline::Cmdline;
 use crate::hardware::NativeHardware;
+use crate::sync::KernelCell;
 use crate::{levelling, println};
 
 /// The Xen version the Xen leaves report: XenServer "Dundee" shipped Xen 4.6.
 pub const XEN_VERSION: (u16, u16) = (4, 6);
+
+/// The host as the crate booted it: 14 KB, so booted in place here rather than on the boot
+/// stack.
+static BOOTED: KernelCell<CoreHost> = KernelCell::new(CoreHost::UNBOOTED);
 
 /// Everything the scenarios need to know about the host (its levelling mechanism, which a
 /// later MSR fault can mark failed, is `levelling::current()`).
 pub struct Host {
     /// The CPU's CPUID exactly as read at boot (before Xen's raw-policy adjustments).
     pub hardware: CpuPolicy,
-    /// Raw, host, PV and HVM max/default policies.
-    pub policies: SystemPolicies,
+    /// Raw, host, PV and HVM max/default policies: the booted host's (in a static, booted in
+    /// place).
+    pub policies: &'static SystemPolicies,
     /// The CPU vendor.
     pub vendor: Vendor,
     /// AMD SVM present (CPUID 8000_0001h:ECX[2]).
@@ -69,9 +75,15 @@ impl Host {
             levelling: LevellingConfig::default(),
             disabled,
             hap: npt,
-            ..HostOptions::default()
+            ..HostConfig::default()
         };
-        let booted = CoreHost::boot(&mut hw, config);
+        // SAFETY: main flow on the boot CPU, once per boot, before any other reference to the
+        // static exists; from here on it is only read.
+        let booted: &'static CoreHost = unsafe {
+            let host = &mut *BOOTED.get();
+            host.boot_in_place(&mut hw, config);
+            host
+        };
         if let Err(fault) = levelling::install(booted.levelling) {
             println!("xen: levelling: bring-up faulted ({fault}); mechanism marked failed");
         }
@@ -79,7 +91,7 @@ impl Host {
         let cr4 = unsafe { x86::controlregs::cr4() };
         let host = Host {
             hardware,
-            policies: booted.system,
+            policies: &booted.system,
             vendor: hardware.vendor(),
             svm,
             npt,
