@@ -142,6 +142,20 @@ pub fn bench(ws: &Workspace) -> Result<(), String> {
     writeln!(md).unwrap();
     md.push_str(&crate::qemu::bench::markdown(&qemu_figures, &qemu));
     let (xen, differential) = real_xen(ws);
+    if let Ok((boots, _)) = &xen {
+        for boot in boots {
+            let probe = qemu_figures
+                .iter()
+                .find(|b| b.boot.cpu == boot.model.cpu && b.boot.append.is_empty())
+                .and_then(|b| b.probe.as_deref())
+                .unwrap_or("-");
+            println!(
+                "bench: {}: Xen 4.17 {} | crate probe: {probe}",
+                boot.model.cpu,
+                boot.log.caps_text()
+            );
+        }
+    }
     writeln!(md).unwrap();
     md.push_str(&crate::xen::bench::markdown(
         &xen,
@@ -159,9 +173,9 @@ pub fn bench(ws: &Workspace) -> Result<(), String> {
 /// differential on those boots. Xen that cannot be had (no packages, no network) is said in
 /// one line and the bench carries on; the differential's outcome is reported, not fatal here
 /// (the gate fails on it).
-fn real_xen(ws: &Workspace) -> (Result<Vec<crate::xen::XenBoot>, String>, String) {
+fn real_xen(ws: &Workspace) -> (Result<crate::xen::Boots, String>, String) {
     let boots = crate::xen::boot_models(ws, crate::xen::MODELS);
-    let boots = match boots {
+    let (boots, failed) = match boots {
         Ok(boots) => boots,
         Err(why) => {
             println!("bench: real Xen not run: {why}");
@@ -170,6 +184,9 @@ fn real_xen(ws: &Workspace) -> (Result<Vec<crate::xen::XenBoot>, String>, String
     };
     for boot in &boots {
         crate::xen::print_boot(boot);
+    }
+    if boots.is_empty() {
+        return (Ok((boots, failed)), "not run (no Xen boot finished)".into());
     }
     let differential = match crate::xen::differential::run(ws, crate::xen::MODELS, true) {
         Ok(o) => format!(
@@ -186,7 +203,7 @@ fn real_xen(ws: &Workspace) -> (Result<Vec<crate::xen::XenBoot>, String>, String
         }
     };
     println!("bench: xen-policies ran in the bench: {differential}");
-    (Ok(boots), differential)
+    (Ok((boots, failed)), differential)
 }
 
 /// The fuzzers run outside the gate, by hand (`fuzz/README.md`); their recorded results

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::{MODELS, XEN_CMDLINE, XenBoot};
+use super::{Boots, MODELS, XEN_CMDLINE};
 use crate::qemu::bench::BootFigures;
 
 /// The leaves timed on both sides: `(leaf, subleaf, the crate's figure, label)`.
@@ -51,15 +51,15 @@ fn ratio_cells(ours: f64, xen: f64) -> (String, &'static str) {
 /// The section. `xen` is the boots, or why Xen could not run; `differential` the outcome
 /// line of `xen-policies` on those boots.
 pub fn markdown(
-    xen: &Result<Vec<XenBoot>, String>,
+    xen: &Result<Boots, String>,
     crate_boots: &[BootFigures],
     differential: &str,
 ) -> String {
     let mut md = String::new();
     let w = &mut md;
     let _ = writeln!(w, "## Real Xen beside the crate's kernel\n");
-    let boots = match xen {
-        Ok(boots) => boots,
+    let (boots, failed) = match xen {
+        Ok((boots, failed)) => (boots, failed),
         Err(why) => {
             let _ = writeln!(
                 w,
@@ -87,6 +87,9 @@ pub fn markdown(
          kernel). The crate's column is the kernel's `bench` scenario on the same QEMU model \
          (section above: loops of 1000, the empty loop subtracted).\n"
     );
+    for why in failed {
+        let _ = writeln!(w, "**Boot failed:** {why}\n");
+    }
     let _ = writeln!(
         w,
         "### What each probe concludes on an emulator that fakes MSRs\n"
@@ -229,7 +232,7 @@ mod tests {
             ),
             probe: Some("no mechanism; expected MASK_1CD".into()),
         };
-        let md = markdown(&Ok(vec![xen]), &[ours], "0 unexplained");
+        let md = markdown(&Ok((vec![xen], vec![])), &[ours], "0 unexplained");
         assert!(md.contains(
             "| EPYC | 0x19e (ecx,edx,extd_ecx,extd_edx,l7s0_eax,l7s0_ebx) | 1d 0x078bfbfd"
         ));

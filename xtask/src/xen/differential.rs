@@ -362,7 +362,13 @@ pub fn run(ws: &Workspace, models: &[XenModel], cached_only: bool) -> Result<Out
                 outcome.skipped.push(model.cpu.to_owned());
                 continue;
             }
-            Err(_) => super::boot_models(ws, &[*model])?.remove(0).log,
+            Err(_) => {
+                let (mut boots, failed) = super::boot_models(ws, &[*model])?;
+                match boots.pop() {
+                    Some(boot) => boot.log,
+                    None => return Err(failed.join("; ")),
+                }
+            }
         };
         let xen = XenPolicies::from_log(&log)
             .map_err(|e| format!("{}: {e} ({})", model.cpu, log_path.display()))?;

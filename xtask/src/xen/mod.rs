@@ -78,15 +78,26 @@ pub fn model_dir(ws: &Workspace, cpu: &str) -> PathBuf {
     provision::dir(ws).join(cpu)
 }
 
-/// Provisions, builds the initramfs and boots each of `models` in turn.
-pub fn boot_models(ws: &Workspace, models: &[XenModel]) -> Result<Vec<XenBoot>, String> {
+/// What [`boot_models`] gave: the boots that worked and, for the others, why not.
+pub type Boots = (Vec<XenBoot>, Vec<String>);
+
+/// Provisions, builds the initramfs and boots each of `models` in turn. Fails only when Xen
+/// cannot be had at all (packages, initramfs); a boot that fails is reported with the others.
+pub fn boot_models(ws: &Workspace, models: &[XenModel]) -> Result<Boots, String> {
     let p = provision::ensure(ws)?;
     let initrd = initramfs::build(ws, &p)?;
     let mut boots = Vec::new();
+    let mut failed = Vec::new();
     for model in models {
-        boots.push(boot(ws, &p, &initrd, *model)?);
+        match boot(ws, &p, &initrd, *model) {
+            Ok(b) => boots.push(b),
+            Err(why) => {
+                println!("xen: {why}");
+                failed.push(why);
+            }
+        }
     }
-    Ok(boots)
+    Ok((boots, failed))
 }
 
 /// The QEMU command line of one boot.
@@ -240,10 +251,15 @@ fn parse_cpu(args: &[String]) -> Result<Option<String>, String> {
 /// `cargo xtask xen-boot [--cpu MODEL]`: boots Xen and prints what it measured.
 pub fn xen_boot(ws: &Workspace, args: &[String]) -> Result<(), String> {
     let models = select(parse_cpu(args)?.as_deref())?;
-    for boot in boot_models(ws, &models)? {
-        print_boot(&boot);
+    let (boots, failed) = boot_models(ws, &models)?;
+    for boot in &boots {
+        print_boot(boot);
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
 }
 
 /// Prints one boot's figures.
