@@ -190,9 +190,11 @@ fn real_xen(ws: &Workspace) -> (Result<crate::xen::Boots, String>, String) {
     }
     let differential = match crate::xen::differential::run(ws, crate::xen::MODELS, true) {
         Ok(o) => format!(
-            "{} model(s), {} differences, every one explained by the file.",
+            "{} model(s), {} differences, every one explained by the file ({} of them by entries \
+             marked OPEN, questions still to settle).",
             o.models.len(),
-            o.explained
+            o.explained,
+            o.open.len()
         ),
         Err(why) => {
             println!("bench: xen-policies: {why}");
