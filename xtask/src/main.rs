@@ -12,6 +12,8 @@
 //! | `bench`     | [`bench`](mod@bench) | runs the benchmarks and rewrites `BENCHMARKS.md`          |
 //! | `qemu`      | [`qemu`]       | builds the test hypervisor and boots it (one run or the matrix) |
 //! | `xen-conformance` | [`conformance`] | Xen's own libx86 tests against the crate's C ABI |
+//! | `xen-boot`  | [`xen`]        | boots real Xen 4.17 (Debian's) under QEMU: CPUID timings, caps, policies |
+//! | `xen-policies` | [`xen::differential`] | the crate's derivation against real Xen's policies |
 //!
 //! Exit codes: 0 success, 1 a command failed, 2 the command line was not understood.
 
@@ -23,6 +25,7 @@ mod process;
 mod provision;
 mod qemu;
 mod run;
+mod xen;
 
 use std::process::ExitCode;
 
@@ -47,6 +50,13 @@ commands:
                 Xen's test-cpu-policy linked against the crate's C ABI, and Xen's AFL harness
                 replayed through both libraries (Xen tree: --xen, $XEN_TREE, or
                 ../shared/xen-libx86)
+  xen-boot [--cpu MODEL]
+                boot real Xen 4.17 (Debian's packages, cached in target/xen/) under QEMU
+                with a Linux dom0: forced-emulation CPUID timings, `Levelling caps:`,
+                `xen-cpuid -p` (models: Haswell,+svm EPYC SandyBridge Nehalem Opteron_G3)
+  xen-policies [--cpu MODEL] [--cached]
+                derive the crate's policies from each Xen boot's Raw policy and compare
+                them with Xen's; differences must be in data/xen-derivation-known-differences.tsv
   help          print this message (also -h, --help)";
 
 /// One command, as parsed from the command line.
@@ -64,6 +74,10 @@ enum Command {
     Qemu(Vec<String>),
     /// `cargo xtask xen-conformance [--xen PATH]`, with its arguments.
     XenConformance(Vec<String>),
+    /// `cargo xtask xen-boot ARGS`.
+    XenBoot(Vec<String>),
+    /// `cargo xtask xen-policies ARGS`.
+    XenPolicies(Vec<String>),
     /// `cargo xtask help`, `--help`, `-h`, or no command at all.
     Help,
 }
@@ -78,6 +92,8 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         "run" => return Ok(Command::Run(strip_separator(rest).to_vec())),
         "qemu" => return Ok(Command::Qemu(rest.to_vec())),
         "xen-conformance" => return Ok(Command::XenConformance(rest.to_vec())),
+        "xen-boot" => return Ok(Command::XenBoot(rest.to_vec())),
+        "xen-policies" => return Ok(Command::XenPolicies(rest.to_vec())),
         "provision" => Command::Provision,
         "bench" => Command::Bench,
         "help" | "-h" | "--help" => Command::Help,
@@ -118,6 +134,8 @@ fn execute(command: Command) -> ExitCode {
         Command::Bench => report(bench::bench(&workspace)),
         Command::Qemu(args) => report(qemu::run(&workspace, &args)),
         Command::XenConformance(args) => report(conformance::run(&workspace, &args)),
+        Command::XenBoot(args) => report(xen::xen_boot(&workspace, &args)),
+        Command::XenPolicies(args) => report(xen::xen_policies(&workspace, &args)),
         Command::Help => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -25,7 +25,8 @@ pub struct BenchBoot {
     pub append: &'static [&'static str],
 }
 
-/// The boots: plain QEMU (no levelling mechanism: TCG has none), with and without SVM, and
+/// The boots: plain QEMU (no levelling mechanism: TCG has none), with and without SVM, on
+/// every model real Xen boots on beside it ([`crate::xen::MODELS`]), and
 /// the kernel above the silicon shim on a masking and a faulting CPU model (the shim needs
 /// SVM from QEMU and hides it from the kernel above: no HVM figures there; the QEMU models
 /// are the matrix's, `matrix::shim_cpu`).
@@ -43,6 +44,21 @@ pub const BOOTS: &[BenchBoot] = &[
     BenchBoot {
         label: "EPYC",
         cpu: "EPYC",
+        append: &[],
+    },
+    BenchBoot {
+        label: "SandyBridge",
+        cpu: "SandyBridge",
+        append: &[],
+    },
+    BenchBoot {
+        label: "Nehalem",
+        cpu: "Nehalem",
+        append: &[],
+    },
+    BenchBoot {
+        label: "Opteron_G3",
+        cpu: "Opteron_G3",
         append: &[],
     },
     BenchBoot {
@@ -86,6 +102,8 @@ pub struct BootFigures {
     pub boot: BenchBoot,
     /// `(name, instructions per operation)` in the order printed.
     pub figures: Vec<(String, f64)>,
+    /// What the kernel's levelling probe concluded (its `xen: levelling: …` line).
+    pub probe: Option<String>,
 }
 
 impl BootFigures {
@@ -114,6 +132,14 @@ pub fn parse(serial: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The kernel's probe conclusion: its `xen: levelling: …` line, without the prefix.
+pub fn probe_line(serial: &str) -> Option<String> {
+    serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("xen: levelling: "))
+        .map(str::to_owned)
+}
+
 /// Builds the kernel and boots every [`BOOTS`] entry; any boot that does not pass fails it.
 pub fn run(workspace: &Workspace) -> Result<(Vec<BootFigures>, String), String> {
     provision::run(workspace)?;
@@ -136,13 +162,18 @@ pub fn run(workspace: &Workspace) -> Result<(Vec<BootFigures>, String), String> 
             ));
         }
         let figures = parse(&booted.serial);
+        let probe = probe_line(&booted.serial);
         println!(
             "bench: {}: {} figures in {:.2}s",
             b.label,
             figures.len(),
             booted.elapsed.as_secs_f64()
         );
-        results.push(BootFigures { boot: *b, figures });
+        results.push(BootFigures {
+            boot: *b,
+            figures,
+            probe,
+        });
     }
     Ok((results, qemu))
 }
@@ -229,6 +260,11 @@ fn describe(name: &str) -> &'static str {
         "pv/cpuid-forced-leaf1" => "PV: CPUID leaf 1, forced emulation",
         "pv/cpuid-forced-leaf7" => "PV: CPUID leaf 7, forced emulation",
         "pv/cpuid-forced-leafd" => "PV: CPUID leaf 0xD.0 (XSAVE size from XCR0), forced emulation",
+        "pv/cpuid-forced-leafd1" => "PV: CPUID leaf 0xD.1, forced emulation",
+        "pv/cpuid-forced-leaf80000001" => "PV: CPUID leaf 0x80000001, forced emulation",
+        "pv/cpuid-forced-out-of-range" => {
+            "PV: CPUID leaf 0x3fffffff (out of range: the least lookup), forced emulation"
+        }
         "pv/cpuid-faulted-leaf1" => {
             "PV: native CPUID leaf 1 with CPUID faulting: #GP, emulated (under the shim: plus its CPUID exit)"
         }
@@ -522,6 +558,16 @@ mod tests {
     use super::{BOOTS, BootFigures, markdown, parse};
 
     #[test]
+    fn the_probe_line_is_found() {
+        let log = "xen: AMD …\nxen: levelling: no mechanism; expected MASK_1CD present MASK_1CD\n";
+        assert_eq!(
+            super::probe_line(log).as_deref(),
+            Some("no mechanism; expected MASK_1CD present MASK_1CD")
+        );
+        assert_eq!(super::probe_line("bench x 1\n"), None);
+    }
+
+    #[test]
     fn bench_lines_parse_and_nothing_else_does() {
         let log = "bench: iterations 1000\nbench pv/trap-nop 73\nbench switch/x 369.500\n\
                    check bench/pv-figures: ok\nbench a b c\nbench pv/loop 4.004\n";
@@ -549,6 +595,7 @@ mod tests {
             &[BootFigures {
                 boot: BOOTS[0],
                 figures,
+                probe: None,
             }],
             "QEMU emulator version 7.2",
         );
