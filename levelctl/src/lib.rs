@@ -19,7 +19,8 @@
 //! | [`input`] | AIDA64 dumps, `cpuid -r` output, XAPI `cpu_info`, the JSON host report, featureset text |
 //! | [`cpuid_raw`] | the `cpuid -r` parser |
 //! | [`mechanism`] | which levelling mechanism a CPU would use: by generation, and probed on the core's silicon model |
-//! | [`state`] | one JSON file per pool, written atomically, refused when corrupt or newer |
+//! | [`store`] | the pool database (SQLite): one transaction per command, the audit trail |
+//! | [`state`] | the JSON state files of earlier versions, imported into the database |
 //! | [`report`] | what operations report (tables or `--json`) |
 //! | [`error`] | errors and their exit codes (1 refused, 2 bad input) |
 //!
@@ -51,6 +52,7 @@ pub mod model;
 pub mod ops;
 pub mod report;
 pub mod state;
+pub mod store;
 
 pub use error::{Error, InputError};
 pub use model::{GuestType, Host, Pool, PowerState, Vm};

@@ -24,10 +24,11 @@ impl Run {
 
 fn levelctl(state: &Path, args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_levelctl"))
-        .arg("--state-dir")
+        .arg("--state")
         .arg(state)
         .args(args)
-        .env_remove("LEVELCTL_STATE_DIR")
+        .env_remove("LEVELCTL_STATE")
+        .env_remove(levelctl::store::FAIL_WRITE_ENV)
         .output()
         .unwrap();
     Run {
@@ -282,7 +283,7 @@ fn a_pool_from_start_to_refused_and_forced_migration() {
         r.stdout
     );
     let r = ok(s, &["pool", "show", "lab"]);
-    assert!(r.stdout.contains("FORCED, may lack"), "{}", r.stdout);
+    assert!(r.stdout.contains("1 move forced"), "{}", r.stdout);
     let r = ok(s, &["vm", "explain", "lab", "db"]);
     assert!(
         r.stdout.contains("forced migrate to lab/sandy"),
@@ -290,7 +291,9 @@ fn a_pool_from_start_to_refused_and_forced_migration() {
         r.stdout
     );
     assert!(
-        r.stdout.contains("destinations: 3 of 3 hosts accept it"),
+        // The force waived its own move only: sandy, where it now runs, is checked in full.
+        r.stdout.contains("destinations: 2 of 3 hosts accept it")
+            && r.stdout.contains("sandy (lab): refused: lacks fma,"),
         "{}",
         r.stdout
     );
@@ -309,7 +312,13 @@ fn a_pool_from_start_to_refused_and_forced_migration() {
     assert!(r.stdout.contains("PV level:") && !r.stdout.contains("HVM level:"));
     assert!(r.stdout.contains("ALONE HOLDS BACK"));
     let r = ok(s, &["pool", "list"]);
-    assert_eq!(r.stdout, "lab\n");
+    assert!(r.stdout.starts_with("POOL"), "{}", r.stdout);
+    assert!(r.stdout.contains("\nlab  "), "{}", r.stdout);
+}
+
+/// The pool as the database holds it, for before/after comparisons.
+fn snapshot(state: &Path, pool: &str) -> String {
+    ok(state, &["--json", "pool", "show", pool]).stdout
 }
 
 #[test]
@@ -319,7 +328,7 @@ fn what_if_and_dry_runs_change_nothing() {
     ok(s, &["pool", "init", "lab", &dump(HASWELL), &dump(SKYLAKE)]);
     ok(s, &["vm", "create", "lab", "web", "--type", "hvm"]);
     ok(s, &["vm", "start", "lab", "web", "--on", "SkylakeXeon_20"]);
-    let state = std::fs::read(s.join("lab.json")).unwrap();
+    let state = snapshot(s, "lab");
     let r = ok(
         s,
         &["what-if", "lab", "reboot", "Haswell", "--cpuid", "no-xsave"],
@@ -354,11 +363,7 @@ fn what_if_and_dry_runs_change_nothing() {
         s,
         &["pool", "evacuate", "lab", "SkylakeXeon_20", "--dry-run"],
     );
-    assert_eq!(
-        std::fs::read(s.join("lab.json")).unwrap(),
-        state,
-        "nothing written"
-    );
+    assert_eq!(snapshot(s, "lab"), state, "nothing written");
     // The real reboot, after evacuating: no VM is left on Haswell to block it.
     ok(
         s,
@@ -537,10 +542,20 @@ fn bad_state_is_refused_and_left_alone() {
     let s = dir.path();
     ok(s, &["pool", "init", "lab", &dump(HASWELL)]);
     ok(s, &["vm", "create", "lab", "web", "--type", "hvm"]);
-    let path = s.join("lab.json");
-    let good = std::fs::read_to_string(&path).unwrap();
+    let db = rusqlite::Connection::open(s.join("levelctl.db")).unwrap();
+    let row = || -> String {
+        db.query_row("SELECT state FROM pools WHERE name = 'lab'", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let set = |text: &str| {
+        db.execute("UPDATE pools SET state = ?1 WHERE name = 'lab'", [text])
+            .unwrap();
+    };
+    let good = row();
     let corrupt = good.replacen("\"hosts\"", "\"hosts\" oops", 1);
-    std::fs::write(&path, &corrupt).unwrap();
+    set(&corrupt);
     for args in [
         &["vm", "start", "lab", "web"][..],
         &["pool", "show", "lab"][..],
@@ -548,30 +563,57 @@ fn bad_state_is_refused_and_left_alone() {
         let r = levelctl(s, args);
         assert_eq!(r.code, 2);
         assert!(
-            r.stderr.contains("lab.json:") && r.stderr.contains("corrupt pool state"),
+            r.stderr.contains("levelctl.db (pool lab)") && r.stderr.contains("corrupt pool state"),
             "{}",
             r.stderr
         );
     }
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), corrupt);
-    let newer = good.replace("\"version\": 1", "\"version\": 7");
-    std::fs::write(&path, &newer).unwrap();
+    assert_eq!(row(), corrupt);
+    set(&good);
+    // A newer schema is refused, never changed.
+    db.execute_batch("PRAGMA user_version = 7").unwrap();
     let r = levelctl(s, &["--json", "vm", "start", "lab", "web"]);
     assert_eq!(r.code, 2);
     assert_eq!(r.json()["error"]["kind"], "state");
-    assert!(r.stderr.contains("version 7 is newer"), "{}", r.stderr);
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), newer);
+    assert!(
+        r.stderr
+            .contains("schema version 7 is newer than this levelctl's (1)"),
+        "{}",
+        r.stderr
+    );
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 7);
+    assert_eq!(row(), good);
+    db.execute_batch("PRAGMA user_version = 1").unwrap();
     // A mistyped field is refused too, never dropped and lost on the next save.
     let mistyped = good.replacen("\"power\"", "\"powr\"", 1);
     assert_ne!(mistyped, good, "the state has a VM power field to mistype");
-    std::fs::write(&path, &mistyped).unwrap();
+    set(&mistyped);
     let r = levelctl(s, &["vm", "start", "lab", "web"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("powr"), "{}", r.stderr);
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), mistyped);
+    assert_eq!(row(), mistyped);
+    set(&good);
+    // Something that is not a database.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("levelctl.db"),
+        "hello, not SQLite\n".repeat(100),
+    )
+    .unwrap();
+    let r = levelctl(other.path(), &["pool", "list"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not a levelctl database"), "{}", r.stderr);
     // Unknown pools, hosts and VMs are usage errors.
-    std::fs::write(&path, &good).unwrap();
-    assert_eq!(levelctl(s, &["pool", "show", "nope"]).code, 2);
+    let r = levelctl(s, &["pool", "show", "nope"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("no pool `nope`") && r.stderr.contains("pools: lab"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(levelctl(s, &["vm", "start", "lab", "ghost"]).code, 2);
     let r = levelctl(s, &["vm", "start", "lab", "web", "--on", "ghost"]);
     assert_eq!(r.code, 2);

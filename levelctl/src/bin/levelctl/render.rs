@@ -87,7 +87,8 @@ pub fn wrap(names: &[String], indent: usize) -> String {
     out
 }
 
-fn count(n: usize, what: &str) -> String {
+/// `1 feature`, `2 features`.
+pub fn count(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
@@ -391,10 +392,10 @@ pub fn explanation(e: &Explanation) -> String {
     for f in &e.forced {
         let _ = writeln!(
             out,
-            "  forced {} to {}: may lack {}",
+            "  forced {} to {}, waived for that move only: {}",
             f.operation,
             f.host,
-            f.features.join(",")
+            wrap(&f.features, 4)
         );
     }
     for n in &e.notes {
@@ -532,14 +533,9 @@ pub fn pool_show(pool: &Pool) -> String {
                 ),
                 (Some(fs), None) => format!("{} features", report::count(&fs)),
             };
-            let waived = v.waived();
-            let fs = if waived.is_empty() {
-                fs
-            } else {
-                format!(
-                    "{fs}; FORCED, may lack {}",
-                    report::names(&waived).join(",")
-                )
+            let fs = match v.forced.len() {
+                0 => fs,
+                n => format!("{fs}; {} forced", count(n, "move")),
             };
             t.row(vec![
                 v.name.clone(),
@@ -790,5 +786,124 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
         out,
         "HVM guests: exact on every CPU (CPUID always exits to Xen)"
     );
+    out
+}
+
+/// `pool list`.
+pub fn pool_list(pools: &[Pool]) -> String {
+    if pools.is_empty() {
+        return "no pools (create one with `levelctl pool init NAME [FILE...]`)\n".to_string();
+    }
+    let mut t = Table::new(&["POOL", "VENDOR", "HOSTS", "VMS", "RUNNING", "SUSPENDED"]);
+    for p in pools {
+        let n = |s: PowerState| p.vms.iter().filter(|v| v.power == s).count().to_string();
+        t.row(vec![
+            p.name.clone(),
+            p.vendor()
+                .map_or_else(|| "-".to_string(), |v| v.to_string()),
+            p.hosts.len().to_string(),
+            p.vms.len().to_string(),
+            n(PowerState::Running),
+            n(PowerState::Suspended),
+        ]);
+    }
+    t.render(0)
+}
+
+/// `vm list`.
+pub fn vm_list(pools: &[Pool]) -> String {
+    let mut t = Table::new(&["POOL", "VM", "TYPE", "STATE", "HOST", "CPU"]);
+    let mut any = false;
+    for p in pools {
+        for v in &p.vms {
+            any = true;
+            let cpu = if v.template {
+                "template".to_string()
+            } else {
+                match (v.featureset, p.level(v.guest)) {
+                    (None, _) => "-".to_string(),
+                    (Some(fs), Some(level)) if fs.closed() - level == Featureset::EMPTY => {
+                        "at the level".to_string()
+                    }
+                    (Some(fs), Some(level)) => {
+                        format!(
+                            "{} above the level",
+                            count(report::count(&(fs - level)), "feature")
+                        )
+                    }
+                    (Some(fs), None) => count(report::count(&fs), "feature"),
+                }
+            };
+            let cpu = match v.forced.len() {
+                0 => cpu,
+                n => format!("{cpu}, {} forced", count(n, "move")),
+            };
+            t.row(vec![
+                p.name.clone(),
+                v.name.clone(),
+                v.guest.to_string(),
+                v.power.to_string(),
+                v.host.clone().unwrap_or_else(|| "-".to_string()),
+                cpu,
+            ]);
+        }
+    }
+    if !any {
+        return "no VMs\n".to_string();
+    }
+    t.render(0)
+}
+
+/// `history`: one block per entry, the command on a line of its own, waived features wrapped.
+pub fn history(events: &[levelctl::store::Event]) -> String {
+    if events.is_empty() {
+        return "no history yet\n".to_string();
+    }
+    let mut out = String::new();
+    for e in events {
+        let what = match (&e.vm, &e.other_pool) {
+            (Some(vm), Some(other)) => format!("{}/{vm} -> {other}", e.pool),
+            (Some(vm), None) => format!("{}/{vm}", e.pool),
+            (None, _) => e.pool.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "#{} {} {} {}: {} {what}",
+            e.id,
+            e.time,
+            e.user,
+            e.outcome.to_uppercase(),
+            e.operation
+        );
+        let _ = writeln!(out, "    $ {}", e.command);
+        let _ = writeln!(out, "    {}", wrap_text(&e.message, 4));
+        if !e.waived.is_empty() {
+            let _ = writeln!(
+                out,
+                "    forced, waived {}: {}",
+                count(e.waived.len(), "feature"),
+                wrap(&e.waived, 6)
+            );
+        }
+    }
+    out
+}
+
+/// Free text wrapped at 78 columns, later lines indented by `indent`.
+pub fn wrap_text(text: &str, indent: usize) -> String {
+    let mut out = String::new();
+    let mut column = indent;
+    for word in text.split(' ') {
+        if column > indent && column + 1 + word.chars().count() > 78 {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+            column = indent;
+        } else if column > indent {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += word.chars().count();
+    }
     out
 }
