@@ -553,7 +553,6 @@ impl Store for SqliteStore {
             fail_at: None,
         };
         let out = f(&view);
-        drop(view);
         // Nothing was written: ending it either way is the same.
         let _ = tx.rollback();
         out
@@ -570,18 +569,18 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| db_error(&path, e))?;
         let mut writes = self.writes;
-        let mut view = SqliteTx {
-            tx: &tx,
-            path: &path,
-            writes: &mut writes,
-            fail_at,
+        let committed = {
+            let mut view = SqliteTx {
+                tx: &tx,
+                path: &path,
+                writes: &mut writes,
+                fail_at,
+            };
+            f(&mut view).and_then(|value| {
+                view.write_point()?;
+                Ok(value)
+            })
         };
-        let out = f(&mut view);
-        let committed = out.and_then(|value| {
-            view.write_point()?;
-            Ok(value)
-        });
-        drop(view);
         self.writes = writes;
         match committed {
             Ok(value) => {

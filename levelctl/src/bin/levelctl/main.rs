@@ -443,7 +443,7 @@ fn main() -> ExitCode {
             if json {
                 println!("{}", serde_json::to_string_pretty(&out.json).expect("JSON"));
             } else {
-                print!("{}", out.text);
+                print!("{}", render::fit(&out.text));
             }
             ExitCode::from(out.code)
         }
@@ -456,7 +456,7 @@ fn main() -> ExitCode {
                 let body = json!({"error": {"kind": e.kind(), "message": e.to_string(), "refusal": refusal}});
                 println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
             } else if let Error::Refused(r) = &e {
-                print!("{}", render::refusal(r));
+                print!("{}", render::fit(&render::refusal(r)));
             }
             eprintln!("levelctl: {e}");
             ExitCode::from(e.exit_code() as u8)

@@ -49,7 +49,13 @@ impl Table {
             let mut line = " ".repeat(indent);
             for (c, cell) in row.iter().enumerate() {
                 if c + 1 == row.len() {
-                    line.push_str(cell);
+                    // The last cell wraps under itself to fit the width.
+                    let start = line.chars().count();
+                    if start + cell.chars().count() > WIDTH && start < WIDTH / 2 {
+                        line.push_str(&wrap_words(cell, start, WIDTH - start));
+                    } else {
+                        line.push_str(cell);
+                    }
                 } else {
                     let pad = widths[c] - cell.chars().count();
                     line.push_str(cell);
@@ -63,7 +69,8 @@ impl Table {
     }
 }
 
-/// Names joined by `,`, wrapped at 100 columns with `indent` blanks on continuation lines.
+/// Names joined by `,`, wrapped at 78 columns with `indent` blanks on continuation lines
+/// ([`fit`] folds a first line that a long prefix pushed further).
 pub fn wrap(names: &[String], indent: usize) -> String {
     if names.is_empty() {
         return "-".to_string();
@@ -76,7 +83,7 @@ pub fn wrap(names: &[String], indent: usize) -> String {
         } else {
             n.clone()
         };
-        if col + piece.len() > 100 && col > indent {
+        if col + piece.len() > 78 && col > indent {
             out.push('\n');
             out.push_str(&" ".repeat(indent));
             col = indent;
@@ -483,14 +490,7 @@ pub fn pool_show(pool: &Pool) -> String {
     );
     if !pool.hosts.is_empty() {
         let mut t = Table::new(&[
-            "HOST",
-            "CPU",
-            "SOURCE",
-            "WORDS",
-            "PV DEF/MAX",
-            "HVM DEF/MAX",
-            "CPUID=",
-            "VMS",
+            "HOST", "CPU", "SOURCE", "WORDS", "PV", "HVM", "VMS", "CPUID=",
         ]);
         for h in &pool.hosts {
             let opt = h.cpuid_option();
@@ -509,12 +509,15 @@ pub fn pool_show(pool: &Pool) -> String {
                     report::count(&h.hvm.default),
                     report::count(&h.hvm.max)
                 ),
-                if opt.is_empty() { "-".to_string() } else { opt },
                 pool.resident(&h.name).count().to_string(),
+                if opt.is_empty() { "-".to_string() } else { opt },
             ]);
         }
         out.push('\n');
         out.push_str(&t.render(0));
+        out.push_str(
+            "(PV, HVM: features by default/at most; WORDS: featureset words its Xen knows)\n",
+        );
     }
     if !pool.vms.is_empty() {
         let mut t = Table::new(&["VM", "TYPE", "STATE", "HOST", "FEATURESET"]);
@@ -880,7 +883,7 @@ pub fn history(events: &[levelctl::store::Event]) -> String {
         if !e.waived.is_empty() {
             let _ = writeln!(
                 out,
-                "    forced, waived {}: {}",
+                "    forced, waived {}:\n      {}",
                 count(e.waived.len(), "feature"),
                 wrap(&e.waived, 6)
             );
@@ -906,4 +909,99 @@ pub fn wrap_text(text: &str, indent: usize) -> String {
         column += word.chars().count();
     }
     out
+}
+
+/// The width text output fits in.
+pub const WIDTH: usize = 80;
+
+/// Fold every line longer than [`WIDTH`] columns at its last `,` or blank that fits,
+/// continuing with the line's indentation plus two blanks. A line that is one token (a XAPI
+/// string on its own line) is left whole, so it can be copied.
+pub fn fit(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, nl) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        let indent = body.len() - body.trim_start().len();
+        let pad = " ".repeat((indent + 2).min(40));
+        let mut rest = body;
+        let mut first = true;
+        loop {
+            let width = if first { WIDTH } else { WIDTH - pad.len() };
+            if rest.chars().count() <= width || !rest.trim().contains([' ', ',']) {
+                if !first {
+                    out.push_str(&pad);
+                }
+                out.push_str(rest);
+                break;
+            }
+            // The last break that fits: after a `,`, or at a blank (dropped).
+            let limit = rest
+                .char_indices()
+                .nth(width)
+                .map_or(rest.len(), |(i, _)| i);
+            let head = &rest[..limit];
+            // A blank well into the line, else after the last comma, else any blank.
+            let blank = head.rfind(' ').filter(|&i| i > indent + 20);
+            let cut = blank
+                .map(|i| (i, i + 1))
+                .or_else(|| head.rfind(',').map(|i| (i + 1, i + 1)))
+                .or_else(|| head.rfind(' ').map(|i| (i, i + 1)))
+                .filter(|&(end, _)| end > indent);
+            let Some((end, next)) = cut else {
+                if !first {
+                    out.push_str(&pad);
+                }
+                out.push_str(rest);
+                break;
+            };
+            if !first {
+                out.push_str(&pad);
+            }
+            out.push_str(rest[..end].trim_end());
+            out.push('\n');
+            rest = rest[next..].trim_start();
+            first = false;
+        }
+        out.push_str(nl);
+    }
+    out
+}
+
+/// `text` wrapped at blanks (or after commas) into lines of at most `width` columns, each
+/// continuation line indented by `indent` blanks.
+fn wrap_words(text: &str, indent: usize, width: usize) -> String {
+    let mut lines: Vec<String> = vec![String::new()];
+    for word in text.split(' ') {
+        let pieces: Vec<String> = if word.chars().count() > width && word.contains(',') {
+            let parts: Vec<&str> = word.split(',').collect();
+            parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    if i + 1 < parts.len() {
+                        format!("{p},")
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .collect()
+        } else {
+            vec![word.to_string()]
+        };
+        for (i, piece) in pieces.iter().enumerate() {
+            let last = lines.last_mut().expect("a line");
+            let sep = if last.is_empty() || i > 0 { "" } else { " " };
+            if !last.is_empty() && last.chars().count() + sep.len() + piece.chars().count() > width
+            {
+                lines.push(piece.clone());
+            } else {
+                last.push_str(sep);
+                last.push_str(piece);
+            }
+        }
+    }
+    lines.join(&format!("\n{}", " ".repeat(indent)))
 }
