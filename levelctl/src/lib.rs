@@ -18,6 +18,7 @@
 //! | [`check`] | VM-against-host checks, with a [`check::Cause`] for every missing feature |
 //! | [`input`] | AIDA64 dumps, `cpuid -r` output, XAPI `cpu_info`, the JSON host report, featureset text |
 //! | [`cpuid_raw`] | the `cpuid -r` parser |
+//! | [`interop`] | `xl.cfg`, XAPI and libvirt forms of a VM's featureset; hosts from libvirt `<cpu>` |
 //! | [`mechanism`] | which levelling mechanism a CPU would use: by generation, and probed on the core's silicon model |
 //! | [`store`] | the pool database (SQLite): one transaction per command, the audit trail |
 //! | [`state`] | the JSON state files of earlier versions, imported into the database |
@@ -47,6 +48,7 @@ pub mod check;
 pub mod cpuid_raw;
 pub mod error;
 pub mod input;
+pub mod interop;
 pub mod mechanism;
 pub mod model;
 pub mod ops;

@@ -134,6 +134,8 @@ pub enum SourceKind {
     XapiCpuInfo,
     /// A levelctl host report (JSON, as the test kernel's dom0 agent emits).
     HostReport,
+    /// A libvirt `<cpu>` element (`virsh capabilities`, a domain's custom CPU).
+    LibvirtCpu,
 }
 
 impl fmt::Display for SourceKind {
@@ -143,6 +145,7 @@ impl fmt::Display for SourceKind {
             SourceKind::CpuidRaw => "cpuid-r",
             SourceKind::XapiCpuInfo => "xapi-cpu-info",
             SourceKind::HostReport => "host-report",
+            SourceKind::LibvirtCpu => "libvirt-cpu",
         })
     }
 }

@@ -102,7 +102,11 @@ fn decode_good_and_bad_featuresets() {
             "1fc9cbf5-f6d83203-28100000-00000021-00000001-00002329",
         ],
     );
-    assert!(has(&r.stdout, "Xapi form, 6 words given"), "{}", r.stdout);
+    assert!(
+        has(&r.stdout, "a XAPI featureset string, 6 words given"),
+        "{}",
+        r.stdout
+    );
     assert!(has(&r.stdout, "CPUID.07H.0:EBX") && has(&r.stdout, "avx2"));
     let r = ok(
         dir.path(),

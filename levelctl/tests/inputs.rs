@@ -489,3 +489,34 @@ fn the_featuresets_and_the_model_verdict_come_from_one_boot() {
         }
     }
 }
+
+#[test]
+fn cpuid_option_in_xen_and_xl_cfg_syntax() {
+    use levelctl::input::parse_cpuid_option;
+    let xen = parse_cpuid_option("no-avx2,no-xsave").unwrap();
+    assert_eq!(parse_cpuid_option("avx2=0, xsave=false").unwrap(), xen);
+    assert_eq!(parse_cpuid_option("no-avx2,xsave=off,").unwrap(), xen);
+    assert_eq!(
+        parse_cpuid_option("no-avx2,avx2=1").unwrap_err(),
+        "cpuid= column 9: `avx2=1` turns avx2 on; a boot option can only hide features \
+         (`no-avx2` or `avx2=0`)"
+    );
+    assert_eq!(
+        parse_cpuid_option("avx2=0,nope=0").unwrap_err(),
+        "cpuid= column 8: `nope=0` is not a known feature (give `no-<feature>` or \
+         `<feature>=0`)"
+    );
+    let with = |opt: &str| {
+        input::load_host(
+            &dump_path(HASWELL),
+            &HostInputOptions {
+                name: None,
+                cpuid: Some(opt.to_string()),
+            },
+        )
+        .unwrap()
+        .host
+    };
+    assert_eq!(with("avx2=0"), with("no-avx2"));
+    assert!(!with("avx2=0").hvm.default.contains(Feature::AVX2));
+}

@@ -65,6 +65,9 @@ struct Cli {
     /// Print JSON instead of tables (also for errors and refusals)
     #[arg(long, global = true)]
     json: bool,
+    /// Refusals in full: every missing feature, where it lives and why the host lacks it
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -158,7 +161,10 @@ enum PoolCommand {
         /// Host inputs to join, in order
         files: Vec<PathBuf>,
     },
-    /// A host joins: same vendor only; reports the level change feature by feature
+    /// A host joins: same vendor only; reports the level change feature by feature. Any host
+    /// input: a dump, `cpuid -r`, `xe host-param-get param-name=cpu_info` output, a libvirt
+    /// <cpu> element or a host report (`pool import` is the same command)
+    #[command(alias = "import")]
     Join {
         /// The pool
         pool: String,
@@ -361,6 +367,18 @@ enum VmCommand {
         #[arg(long, requires = "on")]
         force: bool,
     },
+    /// The VM's featureset for another toolstack: an xl.cfg `cpuid=` line, XAPI's
+    /// `platform:featureset`, or a libvirt <cpu mode='custom'> element (a halted VM: the level
+    /// it would start at)
+    Config {
+        /// The pool
+        pool: String,
+        /// The VM
+        vm: String,
+        /// xl, xapi or libvirt
+        #[arg(long, value_name = "FORMAT", value_parser = ["xl", "xapi", "libvirt"])]
+        format: String,
+    },
     /// Everything about a VM's CPU: featureset vs level, overrides, and every host it could or
     /// could not move to, with reasons
     Explain {
@@ -405,6 +423,8 @@ struct Output {
     text: String,
     json: Value,
     code: u8,
+    /// Text to copy as it is (configuration for other tools): never folded.
+    verbatim: bool,
 }
 
 impl Output {
@@ -413,6 +433,7 @@ impl Output {
             text,
             json,
             code: 0,
+            verbatim: false,
         }
     }
 }
@@ -438,10 +459,13 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json;
+    let verbose = cli.verbose;
     match run(cli, &argv) {
         Ok(out) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&out.json).expect("JSON"));
+            } else if out.verbatim {
+                print!("{}", out.text);
             } else {
                 print!("{}", render::fit(&out.text));
             }
@@ -456,7 +480,7 @@ fn main() -> ExitCode {
                 let body = json!({"error": {"kind": e.kind(), "message": e.to_string(), "refusal": refusal}});
                 println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
             } else if let Error::Refused(r) = &e {
-                print!("{}", render::fit(&render::refusal(r)));
+                print!("{}", render::fit(&render::refusal(r, verbose)));
             }
             eprintln!("levelctl: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -584,9 +608,11 @@ fn run(cli: Cli, argv: &[String]) -> Result<Output, Error> {
             let report = p.plan(&change)?;
             let code = if report.blockers.is_empty() { 0 } else { 1 };
             Ok(Output {
-                text: format!("what-if: {}", render::change_report(&report)),
-                json: to_json(&report),
                 code,
+                ..Output::ok(
+                    format!("what-if: {}", render::change_report(&report)),
+                    to_json(&report),
+                )
             })
         }
         Command::History { pool, vm, limit } => {
@@ -804,9 +830,8 @@ fn changed(
         let r = p.plan(&change(&p)?)?;
         let code = if r.blockers.is_empty() { 0 } else { 1 };
         return Ok(Output {
-            text: render::change_report(&r),
-            json: to_json(&r),
             code,
+            ..Output::ok(render::change_report(&r), to_json(&r))
         });
     }
     // Inputs are read before the transaction starts: nothing slow holds the lock.
@@ -1256,6 +1281,31 @@ fn vm_command(db: &mut Db, cmd: VmCommand) -> Result<Output, Error> {
                 force,
             };
             with_pool(db, "vm import", &pool, &vm, |p| p.import_vm(&request))
+        }
+        VmCommand::Config { pool, vm, format } => {
+            let p = db.read(|tx| tx.pool(&pool))?;
+            let v = p.vm(&vm)?;
+            let fs = match (v.featureset, p.level(v.guest)) {
+                (Some(fs), _) | (None, Some(fs)) => fs,
+                (None, None) => {
+                    return Err(Error::Usage(format!(
+                        "VM {vm} is halted and pool {pool} has no hosts: no level to start at"
+                    )));
+                }
+            };
+            let offered = levelctl::interop::offered(&p.hosts, v.guest);
+            let vendor = v.vendor.or(p.vendor());
+            let text = match format.as_str() {
+                "xl" => levelctl::interop::xl_cfg(&vm, &fs, &offered),
+                "xapi" => levelctl::interop::xapi(&vm, &fs),
+                _ => levelctl::interop::libvirt(&vm, vendor, &fs, &offered),
+            };
+            let json = json!({"pool": pool, "vm": vm, "format": format, "config": text,
+                              "featureset": Features::from(&fs)});
+            Ok(Output {
+                verbatim: true,
+                ..Output::ok(text, json)
+            })
         }
         VmCommand::Explain {
             pool,

@@ -127,26 +127,70 @@ fn check_block(out: &mut String, c: &HostCheck, indent: usize) {
     }
 }
 
-/// A refusal, in full.
-pub fn refusal(r: &Refusal) -> String {
+/// A refusal: per refusing host a few lines (what it lacks, grouped by root cause); with
+/// `verbose`, the full table of every missing feature and why.
+pub fn refusal(r: &Refusal, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "REFUSED: {} {}: {}", r.operation, r.subject, r.reason);
     for d in &r.details {
         let _ = writeln!(out, "  {d}");
     }
     for c in &r.checks {
-        check_block(&mut out, c, 2);
+        if verbose {
+            check_block(&mut out, c, 2);
+        } else {
+            check_summary(&mut out, c);
+        }
     }
     match &r.accepting {
         Some(a) if a.is_empty() => {
             let _ = writeln!(out, "  no host would accept it");
         }
         Some(a) => {
-            let _ = writeln!(out, "  hosts that would accept it: {}", a.join(", "));
+            let _ = writeln!(out, "  hosts that would accept it:\n    {}", wrap(a, 4));
         }
         None => {}
     }
+    if !verbose && r.checks.iter().any(|c| !c.missing.is_empty()) {
+        let _ = writeln!(
+            out,
+            "  (--verbose: every missing feature, where it lives and why the host lacks it)"
+        );
+    }
     out
+}
+
+/// One refusing host in a few lines: what it lacks, and the root causes with their counts.
+fn check_summary(out: &mut String, c: &HostCheck) {
+    if c.accepted || c.missing.is_empty() {
+        let _ = writeln!(out, "  {} ({}): {}", c.host, c.pool, c.summary());
+        return;
+    }
+    let names: Vec<String> = c.missing.iter().map(|m| m.feature.clone()).collect();
+    let _ = writeln!(
+        out,
+        "  {} ({}) lacks {}:\n    {}",
+        c.host,
+        c.pool,
+        count(names.len(), "feature"),
+        wrap(&names, 4)
+    );
+    let mut causes: Vec<(String, usize)> = Vec::new();
+    for m in &c.missing {
+        let root = match &m.cause {
+            levelctl::check::Cause::Dependency {
+                root, root_feature, ..
+            } => format!("needs {root_feature}, which is absent: {root}"),
+            cause => cause.to_string(),
+        };
+        match causes.iter_mut().find(|(r, _)| *r == root) {
+            Some((_, n)) => *n += 1,
+            None => causes.push((root, 1)),
+        }
+    }
+    for (cause, n) in causes {
+        let _ = writeln!(out, "    {n} {cause}");
+    }
 }
 
 /// A VM operation's result.
@@ -566,10 +610,14 @@ pub fn decode(items: &[(String, ParsedFeatureset)]) -> String {
             .words
             .map(|w| format!(", {w} words given"))
             .unwrap_or_default();
+        let form = match p.form {
+            levelctl::input::FeaturesetForm::Xapi => "a XAPI featureset string",
+            levelctl::input::FeaturesetForm::XenWords => "xen-cpuid words",
+            levelctl::input::FeaturesetForm::Names => "feature names",
+        };
         let _ = writeln!(
             out,
-            "{label}: {:?} form{words}, {}",
-            p.form,
+            "{label}: {form}{words}, {}",
             count(report::count(fs), "feature")
         );
         let _ = writeln!(out, "  xapi:      {}", fs.xapi());
