@@ -189,7 +189,8 @@ impl HostCheck {
         if self.accepted {
             return match self.waived.len() {
                 0 => "accepted".to_string(),
-                n => format!("accepted ({n} forced features waived)"),
+                1 => "accepted (1 feature waived by --force)".to_string(),
+                n => format!("accepted ({n} features waived by --force)"),
             };
         }
         let names: Vec<&str> = self.missing.iter().map(|m| m.feature.as_str()).collect();

@@ -816,7 +816,10 @@ impl Pool {
             return Err(refused(
                 "evacuate",
                 host,
-                format!("{} VMs cannot move anywhere", details.len()),
+                match details.len() {
+                    1 => "1 VM cannot move anywhere".to_string(),
+                    n => format!("{n} VMs cannot move anywhere"),
+                },
                 stuck_checks,
                 None,
                 details,
@@ -944,7 +947,10 @@ impl Pool {
             }
             let reason = match &c.vendor_mismatch {
                 Some(_) => format!("{} {}", c.host, c.summary()),
-                None => format!("{} lacks {} of the VM's features", c.host, c.missing.len()),
+                None => match c.missing.len() {
+                    1 => format!("{} lacks 1 of the VM's features", c.host),
+                    n => format!("{} lacks {n} of the VM's features", c.host),
+                },
             };
             return Err(refused(operation, vm, reason, vec![c], Some(ok), details));
         }
@@ -1233,9 +1239,10 @@ pub fn migrate_between(
             let reachable = check_pool(dst, name, &cpu, None);
             let n = reachable.iter().filter(|c| c.accepted).count();
             notes.push(format!(
-                "in pool {} it can reach {n} of {} hosts",
+                "in pool {} it can reach {n} of {} host{}",
                 dst.name,
-                dst.hosts.len()
+                dst.hosts.len(),
+                if dst.hosts.len() == 1 { "" } else { "s" }
             ));
             if let Some(level) = dst.level(vm.guest) {
                 let above = names(&(cpu.featureset - level));

@@ -57,7 +57,7 @@ fn fails(state: &Path, args: &[&str], code: i32, needle: &str) -> Run {
         r.stdout, r.stderr
     );
     assert!(
-        r.stderr.contains(needle),
+        has(&r.stderr, needle),
         "{args:?}: no `{needle}` in:\n{}",
         r.stderr
     );
@@ -563,7 +563,7 @@ fn bad_state_is_refused_and_left_alone() {
         let r = levelctl(s, args);
         assert_eq!(r.code, 2);
         assert!(
-            r.stderr.contains("levelctl.db (pool lab)") && r.stderr.contains("corrupt pool state"),
+            has(&r.stderr, "levelctl.db (pool lab)") && has(&r.stderr, "corrupt pool state"),
             "{}",
             r.stderr
         );
@@ -576,8 +576,10 @@ fn bad_state_is_refused_and_left_alone() {
     assert_eq!(r.code, 2);
     assert_eq!(r.json()["error"]["kind"], "state");
     assert!(
-        r.stderr
-            .contains("schema version 7 is newer than this levelctl's (1)"),
+        has(
+            &r.stderr,
+            "schema version 7 is newer than this levelctl's (1)"
+        ),
         "{}",
         r.stderr
     );
@@ -593,7 +595,7 @@ fn bad_state_is_refused_and_left_alone() {
     set(&mistyped);
     let r = levelctl(s, &["vm", "start", "lab", "web"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("powr"), "{}", r.stderr);
+    assert!(has(&r.stderr, "powr"), "{}", r.stderr);
     assert_eq!(row(), mistyped);
     set(&good);
     // Something that is not a database.
@@ -605,12 +607,12 @@ fn bad_state_is_refused_and_left_alone() {
     .unwrap();
     let r = levelctl(other.path(), &["pool", "list"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("not a levelctl database"), "{}", r.stderr);
+    assert!(has(&r.stderr, "not a levelctl database"), "{}", r.stderr);
     // Unknown pools, hosts and VMs are usage errors.
     let r = levelctl(s, &["pool", "show", "nope"]);
     assert_eq!(r.code, 2);
     assert!(
-        r.stderr.contains("no pool `nope`") && r.stderr.contains("pools: lab"),
+        has(&r.stderr, "no pool `nope`") && has(&r.stderr, "pools: lab"),
         "{}",
         r.stderr
     );
@@ -618,8 +620,7 @@ fn bad_state_is_refused_and_left_alone() {
     let r = levelctl(s, &["vm", "start", "lab", "web", "--on", "ghost"]);
     assert_eq!(r.code, 2);
     assert!(
-        r.stderr
-            .contains("pool lab has no host `ghost` (hosts: Haswell)"),
+        has(&r.stderr, "pool lab has no host `ghost` (hosts: Haswell)"),
         "{}",
         r.stderr
     );

@@ -463,11 +463,11 @@ fn main() -> ExitCode {
     match run(cli, &argv) {
         Ok(out) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&out.json).expect("JSON"));
+                emit(&(serde_json::to_string_pretty(&out.json).expect("JSON") + "\n"));
             } else if out.verbatim {
-                print!("{}", out.text);
+                emit(&out.text);
             } else {
-                print!("{}", render::fit(&out.text));
+                emit(&render::fit(&out.text));
             }
             ExitCode::from(out.code)
         }
@@ -478,14 +478,21 @@ fn main() -> ExitCode {
                     _ => Value::Null,
                 };
                 let body = json!({"error": {"kind": e.kind(), "message": e.to_string(), "refusal": refusal}});
-                println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
+                emit(&(serde_json::to_string_pretty(&body).expect("JSON") + "\n"));
             } else if let Error::Refused(r) = &e {
-                print!("{}", render::fit(&render::refusal(r, verbose)));
+                emit(&render::fit(&render::refusal(r, verbose)));
             }
-            eprintln!("levelctl: {e}");
+            eprint!("{}", render::fit(&format!("levelctl: {e}\n")));
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// Write to stdout; a closed pipe (`levelctl … | head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// The command line as typed, for the audit trail (arguments with blanks or quotes quoted).

@@ -456,8 +456,8 @@ pub fn explanation(e: &Explanation) -> String {
         let n = e.destinations.iter().filter(|c| c.accepted).count();
         let _ = writeln!(
             out,
-            "\ndestinations: {n} of {} hosts accept it",
-            e.destinations.len()
+            "\ndestinations: {n} of {} accept it",
+            count(e.destinations.len(), "host")
         );
         for c in &e.destinations {
             check_block(&mut out, c, 2);
