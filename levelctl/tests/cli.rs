@@ -339,6 +339,28 @@ fn what_if_and_dry_runs_change_nothing() {
         r.stdout
     );
     assert!(has(&r.stdout, "STRANDED"));
+    // In a few lines by root cause; the chains with --verbose.
+    assert!(
+        has(
+            &r.stdout,
+            "5 need xsave, which is absent: disabled at boot by cpuid=no-xsave\n      1 disabled \
+             at boot by cpuid=no-xsave"
+        ),
+        "{}",
+        r.stdout
+    );
+    let r = ok(
+        s,
+        &[
+            "what-if",
+            "lab",
+            "reboot",
+            "Haswell",
+            "--cpuid",
+            "no-xsave",
+            "--verbose",
+        ],
+    );
     assert!(
         has(
             &r.stdout,

@@ -65,7 +65,8 @@ struct Cli {
     /// Print JSON instead of tables (also for errors and refusals)
     #[arg(long, global = true)]
     json: bool,
-    /// Refusals in full: every missing feature, where it lives and why the host lacks it
+    /// Refusals and change reports in full: every missing feature, where it lives and why
+    /// the host lacks it
     #[arg(long, short, global = true)]
     verbose: bool,
     #[command(subcommand)]
@@ -460,6 +461,7 @@ fn main() -> ExitCode {
     };
     let json = cli.json;
     let verbose = cli.verbose;
+    render::VERBOSE.store(verbose, std::sync::atomic::Ordering::Relaxed);
     match run(cli, &argv) {
         Ok(out) => {
             if json {

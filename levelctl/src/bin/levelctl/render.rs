@@ -175,12 +175,27 @@ fn check_summary(out: &mut String, c: &HostCheck) {
         count(names.len(), "feature"),
         wrap(&names, 4)
     );
+    cause_summary(out, &c.missing, 4);
+}
+
+/// Missing features grouped by root cause, one line per cause with its count; or, with
+/// `--verbose`, the full table.
+fn missing_summary(out: &mut String, missing: &[MissingFeature], indent: usize) {
+    if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+        missing_lines(out, missing, indent);
+    } else {
+        cause_summary(out, missing, indent);
+    }
+}
+
+fn cause_summary(out: &mut String, missing: &[MissingFeature], indent: usize) {
+    let pad = " ".repeat(indent);
     let mut causes: Vec<(String, usize)> = Vec::new();
-    for m in &c.missing {
+    for m in missing {
         let root = match &m.cause {
             levelctl::check::Cause::Dependency {
                 root, root_feature, ..
-            } => format!("needs {root_feature}, which is absent: {root}"),
+            } => format!("need {root_feature}, which is absent: {root}"),
             cause => cause.to_string(),
         };
         match causes.iter_mut().find(|(r, _)| *r == root) {
@@ -189,9 +204,12 @@ fn check_summary(out: &mut String, c: &HostCheck) {
         }
     }
     for (cause, n) in causes {
-        let _ = writeln!(out, "    {n} {cause}");
+        let _ = writeln!(out, "{pad}{n} {cause}");
     }
 }
+
+/// `--verbose`: full feature tables in refusals and change reports.
+pub static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A VM operation's result.
 pub fn vm_report(r: &VmReport) -> String {
@@ -258,13 +276,13 @@ fn impact(out: &mut String, v: &VmImpact) {
     for d in &v.lost_destinations {
         let _ = writeln!(out, "    loses destination {}: {}", d.host, d.reason);
         if !d.missing.is_empty() {
-            missing_lines(out, &d.missing, 6);
+            missing_summary(out, &d.missing, 6);
         }
     }
     for d in &v.new_hosts_refusing {
         let _ = writeln!(out, "    cannot move to new host {}: {}", d.host, d.reason);
         if !d.missing.is_empty() {
-            missing_lines(out, &d.missing, 6);
+            missing_summary(out, &d.missing, 6);
         }
     }
     if !v.gained_destinations.is_empty() {
