@@ -41,8 +41,12 @@
 //!   truncated.
 //! - **Legacy VMs** without a featureset get the landing host's *max* set for their type
 //!   (Dundee's "everything this host offers").
-//! - **force** waives missing features for one named destination, never a vendor mismatch, and
-//!   is recorded on the VM until it restarts at the pool level.
+//! - **force** waives missing features for one named destination and that move only, never a
+//!   vendor mismatch; the VM's record keeps each forced move (what the host lacked, what the
+//!   VM uses beyond its pool's level) until it restarts at the pool level, and every later
+//!   move is checked in full again.
+//! - **State**: every pool in one SQLite database ([`store`]), one transaction per command,
+//!   each change in the audit trail.
 
 pub mod check;
 pub mod cpuid_raw;

@@ -47,10 +47,12 @@ Examples:
   levelctl vm create lab web --type hvm && levelctl vm start lab web
   levelctl vm migrate lab web --to sandybridge
   levelctl vm explain lab web
+  levelctl history --vm web
+  levelctl vm config lab web --format libvirt
   levelctl decode 1fc9cbf5-f6f83203-2191cbf5-00000123";
 
 #[derive(Parser)]
-#[command(name = "levelctl", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+#[command(name = "levelctl", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES, term_width = 80)]
 struct Cli {
     /// Directory of the pool database (levelctl.db) [default: $XDG_STATE_HOME/levelctl,
     /// ~/.local/state/levelctl, or /var/lib/levelctl as root]
