@@ -358,8 +358,13 @@ impl Table {
     pub fn edge_targets(&self, dep: &DepRow) -> BTreeSet<usize> {
         match &dep.dependent {
             Dependent::Feature(name) => [self.feature(name).number()].into(),
-            Dependent::Word(w) => (0..WORD_BITS as usize)
-                .map(|b| w * WORD_BITS as usize + b)
+            // Every *named* feature of the word, as Xen's generator flattens it: a bit the
+            // table does not name is no feature, so no dependency clears it.
+            Dependent::Word(w) => self
+                .features
+                .iter()
+                .filter(|f| f.word == *w)
+                .map(FeatureRow::number)
                 .collect(),
         }
     }

@@ -66,8 +66,11 @@ pub enum Vendor {
     Amd,
     /// `HygonGenuine`: AMD Zen derivatives, levelled like AMD.
     Hygon,
-    /// `CentaurHauls` or `  Shanghai  `: VIA/Zhaoxin, levelled like Intel.
+    /// `CentaurHauls`: VIA/Zhaoxin, levelled like Intel.
     Centaur,
+    /// `  Shanghai  `: Zhaoxin, Xen's `X86_VENDOR_SHANGHAI`, a vendor of its own (not Centaur),
+    /// levelled like Intel.
+    Shanghai,
     /// Any other string.
     Unknown,
 }
@@ -90,8 +93,22 @@ impl Vendor {
             Self::INTEL_REGS => Vendor::Intel,
             Self::AMD_REGS => Vendor::Amd,
             Self::HYGON_REGS => Vendor::Hygon,
-            Self::CENTAUR_REGS | Self::SHANGHAI_REGS => Vendor::Centaur,
+            Self::CENTAUR_REGS => Vendor::Centaur,
+            Self::SHANGHAI_REGS => Vendor::Shanghai,
             _ => Vendor::Unknown,
+        }
+    }
+
+    /// Xen's vendor number (`X86_VENDOR_*` in `asm/x86-vendors.h`): one bit per vendor, 0 for
+    /// unknown. What `x86_cpuid_lookup_vendor` returns.
+    pub const fn xen_id(self) -> u32 {
+        match self {
+            Vendor::Unknown => 0,
+            Vendor::Intel => 1 << 0,
+            Vendor::Amd => 1 << 1,
+            Vendor::Centaur => 1 << 2,
+            Vendor::Shanghai => 1 << 3,
+            Vendor::Hygon => 1 << 4,
         }
     }
 
@@ -108,6 +125,7 @@ impl fmt::Display for Vendor {
             Vendor::Amd => "AuthenticAMD",
             Vendor::Hygon => "HygonGenuine",
             Vendor::Centaur => "CentaurHauls",
+            Vendor::Shanghai => "  Shanghai  ",
             Vendor::Unknown => "unknown",
         })
     }

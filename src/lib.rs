@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 
 #[cfg(test)]
 extern crate std;
@@ -13,6 +13,7 @@ pub mod featureset;
 pub mod hardware;
 pub mod host;
 pub mod levelling;
+pub mod nospec;
 pub mod policy;
 #[cfg(feature = "silicon-model")]
 pub mod silicon;

@@ -26,8 +26,9 @@
 use crate::cpuid::{CpuidRegs, CpuidSource, Signature, Vendor};
 use crate::feature::Feature;
 use crate::hardware::{Hardware, MsrFault, UserCpuid};
+use crate::levelling::generation::{Generation, PlatformInfoPresence};
 use crate::levelling::masks::MaskKind;
-use crate::levelling::msr;
+use crate::levelling::msr::{self, PlatformInfo};
 use crate::policy::{CpuPolicy, RawMsrs};
 
 /// How many MSR writes the log keeps (the count goes on past it).
@@ -86,7 +87,7 @@ impl SiliconModel {
             raw,
             vendor,
             msrs,
-            passcode_required: vendor.is_amd_like() && signature.family == 0xf,
+            passcode_required: Generation::of(vendor, signature).is_some_and(|g| g.passcode),
             emulator_quirk: false,
             cr4_osxsave: true,
             apic_enabled: true,
@@ -361,106 +362,38 @@ fn levelling_msrs(
             .contains(Feature::ARCH_CAPS)
             .then(|| dumped.arch_caps.unwrap_or(0)),
         misc_features_enables: None,
-        hwcr: None,
+        // MSR_K8_HWCR exists on every AMD-like CPU.
+        hwcr: vendor.is_amd_like().then_some(0),
         masks: [None; 5],
     };
-    let all_ones = u64::MAX;
-    let mut mask =
-        |kind: MaskKind, index: u32, power_on: u64| m.masks[kind.index()] = Some((index, power_on));
-    match vendor {
-        Vendor::Intel if sig.family == 6 => {
-            let generation = intel_generation(sig.model);
-            match generation {
-                IntelGeneration::Core2Penryn => {
-                    mask(MaskKind::Leaf1, msr::INTEL_MASK_V1_LEAF1, all_ones)
-                }
-                IntelGeneration::Nehalem => {
-                    mask(MaskKind::Leaf1, msr::INTEL_MASK_V2_LEAF1, all_ones);
-                    mask(MaskKind::Extd1, msr::INTEL_MASK_V2_EXTD1, all_ones);
-                }
-                IntelGeneration::SandyBridge => {
-                    mask(MaskKind::Leaf1, msr::INTEL_MASK_V3_LEAF1, all_ones);
-                    mask(MaskKind::Extd1, msr::INTEL_MASK_V3_EXTD1, all_ones);
-                    mask(MaskKind::Xsave1, msr::INTEL_MASK_V3_XSAVE1, all_ones);
-                }
-                IntelGeneration::Older | IntelGeneration::IvyBridgeOrLater => {}
-            }
-            // MSR_PLATFORM_INFO from Nehalem on; its faulting bit from Ivy Bridge on. A dumped
-            // value wins where there is one.
-            let has_platform_info = generation >= IntelGeneration::Nehalem;
-            let faulting_generation = generation == IntelGeneration::IvyBridgeOrLater;
-            if has_platform_info {
-                let by_generation = if faulting_generation { 1 << 31 } else { 0 };
-                m.platform_info = Some(dumped.platform_info.unwrap_or(by_generation));
-            }
-            if m.platform_info.is_some_and(|v| v & (1 << 31) != 0) {
-                m.misc_features_enables = Some(0);
-            }
-        }
-        Vendor::Amd | Vendor::Hygon => {
-            let has_overrides =
-                sig.family != 0x11 && !(sig.family == 0xf && sig.model < 0x20) && sig.family >= 0xf;
-            if has_overrides {
-                let firmware = |kind: MaskKind| {
-                    let (l, s) = kind.leaf();
-                    kind.encode(vendor, &raw.leaf(l, s).unwrap_or_default())
-                };
-                mask(
-                    MaskKind::Leaf1,
-                    msr::AMD_OVERRIDE_LEAF1,
-                    firmware(MaskKind::Leaf1),
-                );
-                mask(
-                    MaskKind::Extd1,
-                    msr::AMD_OVERRIDE_EXTD1,
-                    firmware(MaskKind::Extd1),
-                );
-                if raw.max_basic_leaf() >= 7 {
-                    mask(
-                        MaskKind::Leaf7,
-                        msr::AMD_OVERRIDE_LEAF7,
-                        firmware(MaskKind::Leaf7),
-                    );
-                }
-                if sig.family == 0x15
-                    && raw.max_basic_leaf() >= 6
-                    && raw.leaf(6, 0).unwrap_or_default().c != 0
-                {
-                    mask(
-                        MaskKind::Thermal,
-                        msr::AMD_OVERRIDE_LEAF6,
-                        firmware(MaskKind::Thermal),
-                    );
-                }
-            }
-            m.hwcr = Some(0);
-        }
-        _ => {}
+    let Some(generation) = Generation::of(vendor, sig) else {
+        return m;
+    };
+    let mask_msrs =
+        generation.mask_msrs(raw.max_basic_leaf(), raw.leaf(6, 0).unwrap_or_default().c);
+    for (kind, index) in mask_msrs.kinds() {
+        // Intel's AND masks power on all-ones; AMD's overrides hold the CPU's own CPUID.
+        let power_on = if vendor.is_amd_like() {
+            let (leaf, subleaf) = kind.leaf();
+            kind.encode(vendor, &raw.leaf(leaf, subleaf).unwrap_or_default())
+        } else {
+            u64::MAX
+        };
+        m.masks[kind.index()] = Some((index, power_on));
+    }
+    // MSR_PLATFORM_INFO where the generation has it, with `MSR_PLATFORM_INFO[31]` (CPUID
+    // faulting) as the generation says; a dumped value wins where there is one.
+    let by_generation = match generation.platform_info {
+        PlatformInfoPresence::Absent => None,
+        PlatformInfoPresence::Present => Some(0),
+        PlatformInfoPresence::Faulting => Some(PlatformInfo::CPUID_FAULTING.bits()),
+    };
+    m.platform_info = by_generation.map(|value| dumped.platform_info.unwrap_or(value));
+    let faulting = m.platform_info.is_some_and(|value| {
+        PlatformInfo::from_bits_retain(value).contains(PlatformInfo::CPUID_FAULTING)
+    });
+    if faulting {
+        m.misc_features_enables = Some(0);
     }
     m
-}
-
-/// Intel family 6 generations as far as levelling hardware goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum IntelGeneration {
-    /// Before Penryn: no levelling MSRs.
-    Older,
-    /// Penryn, Dunnington: V1 mask.
-    Core2Penryn,
-    /// Nehalem, Westmere: V2 masks, MSR_PLATFORM_INFO without faulting.
-    Nehalem,
-    /// Sandy Bridge: V3 masks.
-    SandyBridge,
-    /// Ivy Bridge and later: CPUID faulting, no masks.
-    IvyBridgeOrLater,
-}
-
-fn intel_generation(model: u32) -> IntelGeneration {
-    match model {
-        0x17 | 0x1d => IntelGeneration::Core2Penryn,
-        0x1a | 0x1e | 0x1f | 0x25 | 0x2c | 0x2e | 0x2f => IntelGeneration::Nehalem,
-        0x2a | 0x2d => IntelGeneration::SandyBridge,
-        m if m < 0x2a => IntelGeneration::Older,
-        _ => IntelGeneration::IvyBridgeOrLater,
-    }
 }

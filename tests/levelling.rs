@@ -12,9 +12,8 @@ use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature::KNOWN;
 use xen_levelling::hardware::Hardware;
 use xen_levelling::host::{Host, HostConfig};
-use xen_levelling::levelling::masks::MaskKind;
+use xen_levelling::levelling::generation::expected_mechanism;
 use xen_levelling::levelling::msr::LEVELLING_MSRS;
-use xen_levelling::levelling::probe::{FaultingCheck, FaultingControl};
 use xen_levelling::levelling::trap::{
     CpuidFrame, GuestMemory, MemoryFault, TrapContext, TrapOutcome, handle_gp,
 };
@@ -27,62 +26,14 @@ use xen_levelling::policy::{CpuPolicy, WORD_HOMES, WordHome};
 use xen_levelling::silicon::SiliconModel;
 use xen_levelling::{CpuidRegs, Feature, Featureset, Vendor};
 
-const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpuid-dumps/");
+mod common;
 
-/// What each generation has, from the vendors' documentation (reference 2.1): the mask MSRs a
-/// probe must end up using, or the faulting control.
-fn expected_mechanism(file: &str) -> Mechanism {
-    use xen_levelling::levelling::masks::MaskMsrs;
-    let masks = |list: &[(MaskKind, u32)]| {
-        let mut m = MaskMsrs::default();
-        for &(kind, index) in list {
-            m.0[kind.index()] = Some(index);
-        }
-        Mechanism::Masking(m)
-    };
-    let faulting = |control| Mechanism::Faulting {
-        control,
-        check: FaultingCheck::Verified,
-    };
-    let stem = &file[..file.find("_CPUID").unwrap()];
-    match stem {
-        "GenuineIntel0010676_Penryn" => masks(&[(MaskKind::Leaf1, 0x478)]),
-        "GenuineIntel00106A2_Nehalem-EP" => {
-            masks(&[(MaskKind::Leaf1, 0x130), (MaskKind::Extd1, 0x131)])
-        }
-        // This old dump lacks leaf 0xD subleaf 1, so its model has nothing for 0x134 to hide.
-        "GenuineIntel00206A7_SandyBridge2" => {
-            masks(&[(MaskKind::Leaf1, 0x132), (MaskKind::Extd1, 0x133)])
-        }
-        "GenuineIntel00206D7_SandyBridgeE_00" => masks(&[
-            (MaskKind::Leaf1, 0x132),
-            (MaskKind::Extd1, 0x133),
-            (MaskKind::Xsave1, 0x134),
-        ]),
-        "AuthenticAMD0100F21_K10_Barcelona" | "AuthenticAMD0100F80_K10_Istanbul" => masks(&[
-            (MaskKind::Leaf1, 0xc001_1004),
-            (MaskKind::Extd1, 0xc001_1005),
-        ]),
-        // Bulldozer: leaf 6 override too; its leaf 7 reports nothing, so 0xC0011002 is not needed.
-        "AuthenticAMD0600F12_K15_Interlagos" => masks(&[
-            (MaskKind::Leaf1, 0xc001_1004),
-            (MaskKind::Extd1, 0xc001_1005),
-            (MaskKind::Thermal, 0xc001_1003),
-        ]),
-        "AuthenticAMD0830F10_K17_CastlePeak" | "HygonGenuine0900F02_Hygon" => masks(&[
-            (MaskKind::Leaf1, 0xc001_1004),
-            (MaskKind::Extd1, 0xc001_1005),
-            (MaskKind::Leaf7, 0xc001_1002),
-        ]),
-        "AuthenticAMD0A10F11_K19_Genoa_02" => faulting(FaultingControl::Amd),
-        // Ivy Bridge and every later Intel core: CPUID faulting.
-        _ if file.starts_with("GenuineIntel") => faulting(FaultingControl::Intel),
-        _ => panic!("no expectation for {file}"),
-    }
-}
+use common::dumps::{self, DumpFile};
 
 struct Machine {
     file: String,
+    /// What the generations table promises for this CPU.
+    expected: Mechanism,
     model: SiliconModel,
     raw_model: CpuPolicy,
     system: SystemPolicies,
@@ -90,20 +41,10 @@ struct Machine {
     cpu: LevellingState,
 }
 
-fn dump_files() -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(DUMPS)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|f| f.contains("_CPUID") && f.ends_with(".txt"))
-        .collect();
-    files.sort();
-    files
-}
-
 /// Boot "Xen" on the model of `file`: raw policy through the hardware, probe, derive, init.
-fn boot(file: &str, emulator_quirk: bool) -> Machine {
-    let text = std::fs::read_to_string(format!("{DUMPS}{file}")).unwrap();
-    let dump = Aida64Dump::parse(&text).unwrap();
+fn boot(file: &DumpFile, emulator_quirk: bool) -> Machine {
+    let text = file.text();
+    let dump = Aida64Dump::parse(&text).unwrap_or_else(|error| panic!("{}: {error}", file.name));
     let mut model = SiliconModel::new(&dump, dump.raw_msrs());
     if emulator_quirk {
         model = model.with_emulator_quirk();
@@ -112,7 +53,8 @@ fn boot(file: &str, emulator_quirk: bool) -> Machine {
     let Host { system, levelling } = Host::boot(&mut model, HostConfig::default());
     let cpu = LevellingState::init(&levelling, &mut model).unwrap();
     Machine {
-        file: file.to_string(),
+        file: file.name.clone(),
+        expected: expected_mechanism(&raw_model, dump.raw_msrs()),
         model,
         raw_model,
         system,
@@ -122,9 +64,10 @@ fn boot(file: &str, emulator_quirk: bool) -> Machine {
 }
 
 fn hosts(emulator_quirk: bool) -> Vec<Machine> {
-    let files = dump_files();
-    assert_eq!(files.len(), 22);
-    files.iter().map(|f| boot(f, emulator_quirk)).collect()
+    dumps::all()
+        .iter()
+        .map(|f| boot(f, emulator_quirk))
+        .collect()
 }
 
 /// The PV pool level of every dump of `vendor`.
@@ -275,8 +218,7 @@ fn vcpu(domain: &DomainLevelling) -> SwitchTo<'_> {
 #[test]
 fn probing_finds_each_generations_mechanism() {
     for host in hosts(false) {
-        let expected = expected_mechanism(&host.file);
-        assert_eq!(host.levelling.mechanism(), expected, "{}", host.file);
+        assert_eq!(host.levelling.mechanism(), host.expected, "{}", host.file);
         let report = &host.levelling.report;
         assert!(
             report.ineffective().is_empty(),
@@ -295,7 +237,7 @@ fn emulator_quirks_are_detected_not_trusted() {
         assert_eq!(report.mechanism, Mechanism::None, "{}", host.file);
         assert!(report.effective.is_empty(), "{}", host.file);
         // The mask MSRs look present (every MSR reads 0 and takes writes) but do nothing.
-        if let Mechanism::Masking(m) = expected_mechanism(&host.file) {
+        if let Mechanism::Masking(m) = host.expected {
             for (kind, _) in m.kinds() {
                 assert!(
                     report.ineffective().contains(LevellingCaps::of_mask(kind)),
@@ -332,7 +274,7 @@ fn emulator_quirks_are_detected_not_trusted() {
 }
 
 fn hosts_of_vendor(vendor: Vendor) -> Vec<Machine> {
-    dump_files()
+    dumps::all()
         .iter()
         .map(|f| boot(f, false))
         .filter(|h| h.system.host.vendor() == vendor)
@@ -605,7 +547,10 @@ fn switches_write_exactly_the_msrs_that_differ() {
 #[test]
 fn a_mask_msr_that_starts_faulting_fails_closed() {
     use xen_levelling::abi::domain::{DomainTable, Host};
-    let mut host = boot("GenuineIntel00206D7_SandyBridgeE_00_CPUID.txt", false);
+    let mut host = boot(
+        &dumps::bundled_file("GenuineIntel00206D7_SandyBridgeE_00_CPUID.txt"),
+        false,
+    );
     let mut abi_host = Host {
         system: host.system,
         levelling: host.levelling,
@@ -750,7 +695,7 @@ fn a_pv_kernel_without_cr4_osxsave_does_not_see_xens() {
     ] {
         // A levelled guest, and dom0, which is not levelled but is a PV kernel all the same.
         for role in [DomainRole::Guest, DomainRole::Control] {
-            let mut host = boot(file, false);
+            let mut host = boot(&dumps::bundled_file(file), false);
             let d = host
                 .levelling
                 .assess(DomainKind::Pv, role, &host.system.pv_default);
@@ -781,7 +726,10 @@ fn a_pv_kernel_without_cr4_osxsave_does_not_see_xens() {
 #[test]
 fn arch_capabilities_reach_the_raw_policy_through_the_model() {
     // FORMAT.md 6: Sapphire Rapids recorded MSR 0x10A = 0000-0000-0028-FDEB.
-    let host = boot("GenuineIntel00806F8_SapphireRapids_05_CPUID.txt", false);
+    let host = boot(
+        &dumps::bundled_file("GenuineIntel00806F8_SapphireRapids_05_CPUID.txt"),
+        false,
+    );
     assert_eq!(host.model.rdmsr_safe(0x10a), Ok(0x28_fdeb));
     assert_eq!(host.system.raw.arch_caps(), 0x28_fdeb);
     assert!(
@@ -789,18 +737,27 @@ fn arch_capabilities_reach_the_raw_policy_through_the_model() {
         "MSR 0x10A[1]"
     );
     // No ARCH_CAPS enumerated (Penryn): the MSR does not exist.
-    let penryn = boot("GenuineIntel0010676_Penryn_CPUID.txt", false);
+    let penryn = boot(
+        &dumps::bundled_file("GenuineIntel0010676_Penryn_CPUID.txt"),
+        false,
+    );
     assert!(penryn.model.rdmsr_safe(0x10a).is_err());
 }
 
 #[test]
 fn mechanisms_describe_themselves() {
-    let sandy = boot("GenuineIntel00206D7_SandyBridgeE_00_CPUID.txt", false);
+    let sandy = boot(
+        &dumps::bundled_file("GenuineIntel00206D7_SandyBridgeE_00_CPUID.txt"),
+        false,
+    );
     assert_eq!(
         sandy.levelling.mechanism().to_string(),
         "mask MSRs 1cd=0x132 e1cd=0x133 Da1=0x134"
     );
-    let genoa = boot("AuthenticAMD0A10F11_K19_Genoa_02_CPUID.txt", false);
+    let genoa = boot(
+        &dumps::bundled_file("AuthenticAMD0A10F11_K19_Genoa_02_CPUID.txt"),
+        false,
+    );
     assert_eq!(
         genoa.levelling.mechanism().to_string(),
         "CPUID faulting (MSR 0xc0010015, verified)"

@@ -552,14 +552,21 @@ fn guest_cpuid_dynamic_pass() {
 #[test]
 fn amd_guests_see_the_common_1d_copies_and_amd_leaves() {
     let s = genoa();
+    // System policies carry no copies of CPUID.01H:EDX in CPUID.80000001H:EDX (Xen writes
+    // their featuresets back masked); a domain's policy gets them when it is recalculated.
     let p = s.pv_default;
-    let leaf1 = p.leaf(1, 0).unwrap().d;
-    let e1 = p.leaf(0x8000_0001, 0).unwrap().d;
+    assert_eq!(p.leaf(0x8000_0001, 0).unwrap().d & 0x0183_f3ff, 0);
+    let d = s
+        .domain_policy(DomainKind::Pv, Vendor::Amd, &p.featureset())
+        .unwrap();
+    let leaf1 = d.leaf(1, 0).unwrap().d;
+    let e1 = d.leaf(0x8000_0001, 0).unwrap().d;
+    assert_ne!(leaf1 & 0x0183_f3ff, 0);
     assert_eq!(e1 & 0x0183_f3ff, leaf1 & 0x0183_f3ff);
     assert_ne!(e1 & Feature::LM.mask(), 0);
     // Featuresets carrying the copies are accepted, not refused as unknown bits.
     assert!(
-        s.domain_policy(DomainKind::Pv, Vendor::Amd, &p.featureset())
+        s.domain_policy(DomainKind::Pv, Vendor::Amd, &d.featureset())
             .is_ok()
     );
     assert!(
@@ -567,4 +574,219 @@ fn amd_guests_see_the_common_1d_copies_and_amd_leaves() {
         "not offered to guests"
     );
     assert_eq!(p.max_extd_leaf(), 0x8000_0021);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where the crate once differed from Xen's libx86 (issue 10): one regression test each.
+
+fn keys(p: &CpuPolicy) -> Vec<(u32, u32)> {
+    serialise(p).0.iter().map(|l| (l.leaf, l.subleaf)).collect()
+}
+
+/// A processor answering from a table; every query it has no row for returns zeros.
+struct TableCpu(Vec<((u32, u32), CpuidRegs)>);
+
+impl xen_levelling::CpuidSource for TableCpu {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidRegs {
+        let subleaf = if Slot::leaf_has_subleaves(leaf) {
+            subleaf
+        } else {
+            0
+        };
+        self.0
+            .iter()
+            .find(|(k, _)| *k == (leaf, subleaf))
+            .map_or(CpuidRegs::ZERO, |(_, r)| *r)
+    }
+}
+
+#[test]
+fn extended_leaf_0x80000000_is_always_serialised_and_kept() {
+    // Xen: an empty policy is leaf 0, the two Xen limits and leaf 0x80000000.
+    assert_eq!(
+        keys(&CpuPolicy::EMPTY),
+        [
+            (0, NO_SUBLEAF),
+            (0x4000_0000, NO_SUBLEAF),
+            (0x4000_0100, NO_SUBLEAF),
+            (0x8000_0000, NO_SUBLEAF)
+        ]
+    );
+    // The low 16 bits of CPUID.80000000H:EAX bound the range, whatever the top half says.
+    let mut p = CpuPolicy::EMPTY;
+    p.set_max_extd_leaf(0x0000_0002);
+    p.leaf_mut(0x8000_0000, 0).unwrap().b = 0xc2;
+    p.leaf_mut(0x8000_0002, 0).unwrap().c = 0xc2;
+    p.leaf_mut(0x8000_0003, 0).unwrap().c = 0xc2;
+    p.clear_out_of_range_leaves();
+    assert_eq!(
+        p.leaf(0x8000_0000, 0).unwrap().b,
+        0xc2,
+        "leaf 0x80000000 kept"
+    );
+    assert_eq!(
+        p.leaf(0x8000_0002, 0).unwrap().c,
+        0xc2,
+        "in range by the low half"
+    );
+    assert_eq!(p.leaf(0x8000_0003, 0), Some(CpuidRegs::ZERO));
+    assert_eq!(
+        keys(&p)[3..],
+        [0x8000_0000, 0x8000_0001, 0x8000_0002].map(|l| (l, NO_SUBLEAF))
+    );
+    // A max of 0 still keeps leaf 0x80000000 itself.
+    let mut p = CpuPolicy::EMPTY;
+    p.leaf_mut(0x8000_0000, 0).unwrap().b = 0xc2;
+    p.leaf_mut(0x8000_0001, 0).unwrap().a = 0xc2;
+    p.clear_out_of_range_leaves();
+    assert_eq!(p.leaf(0x8000_0000, 0), Some(CpuidRegs::new(0, 0xc2, 0, 0)));
+    assert_eq!(p.leaf(0x8000_0001, 0), Some(CpuidRegs::ZERO));
+}
+
+#[test]
+fn clearing_zeroes_leaf_4_and_0xb_from_the_terminator_inclusive() {
+    let mut p = CpuPolicy::EMPTY;
+    p.set_max_basic_leaf(0xb);
+    // Leaf 4: one cache (type 1), then a terminator with junk in its other registers.
+    *p.leaf_mut(4, 0).unwrap() = CpuidRegs::new(0x121, 1, 2, 3);
+    *p.leaf_mut(4, 1).unwrap() = CpuidRegs::new(0x100, 0xc2, 0xc2, 0xc2);
+    *p.leaf_mut(4, 2).unwrap() = CpuidRegs::new(0x122, 0xc2, 0, 0);
+    // Leaf 0xB: the first level is already invalid, and carries ECX = 0 and an x2APIC ID.
+    *p.leaf_mut(0xb, 0).unwrap() = CpuidRegs::new(1, 0xc2, 0, 0x2a);
+    *p.leaf_mut(0xb, 1).unwrap() = CpuidRegs::new(4, 0xc2, 0x201, 0x2a);
+    p.clear_out_of_range_leaves();
+    assert_eq!(p.leaf(4, 0), Some(CpuidRegs::new(0x121, 1, 2, 3)));
+    for (leaf, sub) in [(4, 1), (4, 2), (0xb, 0), (0xb, 1)] {
+        assert_eq!(p.leaf(leaf, sub), Some(CpuidRegs::ZERO), "{leaf:#x}:{sub}");
+    }
+    // The terminators are still serialised, now empty.
+    let (leaves, _) = serialise(&p);
+    let terminators: Vec<_> = leaves
+        .iter()
+        .filter(|l| (l.leaf, l.subleaf) == (4, 1) || (l.leaf, l.subleaf) == (0xb, 0))
+        .map(|l| (l.a, l.b, l.c, l.d))
+        .collect();
+    assert_eq!(terminators, [(0, 0, 0, 0), (0, 0, 0, 0)]);
+}
+
+#[test]
+fn raw_fill_does_not_store_the_leaf_4_and_0xb_terminators() {
+    // A CPU with one cache and one topology level. Its terminators carry what real CPUs put
+    // there: leaf 0xB ECX[7:0] = the subleaf and EDX = the x2APIC ID (0x2a) of this CPU.
+    let cpu = TableCpu(vec![
+        ((0, 0), CpuidRegs::new(0xb, 1, 2, 3)),
+        ((4, 0), CpuidRegs::new(0x121, 0x1c0_003f, 0x3f, 0)),
+        ((4, 1), CpuidRegs::new(0, 0, 0x1, 0x2a)),
+        ((0xb, 0), CpuidRegs::new(1, 2, 0x100, 0x2a)),
+        ((0xb, 1), CpuidRegs::new(0, 0, 0x1, 0x2a)),
+        ((0x8000_0000, 0), CpuidRegs::new(0x8000_0001, 0, 0, 0)),
+    ]);
+    let p = CpuPolicy::from_source(&cpu, RawMsrs::default());
+    assert_eq!(
+        p.leaf(4, 0),
+        Some(CpuidRegs::new(0x121, 0x1c0_003f, 0x3f, 0))
+    );
+    assert_eq!(p.leaf(4, 1), Some(CpuidRegs::ZERO));
+    assert_eq!(p.leaf(0xb, 0), Some(CpuidRegs::new(1, 2, 0x100, 0x2a)));
+    assert_eq!(p.leaf(0xb, 1), Some(CpuidRegs::ZERO), "x2APIC ID leaked");
+}
+
+#[test]
+fn hypervisor_limits_are_8_bits() {
+    let entries = [
+        XenCpuidLeaf {
+            leaf: 0x4000_0000,
+            subleaf: NO_SUBLEAF,
+            a: 0x105,
+            ..Default::default()
+        },
+        XenCpuidLeaf {
+            leaf: 0x4000_0100,
+            subleaf: NO_SUBLEAF,
+            a: 0xffff_ff02,
+            ..Default::default()
+        },
+    ];
+    let p = CpuPolicy::from_arrays(&entries, &[]).unwrap();
+    assert_eq!(p.hypervisor_limits(), (5, 2));
+    let (leaves, _) = serialise(&p);
+    let limits: Vec<_> = leaves
+        .iter()
+        .filter(|l| l.leaf >> 16 == 0x4000)
+        .map(|l| l.a)
+        .collect();
+    assert_eq!(limits, [5, 2]);
+}
+
+#[test]
+fn xsave_subleaves_follow_the_highest_component() {
+    // Components 0, 1 and 5 (x87, SSE, opmask) with 2-4 absent: subleaves up to 5 all stay.
+    let mut p = CpuPolicy::EMPTY;
+    p.set_max_basic_leaf(0xd);
+    for sub in 0..8 {
+        p.leaf_mut(0xd, sub).unwrap().b = 0xc2;
+    }
+    p.leaf_mut(0xd, 0).unwrap().a = 0b10_0011;
+    p.clear_out_of_range_leaves();
+    for sub in 0..8 {
+        let kept = p.leaf(0xd, sub).unwrap().b == 0xc2;
+        assert_eq!(kept, sub <= 5, "subleaf {sub}");
+    }
+    let leaf_d: Vec<u32> = keys(&p)
+        .iter()
+        .filter(|k| k.0 == 0xd)
+        .map(|k| k.1)
+        .collect();
+    assert_eq!(leaf_d, [0, 1, 2, 3, 4, 5]);
+    // No components at all: subleaves 0 and 1 go too.
+    let mut p = CpuPolicy::EMPTY;
+    p.set_max_basic_leaf(0xd);
+    p.leaf_mut(0xd, 0).unwrap().b = 0xc2;
+    p.leaf_mut(0xd, 1).unwrap().a = 0xc2; // XSAVEOPT etc. (CPUID.0DH.1:EAX) but no state
+    p.clear_out_of_range_leaves();
+    assert_eq!(p.leaf(0xd, 0), Some(CpuidRegs::ZERO));
+    assert_eq!(p.leaf(0xd, 1), Some(CpuidRegs::ZERO));
+}
+
+#[test]
+fn shanghai_is_a_vendor_of_its_own() {
+    let (b, c, d) = Vendor::SHANGHAI_REGS;
+    assert_eq!(Vendor::from_regs(b, c, d), Vendor::Shanghai);
+    assert_ne!(Vendor::Shanghai, Vendor::Centaur);
+    // Xen's X86_VENDOR_SHANGHAI is bit 3; Centaur is bit 2.
+    assert_eq!(
+        (Vendor::Shanghai.xen_id(), Vendor::Centaur.xen_id()),
+        (8, 4)
+    );
+    // The twelve bytes, in EBX, EDX, ECX order, spell the vendor string.
+    let bytes: Vec<u8> = [b, d, c].iter().flat_map(|r| r.to_le_bytes()).collect();
+    assert_eq!(&bytes, b"  Shanghai  ");
+}
+
+#[test]
+fn a_max_of_0xffffffff_wraps_as_in_xen() {
+    // Xen clears from max + 1 in 32 bits: 0xffffffff wraps to 0 and the whole array goes,
+    // leaf 0 (and leaf 7 subleaf 0) included.
+    let mut p = CpuPolicy::EMPTY;
+    p.set_max_basic_leaf(u32::MAX);
+    p.leaf_mut(0, 0).unwrap().b = 0xc2;
+    p.leaf_mut(1, 0).unwrap().a = 0xc2;
+    p.leaf_mut(4, 0).unwrap().a = 1;
+    p.clear_out_of_range_leaves();
+    assert_eq!(p.leaf(0, 0), Some(CpuidRegs::ZERO));
+    assert_eq!(p.leaf(1, 0), Some(CpuidRegs::ZERO));
+    assert_eq!(
+        p.leaf(4, 0),
+        Some(CpuidRegs::ZERO),
+        "leaf 4 follows the cleared max"
+    );
+    let mut p = CpuPolicy::EMPTY;
+    p.set_max_basic_leaf(7);
+    p.set_max_feat_subleaf(u32::MAX);
+    p.leaf_mut(7, 1).unwrap().b = 0xc2;
+    p.clear_out_of_range_leaves();
+    assert_eq!(
+        (p.leaf(7, 0), p.leaf(7, 1)),
+        (Some(CpuidRegs::ZERO), Some(CpuidRegs::ZERO))
+    );
 }

@@ -596,6 +596,7 @@ fn vendor_regs() -> impl Strategy<Value = Option<(u32, u32, u32)>> {
         Just(Some(Vendor::AMD_REGS)),
         Just(Some(Vendor::HYGON_REGS)),
         Just(Some(Vendor::CENTAUR_REGS)),
+        Just(Some(Vendor::SHANGHAI_REGS)),
     ]
 }
 
@@ -759,6 +760,7 @@ fn host_options() -> BoxedStrategy<HostOptions> {
             disabled: Featureset::of(&disabled),
             cpuid_faulting,
             hap,
+            ..HostOptions::default()
         })
         .boxed()
 }
@@ -828,25 +830,31 @@ fn all_slots() -> impl Iterator<Item = (u32, u32)> {
 }
 
 /// Independent statement of which leaves a policy's own max leaves and terminators put in
-/// range (Xen's `x86_cpu_policy_clear_out_of_range_leaves`).
+/// range (Xen's `x86_cpu_policy_clear_out_of_range_leaves`): a leaf 4 or 0xB subleaf only
+/// before the first one of type 0; leaf 0xD subleaves up to the highest state component, and
+/// none at all without one; leaf 0x80000000 always, the rest up to the low half of its EAX.
+///
+/// Xen computes the first leaf to clear as max + 1 in 32 bits: a max of 0xffffffff wraps and
+/// puts the whole array out of range, leaf 0 (or leaf 7 subleaf 0) included.
 fn in_range(p: &CpuPolicy, leaf: u32, sub: u32) -> bool {
     let max_basic = p.leaf(0, 0).unwrap().a;
     let regs = |l: u32, s: u32| p.leaf(l, s).unwrap();
+    if max_basic == u32::MAX && leaf <= 0xd {
+        return false;
+    }
     match leaf {
         0 => true,
-        0x4 => max_basic >= 0x4 && (0..sub).all(|s| regs(0x4, s).a & 0x1f != 0),
-        0x7 => max_basic >= 0x7 && sub <= regs(0x7, 0).a,
-        0xb => max_basic >= 0xb && (0..sub).all(|s| (regs(0xb, s).c >> 8) & 0xff != 0),
+        0x4 => max_basic >= 0x4 && (0..=sub).all(|s| regs(0x4, s).a & 0x1f != 0),
+        0x7 => max_basic >= 0x7 && regs(0x7, 0).a != u32::MAX && sub <= regs(0x7, 0).a,
+        0xb => max_basic >= 0xb && (0..=sub).all(|s| (regs(0xb, s).c >> 8) & 0xff != 0),
         0xd => {
             let (l0, l1) = (regs(0xd, 0), regs(0xd, 1));
             let components = (l0.d as u64) << 32 | l0.a as u64 | (l1.d as u64) << 32 | l1.c as u64;
-            max_basic >= 0xd && (sub < 2 || components >> sub & 1 != 0)
+            let highest = (0..64).rev().find(|&i| components >> i & 1 != 0);
+            max_basic >= 0xd && highest.is_some_and(|h| sub < 2 || sub <= h)
         }
         1..=0xd => leaf <= max_basic,
-        _ => {
-            let max_extd = regs(EXTD_BASE, 0).a;
-            max_extd >> 16 == 0x8000 && leaf <= max_extd
-        }
+        _ => leaf - EXTD_BASE <= regs(EXTD_BASE, 0).a & 0xffff,
     }
 }
 
@@ -997,7 +1005,8 @@ proptest! {
         }
         prop_assert_eq!(c.hypervisor_limits(), p.hypervisor_limits());
         prop_assert_eq!((c.platform_info(), c.arch_caps()), (p.platform_info(), p.arch_caps()));
-        // Serialisation writes every in-range leaf, and otherwise only empty XSAVE subleaves.
+        // Serialisation writes every in-range leaf, and otherwise only empty ones (the leaf 4
+        // and 0xB terminators, leaf 0xD subleaves 0 and 1 without state components).
         let (leaves, _) = serialise(&c);
         let written: HashSet<(u32, u32)> = leaves.iter().map(|l| (l.leaf, l.subleaf)).collect();
         for (leaf, sub) in all_slots() {
@@ -1013,8 +1022,7 @@ proptest! {
             }
             let sub = if l.subleaf == NO_SUBLEAF { 0 } else { l.subleaf };
             prop_assert!(
-                in_range(&c, l.leaf, sub)
-                    || (l.leaf == 0xd && (l.a, l.b, l.c, l.d) == (0, 0, 0, 0)),
+                in_range(&c, l.leaf, sub) || (l.a, l.b, l.c, l.d) == (0, 0, 0, 0),
                 "out-of-range entry written: {:x?}", l
             );
         }
@@ -1071,8 +1079,11 @@ proptest! {
                         continue;
                     }
                     match l.leaf {
-                        XEN_LEAVES => prop_assert_eq!(p.hypervisor_limits().0, l.a),
-                        XEN_LEAVES_RELOCATED => prop_assert_eq!(p.hypervisor_limits().1, l.a),
+                        // Xen keeps the limits in 8 bits.
+                        XEN_LEAVES => prop_assert_eq!(p.hypervisor_limits().0, l.a & 0xff),
+                        XEN_LEAVES_RELOCATED => {
+                            prop_assert_eq!(p.hypervisor_limits().1, l.a & 0xff)
+                        }
                         leaf => {
                             let sub = if l.subleaf == NO_SUBLEAF { 0 } else { l.subleaf };
                             prop_assert_eq!(
@@ -1182,6 +1193,8 @@ proptest! {
     #[test]
     fn extra_feature_is_reported(max in canonical_policy(), f in any_feature()) {
         prop_assume!(!has_bit(&max.featureset(), f));
+        // AMD's copies of CPUID.01H:EDX in word 2 are no feature (domain policies carry them).
+        prop_assume!(f.word() != 2 || f.mask() & COMMON_1D == 0);
         let mut guest = max;
         let mut fs = max.featureset();
         fs.insert(f);
@@ -1398,5 +1411,41 @@ proptest! {
                 "leaf {:#x} with max basic leaf {:#x}", leaf, max
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Speculation hardening.
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The clamp keeps an in-bounds index and turns any other into 0: in bounds for every
+    /// input with a non-empty table, never an index the table lacks.
+    #[test]
+    fn nospec_index_is_in_bounds(
+        i in prop_oneof![0..200usize, any::<usize>(), Just(usize::MAX)],
+        size in prop_oneof![1..200usize, 1..=isize::MAX as usize],
+    ) {
+        let clamped = xen_levelling::nospec::index(i, size);
+        prop_assert!(clamped < size, "index({:#x}, {:#x}) = {:#x}", i, size, clamped);
+        prop_assert_eq!(clamped, if i < size { i } else { 0 });
+        prop_assert_eq!(xen_levelling::nospec::mask(i, size) == !0, i < size);
+    }
+}
+
+#[test]
+fn nospec_index_edges() {
+    use xen_levelling::nospec::{index, mask};
+    let max = isize::MAX as usize;
+    for size in [1, 2, 6, 63, 64, 0x22, max - 1, max] {
+        for i in [0, 1, size - 1, size, size + 1, max, max + 1, usize::MAX] {
+            let expected = if i < size { i } else { 0 };
+            assert_eq!(index(i, size), expected, "index({i:#x}, {size:#x})");
+        }
+    }
+    // An empty table has no index at all: the mask says so for every input.
+    for i in [0, 1, max, usize::MAX] {
+        assert_eq!(mask(i, 0), 0, "mask({i:#x}, 0)");
     }
 }

@@ -186,6 +186,7 @@ fuzz_target!(|data: &[u8]| {
         disabled: Featureset::EMPTY,
         cpuid_faulting: bits[0] & 1 != 0,
         hap: bits[0] & 2 != 0,
+        ..HostOptions::default()
     };
     let s = SystemPolicies::derive(&p, options);
     for kind in [DomainKind::Pv, DomainKind::HvmHap, DomainKind::HvmShadow] {

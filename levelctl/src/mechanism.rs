@@ -1,23 +1,14 @@
 //! Which levelling mechanism Xen would use on a CPU, judged two ways:
 //!
-//! - **by generation** ([`assess`]): from the vendor, family and model (the core's
-//!   [`expected_mask_msrs`], reference `xen-levelling.md` 2.1) and from how the CPU enumerates
-//!   CPUID faulting (MSR 0xCE bit 31 on Intel from Nehalem, CPUID.80000021H:EAX bit 17 on AMD).
-//!   Works from any input that names the CPU; marked "by generation, not yet verified on the
-//!   model".
+//! - **by generation** ([`assess`]): from the vendor, family and model, through the core's
+//!   table of CPU generations (`data/generations.tbl`: which mask MSRs, whether
+//!   MSR_PLATFORM_INFO and its faulting bit exist), and from how the CPU enumerates CPUID
+//!   faulting (`MSR_PLATFORM_INFO[31]` on Intel, `CPUID.80000021H:EAX[17]` on AMD). Works from
+//!   any input that names the CPU; marked "by generation, not yet verified on the model".
 //! - **on the silicon model** ([`on_model`]): when the input has CPUID data, the core boots
 //!   on its model of that CPU exactly as Xen would ([`boot`]: probe by presence and by effect,
 //!   then the system policies with faulting as probed), and the PV default policy of that same
 //!   boot is assessed against what native CPUID would then show.
-//!
-//! | CPU | mechanism | featureset words it can hide |
-//! |---|---|---|
-//! | Intel, `MSR 0xCE[31]` set (IvyBridge on) | CPUID faulting (MSR 0x140) | all: every CPUID traps |
-//! | Intel family 6 model 0x17, 0x1d (Penryn, Dunnington) | mask V1, MSR 0x478 | 1d, 1c |
-//! | Intel family 6 model 0x1a, 0x1e, 0x1f, 0x25, 0x2c, 0x2e, 0x2f (Nehalem, Westmere) | mask V2, MSRs 0x130-0x131 | 1d, 1c, e1d, e1c |
-//! | Intel family 6 model 0x2a, 0x2d (SandyBridge) | mask V3, MSRs 0x132-0x134 | 1d, 1c, e1d, e1c, Da1 |
-//! | AMD/Hygon with `CPUID.80000021H:EAX[17]` (CpuidUserDis) | CPUID faulting (HWCR bit 35) | all |
-//! | AMD/Hygon otherwise, except family 0x11 and family 0xF before model 0x20 | override MSRs 0xC0011004/5 (+0xC0011002 with leaf 7, +0xC0011003 on family 0x15) | 1d, 1c, e1d, e1c (+ 7b0) |
 //!
 //! HVM guests need none of this: every CPUID they execute exits to Xen.
 
@@ -25,6 +16,7 @@ use serde::Serialize;
 use xen_levelling::cpuid::Signature;
 use xen_levelling::feature::{KNOWN, WORDS};
 use xen_levelling::host::HostConfig;
+use xen_levelling::levelling::generation::{Generation, PlatformInfoPresence};
 use xen_levelling::levelling::masks::{MaskKind, MaskMsrs, expected_mask_msrs};
 use xen_levelling::levelling::probe::FaultingCheck;
 use xen_levelling::levelling::{DomainRole, LevellingCaps, Mechanism as CoreMechanism};
@@ -162,10 +154,10 @@ pub fn assess(
     });
     let mut notes = Vec::new();
     let enumeration = match (vendor, faulting_enumerated) {
-        (Vendor::Intel | Vendor::Centaur, Some(on)) => {
+        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, Some(on)) => {
             format!("MSR 0xCE (PLATFORM_INFO) bit 31 = {}", u8::from(on))
         }
-        (Vendor::Intel | Vendor::Centaur, None) => {
+        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, None) => {
             "MSR 0xCE not in this input: faulting cannot be confirmed".to_string()
         }
         (Vendor::Amd | Vendor::Hygon, Some(on)) => {
@@ -183,6 +175,7 @@ pub fn assess(
         model: sig.model,
         stepping: sig.stepping,
     };
+    let generation = Generation::of(vendor, core_sig);
     // Leaf 6 ECX only decides the AMD family 15h thermal MSR, which masks no featureset word.
     let masks = expected_mask_msrs(vendor, core_sig, max_leaf, 1);
     let by_masks = masking(vendor, &masks);
@@ -202,20 +195,26 @@ pub fn assess(
         (_, _) if by_masks != Mechanism::None => (
             by_masks,
             format!(
-                "family {:#x} model {:#x}: this generation has {}",
+                "family {:#x} model {:#x} ({}): this generation has {}",
                 sig.family,
                 sig.model,
+                generation.map_or("unknown generation", |g| g.name),
                 by_masks.describe()
             ),
         ),
-        (Vendor::Intel, None) if sig.family == 6 => (
-            Mechanism::Faulting,
-            format!(
-                "family 6 model {:#x} is past SandyBridge: Intel has CPUID faulting from \
-                 IvyBridge on (expected, not enumerated in this input)",
-                sig.model
-            ),
-        ),
+        (Vendor::Intel, None)
+            if generation.is_some_and(|g| g.platform_info == PlatformInfoPresence::Faulting) =>
+        {
+            (
+                Mechanism::Faulting,
+                format!(
+                    "family 6 model {:#x} ({}): this generation has CPUID faulting (expected, \
+                     not enumerated in this input)",
+                    sig.model,
+                    generation.map_or("", |g| g.name)
+                ),
+            )
+        }
         _ => (
             Mechanism::None,
             format!(

@@ -96,7 +96,8 @@ pub fn parse_vendor(text: &str) -> Option<Vendor> {
         "genuineintel" | "intel" => Some(Vendor::Intel),
         "authenticamd" | "amd" => Some(Vendor::Amd),
         "hygongenuine" | "hygon" => Some(Vendor::Hygon),
-        "centaurhauls" | "centaur" | "shanghai" | "zhaoxin" => Some(Vendor::Centaur),
+        "centaurhauls" | "centaur" => Some(Vendor::Centaur),
+        "shanghai" | "zhaoxin" => Some(Vendor::Shanghai),
         _ => None,
     }
 }

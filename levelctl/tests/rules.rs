@@ -722,10 +722,16 @@ fn counts_agree_with_the_names_listed_even_on_amd() {
         "amd",
         vec![host(GENOA, "genoa"), host(CASTLEPEAK, "castlepeak")],
     );
-    let level = p.level(GuestType::Pv).unwrap();
+    let mut level = p.level(GuestType::Pv).unwrap();
     // AMD repeats the common CPUID.01H:EDX bits in word 2, unnamed: neither listed nor counted.
+    // Xen's system featuresets have no copies (it masks them out); a domain's policy has them.
+    assert_eq!(level.word(2) & COMMON_1D & !KNOWN.word(2), 0);
+    level.set_word(2, level.word(2) | (level.word(0) & COMMON_1D));
     let copies = level.word(2) & COMMON_1D & !KNOWN.word(2);
-    assert_ne!(copies, 0, "an AMD level carries the word-2 copies");
+    assert_ne!(
+        copies, 0,
+        "a domain's AMD featureset carries the word-2 copies"
+    );
     let f = levelctl::report::Features::from(&level);
     assert_eq!(f.count, f.names.len());
     assert_eq!(f.count, level.len() - copies.count_ones() as usize);
@@ -745,10 +751,15 @@ fn explanations_name_only_listed_features_but_the_missing_set_stays_whole_on_amd
         COMMON_1D & Feature::FPU.mask() != 0 && KNOWN.word(2) & fpu_copy.mask() == 0,
         "fpu's word-2 copy is one of AMD's unnamed copies"
     );
+    // A VM featureset taken from a domain's policy, which carries AMD's copies (Xen's system
+    // featuresets do not).
+    let mut featureset = genoa.pv.default;
+    assert!(!featureset.contains(fpu_copy));
+    featureset.set_word(2, featureset.word(2) | (featureset.word(0) & COMMON_1D));
     let vm = VmCpu {
         guest: GuestType::Pv,
         vendor: Vendor::Amd,
-        featureset: genoa.pv.default,
+        featureset,
         waived: Featureset::EMPTY,
     };
     assert!(vm.featureset.contains(Feature::FPU) && vm.featureset.contains(fpu_copy));

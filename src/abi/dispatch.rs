@@ -7,7 +7,7 @@
 //! call (`-EPERM`). `set_cpu_policy` is atomic: on any error the domain's policy and
 //! levelling are exactly as before; on success both change together.
 
-use super::domain::{DomainTable, Host, levelling_of};
+use super::domain::{Domains, Host, levelling_of};
 use super::{
     DOMCTL_GET_CPU_POLICY, DOMCTL_GET_LEVELLING, DOMCTL_INTERFACE_VERSION, DOMCTL_SET_CPU_POLICY,
     Payload, SYSCTL_GET_CPU_FEATURESET, SYSCTL_GET_CPU_LEVELLING_CAPS, SYSCTL_GET_CPU_POLICY,
@@ -283,9 +283,9 @@ fn put_policy(
 }
 
 /// `__HYPERVISOR_domctl(arg)`: returns 0 or a negative errno.
-pub fn do_domctl<const N: usize>(
+pub fn do_domctl(
     host: &Host,
-    domains: &mut DomainTable<N>,
+    domains: &mut impl Domains,
     caller: Caller,
     mem: &mut impl GuestCopy,
     arg: u64,
@@ -293,9 +293,9 @@ pub fn do_domctl<const N: usize>(
     to_return(domctl(host, domains, caller, mem, arg))
 }
 
-fn domctl<const N: usize>(
+fn domctl(
     host: &Host,
-    domains: &mut DomainTable<N>,
+    domains: &mut impl Domains,
     caller: Caller,
     mem: &mut impl GuestCopy,
     arg: u64,
@@ -309,7 +309,7 @@ fn domctl<const N: usize>(
     }
     let ret = match op.cmd {
         DOMCTL_GET_CPU_POLICY => {
-            let domain = domains.get(op.domain).ok_or(errno::ESRCH)?;
+            let domain = domains.domain(op.domain).ok_or(errno::ESRCH)?;
             let mut p = XenDomctlCpuPolicy::from_union(&op.u);
             let r = put_policy(
                 &domain.policy,
@@ -345,9 +345,9 @@ fn domctl<const N: usize>(
     ret
 }
 
-fn set_policy<const N: usize>(
+fn set_policy(
     host: &Host,
-    domains: &mut DomainTable<N>,
+    domains: &mut impl Domains,
     caller: Caller,
     mem: &mut impl GuestCopy,
     domid: u16,
@@ -356,7 +356,7 @@ fn set_policy<const N: usize>(
     if domid == caller.domid {
         return Err(errno::EINVAL);
     }
-    let domain = domains.get(domid).ok_or(errno::ESRCH)?;
+    let domain = domains.domain(domid).ok_or(errno::ESRCH)?;
     if domain.running {
         return Err(errno::EEXIST);
     }
@@ -403,7 +403,7 @@ fn set_policy<const N: usize>(
         .ok_or(errno::EOPNOTSUPP)?;
     let levelling = levelling_of(host, domain.kind, domain.role, &policy);
     // Both change together, and only now.
-    let domain = domains.get_mut(domid).ok_or(errno::ESRCH)?;
+    let domain = domains.domain_mut(domid).ok_or(errno::ESRCH)?;
     domain.policy = policy;
     domain.levelling = levelling;
     Ok(())
@@ -423,8 +423,8 @@ fn array_error(e: PolicyArrayError) -> (i32, u32, u32, u32) {
     }
 }
 
-fn get_levelling<const N: usize>(
-    domains: &DomainTable<N>,
+fn get_levelling(
+    domains: &impl Domains,
     mem: &mut impl GuestCopy,
     domid: u16,
     p: &mut XenDomctlLevelling,
@@ -432,7 +432,7 @@ fn get_levelling<const N: usize>(
     if p.rsvd != 0 {
         return Err(errno::EINVAL);
     }
-    let d = domains.get(domid).ok_or(errno::ESRCH)?;
+    let d = domains.domain(domid).ok_or(errno::ESRCH)?;
     let l = &d.levelling;
     p.mechanism = match l.mechanism {
         Mechanism::None => 0,

@@ -58,6 +58,27 @@ impl fmt::Display for DomainError {
 
 impl core::error::Error for DomainError {}
 
+/// The domains of a hypervisor, as the dispatcher reaches them ([`super::dispatch::do_domctl`]):
+/// the embedder keeps its domains where it likes (its own domain structures, a scheduler's
+/// table) and lends the dispatcher each one's [`Domain`] record by id. [`DomainTable`] is a
+/// ready-made registry for embedders without one.
+pub trait Domains {
+    /// The domain `domid`, if it exists.
+    fn domain(&self, domid: u16) -> Option<&Domain>;
+    /// The domain `domid`, for changing its policy and levelling together.
+    fn domain_mut(&mut self, domid: u16) -> Option<&mut Domain>;
+}
+
+impl<const N: usize> Domains for DomainTable<N> {
+    fn domain(&self, domid: u16) -> Option<&Domain> {
+        self.get(domid)
+    }
+
+    fn domain_mut(&mut self, domid: u16) -> Option<&mut Domain> {
+        self.get_mut(domid)
+    }
+}
+
 /// Up to `N` domains, without allocation.
 #[derive(Clone, Debug)]
 pub struct DomainTable<const N: usize> {

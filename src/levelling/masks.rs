@@ -6,7 +6,7 @@
 //! they can only hide. AMD's are overrides: CPUID returns the MSR's value, so they can
 //! advertise features the CPU lacks, and are only ever built from the host's real values.
 
-use super::msr;
+use super::generation::Generation;
 use crate::cpuid::{CpuidRegs, Signature, Vendor};
 use crate::feature::{COMMON_1D, Feature};
 use crate::featureset::Featureset;
@@ -130,50 +130,18 @@ impl MaskMsrs {
     }
 }
 
-/// The mask MSRs Xen expects on a CPU, by vendor, family and model (reference 2.1).
-/// `max_leaf` is CPUID.00H:EAX; `leaf6_ecx` is CPUID.06H:ECX.
+/// The mask MSRs Xen expects on a CPU, by vendor, family and model: its row of
+/// `data/generations.tbl` ([`Generation`]). `max_leaf` is CPUID.00H:EAX; `leaf6_ecx` is
+/// CPUID.06H:ECX.
 pub fn expected_mask_msrs(
     vendor: Vendor,
     sig: Signature,
     max_leaf: u32,
     leaf6_ecx: u32,
 ) -> MaskMsrs {
-    let mut m = [None; 5];
-    let mut set = |kind: MaskKind, msr: u32| m[kind.index()] = Some(msr);
-    match vendor {
-        Vendor::Intel if sig.family == 6 => match sig.model {
-            // V1: Penryn, Yorkfield, Wolfdale, Harpertown (0x17); Dunnington (0x1d).
-            0x17 | 0x1d => set(MaskKind::Leaf1, msr::INTEL_MASK_V1_LEAF1),
-            // V2: Nehalem and Westmere.
-            0x1a | 0x1e | 0x1f | 0x25 | 0x2c | 0x2e | 0x2f => {
-                set(MaskKind::Leaf1, msr::INTEL_MASK_V2_LEAF1);
-                set(MaskKind::Extd1, msr::INTEL_MASK_V2_EXTD1);
-            }
-            // V3: Sandy Bridge and Sandy Bridge-E/EN/EP.
-            0x2a | 0x2d => {
-                set(MaskKind::Leaf1, msr::INTEL_MASK_V3_LEAF1);
-                set(MaskKind::Extd1, msr::INTEL_MASK_V3_EXTD1);
-                set(MaskKind::Xsave1, msr::INTEL_MASK_V3_XSAVE1);
-            }
-            _ => {}
-        },
-        Vendor::Amd | Vendor::Hygon => {
-            // Family 11h has none; family 0Fh before model 20h keeps them elsewhere (erratum 110).
-            let absent = sig.family == 0x11 || (sig.family == 0xf && sig.model < 0x20);
-            if !absent {
-                set(MaskKind::Leaf1, msr::AMD_OVERRIDE_LEAF1);
-                set(MaskKind::Extd1, msr::AMD_OVERRIDE_EXTD1);
-                if max_leaf >= 7 {
-                    set(MaskKind::Leaf7, msr::AMD_OVERRIDE_LEAF7);
-                }
-                if sig.family == 0x15 && max_leaf >= 6 && leaf6_ecx != 0 {
-                    set(MaskKind::Thermal, msr::AMD_OVERRIDE_LEAF6);
-                }
-            }
-        }
-        _ => {}
-    }
-    MaskMsrs(m)
+    Generation::of(vendor, sig).map_or_else(MaskMsrs::default, |generation| {
+        generation.mask_msrs(max_leaf, leaf6_ecx)
+    })
 }
 
 /// Values for every mask MSR, in MSR layout (Xen's `struct cpuidmasks`).

@@ -12,6 +12,7 @@
 //! CPUID anyway and need neither mechanism.
 
 pub mod domain;
+pub mod generation;
 pub mod masks;
 pub mod msr;
 pub mod probe;
@@ -56,6 +57,18 @@ pub struct Levelling {
 }
 
 impl Levelling {
+    /// Before the boot probe: no mechanism, nothing known about the CPU. A `const`, so that
+    /// an embedder can keep the host in a `static` and boot it in place
+    /// ([`crate::host::Host::boot_in_place`]).
+    pub const UNPROBED: Levelling = Levelling {
+        report: ProbeReport::NOTHING,
+        defaults: MaskValues([0; 5]),
+        config: LevellingConfig { level_dom0: false },
+        raw: CpuPolicy::EMPTY,
+        host: Featureset::EMPTY,
+        failure: None,
+    };
+
     /// Probe the CPU `hw` runs on. `raw` is its raw policy, read through `hw` before any
     /// levelling is loaded. The host features start as the raw ones; once the host policy is
     /// derived (it needs to know whether faulting works), give it with

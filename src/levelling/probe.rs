@@ -156,6 +156,24 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
+    /// Before probing: nothing expected, present or used.
+    pub const NOTHING: ProbeReport = ProbeReport {
+        vendor: Vendor::Unknown,
+        signature: Signature {
+            family: 0,
+            model: 0,
+            stepping: 0,
+        },
+        expected: LevellingCaps::empty(),
+        present: LevellingCaps::empty(),
+        effective: LevellingCaps::empty(),
+        untested: LevellingCaps::empty(),
+        expected_masks: MaskMsrs([None; 5]),
+        mechanism: Mechanism::None,
+        probed_masks: MaskValues([0; 5]),
+        probed_faulting_msr: 0,
+    };
+
     /// Present, testable, and without effect: what an emulator that accepts every MSR looks like.
     pub fn ineffective(&self) -> LevellingCaps {
         self.present - self.effective - self.untested
@@ -175,14 +193,7 @@ pub fn probe(hw: &mut impl Hardware, raw: &CpuPolicy, options: ProbeOptions) -> 
     let mut report = ProbeReport {
         vendor,
         signature,
-        expected: LevellingCaps::empty(),
-        present: LevellingCaps::empty(),
-        effective: LevellingCaps::empty(),
-        untested: LevellingCaps::empty(),
-        expected_masks: MaskMsrs::default(),
-        mechanism: Mechanism::None,
-        probed_masks: MaskValues::default(),
-        probed_faulting_msr: 0,
+        ..ProbeReport::NOTHING
     };
     if let Some((control, value)) = faulting_present(hw, raw, options, &mut report) {
         report.present |= LevellingCaps::FAULTING;
@@ -238,7 +249,9 @@ fn faulting_present(
     let vendor = raw.vendor();
     let intel_probe = match vendor {
         // Netburst raises spurious #GPs on these MSRs unless a hypervisor emulates them.
-        Vendor::Intel | Vendor::Centaur => raw.signature().family != 0xf || options.virtualised,
+        Vendor::Intel | Vendor::Centaur | Vendor::Shanghai => {
+            raw.signature().family != 0xf || options.virtualised
+        }
         // On AMD the Intel MSRs only exist when a hypervisor provides them.
         Vendor::Amd | Vendor::Hygon => options.virtualised,
         Vendor::Unknown => false,

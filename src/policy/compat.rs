@@ -76,7 +76,11 @@ impl core::error::Error for Incompatibility {}
 
 /// Check `guest` against `max`: `Ok` if the guest asks for nothing `max` does not offer.
 pub fn check_compatible(max: &CpuPolicy, guest: &CpuPolicy) -> Result<(), Incompatibility> {
-    let extra_features = guest.featureset() - max.featureset();
+    let mut guest_features = guest.featureset();
+    // AMD's copies of CPUID.01H:EDX in CPUID.80000001H:EDX are no feature: domain policies
+    // carry them (Xen's per-domain `recalculate_misc` makes them), system policies do not.
+    guest_features.set_word(2, guest_features.word(2) & !crate::feature::COMMON_1D);
+    let extra_features = guest_features - max.featureset();
     let fail = |leaf, subleaf, msr, reason| {
         Err(Incompatibility {
             leaf,

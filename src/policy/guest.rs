@@ -5,6 +5,10 @@
 //! model, for both vendors), the Xen leaves are synthesised at 0x40000000. The dynamic pass,
 //! run only when the query comes from the vCPU that is running, folds in register state:
 //! OSXSAVE and OSPKE from the guest's CR4, APIC IDs from the vCPU id, XSAVE sizes from XCR0.
+//!
+//! Every table entry a guest's leaf, subleaf or XCR0 selects is read through
+//! [`CpuPolicy::slot`], which clamps the index under speculation ([`crate::nospec`], Xen's
+//! `array_access_nospec`): a mispredicted bounds check cannot load past a leaf array.
 
 use super::system::DomainKind;
 use super::{CpuPolicy, EXTD_BASE, NR_XSTATE, Slot, XEN_LEAVES, XEN_LEAVES_RELOCATED};

@@ -18,6 +18,7 @@ pub mod system;
 use crate::cpuid::{CpuidRegs, CpuidSource, NO_SUBLEAF, Signature, Vendor};
 use crate::feature::NR_WORDS;
 use crate::featureset::Featureset;
+use crate::nospec;
 
 /// Basic leaves a policy holds: 0 to 0xD (Xen's `CPUID_GUEST_NR_BASIC`).
 pub const NR_BASIC: usize = 0xe;
@@ -177,10 +178,10 @@ pub struct CpuPolicy {
     topo: [CpuidRegs; NR_TOPO],
     xstate: [CpuidRegs; NR_XSTATE],
     extd: [CpuidRegs; NR_EXTD],
-    /// Xen leaves limit (EAX of 0x40000000 in the serialised form).
-    hv_limit: u32,
-    /// Relocated Xen leaves limit (EAX of 0x40000100).
-    hv2_limit: u32,
+    /// Xen leaves limit (EAX of 0x40000000 in the serialised form); 8 bits, as Xen keeps it.
+    hv_limit: u8,
+    /// Relocated Xen leaves limit (EAX of 0x40000100); 8 bits.
+    hv2_limit: u8,
     /// MSR_PLATFORM_INFO as the domain sees it (Xen keeps 32 bits).
     platform_info: u32,
     /// MSR_ARCH_CAPABILITIES as the domain sees it.
@@ -210,7 +211,7 @@ impl CpuPolicy {
 
     /// Read a processor through `source` the way Xen fills its raw policy
     /// (`x86_cpu_policy_fill_native`): every leaf up to the reported maxima (within the table's
-    /// bounds), leaf 4 and 0xB subleaves up to the first invalid one, leaf 7 up to its max
+    /// bounds), leaf 4 and 0xB subleaves before the first invalid one, leaf 7 up to its max
     /// subleaf, and the leaf 0xD subleaves of every state component the CPU enumerates.
     /// `msrs` supplies MSR_PLATFORM_INFO and MSR_ARCH_CAPABILITIES where they can be read.
     pub fn from_source(source: &impl CpuidSource, msrs: RawMsrs) -> CpuPolicy {
@@ -220,12 +221,14 @@ impl CpuPolicy {
         for leaf in 1..=max_basic as u32 {
             match leaf {
                 0x4 => {
-                    for (i, slot) in p.cache.iter_mut().enumerate() {
-                        *slot = source.cpuid(leaf, i as u32);
-                        // EAX[4:0]: cache type 0 = no more caches (this subleaf included).
-                        if slot.a & 0x1f == 0 {
+                    for i in 0..NR_CACHE {
+                        let regs = source.cpuid(leaf, i as u32);
+                        // CPUID.04H:EAX[4:0] cache type 0: no more caches. The terminator is not
+                        // stored: its other registers are not cache data.
+                        if regs.a & 0x1f == 0 {
                             break;
                         }
+                        p.cache[i] = regs;
                     }
                 }
                 0x7 => {
@@ -236,12 +239,15 @@ impl CpuPolicy {
                     }
                 }
                 0xb => {
-                    for (i, slot) in p.topo.iter_mut().enumerate() {
-                        *slot = source.cpuid(leaf, i as u32);
-                        // ECX[15:8]: level type 0 = invalid level (this subleaf included).
-                        if (slot.c >> 8) & 0xff == 0 {
+                    for i in 0..NR_TOPO {
+                        let regs = source.cpuid(leaf, i as u32);
+                        // CPUID.0BH:ECX[15:8] level type 0: no more levels. The terminator is not
+                        // stored: it carries ECX[7:0] = the subleaf and EDX = this CPU's x2APIC
+                        // ID, which must not leak into a policy.
+                        if (regs.c >> 8) & 0xff == 0 {
                             break;
                         }
+                        p.topo[i] = regs;
                     }
                 }
                 0xd => {
@@ -257,14 +263,12 @@ impl CpuPolicy {
                 _ => p.basic[leaf as usize] = source.cpuid(leaf, 0),
             }
         }
+        // Like Xen, the extended range is read up to the low 16 bits of CPUID.80000000H:EAX,
+        // whatever its top half says.
         p.extd[0] = source.cpuid(EXTD_BASE, 0);
-        if p.extd[0].a >> 16 == EXTD_BASE >> 16 {
-            let max = ((p.extd[0].a - EXTD_BASE) as usize).min(NR_EXTD - 1);
-            for i in 1..=max {
-                p.extd[i] = source.cpuid(EXTD_BASE + i as u32, 0);
-            }
-        } else {
-            p.extd[0] = CpuidRegs::ZERO;
+        let max = ((p.extd[0].a & 0xffff) as usize).min(NR_EXTD - 1);
+        for i in 1..=max {
+            p.extd[i] = source.cpuid(EXTD_BASE + i as u32, 0);
         }
         p.platform_info = msrs
             .platform_info
@@ -286,27 +290,30 @@ impl CpuPolicy {
         Slot::of(leaf, subleaf).map(|slot| self.slot_mut(slot))
     }
 
-    /// The registers in `slot`.
+    /// The registers in `slot`. The index is clamped under speculation ([`crate::nospec`]):
+    /// slots come from guest- and toolstack-chosen leaves and subleaves. Panics if the index is
+    /// past its array.
     pub fn slot(&self, slot: Slot) -> &CpuidRegs {
         match slot {
-            Slot::Basic(i) => &self.basic[i],
-            Slot::Cache(i) => &self.cache[i],
-            Slot::Feat(i) => &self.feat[i],
-            Slot::Topo(i) => &self.topo[i],
-            Slot::Xstate(i) => &self.xstate[i],
-            Slot::Extd(i) => &self.extd[i],
+            Slot::Basic(i) => nospec::at(&self.basic, i),
+            Slot::Cache(i) => nospec::at(&self.cache, i),
+            Slot::Feat(i) => nospec::at(&self.feat, i),
+            Slot::Topo(i) => nospec::at(&self.topo, i),
+            Slot::Xstate(i) => nospec::at(&self.xstate, i),
+            Slot::Extd(i) => nospec::at(&self.extd, i),
         }
     }
 
-    /// The registers in `slot`, for writing.
+    /// The registers in `slot`, for writing; the index is clamped under speculation as in
+    /// [`CpuPolicy::slot`].
     pub fn slot_mut(&mut self, slot: Slot) -> &mut CpuidRegs {
         match slot {
-            Slot::Basic(i) => &mut self.basic[i],
-            Slot::Cache(i) => &mut self.cache[i],
-            Slot::Feat(i) => &mut self.feat[i],
-            Slot::Topo(i) => &mut self.topo[i],
-            Slot::Xstate(i) => &mut self.xstate[i],
-            Slot::Extd(i) => &mut self.extd[i],
+            Slot::Basic(i) => nospec::at_mut(&mut self.basic, i),
+            Slot::Cache(i) => nospec::at_mut(&mut self.cache, i),
+            Slot::Feat(i) => nospec::at_mut(&mut self.feat, i),
+            Slot::Topo(i) => nospec::at_mut(&mut self.topo, i),
+            Slot::Xstate(i) => nospec::at_mut(&mut self.xstate, i),
+            Slot::Extd(i) => nospec::at_mut(&mut self.extd, i),
         }
     }
 
@@ -352,13 +359,14 @@ impl CpuPolicy {
 
     /// The Xen leaves' limits: (at 0x40000000, at 0x40000100). 0 means the default, 5.
     pub fn hypervisor_limits(&self) -> (u32, u32) {
-        (self.hv_limit, self.hv2_limit)
+        (self.hv_limit.into(), self.hv2_limit.into())
     }
 
-    /// Set the Xen leaves' limits.
+    /// Set the Xen leaves' limits. Only the low 8 bits are kept, as Xen's `uint8_t hv_limit`
+    /// keeps them: 0x105 reads back as 5.
     pub fn set_hypervisor_limits(&mut self, hv_limit: u32, hv2_limit: u32) {
-        self.hv_limit = hv_limit;
-        self.hv2_limit = hv2_limit;
+        self.hv_limit = hv_limit as u8;
+        self.hv2_limit = hv2_limit as u8;
     }
 
     /// MSR_PLATFORM_INFO as the policy holds it.
@@ -385,11 +393,13 @@ impl CpuPolicy {
         self.arch_caps
     }
 
-    pub(crate) fn set_platform_info(&mut self, value: u32) {
+    /// Set MSR_PLATFORM_INFO as the policy holds it, all 32 bits (Xen's `platform_info.raw`).
+    pub fn set_platform_info(&mut self, value: u32) {
         self.platform_info = value;
     }
 
-    pub(crate) fn set_arch_caps(&mut self, value: u64) {
+    /// Set MSR_ARCH_CAPABILITIES as the policy holds it.
+    pub fn set_arch_caps(&mut self, value: u64) {
         self.arch_caps = value;
     }
 
@@ -450,64 +460,73 @@ impl CpuPolicy {
         }
     }
 
-    /// Zero every leaf beyond the policy's own max leaves and subleaves, and the leaf 4, 0xB
-    /// and 0xD subleaves past their terminators (Xen's `x86_cpu_policy_clear_out_of_range_leaves`).
-    /// After this, serialising and deserialising the policy gives it back exactly.
+    /// Zero every leaf beyond the policy's own max leaves and subleaves (Xen's
+    /// `x86_cpu_policy_clear_out_of_range_leaves`): basic leaves above CPUID.00H:EAX; leaf 4
+    /// and 0xB subleaves from the first invalid one (type 0) on, that one included; leaf 7
+    /// subleaves above CPUID.07H.0:EAX; leaf 0xD subleaves above the highest state component
+    /// (all of leaf 0xD, subleaves 0 and 1 included, when there is none); extended leaves above
+    /// the low 16 bits of CPUID.80000000H:EAX (leaf 0x80000000 itself always stays).
+    ///
+    /// After this, serialising and deserialising the policy gives it back exactly, provided
+    /// the basic slots of leaves 4, 7, 0xB and 0xD (which no CPUID query reaches: those leaves
+    /// live in their own arrays) are zero, as in every policy this crate builds.
+    ///
+    /// The first leaf cleared is the max plus one in 32-bit arithmetic, as in Xen: a max leaf
+    /// or leaf 7 max subleaf of 0xffffffff wraps to 0 and clears that whole array, leaf 0
+    /// included. Matched on purpose, so that the two libraries agree byte for byte.
     pub fn clear_out_of_range_leaves(&mut self) {
+        let first = self.basic[0].a.wrapping_add(1) as usize;
+        self.basic
+            .iter_mut()
+            .skip(first)
+            .for_each(|r| *r = CpuidRegs::ZERO);
+        // Read after the clearing above, which may have cleared leaf 0 itself.
         let max_basic = self.basic[0].a as usize;
-        for (i, leaf) in self.basic.iter_mut().enumerate().skip(1) {
-            // The subleaf-bearing leaves are held in their own arrays; their basic slot is unused.
-            if i > max_basic || Slot::leaf_has_subleaves(i as u32) {
-                *leaf = CpuidRegs::ZERO;
-            }
-        }
         if max_basic < 0x4 {
             self.cache = [CpuidRegs::ZERO; NR_CACHE];
         } else {
-            zero_after_terminator(&mut self.cache, |r| r.a & 0x1f == 0);
+            // CPUID.04H:EAX[4:0]: cache type 0 = no more caches.
+            zero_from_terminator(&mut self.cache, |r| r.a & 0x1f == 0);
         }
         if max_basic < 0x7 {
             self.feat = [CpuidRegs::ZERO; NR_FEAT];
         } else {
-            let max = self.feat[0].a as usize;
+            let first = self.feat[0].a.wrapping_add(1) as usize;
             self.feat
                 .iter_mut()
-                .skip(max + 1)
+                .skip(first)
                 .for_each(|r| *r = CpuidRegs::ZERO);
         }
         if max_basic < 0xb {
             self.topo = [CpuidRegs::ZERO; NR_TOPO];
         } else {
-            zero_after_terminator(&mut self.topo, |r| (r.c >> 8) & 0xff == 0);
+            // CPUID.0BH:ECX[15:8]: level type 0 = invalid level.
+            zero_from_terminator(&mut self.topo, |r| (r.c >> 8) & 0xff == 0);
         }
-        if max_basic < 0xd {
+        let components = self.xcr0_mask() | self.xss_mask();
+        if max_basic < 0xd || components == 0 {
             self.xstate = [CpuidRegs::ZERO; NR_XSTATE];
         } else {
-            let components = self.xcr0_mask() | self.xss_mask();
-            for (i, r) in self.xstate.iter_mut().enumerate().skip(2) {
-                if components & (1 << i) == 0 {
-                    *r = CpuidRegs::ZERO;
-                }
-            }
-        }
-        if self.extd[0].a >> 16 != EXTD_BASE >> 16 {
-            self.extd = [CpuidRegs::ZERO; NR_EXTD];
-        } else {
-            let max = (self.extd[0].a & 0xffff) as usize;
-            self.extd
+            // Subleaves 0 and 1 always; then every subleaf up to the highest component, even
+            // those of components in between that are absent.
+            let end = (u64::BITS - components.leading_zeros()).max(2) as usize;
+            self.xstate
                 .iter_mut()
-                .skip(max + 1)
+                .skip(end)
                 .for_each(|r| *r = CpuidRegs::ZERO);
         }
+        let max_extd = (self.extd[0].a & 0xffff) as usize;
+        self.extd
+            .iter_mut()
+            .skip(max_extd + 1)
+            .for_each(|r| *r = CpuidRegs::ZERO);
     }
 }
 
-/// Zero every entry after the first one that `is_terminator` accepts.
-fn zero_after_terminator(leaves: &mut [CpuidRegs], is_terminator: impl Fn(&CpuidRegs) -> bool) {
+/// Zero the first entry that `is_terminator` accepts and every entry after it.
+fn zero_from_terminator(leaves: &mut [CpuidRegs], is_terminator: impl Fn(&CpuidRegs) -> bool) {
     if let Some(end) = leaves.iter().position(is_terminator) {
-        leaves[end + 1..]
-            .iter_mut()
-            .for_each(|r| *r = CpuidRegs::ZERO);
+        leaves[end..].iter_mut().for_each(|r| *r = CpuidRegs::ZERO);
     }
 }
 
@@ -521,11 +540,13 @@ pub struct RawMsrs {
 }
 
 impl RawMsrs {
-    /// True where MSR 0xCE is MSR_PLATFORM_INFO: Intel family 6 from Nehalem (model 0x1A) on.
-    /// Older parts have something else at 0xCE (a Penryn reports a value that does not decode
-    /// as PLATFORM_INFO), so its faulting bit must not be read there.
+    /// True where MSR 0xCE is MSR_PLATFORM_INFO, by the CPU's generation
+    /// (`data/generations.tbl`: Intel family 6 from Nehalem on). Older parts have something
+    /// else at 0xCE (a Penryn reports a value that does not decode as PLATFORM_INFO), so its
+    /// faulting bit must not be read there.
     pub fn platform_info_exists(vendor: crate::cpuid::Vendor, sig: Signature) -> bool {
-        vendor == crate::cpuid::Vendor::Intel && sig.family == 6 && sig.model >= 0x1a
+        crate::levelling::generation::Generation::of(vendor, sig)
+            .is_some_and(|generation| generation.has_platform_info())
     }
 }
 

@@ -3,7 +3,8 @@
 //! The order is Xen's (`lib/cpu-policy/copy-to-buffer.c`): basic leaves up to the max leaf
 //! (leaf 4 and 0xB up to and including their terminating subleaf, leaf 7 up to its max
 //! subleaf, leaf 0xD subleaves 0, 1 and then up to the highest enumerated state component),
-//! then the two Xen leaf limits, then the extended leaves up to the max extended leaf; MSRs are
+//! then the two Xen leaf limits, then the extended leaves from 0x80000000 up to the low 16 bits
+//! of the max extended leaf (so an empty policy is 4 leaves: 0, the two limits, 0x80000000); MSRs are
 //! always PLATFORM_INFO then ARCH_CAPABILITIES. Reading back follows `copy-from-buffer.c`:
 //! entries merge into a base policy, and any bad entry rejects the whole array.
 
@@ -110,6 +111,25 @@ impl fmt::Display for PolicyArrayError {
 
 impl core::error::Error for PolicyArrayError {}
 
+impl PolicyArrayError {
+    /// The errno Xen's libx86 returns for this error, positive (`x86_cpuid_copy_from_buffer`
+    /// and friends return it negated).
+    pub const fn errno(&self) -> i32 {
+        use crate::abi::dispatch::errno;
+        match self {
+            PolicyArrayError::BufferTooSmall { .. } => errno::ENOBUFS,
+            PolicyArrayError::TooManyLeaves { .. } | PolicyArrayError::TooManyMsrs { .. } => {
+                errno::E2BIG
+            }
+            PolicyArrayError::LeafOutOfRange { .. } | PolicyArrayError::UnknownMsr { .. } => {
+                errno::ERANGE
+            }
+            PolicyArrayError::MsrFlags { .. } => errno::EINVAL,
+            PolicyArrayError::MsrOverflow { .. } => errno::EOVERFLOW,
+        }
+    }
+}
+
 /// Calls `emit(leaf, subleaf, regs)` for every leaf of `p`, in Xen's order.
 fn for_each_leaf(p: &CpuPolicy, mut emit: impl FnMut(u32, u32, CpuidRegs)) {
     let max_basic = p.max_basic_leaf().min(0xd);
@@ -143,11 +163,11 @@ fn for_each_leaf(p: &CpuPolicy, mut emit: impl FnMut(u32, u32, CpuidRegs)) {
         NO_SUBLEAF,
         CpuidRegs::new(hv2, 0, 0, 0),
     );
-    if p.max_extd_leaf() >> 16 == EXTD_BASE >> 16 {
-        let max = (p.max_extd_leaf() & 0xffff).min(NR_EXTD as u32 - 1);
-        for i in 0..=max {
-            emit(EXTD_BASE + i, NO_SUBLEAF, *p.slot(Slot::Extd(i as usize)));
-        }
+    // Like Xen, leaf 0x80000000 is always written, and the low 16 bits of its EAX bound the
+    // rest whatever the top half says.
+    let max = (p.max_extd_leaf() & 0xffff).min(NR_EXTD as u32 - 1);
+    for i in 0..=max {
+        emit(EXTD_BASE + i, NO_SUBLEAF, *p.slot(Slot::Extd(i as usize)));
     }
 }
 

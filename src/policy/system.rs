@@ -23,6 +23,8 @@ pub struct HostOptions {
     pub cpuid_faulting: bool,
     /// HVM guests use hardware-assisted paging (EPT/NPT); otherwise shadow paging.
     pub hap: bool,
+    /// Xen's `spec-ctrl=` choices that change what guests are offered.
+    pub spec_ctrl: SpecCtrlOptions,
 }
 
 impl Default for HostOptions {
@@ -31,7 +33,29 @@ impl Default for HostOptions {
             disabled: Featureset::EMPTY,
             cpuid_faulting: false,
             hap: true,
+            spec_ctrl: SpecCtrlOptions::default(),
         }
+    }
+}
+
+/// The part of Xen's `spec-ctrl=` command line option that shapes the guest policies
+/// (`xen/arch/x86/spec_ctrl.c`). The default is Xen's default command line: Xen virtualises
+/// MSR_SPEC_CTRL for PV and HVM guests wherever the hardware lets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpecCtrlOptions {
+    /// `spec-ctrl=msr-sc=pv` (on by default): virtualise MSR_SPEC_CTRL for PV guests. Xen can
+    /// only do so on hardware enumerating it the Intel way (`CPUID.07H.0:EDX[26]` IBRSB);
+    /// without it PV guests lose IBRSB and IBRS.
+    pub msr_sc_pv: bool,
+    /// `spec-ctrl=msr-sc=hvm` (on by default): virtualise MSR_SPEC_CTRL for HVM guests
+    /// (Intel's IBRSB, or AMD's IBRS with SVM's `CPUID.8000000AH:EDX[20]` SPEC_CTRL). It also
+    /// gates `virt-ssbd` (`CPUID.80000008H:EBX[25]`) for HVM guests.
+    pub msr_sc_hvm: bool,
+}
+
+impl Default for SpecCtrlOptions {
+    fn default() -> Self {
+        SystemPolicies::EMPTY.options.spec_ctrl
     }
 }
 
@@ -187,21 +211,43 @@ impl core::error::Error for DomainPolicyError {}
 impl SystemPolicies {
     /// Derive every system policy from the raw hardware policy, as Xen does at boot.
     pub fn derive(raw: &CpuPolicy, options: HostOptions) -> SystemPolicies {
-        let raw = raw_policy(raw);
-        let host = host_policy(&raw, &options);
-        let pv_max = pv_max_policy(&host);
-        let pv_default = pv_default_policy(&host, &pv_max);
-        let hvm_max = hvm_max_policy(&host, options.hap);
-        let hvm_default = hvm_default_policy(&host, &hvm_max, options.hap);
-        SystemPolicies {
-            raw,
-            host,
-            pv_max,
-            pv_default,
-            hvm_max,
-            hvm_default,
-            options,
-        }
+        let mut policies = SystemPolicies::EMPTY;
+        policies.derive_into(raw, options);
+        policies
+    }
+
+    /// No policies yet: every one empty. A `const`, so that an embedder can keep the
+    /// policies in a `static` and derive them in place ([`SystemPolicies::derive_into`]).
+    pub const EMPTY: SystemPolicies = SystemPolicies {
+        raw: CpuPolicy::EMPTY,
+        host: CpuPolicy::EMPTY,
+        pv_max: CpuPolicy::EMPTY,
+        pv_default: CpuPolicy::EMPTY,
+        hvm_max: CpuPolicy::EMPTY,
+        hvm_default: CpuPolicy::EMPTY,
+        options: HostOptions {
+            disabled: Featureset::EMPTY,
+            cpuid_faulting: false,
+            hap: true,
+            spec_ctrl: SpecCtrlOptions {
+                msr_sc_pv: true,
+                msr_sc_hvm: true,
+            },
+        },
+    };
+
+    /// [`SystemPolicies::derive`] into `self`, one policy at a time: the six policies (12 KB)
+    /// never pass through the stack as one value, which a hypervisor's boot stack may not hold.
+    pub fn derive_into(&mut self, raw: &CpuPolicy, options: HostOptions) {
+        self.raw = raw_policy(raw);
+        self.host = host_policy(&self.raw, &options);
+        let boot = BootChoices::new(&self.raw, &self.host, &options);
+        self.pv_max = pv_max_policy(&self.host, &self.raw, &boot);
+        self.pv_default = pv_default_policy(&self.host, &self.raw, &self.pv_max);
+        self.hvm_max = hvm_max_policy(&self.host, &self.raw, &boot, options.hap);
+        self.hvm_default =
+            hvm_default_policy(&self.host, &self.raw, &boot, &self.hvm_max, options.hap);
+        self.options = options;
     }
 
     /// One of the policies.
@@ -241,12 +287,12 @@ impl SystemPolicies {
     }
 
     /// An HVM policy cut down to what shadow paging offers (`mask`), keeping the host's FPU
-    /// behaviour bits (a fact about the CPU, not an offer) and AMD's copies of leaf 1.
+    /// behaviour bits (a fact about the CPU, not an offer). Like every system policy it has
+    /// no copies of CPUID.01H:EDX in CPUID.80000001H:EDX: those are made per domain.
     fn shadow_paging(&self, mut p: CpuPolicy, mask: Featureset) -> CpuPolicy {
         let mut fs = p.featureset() & mask;
         fpu_behaviour_from_host(&mut fs, &self.host);
         p.set_featureset(&fs);
-        mirror_common_1d(&mut p);
         p
     }
 
@@ -274,12 +320,15 @@ impl SystemPolicies {
         let max = self
             .max_for(kind)
             .ok_or(DomainPolicyError::HapUnavailable)?;
-        let offenders = *featureset - max.featureset();
+        // AMD's copies of CPUID.01H:EDX in CPUID.80000001H:EDX (a domain policy's featureset
+        // carries them) are no feature: dropped here, remade by the recalculation below.
+        let mut fs = *featureset;
+        fs.set_word(2, fs.word(2) & !feature::COMMON_1D);
+        let offenders = fs - max.featureset();
         if !offenders.is_empty() {
             return Err(DomainPolicyError::NotOffered { offenders });
         }
         let mut p = self.default_for(kind);
-        let mut fs = *featureset;
         // The toolstack's topology rules (libxc `xc_cpuid_apply_policy`): PV guests see the
         // host's HTT/CMP_LEGACY; HVM guests always get HTT and never CMP_LEGACY.
         let topology = Featureset::of(&[Feature::HTT, Feature::CMP_LEGACY]);
@@ -317,20 +366,143 @@ fn raw_policy(hardware: &CpuPolicy) -> CpuPolicy {
     p
 }
 
+/// What Xen's per-vendor CPU setup (`init_amd` in `cpu/amd.c`, `init_hygon` in `cpu/hygon.c`,
+/// `init_intel` in `cpu/intel.c`) changes in its own capabilities before the host policy is
+/// taken from them. Only the changes that follow from CPUID alone are modelled; those that
+/// depend on an MSR's behaviour (LFENCE_DISPATCH through DE_CFG, ERMS through
+/// MISC_ENABLE.FAST_STRING) are not.
+fn vendor_host_adjustments(fs: &mut Featureset, raw: &CpuPolicy) {
+    let sig = raw.signature();
+    // CPUID.01H:ECX[31]: Xen's `cpu_has_hypervisor`.
+    let virtualised = raw.featureset().contains(Feature::HYPERVISOR);
+    match raw.vendor() {
+        Vendor::Amd => {
+            // CPUID.01H:EDX[11] SEP: AMD has no SYSENTER outside legacy mode, and Xen runs
+            // in long mode. (HVM max puts it back: HVM guests may run in legacy mode.)
+            fs.remove(Feature::SEP);
+            // CPUID.01H:EDX[31] PBE: some AMD parts repeat 3DNow! here; Xen drops the alias.
+            fs.remove(Feature::PBE);
+            // CPUID.80000001H:ECX[0] LAHF_LM: forced by some BIOSes on K8 before model 0x14
+            // (AMD erratum 110).
+            if sig.family == 0xf && sig.model < 0x14 {
+                fs.remove(Feature::LAHF_LM);
+            }
+            match sig.family {
+                // CPUID.80000021H:EAX[2] LFENCE_DISPATCH: LFENCE is always dispatch
+                // serialising on K8 and family 11h. (Later families get it through MSR DE_CFG,
+                // which is not modelled.)
+                0xf | 0x11 => fs.insert(Feature::LFENCE_DISPATCH),
+                // CPUID.01H:ECX[3] MONITOR: MWAIT does not reach deep sleep on family 10h.
+                0x10 => fs.remove(Feature::MONITOR),
+                // CPUID.01H:ECX[30] RDRAND: may stop working after S3 on families 15h/16h;
+                // Xen hides it unless `cpuid=rdrand` forces it (which this crate does not offer).
+                0x15 | 0x16 => fs.remove(Feature::RDRAND),
+                // CPUID.80000008H:EBX[29] BTC_NO: Zen3/4 are not affected by Branch Type
+                // Confusion but predate the bit; Xen fills it in on bare metal.
+                0x19 if !virtualised => fs.insert(Feature::BTC_NO),
+                _ => {}
+            }
+        }
+        // CPUID.01H:EDX[11] SEP: as on AMD.
+        Vendor::Hygon => fs.remove(Feature::SEP),
+        // CPUID.07H.0:EBX[24] CLWB: slow on Skylake-SP/Cascade Lake/Cooper Lake (family 6
+        // model 0x55) with the GDS microcode; Xen hides it from itself. The max policies put
+        // it back (see `max_feature_adjustments`).
+        Vendor::Intel if sig.family == 6 && sig.model == 0x55 => fs.remove(Feature::CLWB),
+        _ => {}
+    }
+}
+
+/// Xen's own capabilities (`boot_cpu_data.x86_capability`): the hardware's features after the
+/// vendor adjustments, less `cpuid=no-…` with every dependent, clamped to the named features
+/// (`identify_cpu`). The clamp drops AMD's copies of CPUID.01H:EDX in CPUID.80000001H:EDX, so
+/// the host policy has none; and since Xen commit f6894fdfa8 the host no longer goes through
+/// `recalculate_misc`, which would put them back.
+fn xen_capabilities(raw: &CpuPolicy, options: &HostOptions) -> Featureset {
+    let mut fs = raw.featureset();
+    vendor_host_adjustments(&mut fs, raw);
+    for f in options.disabled.iter() {
+        fs.remove(f);
+        fs -= Featureset::dependents_of(f);
+    }
+    fs & feature::KNOWN
+}
+
 fn host_policy(raw: &CpuPolicy, options: &HostOptions) -> CpuPolicy {
     let mut p = *raw;
     p.set_max_basic_leaf(p.max_basic_leaf().min(0xd));
     p.set_max_feat_subleaf(p.max_feat_subleaf().min(2));
-    if p.max_extd_leaf() >> 16 == EXTD_BASE >> 16 {
-        p.set_max_extd_leaf(p.max_extd_leaf().min(EXTD_BASE + 0x21));
+    let caps = xen_capabilities(raw, options);
+    let mut max_extd = p.max_extd_leaf() & 0xffff;
+    // CPUID.80000021H:EAX[2] LFENCE_DISPATCH: where Xen makes LFENCE dispatch serialising on
+    // hardware that predates the bit, it extends the extended range to reach the leaf.
+    if caps.contains(Feature::LFENCE_DISPATCH) {
+        max_extd = max_extd.max(0x21);
     }
-    let fs = (raw.featureset() - options.disabled).sanitised();
-    p.set_featureset(&fs);
+    // As Xen: only the low half of CPUID.80000000H:EAX counts (out-of-range clearing and
+    // serialisation read it so), and the top half is made 0x8000.
+    p.set_max_extd_leaf(EXTD_BASE | max_extd.min(0x21));
+    // The crate's host policy is dependency-closed (Xen's is as consistent as the hardware).
+    p.set_featureset(&caps.sanitised());
     recalculate_xstate(&mut p, raw);
-    mirror_common_1d(&mut p);
+    // CPUID.0AH: Xen's vPMU is off by default (`vpmu=` not given), and then Xen drops the
+    // architectural performance monitoring leaf from the host policy. This crate has no vPMU.
+    *p.slot_mut(Slot::Basic(0xa)) = CpuidRegs::ZERO;
     p.set_cpuid_faulting(options.cpuid_faulting);
     p.clear_out_of_range_leaves();
     p
+}
+
+/// Decisions Xen takes once at boot (`init_speculation_mitigations` in `spec_ctrl.c`, and
+/// `amd_init_ssbd` in `cpu/amd.c`) that the guest policies follow.
+struct BootChoices {
+    /// `X86_FEATURE_SC_MSR_PV`: MSR_SPEC_CTRL is virtualised for PV guests.
+    sc_msr_pv: bool,
+    /// `X86_FEATURE_SC_MSR_HVM`: MSR_SPEC_CTRL is virtualised for HVM guests.
+    sc_msr_hvm: bool,
+    /// `amd_virt_spec_ctrl`: HVM guests get MSR_VIRT_SPEC_CTRL.SSBD by default.
+    amd_virt_spec_ctrl: bool,
+}
+
+/// `CPUID.8000000AH:EDX[20]` SPEC_CTRL: SVM saves and restores the guest's MSR_SPEC_CTRL.
+const SVM_FEATURE_SPEC_CTRL: u32 = 1 << 20;
+
+impl BootChoices {
+    fn new(raw: &CpuPolicy, host: &CpuPolicy, options: &HostOptions) -> BootChoices {
+        // Xen decides on its capabilities as they are, not dependency-closed: a CPU with
+        // AMD_SSBD but without IBRS (the Zen 2 dump here) counts as having AMD_SSBD.
+        let host_fs = xen_capabilities(raw, options);
+        let sig = host.signature();
+        let spec = options.spec_ctrl;
+        // Intel's enumeration (CPUID.07H.0:EDX[26] IBRSB) lets Xen virtualise MSR_SPEC_CTRL
+        // for both guest types; AMD's (CPUID.80000008H:EBX[14] IBRS) for HVM guests only,
+        // and only when SVM context-switches the MSR (read from the hardware, not the host
+        // policy).
+        let ibrsb = host_fs.contains(Feature::IBRSB);
+        let svm_spec_ctrl = raw.max_extd_leaf() >> 16 == EXTD_BASE >> 16
+            && raw.max_extd_leaf() >= EXTD_BASE + 0xa
+            && raw.slot(Slot::Extd(0xa)).d & SVM_FEATURE_SPEC_CTRL != 0;
+        let amd_ibrs = host_fs.contains(Feature::IBRS) && svm_spec_ctrl;
+        // `amd_legacy_ssbd`: SSBD through MSR_AMD64_LS_CFG, the pre-Zen2 way (families 15h
+        // to 17h, and Hygon's 18h), used when the CPU is affected (no SSB_NO,
+        // CPUID.80000008H:EBX[26]) and has neither AMD_SSBD (CPUID.80000008H:EBX[24]) nor a
+        // hypervisor's VIRT_SSBD (CPUID.80000008H:EBX[25]). The MSR is assumed to work, as it
+        // does on those families' hardware.
+        let legacy_ssbd = host.vendor().is_amd_like()
+            && matches!(sig.family, 0x15..=0x18)
+            && !host_fs.contains(Feature::SSB_NO)
+            && !host_fs.contains(Feature::AMD_SSBD)
+            && !host_fs.contains(Feature::VIRT_SSBD);
+        BootChoices {
+            sc_msr_pv: spec.msr_sc_pv && ibrsb,
+            sc_msr_hvm: spec.msr_sc_hvm && (ibrsb || amd_ibrs),
+            // VIRT_SPEC_CTRL.SSBD is offered when SPEC_CTRL.SSBD (AMD_SSBD) is not: through
+            // the hypervisor's own VIRT_SPEC_CTRL, or through LS_CFG.
+            amd_virt_spec_ctrl: spec.msr_sc_hvm
+                && !host_fs.contains(Feature::AMD_SSBD)
+                && (host_fs.contains(Feature::VIRT_SSBD) || legacy_ssbd),
+        }
+    }
 }
 
 /// Guests' max policies run with the array limits as max leaves (`guest_common_max_leaves`).
@@ -349,8 +521,8 @@ fn set_host_max_leaves(p: &mut CpuPolicy, host: &CpuPolicy) {
 
 /// Features Xen virtualises for every guest that may see them at all, whatever the host has
 /// (`guest_common_max_feature_adjustments`).
-fn max_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy) {
-    let host_fs = host.featureset();
+fn max_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy, raw: &CpuPolicy) {
+    let sig = host.signature();
     match host.vendor() {
         Vendor::Intel => {
             // MSR_ARCH_CAPS is always virtualised, with the "affected" hints and the
@@ -365,13 +537,20 @@ fn max_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy) {
             ] {
                 fs.insert(f);
             }
-            // CLWB is hidden by default on Skylake-SP only; max keeps the host's.
-            fs.set(Feature::CLWB, host_fs.contains(Feature::CLWB));
-            if host_fs.contains(Feature::RTM_ALWAYS_ABORT) {
+            // CPUID.07H.0:EBX[24] CLWB: hidden from the host on Skylake-SP, but a guest that
+            // saw it elsewhere can run here.
+            if sig.family == 6 && sig.model == 0x55 && raw.featureset().contains(Feature::CLWB) {
+                fs.insert(Feature::CLWB);
+            }
+            // CPUID.07H.0:EDX[11] RTM_ALWAYS_ABORT now means "XBEGIN does not fault": true
+            // wherever RTM (CPUID.07H.0:EBX[11]) can be offered.
+            if fs.contains(Feature::RTM) {
                 fs.insert(Feature::RTM_ALWAYS_ABORT);
             }
         }
-        Vendor::Amd | Vendor::Hygon => fs.insert(Feature::VERW_CLEAR),
+        // CPUID.80000021H:EAX[5] VERW_CLEAR: a guest may migrate where VERW flushes (AMD only
+        // in Xen, not Hygon).
+        Vendor::Amd => fs.insert(Feature::VERW_CLEAR),
         _ => {}
     }
     fpu_behaviour_from_host(fs, host);
@@ -396,7 +575,7 @@ fn common_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy) {
 }
 
 /// Defaults that follow the host, not the annotations (`guest_common_default_feature_adjustments`).
-fn default_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy) {
+fn default_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy, raw: &CpuPolicy) {
     let host_fs = host.featureset();
     let sig = host.signature();
     match host.vendor() {
@@ -405,12 +584,13 @@ fn default_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy) {
             if sig.family == 6 && sig.model == 0x3a {
                 fs.remove(Feature::RDRAND);
             }
-            // Skylake-SP: CLWB is hidden by default (family 6 model 0x55).
-            if sig.family == 6 && sig.model == 0x55 {
+            // Skylake-SP: CLWB (CPUID.07H.0:EBX[24]) is hidden by default (family 6 model 0x55).
+            if sig.family == 6 && sig.model == 0x55 && raw.featureset().contains(Feature::CLWB) {
                 fs.remove(Feature::CLWB);
             }
-            // TSX forced to abort: offer RTM_ALWAYS_ABORT instead of RTM.
-            if host_fs.contains(Feature::RTM_ALWAYS_ABORT) {
+            // TSX forced to abort (Xen's `rtm_disabled`, approximated as: the host has RTM and
+            // CPUID.07H.0:EDX[11] RTM_ALWAYS_ABORT): offer RTM_ALWAYS_ABORT instead of RTM.
+            if host_fs.contains(Feature::RTM_ALWAYS_ABORT) && host_fs.contains(Feature::RTM) {
                 fs.remove(Feature::RTM);
                 fs.insert(Feature::RTM_ALWAYS_ABORT);
             }
@@ -418,7 +598,7 @@ fn default_feature_adjustments(fs: &mut Featureset, host: &CpuPolicy) {
                 fs.set(f, host_fs.contains(f));
             }
         }
-        Vendor::Amd | Vendor::Hygon => {
+        Vendor::Amd => {
             fs.set(Feature::VERW_CLEAR, host_fs.contains(Feature::VERW_CLEAR));
         }
         _ => {}
@@ -444,29 +624,47 @@ fn fpu_behaviour_from_host(fs: &mut Featureset, host: &CpuPolicy) {
     }
 }
 
-/// After sanitising a default: advertise RSBA/RRSBA when ARCH_CAPS is visible and the host
-/// is affected, so a guest that migrates keeps its mitigations.
+/// After sanitising a default: if the host suffers RSB underflow using other predictors in
+/// either form and the guest sees MSR_ARCH_CAPS, tell it, as RRSBA (`MSR 10AH[19]`) when it
+/// sees eIBRS and as RSBA (`MSR 10AH[2]`) otherwise.
 fn advertise_rsba(fs: &mut Featureset, host: &CpuPolicy) {
     let host_fs = host.featureset();
-    // Intel's MSR_ARCH_CAPS hints: the max policies carry them on Intel only.
-    if host.vendor() == Vendor::Intel && fs.contains(Feature::ARCH_CAPS) {
-        if host_fs.contains(Feature::RSBA) {
-            fs.insert(Feature::RSBA);
-        }
-        if host_fs.contains(Feature::RRSBA) && fs.contains(Feature::EIBRS) {
+    // Xen does this on any vendor; only Intel's max policies carry RSBA/RRSBA, though, so
+    // elsewhere (no real CPU but Intel's enumerates ARCH_CAPS) the default would exceed its
+    // max: the crate keeps to Intel.
+    if host.vendor() == Vendor::Intel
+        && fs.contains(Feature::ARCH_CAPS)
+        && (host_fs.contains(Feature::RSBA) || host_fs.contains(Feature::RRSBA))
+    {
+        if fs.contains(Feature::EIBRS) {
             fs.insert(Feature::RRSBA);
+        } else {
+            fs.insert(Feature::RSBA);
         }
     }
 }
 
-fn pv_max_policy(host: &CpuPolicy) -> CpuPolicy {
+fn pv_max_policy(host: &CpuPolicy, raw: &CpuPolicy, boot: &BootChoices) -> CpuPolicy {
     let mut p = *host;
     recalculate_misc(&mut p);
     set_common_max_leaves(&mut p);
+    // Masking with the PV max mask also drops AMD's copies of CPUID.01H:EDX that
+    // `recalculate_misc` put in CPUID.80000001H:EDX: they are no named feature.
     let mut fs = p.featureset() & feature::PV_MAX;
     fs.insert(Feature::X2APIC); // tolerated for legacy PV kernels that probe it
-    fs.remove(Feature::SRSO_US_NO); // needs BP_SPEC_REDUCE, which PV does not get here
-    max_feature_adjustments(&mut fs, host);
+    if !boot.sc_msr_pv {
+        // CPUID.07H.0:EDX[26] IBRSB, CPUID.80000008H:EBX[14] IBRS: MSR_SPEC_CTRL is not
+        // virtualised for PV guests.
+        fs.remove(Feature::IBRSB);
+        fs.remove(Feature::IBRS);
+    }
+    // CPUID.80000021H:EAX[30] SRSO_US_NO means something to a PV kernel only with
+    // BP_SPEC_REDUCE active (CPUID.80000021H:EAX[31] SRSO_MSR_FIX, `spec-ctrl=bp-spec-reduce`
+    // on by default).
+    if !host.featureset().contains(Feature::SRSO_MSR_FIX) {
+        fs.remove(Feature::SRSO_US_NO);
+    }
+    max_feature_adjustments(&mut fs, host, raw);
     common_feature_adjustments(&mut fs, host);
     p.set_featureset(&fs.sanitised());
     *p.slot_mut(Slot::Extd(0xa)) = CpuidRegs::ZERO; // CPUID.8000000AH: no SVM for PV
@@ -475,12 +673,12 @@ fn pv_max_policy(host: &CpuPolicy) -> CpuPolicy {
     p
 }
 
-fn pv_default_policy(host: &CpuPolicy, pv_max: &CpuPolicy) -> CpuPolicy {
+fn pv_default_policy(host: &CpuPolicy, raw: &CpuPolicy, pv_max: &CpuPolicy) -> CpuPolicy {
     let mut p = *pv_max;
     set_host_max_leaves(&mut p, host);
     let mut fs = p.featureset() & feature::PV_DEFAULT;
     common_feature_adjustments(&mut fs, host);
-    default_feature_adjustments(&mut fs, host);
+    default_feature_adjustments(&mut fs, host, raw);
     let mut fs = fs.sanitised();
     advertise_rsba(&mut fs, host);
     p.set_featureset(&fs);
@@ -488,7 +686,14 @@ fn pv_default_policy(host: &CpuPolicy, pv_max: &CpuPolicy) -> CpuPolicy {
     p
 }
 
-fn hvm_max_policy(host: &CpuPolicy, hap: bool) -> CpuPolicy {
+/// The SVM features (`CPUID.8000000AH:EDX`) Xen's nested SVM implements with the hardware's
+/// help, offered only where the hardware has them: NPT (bit 0), LBRV (1), NRIPS (3),
+/// PAUSEFILTER (10) and DECODEASSISTS (7).
+const NESTED_SVM_FROM_HARDWARE: u32 = 1 << 0 | 1 << 1 | 1 << 3 | 1 << 10 | 1 << 7;
+/// The SVM feature nested SVM always emulates: VMCBCLEAN (`CPUID.8000000AH:EDX[5]`).
+const NESTED_SVM_EMULATED: u32 = 1 << 5;
+
+fn hvm_max_policy(host: &CpuPolicy, raw: &CpuPolicy, boot: &BootChoices, hap: bool) -> CpuPolicy {
     let mut p = *host;
     recalculate_misc(&mut p);
     set_common_max_leaves(&mut p);
@@ -503,13 +708,36 @@ fn hvm_max_policy(host: &CpuPolicy, hap: bool) -> CpuPolicy {
     fs.insert(Feature::APIC);
     fs.insert(Feature::X2APIC);
     fs.insert(Feature::NO_LMSL);
-    if host.vendor().is_amd_like() {
-        fs.insert(Feature::SEP); // SYSENTER is emulated for cross-vendor migration
+    // CPUID.01H:EDX[11] SEP: cleared from an AMD host (no SYSENTER in long mode), but an HVM
+    // guest in legacy mode can use it where the hardware has it.
+    if host.vendor().is_amd_like() && raw.featureset().contains(Feature::SEP) {
+        fs.insert(Feature::SEP);
+    }
+    // CPUID.80000008H:EBX[25] VIRT_SSBD: offered by default when Xen provides
+    // MSR_VIRT_SPEC_CTRL (see `BootChoices`), so in max too.
+    if boot.amd_virt_spec_ctrl {
+        fs.insert(Feature::VIRT_SSBD);
+    }
+    if !boot.sc_msr_hvm {
+        // CPUID.07H.0:EDX[26] IBRSB, CPUID.80000008H:EBX[14] IBRS: MSR_SPEC_CTRL is not
+        // virtualised for HVM guests.
+        fs.remove(Feature::IBRSB);
+        fs.remove(Feature::IBRS);
+    } else if host.featureset().contains(Feature::AMD_SSBD) {
+        // With SPEC_CTRL.SSBD (CPUID.80000008H:EBX[24]) Xen can implement VIRT_SPEC_CTRL.SSBD
+        // on top of it: max only, guests should prefer SPEC_CTRL.
+        fs.insert(Feature::VIRT_SSBD);
     }
     if !host.featureset().contains(Feature::VMX) {
         fs.remove(Feature::PKS); // protection keys for supervisor pages need VT-x support
     }
-    max_feature_adjustments(&mut fs, host);
+    // CPUID.8000000AH:EDX: nested SVM offers only what it implements (on the host's SVM
+    // bit, CPUID.80000001H:ECX[2], not the guest's).
+    if host.featureset().contains(Feature::SVM) {
+        let svm = p.slot_mut(Slot::Extd(0xa));
+        svm.d = (svm.d & NESTED_SVM_FROM_HARDWARE) | NESTED_SVM_EMULATED;
+    }
+    max_feature_adjustments(&mut fs, host, raw);
     common_feature_adjustments(&mut fs, host);
     p.set_featureset(&fs.sanitised());
     finish(&mut p, host);
@@ -517,7 +745,13 @@ fn hvm_max_policy(host: &CpuPolicy, hap: bool) -> CpuPolicy {
     p
 }
 
-fn hvm_default_policy(host: &CpuPolicy, hvm_max: &CpuPolicy, hap: bool) -> CpuPolicy {
+fn hvm_default_policy(
+    host: &CpuPolicy,
+    raw: &CpuPolicy,
+    boot: &BootChoices,
+    hvm_max: &CpuPolicy,
+    hap: bool,
+) -> CpuPolicy {
     let mut p = *hvm_max;
     set_host_max_leaves(&mut p, host);
     let mask = if hap {
@@ -530,7 +764,12 @@ fn hvm_default_policy(host: &CpuPolicy, hvm_max: &CpuPolicy, hap: bool) -> CpuPo
     fs.insert(Feature::X2APIC);
     fs.insert(Feature::NO_LMSL);
     common_feature_adjustments(&mut fs, host);
-    default_feature_adjustments(&mut fs, host);
+    default_feature_adjustments(&mut fs, host, raw);
+    // CPUID.80000008H:EBX[25] VIRT_SSBD: on by default only where AMD_SSBD is absent and
+    // Xen provides MSR_VIRT_SPEC_CTRL another way.
+    if boot.amd_virt_spec_ctrl {
+        fs.insert(Feature::VIRT_SSBD);
+    }
     let mut fs = fs.sanitised();
     advertise_rsba(&mut fs, host);
     p.set_featureset(&fs);
@@ -538,16 +777,17 @@ fn hvm_default_policy(host: &CpuPolicy, hvm_max: &CpuPolicy, hap: bool) -> CpuPo
     p
 }
 
-/// Re-derive leaf 0xD and the AMD copies of leaf 1 from the features, then zero what is out
-/// of range.
+/// Re-derive leaf 0xD from the features, then zero what is out of range. System policies
+/// get no copies of CPUID.01H:EDX in CPUID.80000001H:EDX: Xen writes their featureset back
+/// masked, and the copies are no named feature.
 fn finish(p: &mut CpuPolicy, host: &CpuPolicy) {
     recalculate_xstate(p, host);
-    mirror_common_1d(p);
     p.clear_out_of_range_leaves();
 }
 
 /// Xen's `recalculate_cpuid_policy` for one domain: clamp to `max`, close dependencies, take
-/// the host's FPU quirks, re-derive leaf 0xD and the miscellaneous leaves.
+/// the host's FPU quirks, re-derive leaf 0xD and the miscellaneous leaves (which, on AMD,
+/// copies CPUID.01H:EDX's common bits into CPUID.80000001H:EDX).
 fn recalculate_domain_policy(mut p: CpuPolicy, max: &CpuPolicy, host: &CpuPolicy) -> CpuPolicy {
     p.set_max_basic_leaf(p.max_basic_leaf().min(max.max_basic_leaf()));
     p.set_max_feat_subleaf(p.max_feat_subleaf().min(max.max_feat_subleaf()));
@@ -565,8 +805,14 @@ fn recalculate_domain_policy(mut p: CpuPolicy, max: &CpuPolicy, host: &CpuPolicy
     let mut fs = fs.sanitised();
     fpu_behaviour_from_host(&mut fs, host);
     p.set_featureset(&fs);
+    // CPUID.01H:EBX[15:8]: the host's CLFLUSH line size.
+    let clflush = max.slot(Slot::Basic(1)).b & 0xff00;
+    let leaf1 = p.slot_mut(Slot::Basic(1));
+    leaf1.b = (leaf1.b & !0xff00) | clflush;
+    recalculate_addr_widths(&mut p, max, &fs);
     recalculate_xstate(&mut p, host);
     recalculate_misc(&mut p);
+    recalculate_cache_leaves(&mut p);
     *p.slot_mut(Slot::Basic(0xa)) = CpuidRegs::ZERO; // CPUID.0AH: no vPMU
     if !fs.contains(Feature::SVM) {
         *p.slot_mut(Slot::Extd(0xa)) = CpuidRegs::ZERO; // CPUID.8000000AH: SVM features
@@ -576,6 +822,38 @@ fn recalculate_domain_policy(mut p: CpuPolicy, max: &CpuPolicy, host: &CpuPolicy
     }
     p.clear_out_of_range_leaves();
     p
+}
+
+/// CPUID.80000008H:EAX[7:0] (physical address bits) no wider than the max policy's and at
+/// least what PAE/PSE36 imply; EAX[15:8] (linear address bits) 48 with long mode, else 32.
+/// (Xen also caps the physical width by what the domain's paging can map; not modelled.)
+fn recalculate_addr_widths(p: &mut CpuPolicy, max: &CpuPolicy, fs: &Featureset) {
+    let max_phys = max.slot(Slot::Extd(8)).a & 0xff;
+    let floor = if fs.contains(Feature::PAE) || fs.contains(Feature::PSE36) {
+        36
+    } else {
+        32
+    };
+    let e8 = p.slot_mut(Slot::Extd(8));
+    let phys = (e8.a & 0xff).min(max_phys).max(floor);
+    let lin = if fs.contains(Feature::LM) { 48 } else { 32 };
+    e8.a = (e8.a & !0xffff) | lin << 8 | phys;
+}
+
+/// CPUID.04H: keep the subleaves up to the first without a data, instruction or unified cache
+/// type (EAX[4:0] 1 to 3), with their reserved bits (EAX[13:10], EDX[31:3]) cleared.
+fn recalculate_cache_leaves(p: &mut CpuPolicy) {
+    let mut ended = false;
+    for i in 0..super::NR_CACHE {
+        let leaf = p.slot_mut(Slot::Cache(i));
+        if !ended && matches!(leaf.a & 0x1f, 1..=3) {
+            leaf.a &= 0xffff_c3ff;
+            leaf.d &= 0x7;
+        } else {
+            ended = true;
+            *leaf = CpuidRegs::ZERO;
+        }
+    }
 }
 
 /// XSAVE state components (Intel SDM vol. 1, 13.1) and the features that enable them.
@@ -639,56 +917,92 @@ fn recalculate_xstate(p: &mut CpuPolicy, host: &CpuPolicy) {
     leaf1.d = (xss >> 32) as u32;
 }
 
-/// CPUID.80000001H:EDX repeats CPUID.01H:EDX's common bits on AMD, and has them clear on
-/// Intel ([`feature::COMMON_1D`]).
-fn mirror_common_1d(p: &mut CpuPolicy) {
-    let leaf1_edx = p.slot(Slot::Basic(1)).d;
-    let amd_like = p.vendor().is_amd_like();
-    let e1 = p.slot_mut(Slot::Extd(1));
-    e1.d &= !feature::COMMON_1D;
-    if amd_like {
-        e1.d |= leaf1_edx & feature::COMMON_1D;
-    }
-}
-
-/// Xen's `recalculate_misc`: hide what no guest should see of the host's identity, power
-/// management and cache topology.
+/// Xen's `recalculate_misc` (`cpu-policy.c`): hide what no guest should see of the host's
+/// identity, power management and topology, and fill in what AMD duplicates. At the reference
+/// commit Xen runs it on the PV and HVM max policies (the defaults inherit it) and on every
+/// domain's policy, but no longer on the host policy (Xen commit f6894fdfa8).
 fn recalculate_misc(p: &mut CpuPolicy) {
     let leaf1 = p.slot_mut(Slot::Basic(1));
-    leaf1.a &= !(0x3 << 12); // CPUID.01H:EAX[13:12]: processor type
+    // CPUID.01H:EAX[13:12] processor type (Intel), and the reserved EAX[15:14], EAX[31:28].
+    leaf1.a &= 0x0fff_0fff;
     leaf1.b &= 0x00ff_ffff; // CPUID.01H:EBX[31:24]: initial APIC ID, set per vCPU
+    // CPUID.05H MONITOR sizes, CPUID.06H thermal and power, CPUID.08H and CPUID.0CH reserved.
     for leaf in [0x5, 0x6, 0x8, 0xc] {
-        // MONITOR sizes, thermal and power, and two reserved leaves.
         *p.slot_mut(Slot::Basic(leaf)) = CpuidRegs::ZERO;
     }
     for i in 0..super::NR_TOPO {
         *p.slot_mut(Slot::Topo(i)) = CpuidRegs::ZERO; // CPUID.0BH: topology is per domain
     }
-    mirror_common_1d(p);
-    let amd_like = p.vendor().is_amd_like();
-    if !amd_like {
-        let e1 = p.slot_mut(Slot::Extd(1));
-        e1.a = 0; // CPUID.80000001H:EAX/EBX are reserved on Intel
-        e1.b = 0;
+    p.slot_mut(Slot::Extd(1)).d &= !feature::COMMON_1D; // CPUID.80000001H:EDX copies of leaf 1
+    // CPUID.80000007H:EAX/EBX/ECX: RAS and power reporting (EDX is featureset word 7).
+    let e7 = p.slot_mut(Slot::Extd(7));
+    e7.a = 0;
+    e7.b = 0;
+    e7.c = 0;
+    p.slot_mut(Slot::Extd(8)).d = 0; // CPUID.80000008H:EDX
+    match p.vendor() {
+        Vendor::Intel => {
+            // CPUID.02H:EAX[7:0]: the number of queries of leaf 2, always 1.
+            let leaf2 = p.slot_mut(Slot::Basic(2));
+            leaf2.a = (leaf2.a & !0xff) | 1;
+            *p.slot_mut(Slot::Basic(0x3)) = CpuidRegs::ZERO; // processor serial number
+            *p.slot_mut(Slot::Basic(0x9)) = CpuidRegs::ZERO; // direct cache access
+            // CPUID.80000000H:EBX/ECX/EDX: Intel reports no vendor string here.
+            let e0 = p.slot_mut(Slot::Extd(0));
+            e0.b = 0;
+            e0.c = 0;
+            e0.d = 0;
+            let e1 = p.slot_mut(Slot::Extd(1));
+            e1.a = 0; // CPUID.80000001H:EAX/EBX are reserved on Intel
+            e1.b = 0;
+            *p.slot_mut(Slot::Extd(5)) = CpuidRegs::ZERO; // CPUID.80000005H: reserved on Intel
+            // CPUID.80000006H: only ECX (L2 cache) is defined on Intel.
+            let e6 = p.slot_mut(Slot::Extd(6));
+            e6.a = 0;
+            e6.b = 0;
+            e6.d = 0;
+            // CPUID.80000008H:EAX[15:0] address widths only; ECX is reserved on Intel.
+            let e8 = p.slot_mut(Slot::Extd(8));
+            e8.a &= 0xffff;
+            e8.c = 0;
+        }
+        Vendor::Amd | Vendor::Hygon => {
+            // CPUID.02H/03H cache descriptors and serial number, CPUID.04H cache parameters,
+            // CPUID.09H DCA and CPUID.0AH performance monitoring: Intel's leaves.
+            for leaf in [0x2, 0x3, 0x9, 0xa] {
+                *p.slot_mut(Slot::Basic(leaf)) = CpuidRegs::ZERO;
+            }
+            for i in 0..super::NR_CACHE {
+                *p.slot_mut(Slot::Cache(i)) = CpuidRegs::ZERO;
+            }
+            let leaf0 = *p.slot(Slot::Basic(0));
+            let leaf1 = *p.slot(Slot::Basic(1));
+            // CPUID.80000000H:EBX/ECX/EDX repeat the vendor string of CPUID.00H.
+            let e0 = p.slot_mut(Slot::Extd(0));
+            e0.b = leaf0.b;
+            e0.c = leaf0.c;
+            e0.d = leaf0.d;
+            let e1 = p.slot_mut(Slot::Extd(1));
+            e1.a = leaf1.a; // CPUID.80000001H:EAX repeats the signature of CPUID.01H:EAX
+            e1.b &= 0xff00_ffff; // CPUID.80000001H:EBX[23:16]: reserved
+            e1.d |= leaf1.d & feature::COMMON_1D; // CPUID.80000001H:EDX copies of leaf 1
+            // CPUID.80000008H:EAX[15:0] address widths (GuestPhysAddrSize hidden); ECX[17:12]
+            // APIC ID size and ECX[7:0] core count only.
+            let e8 = p.slot_mut(Slot::Extd(8));
+            e8.a &= 0xffff;
+            e8.c &= 0x3_f0ff;
+            *p.slot_mut(Slot::Extd(9)) = CpuidRegs::ZERO; // CPUID.80000009H: reserved
+            // CPUID.8000000BH-80000018H (IBS, LWP and more, reserved in between); 0x19 (1G TLB)
+            // and 0x1A (performance hints) pass through; 0x1B IBS, 0x1C LWP, 0x1D/0x1E
+            // topology, 0x1F SEV, 0x20 platform QoS are not virtualised.
+            for leaf in (0x0b..=0x18).chain(0x1b..=0x20) {
+                *p.slot_mut(Slot::Extd(leaf)) = CpuidRegs::ZERO;
+            }
+            // CPUID.80000021H:EBX/EDX (EAX and ECX are featureset words 11 and 18).
+            let e21 = p.slot_mut(Slot::Extd(0x21));
+            e21.b = 0;
+            e21.d = 0;
+        }
+        _ => {}
     }
-    if amd_like {
-        // Legacy cache/TLB leaves, serial number and DCA do not exist on AMD.
-        for leaf in [0x2, 0x3, 0x9] {
-            *p.slot_mut(Slot::Basic(leaf)) = CpuidRegs::ZERO;
-        }
-        for i in 0..super::NR_CACHE {
-            *p.slot_mut(Slot::Cache(i)) = CpuidRegs::ZERO;
-        }
-        // IBS, LWP, cache topology, memory encryption and the like: not virtualised.
-        for leaf in (0x0b..=0x18).chain(0x1b..=0x20) {
-            *p.slot_mut(Slot::Extd(leaf)) = CpuidRegs::ZERO;
-        }
-    } else {
-        *p.slot_mut(Slot::Basic(0x3)) = CpuidRegs::ZERO; // processor serial number
-        *p.slot_mut(Slot::Basic(0x9)) = CpuidRegs::ZERO; // direct cache access
-    }
-    let e8 = p.slot_mut(Slot::Extd(8));
-    e8.a &= 0xffff; // CPUID.80000008H:EAX[15:0]: physical and linear address widths
-    e8.d = 0;
-    e8.c = if amd_like { e8.c & 0x3_f0ff } else { 0 }; // AMD: core count and APIC ID size
 }

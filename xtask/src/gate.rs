@@ -91,6 +91,10 @@ pub const STEPS: &[Step] = &[
         },
     },
     Step {
+        name: "cargo xtask xen-conformance (Xen's libx86 tests against the C ABI)",
+        run: crate::conformance::gate_step,
+    },
+    Step {
         name: "cargo fmt --manifest-path arch/x86_64/Cargo.toml --check",
         run: qemu::fmt_check,
     },

@@ -11,10 +11,12 @@
 //! | `provision` | [`provision`]  | installs QEMU and checks the bare-metal Rust targets      |
 //! | `bench`     | [`bench`](mod@bench) | runs the benchmarks and rewrites `BENCHMARKS.md`          |
 //! | `qemu`      | [`qemu`]       | builds the test hypervisor and boots it (one run or the matrix) |
+//! | `xen-conformance` | [`conformance`] | Xen's own libx86 tests against the crate's C ABI |
 //!
 //! Exit codes: 0 success, 1 a command failed, 2 the command line was not understood.
 
 mod bench;
+mod conformance;
 mod gate;
 mod moved;
 mod process;
@@ -41,6 +43,10 @@ commands:
                 pv-levelled, abi, agent, at-level, smp, msr-fault, bench)
   qemu --matrix boot every CPU model and scenario, as `test` does
   qemu --bench  boot the icount benchmarks and print their BENCHMARKS.md section
+  xen-conformance [--xen PATH]
+                Xen's test-cpu-policy linked against the crate's C ABI, and Xen's AFL harness
+                replayed through both libraries (Xen tree: --xen, $XEN_TREE, or
+                ../shared/xen-libx86)
   help          print this message (also -h, --help)";
 
 /// One command, as parsed from the command line.
@@ -56,6 +62,8 @@ enum Command {
     Bench,
     /// `cargo xtask qemu ARGS`, with its arguments.
     Qemu(Vec<String>),
+    /// `cargo xtask xen-conformance [--xen PATH]`, with its arguments.
+    XenConformance(Vec<String>),
     /// `cargo xtask help`, `--help`, `-h`, or no command at all.
     Help,
 }
@@ -69,6 +77,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         "test" => Command::Test,
         "run" => return Ok(Command::Run(strip_separator(rest).to_vec())),
         "qemu" => return Ok(Command::Qemu(rest.to_vec())),
+        "xen-conformance" => return Ok(Command::XenConformance(rest.to_vec())),
         "provision" => Command::Provision,
         "bench" => Command::Bench,
         "help" | "-h" | "--help" => Command::Help,
@@ -112,6 +121,7 @@ fn execute(command: Command) -> ExitCode {
         Command::Provision => report(provision::run(&workspace)),
         Command::Bench => report(bench::bench(&workspace)),
         Command::Qemu(args) => report(qemu::run(&workspace, &args)),
+        Command::XenConformance(args) => report(conformance::run(&workspace, &args)),
         Command::Help => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -156,6 +166,13 @@ mod tests {
         assert_eq!(
             parse("qemu --matrix"),
             Ok(Command::Qemu(vec!["--matrix".into()]))
+        );
+        assert_eq!(
+            parse("xen-conformance --xen /src/xen"),
+            Ok(Command::XenConformance(vec![
+                "--xen".into(),
+                "/src/xen".into()
+            ]))
         );
     }
 

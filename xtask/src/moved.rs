@@ -68,15 +68,14 @@ fn check_copy(workspace: &Workspace, copy: &Path) -> Result<(), String> {
         command
     };
     process::run(&mut cargo(&["test", "--workspace", "--quiet"]))?;
-    process::run(&mut cargo(&[
+    // From the kernel's own directory, so that its `.cargo/config.toml` applies.
+    let mut kernel = cargo(&[
         "build",
         "--release",
         "--quiet",
-        "--manifest-path",
-        "arch/x86_64/Cargo.toml",
-        "--target",
-        "x86_64-unknown-none",
         "--target-dir",
         &target.join("kernel").to_string_lossy(),
-    ]))
+    ]);
+    kernel.current_dir(copy.join(crate::qemu::KERNEL_DIR));
+    process::run(&mut kernel)
 }

@@ -399,7 +399,7 @@ pub fn install_abi(
     let (abi_host, domains) = unsafe {
         *ABI.get() = None;
         let h = (*ABI_HOST.get()).as_mut_ptr();
-        (&raw mut (*h).system).write(host.policies);
+        (&raw mut (*h).system).write(*host.policies);
         (&raw mut (*h).levelling).write(levelling::current());
         let t = (*ABI_TABLE.get()).as_mut_ptr();
         t.write(DomainTable::default());

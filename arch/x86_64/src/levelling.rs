@@ -4,7 +4,7 @@
 //!
 //! | what | kernel | crate | Xen's counterpart |
 //! |---|---|---|---|
-//! | probe at boot | [`probe`] (from `xen::Host::probe`) | `Levelling::probe` | `probe_cpuid_faulting`, `{amd,intel}_init_levelling` |
+//! | probe at boot | `xen::Host::probe` (the crate's `host::Host::boot`), [`virtualised`] | `Levelling::probe` | `probe_cpuid_faulting`, `{amd,intel}_init_levelling` |
 //! | CPU bring-up | [`install`] | `LevellingState::init` | `ctxt_switch_levelling(NULL)` on the BSP |
 //! | domain creation | [`assess`] (from `Domain::new`) | `Levelling::assess` | `domain_cpu_policy_changed` |
 //! | context switch | [`switch_to`], [`switch_to_idle`] (from `sched`) | `LevellingState::switch_to` | `ctxt_switch_levelling(next)` |
@@ -30,11 +30,11 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use xen_levelling::CpuPolicy;
 use xen_levelling::hardware::{Hardware, MsrFault};
-use xen_levelling::levelling::masks::{MaskKind, MaskMsrs};
+use xen_levelling::levelling::masks::MaskKind;
 use xen_levelling::levelling::probe::FaultingCheck;
 use xen_levelling::levelling::{
-    DomainLevelling, DomainRole, Levelling as HostLevelling, LevellingCaps, LevellingConfig,
-    LevellingState, Mechanism, ProbeOptions, SwitchTo,
+    DomainLevelling, DomainRole, Levelling as HostLevelling, LevellingCaps, LevellingState,
+    Mechanism, SwitchTo,
 };
 use xen_levelling::policy::system::DomainKind;
 
@@ -171,17 +171,10 @@ fn cpu() -> &'static mut Cpu {
     unsafe { &mut (*CPUS.get())[percpu::id()] }
 }
 
-/// Probes the CPU's levelling through the real instructions. `raw` is the CPUID read at
-/// boot, before anything was loaded. Xen probes faulting through the Intel MSRs on family
-/// 0Fh (and on AMD) only when it runs virtualised, which `CPUID.01H:ECX[31]` says.
-pub fn probe(raw: &CpuPolicy) -> HostLevelling {
-    let virtualised = hardware::cpuid(1, 0).c & 1 << 31 != 0;
-    HostLevelling::probe(
-        &mut NativeHardware,
-        raw,
-        ProbeOptions { virtualised },
-        LevellingConfig::default(),
-    )
+/// Whether the kernel runs virtualised (`CPUID.01H:ECX[31]`, the hypervisor bit): Xen probes
+/// faulting through the Intel MSRs on family 0Fh (and on AMD) only then.
+pub fn virtualised() -> bool {
+    hardware::cpuid(1, 0).c & 1 << 31 != 0
 }
 
 /// Makes `levelling` the host's and brings CPU 0 up: the defaults into every mask MSR in
@@ -643,13 +636,4 @@ impl fmt::Display for Caps {
         }
         Ok(())
     }
-}
-
-/// The mask MSRs `list` names, as a [`Mechanism::Masking`].
-pub fn masking(list: &[(MaskKind, u32)]) -> Mechanism {
-    let mut m = MaskMsrs::default();
-    for &(kind, index) in list {
-        m.0[kind.index()] = Some(index);
-    }
-    Mechanism::Masking(m)
 }

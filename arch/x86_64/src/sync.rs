@@ -7,11 +7,10 @@
 //! CPU that only its own CPU touches ([`crate::percpu`]), or is handed from one CPU to another
 //! through an atomic flag with release/acquire ordering (`smp::run_on`). Every access still
 //! takes a raw pointer and an `unsafe` block that says why no other borrow of the same cell
-//! is live. State that several CPUs really share goes behind a [`SpinLock`] or [`RwSpinLock`].
+//! is live. State that several CPUs really share goes behind a [`SpinLock`] or [`RwSpinLock`]
+//! (the `spin` crate's).
 
 use core::cell::UnsafeCell;
-use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// A `static` the kernel mutates, with the aliasing argument made at each access.
 #[repr(transparent)]
@@ -61,153 +60,10 @@ pub fn stack_top<const N: usize>(cell: &KernelCell<Stack<N>>) -> u64 {
 }
 
 /// A spin lock (interrupts are always off, so a holder is never preempted on its own CPU).
-pub struct SpinLock<T> {
-    locked: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: the lock hands out one `&mut T` at a time, across CPUs.
-unsafe impl<T: Send> Sync for SpinLock<T> {}
-
-impl<T> SpinLock<T> {
-    /// A lock holding `value`.
-    pub const fn new(value: T) -> Self {
-        SpinLock {
-            locked: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
-    }
-
-    /// Spins until the lock is free, then holds it until the guard drops.
-    pub fn lock(&self) -> SpinGuard<'_, T> {
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            core::hint::spin_loop();
-        }
-        SpinGuard { lock: self }
-    }
-}
-
-/// Holds a [`SpinLock`].
-pub struct SpinGuard<'a, T> {
-    lock: &'a SpinLock<T>,
-}
-
-impl<T> Deref for SpinGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the guard holds the lock: no other reference to the value exists.
-        unsafe { &*self.lock.value.get() }
-    }
-}
-
-impl<T> DerefMut for SpinGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as `deref`, exclusively.
-        unsafe { &mut *self.lock.value.get() }
-    }
-}
-
-impl<T> Drop for SpinGuard<'_, T> {
-    fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
-    }
-}
+pub type SpinLock<T> = spin::Mutex<T>;
 
 /// A readers-writer spin lock: many readers or one writer.
-pub struct RwSpinLock<T> {
-    /// Bit 31: a writer holds it; bits 30:0: readers.
-    state: AtomicU32,
-    value: UnsafeCell<T>,
-}
-
-const WRITER: u32 = 1 << 31;
-
-// SAFETY: shared references only while no writer holds it; one `&mut T` at a time.
-unsafe impl<T: Send + Sync> Sync for RwSpinLock<T> {}
-
-impl<T> RwSpinLock<T> {
-    /// A lock holding `value`.
-    pub const fn new(value: T) -> Self {
-        RwSpinLock {
-            state: AtomicU32::new(0),
-            value: UnsafeCell::new(value),
-        }
-    }
-
-    /// Shared access until the guard drops.
-    pub fn read(&self) -> ReadGuard<'_, T> {
-        loop {
-            let s = self.state.load(Ordering::Relaxed);
-            if s & WRITER == 0
-                && self
-                    .state
-                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return ReadGuard { lock: self };
-            }
-            core::hint::spin_loop();
-        }
-    }
-
-    /// Exclusive access until the guard drops.
-    pub fn write(&self) -> WriteGuard<'_, T> {
-        while self
-            .state
-            .compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            core::hint::spin_loop();
-        }
-        WriteGuard { lock: self }
-    }
-}
+pub type RwSpinLock<T> = spin::RwLock<T>;
 
 /// Shared access to a [`RwSpinLock`].
-pub struct ReadGuard<'a, T> {
-    lock: &'a RwSpinLock<T>,
-}
-
-impl<T> Deref for ReadGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: readers hold it; no writer can until they all drop.
-        unsafe { &*self.lock.value.get() }
-    }
-}
-
-impl<T> Drop for ReadGuard<'_, T> {
-    fn drop(&mut self) {
-        self.lock.state.fetch_sub(1, Ordering::Release);
-    }
-}
-
-/// Exclusive access to a [`RwSpinLock`].
-pub struct WriteGuard<'a, T> {
-    lock: &'a RwSpinLock<T>,
-}
-
-impl<T> Deref for WriteGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the writer holds it alone.
-        unsafe { &*self.lock.value.get() }
-    }
-}
-
-impl<T> DerefMut for WriteGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the writer holds it alone.
-        unsafe { &mut *self.lock.value.get() }
-    }
-}
-
-impl<T> Drop for WriteGuard<'_, T> {
-    fn drop(&mut self) {
-        self.lock.state.store(0, Ordering::Release);
-    }
-}
+pub type ReadGuard<'a, T> = spin::RwLockReadGuard<'a, T>;

@@ -1,30 +1,38 @@
-//! The host, as Xen sees it at boot: the raw CPUID read through [`NativeHardware`], the
-//! levelling mechanism probed on it (`levelling.rs`), the system policies derived from both
-//! (the host policy offers CPUID faulting to guests only where it works), and what the HVM
-//! side can use.
+//! The host, as Xen sees it at boot: booted through the crate's own `host::Host::boot` on
+//! [`NativeHardware`] (the raw CPUID, the levelling mechanism probed on it, the system
+//! policies derived from both: the host policy offers CPUID faulting to guests only where it
+//! works), plus what the kernel's checks and the HVM side need besides.
 
-use xen_levelling::hardware::{Hardware, HardwareCpuid};
+use xen_levelling::hardware::HardwareCpuid;
+use xen_levelling::host::{Host as CoreHost, HostConfig};
+use xen_levelling::levelling::{LevellingConfig, ProbeOptions};
+use xen_levelling::policy::RawMsrs;
 use xen_levelling::policy::guest::GuestDomain;
 use xen_levelling::policy::system::{
-    DomainKind, DomainPolicyError, HostOptions, SystemPolicies, parse_cpuid_option,
+    DomainKind, DomainPolicyError, SystemPolicies, parse_cpuid_option,
 };
-use xen_levelling::policy::{MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, RawMsrs};
 use xen_levelling::{CpuPolicy, Feature, Featureset, Vendor};
 
 use crate::cmdline::Cmdline;
 use crate::hardware::NativeHardware;
+use crate::sync::KernelCell;
 use crate::{levelling, println};
 
 /// The Xen version the Xen leaves report: XenServer "Dundee" shipped Xen 4.6.
 pub const XEN_VERSION: (u16, u16) = (4, 6);
+
+/// The host as the crate booted it: 14 KB, so booted in place here rather than on the boot
+/// stack.
+static BOOTED: KernelCell<CoreHost> = KernelCell::new(CoreHost::UNBOOTED);
 
 /// Everything the scenarios need to know about the host (its levelling mechanism, which a
 /// later MSR fault can mark failed, is `levelling::current()`).
 pub struct Host {
     /// The CPU's CPUID exactly as read at boot (before Xen's raw-policy adjustments).
     pub hardware: CpuPolicy,
-    /// Raw, host, PV and HVM max/default policies.
-    pub policies: SystemPolicies,
+    /// Raw, host, PV and HVM max/default policies: the booted host's (in a static, booted in
+    /// place).
+    pub policies: &'static SystemPolicies,
     /// The CPU vendor.
     pub vendor: Vendor,
     /// AMD SVM present (CPUID 8000_0001h:ECX[2]).
@@ -36,15 +44,13 @@ pub struct Host {
 }
 
 impl Host {
-    /// Reads the CPU and derives the system policies, printing a summary. `cpuid=no-…` on the
-    /// command line disables features as on Xen's command line.
+    /// Boots the host as an embedder does, through the crate's [`CoreHost::boot`] on the real
+    /// instructions: the raw policy (MSR_PLATFORM_INFO only where the generation has it), the
+    /// levelling probe, the system policies with faulting as probed. `cpuid=no-…` on the
+    /// command line disables features as on Xen's command line. Then installs the levelling
+    /// on the boot CPU and prints a summary.
     pub fn probe(cmdline: &Cmdline) -> Host {
-        let hw = NativeHardware;
-        let msrs = RawMsrs {
-            platform_info: hw.rdmsr_safe(MSR_PLATFORM_INFO).ok(),
-            arch_caps: hw.rdmsr_safe(MSR_ARCH_CAPABILITIES).ok(),
-        };
-        let hardware = CpuPolicy::from_source(&HardwareCpuid(&hw), msrs);
+        let mut hw = NativeHardware;
         let disabled = match cmdline.value("cpuid").map(parse_cpuid_option) {
             Some(Ok(fs)) => fs,
             Some(Err(error)) => {
@@ -53,29 +59,39 @@ impl Host {
             }
             None => Featureset::EMPTY,
         };
+        // The CPU as read at CPL 0 before anything is loaded: the oracle Xen's and dom0's
+        // CPUID results are judged against, kept beside the crate's (adjusted) raw policy.
+        let hardware = CpuPolicy::from_source(&HardwareCpuid(&hw), RawMsrs::default());
         let fs = hardware.featureset();
+        // CPUID.80000001H:ECX[2] SVM; CPUID.8000000AH:EDX[0] nested paging.
         let svm = fs.contains(Feature::SVM);
-        let extd = hardware.max_extd_leaf();
         let npt = svm
-            && extd >= 0x8000_000a
+            && hardware.max_extd_leaf() >= 0x8000_000a
             && hardware.leaf(0x8000_000a, 0).unwrap_or_default().d & 1 != 0;
-        // Probe before deriving: the host policy offers faulting only where it works.
-        let mut probed = levelling::probe(&hardware);
-        let options = HostOptions {
+        let config = HostConfig {
+            probe: ProbeOptions {
+                virtualised: levelling::virtualised(),
+            },
+            levelling: LevellingConfig::default(),
             disabled,
-            cpuid_faulting: probed.faulting(),
             hap: npt,
+            ..HostConfig::default()
         };
-        let policies = SystemPolicies::derive(&hardware, options);
-        probed.set_host_features(&policies.host.featureset());
-        if let Err(fault) = levelling::install(probed) {
+        // SAFETY: main flow on the boot CPU, once per boot, before any other reference to the
+        // static exists; from here on it is only read.
+        let booted: &'static CoreHost = unsafe {
+            let host = &mut *BOOTED.get();
+            host.boot_in_place(&mut hw, config);
+            host
+        };
+        if let Err(fault) = levelling::install(booted.levelling) {
             println!("xen: levelling: bring-up faulted ({fault}); mechanism marked failed");
         }
         // SAFETY: reading CR4 has no side effect.
         let cr4 = unsafe { x86::controlregs::cr4() };
         let host = Host {
             hardware,
-            policies,
+            policies: &booted.system,
             vendor: hardware.vendor(),
             svm,
             npt,

@@ -15,7 +15,6 @@
 //! Any failed row fails the step (and so `cargo xtask test`), after every row has run and the
 //! failing rows' check lines and serial logs have been shown.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -378,94 +377,103 @@ fn print_failures(rows: &[Row]) {
     }
 }
 
-/// `text` as a JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// The results as JSON: one object per row with its verdict, counts, time and failed checks.
 fn to_json(rows: &[Row], qemu: &str, kernel: &Path, wall: Duration) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "{{");
-    let _ = writeln!(out, "  \"qemu\": {},", json_string(qemu));
-    let _ = writeln!(
-        out,
-        "  \"kernel\": {},",
-        json_string(&kernel.to_string_lossy())
-    );
-    let _ = writeln!(out, "  \"wall_seconds\": {:.3},", wall.as_secs_f64());
-    let _ = writeln!(out, "  \"rows\": [");
-    for (index, row) in rows.iter().enumerate() {
-        let counts = row.counts();
-        let (result, reason) = match row.verdict() {
-            Verdict::Pass => ("pass", String::new()),
-            Verdict::Skipped => ("skipped", String::new()),
-            Verdict::Fail(why) => ("fail", why),
-        };
-        let status = row
-            .boot
-            .as_ref()
-            .ok()
-            .and_then(|boot| boot.status)
-            .map_or("null".to_owned(), |status| status.to_string());
-        let failures: Vec<String> = row
-            .boot
-            .as_ref()
-            .map(|boot| {
-                boot.serial
-                    .lines()
-                    .filter(|line| line.contains(": FAIL"))
-                    .map(|line| json_string(line.trim()))
-                    .collect()
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            let counts = row.counts();
+            let (result, reason) = match row.verdict() {
+                Verdict::Pass => ("pass", String::new()),
+                Verdict::Skipped => ("skipped", String::new()),
+                Verdict::Fail(why) => ("fail", why),
+            };
+            let boot = row.boot.as_ref().ok();
+            let failed_checks: Vec<&str> = boot
+                .map(|boot| {
+                    boot.serial
+                        .lines()
+                        .filter(|line| line.contains(": FAIL"))
+                        .map(str::trim)
+                        .collect()
+                })
+                .unwrap_or_default();
+            serde_json::json!({
+                "cpu": row.spec.cpu,
+                "scenario": row.spec.scenario,
+                "cmdline": row.spec.cmdline(),
+                "shim": shim_of(&row.spec),
+                "result": result,
+                "reason": reason,
+                "status": boot.and_then(|boot| boot.status),
+                "passed": counts.passed,
+                "failed": counts.failed,
+                "skipped": counts.skipped,
+                "seconds": row.seconds(),
+                "failed_checks": failed_checks,
             })
-            .unwrap_or_default();
-        let _ = write!(
-            out,
-            "    {{\"cpu\": {}, \"scenario\": {}, \"cmdline\": {}, \"shim\": {}, \
-             \"result\": \"{result}\", \"reason\": {}, \
-             \"status\": {status}, \"passed\": {}, \"failed\": {}, \"skipped\": {}, \
-             \"seconds\": {:.3}, \"failed_checks\": [{}]}}",
-            json_string(&row.spec.cpu),
-            json_string(&row.spec.scenario),
-            json_string(&row.spec.cmdline()),
-            shim_of(&row.spec).map_or("null".to_owned(), json_string),
-            json_string(&reason),
-            counts.passed,
-            counts.failed,
-            counts.skipped,
-            row.seconds(),
-            failures.join(", ")
-        );
-        let _ = writeln!(out, "{}", if index + 1 < rows.len() { "," } else { "" });
-    }
-    let _ = writeln!(out, "  ]");
-    let _ = writeln!(out, "}}");
-    out
+        })
+        .collect();
+    let document = serde_json::json!({
+        "qemu": qemu,
+        "kernel": kernel.to_string_lossy(),
+        "wall_seconds": wall.as_secs_f64(),
+        "rows": rows,
+    });
+    let mut text = serde_json::to_string_pretty(&document).expect("plain values serialise");
+    text.push('\n');
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::{
         ABI_CPUS, ABI_SCENARIOS, ABI_SHIM_DUMPS, MSR_FAULT_DUMPS, PLAIN_CPUS, PLAIN_SCENARIOS,
-        SMP_COUNTS, SMP_CPUS, SMP_SHIM_COUNT, SMP_SHIM_DUMPS, SVM_CPUS, json_string, resolve_dump,
-        rows, shim_cpu, shim_of,
+        SMP_COUNTS, SMP_CPUS, SMP_SHIM_COUNT, SMP_SHIM_DUMPS, SVM_CPUS, resolve_dump, rows,
+        shim_cpu, shim_of,
     };
+
+    #[test]
+    fn the_json_report_is_json_with_every_row() {
+        use super::{Row, to_json};
+        use crate::qemu::{Boot, BootSpec};
+        use std::time::Duration;
+        let failed = Boot {
+            status: Some(35),
+            timed_out: false,
+            serial: "check a/\"quoted\"\\path: FAIL expected 1 got 2\n0 passed, 1 failed\n".into(),
+            stderr: String::new(),
+            elapsed: Duration::from_millis(1500),
+            timeout: Duration::from_secs(60),
+        };
+        let rows = [
+            Row {
+                spec: BootSpec::new("Haswell", "xen-dom0"),
+                boot: Ok(failed),
+            },
+            Row {
+                spec: BootSpec::new("EPYC", "hvm"),
+                boot: Err("could not start".into()),
+            },
+        ];
+        let text = to_json(
+            &rows,
+            "qemu 7.2",
+            std::path::Path::new("/k"),
+            Duration::ZERO,
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let parsed = value["rows"].as_array().unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0]["result"], "fail");
+        assert_eq!(parsed[0]["status"], 35);
+        assert_eq!(
+            parsed[0]["failed_checks"][0],
+            "check a/\"quoted\"\\path: FAIL expected 1 got 2"
+        );
+        assert_eq!(parsed[1]["reason"], "could not start");
+        assert!(parsed[1]["status"].is_null());
+    }
 
     fn stems() -> Vec<String> {
         [
@@ -575,11 +583,5 @@ mod tests {
             Ok("GenuineIntel00306C3_Haswell_CPUID")
         );
         assert!(resolve_dump(&dumps, "Pentium").is_err());
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
-        assert_eq!(json_string("\u{1}"), "\"\\u0001\"");
     }
 }

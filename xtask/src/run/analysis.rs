@@ -540,7 +540,9 @@ fn strongest(pool: &Pool) -> Option<&Host> {
         .max_by_key(|h| (h.hvm.default.len(), h.pv.default.len()))
 }
 
-/// Builds the report from a recorded run.
+/// Builds the report from a recorded run: the pools levelled from the agents' reports, VMs
+/// started at each level, the migration matrix and a what-if, the guest boots judged, and the
+/// host × feature matrix.
 pub fn build(recording: &Recording) -> Result<Report, String> {
     let mut run_checks = Vec::new();
     let specs: Vec<(HostSpec, &HostRecording)> = recording
@@ -558,10 +560,40 @@ pub fn build(recording: &Recording) -> Result<Report, String> {
         specs.iter().map(|(spec, r)| (*spec, &r.agent)).collect();
     let mut levelled = level(&agents, &mut run_checks)?;
 
-    // The VMs: each pool's PV and HVM VM started at its level (on its strongest host, so the
-    // weakest can leave in the what-if), and per host an HVM VM started while that host stood
-    // alone (what it had before it joined the pool).
-    let mut vms = Vec::new();
+    start_pool_vms(&mut levelled, &mut run_checks);
+    let vms = report_vms(&levelled, &mut run_checks);
+    let migration = migration_matrix(&levelled, &vms, &mut run_checks);
+    let what_if = what_if(&levelled);
+    let mut kernel = [0u32; 2];
+    let hosts: Vec<HostReport> = specs
+        .iter()
+        .filter_map(|(spec, rec)| judge_host(&levelled, spec, rec, &mut kernel, &mut run_checks))
+        .collect();
+    let feature_matrix = feature_matrix(&levelled, &hosts);
+    let pools = pool_reports(&levelled);
+    let boots = specs.iter().map(|(_, r)| 1 + r.guests.len()).sum();
+    let ok = run_checks.iter().all(|c| c.ok) && kernel[1] == 0;
+    Ok(Report {
+        format: "levelling-report",
+        version: 1,
+        qemu: recording.qemu.clone(),
+        boots,
+        phase_seconds: recording.phase_seconds,
+        pools,
+        hosts,
+        feature_matrix,
+        vms: vms.into_iter().map(|v| v.report).collect(),
+        migration,
+        what_if,
+        run_checks,
+        kernel_checks: kernel,
+        ok,
+    })
+}
+
+/// Each pool's PV and HVM VM, started at its level on its strongest host (so that the
+/// weakest can leave in the what-if).
+fn start_pool_vms(levelled: &mut Levelled, run_checks: &mut Vec<RunCheck>) {
     for pool in &mut levelled.pools {
         let Some(on) = strongest(pool).map(|h| h.name.clone()) else {
             continue;
@@ -585,11 +617,18 @@ pub fn build(recording: &Recording) -> Result<Report, String> {
             });
         }
     }
-    let all_hosts: Vec<&Host> = levelled.pools.iter().flat_map(|p| &p.hosts).collect();
-    struct Vm {
-        report: VmReport,
-        cpu: VmCpu,
-    }
+}
+
+/// A VM of the report with the CPU it was started with.
+struct Vm {
+    report: VmReport,
+    cpu: VmCpu,
+}
+
+/// The pools' VMs, and per host an HVM VM started while that host stood alone (what it had
+/// before it joined the pool).
+fn report_vms(levelled: &Levelled, run_checks: &mut Vec<RunCheck>) -> Vec<Vm> {
+    let mut vms = Vec::new();
     for pool in &levelled.pools {
         for vm in &pool.vms {
             let Some(cpu) = VmCpu::of(vm) else { continue };
@@ -645,8 +684,15 @@ pub fn build(recording: &Recording) -> Result<Report, String> {
             });
         }
     }
+    vms
+}
+
+/// Every VM against every host, and the check that a VM at its pool's level may go to every
+/// member.
+fn migration_matrix(levelled: &Levelled, vms: &[Vm], run_checks: &mut Vec<RunCheck>) -> Vec<Cell> {
+    let all_hosts: Vec<&Host> = levelled.pools.iter().flat_map(|p| &p.hosts).collect();
     let mut migration = Vec::new();
-    for vm in &vms {
+    for vm in vms {
         for host in &all_hosts {
             let pool = levelled
                 .pool_of(&host.name)
@@ -685,8 +731,12 @@ pub fn build(recording: &Recording) -> Result<Report, String> {
             });
         }
     }
+    migration
+}
 
-    let what_if = levelled
+/// Per pool: what its levels become if its weakest host leaves.
+fn what_if(levelled: &Levelled) -> Vec<WhatIf> {
+    levelled
         .pools
         .iter()
         .filter_map(|pool| {
@@ -716,140 +766,159 @@ pub fn build(recording: &Recording) -> Result<Report, String> {
                 change,
             })
         })
-        .collect();
+        .collect()
+}
 
-    // The guest boots, judged.
-    let mut hosts = Vec::new();
-    let mut kernel = [0u32; 2];
-    for (spec, rec) in &specs {
-        let mut boots = vec![boot_report(&rec.agent)];
-        boots.extend(rec.guests.iter().map(boot_report));
-        for b in &boots {
-            kernel[0] += b.passed;
-            kernel[1] += b.failed;
+/// The guests of one host's guest boots judged against its levels: their reports, and
+/// whether dom0's and Xen's CPUID were the host's in every boot.
+fn judge_guest_boots(
+    spec: &HostSpec,
+    rec: &HostRecording,
+    host: &Host,
+    pv_level: &Featureset,
+    hvm_level: &Featureset,
+    run_checks: &mut Vec<RunCheck>,
+) -> (Vec<GuestReport>, bool) {
+    let mut guests = Vec::new();
+    let mut dom0_and_xen = true;
+    for boot in &rec.guests {
+        for what in [
+            "at-level/dom0/native-cpuid",
+            "at-level/xen/cpl0-cpuid-is-host",
+        ] {
+            dom0_and_xen &= boot.check(what).is_some_and(|c| c.ok);
+        }
+        match serial::guests(&boot.serial) {
+            Ok(outputs) => {
+                for g in &outputs {
+                    let level = if g.kind == "hvm" { hvm_level } else { pv_level };
+                    let (report, mut check) = judge(g, level);
+                    check.name = format!("run/{}/{}", spec.name, check.name);
+                    run_checks.push(check);
+                    guests.push(report);
+                }
+            }
+            Err(why) => run_checks.push(RunCheck {
+                name: format!("run/{}/guest-lines", spec.name),
+                ok: false,
+                note: why,
+            }),
+        }
+        if let Some(policies) = serial::hvm_host_policies(&boot.serial) {
+            let ok = policies
+                .as_ref()
+                .is_ok_and(|(d, m)| *d == host.hvm.default && *m == host.hvm.max);
             run_checks.push(RunCheck {
-                name: format!("run/{}/boot: {}", spec.name, b.what),
-                ok: b.verdict == "pass",
-                note: b.verdict.clone(),
+                name: format!("run/{}/hvm-host-policies-are-the-agents", spec.name),
+                ok,
+                note: if ok {
+                    "the HVM boot derived the HVM default and max the agent reported".into()
+                } else {
+                    format!("{policies:?}")
+                },
             });
         }
-        let Some((_, host, agent)) = levelled.hosts.iter().find(|(s, _, _)| s.name == spec.name)
-        else {
-            continue;
-        };
-        let pv_level = levelled.level(spec.name, GuestType::Pv);
-        let hvm_level = levelled.level(spec.name, GuestType::Hvm);
-        let expected_boots: Vec<String> = guest_boots(spec, &pv_level, &hvm_level)
-            .iter()
-            .map(BootSpec::cmdline)
-            .collect();
-        let recorded: Vec<String> = rec.guests.iter().map(|g| g.cmdline.clone()).collect();
+    }
+    (guests, dom0_and_xen)
+}
+
+/// One host's boots judged against its pool's levels (the kernel's check counts added to
+/// `kernel`); `None` if its agent did not report.
+fn judge_host(
+    levelled: &Levelled,
+    spec: &HostSpec,
+    rec: &HostRecording,
+    kernel: &mut [u32; 2],
+    run_checks: &mut Vec<RunCheck>,
+) -> Option<HostReport> {
+    let mut boots = vec![boot_report(&rec.agent)];
+    boots.extend(rec.guests.iter().map(boot_report));
+    for b in &boots {
+        kernel[0] += b.passed;
+        kernel[1] += b.failed;
         run_checks.push(RunCheck {
-            name: format!("run/{}/guests-booted-at-the-pool-level", spec.name),
-            ok: expected_boots == recorded,
-            note: if expected_boots == recorded {
-                format!("{} boots with the levels levelctl computed", recorded.len())
-            } else {
-                format!("expected boots {expected_boots:?}, recorded {recorded:?}")
-            },
-        });
-        let mut guests = Vec::new();
-        let mut dom0_and_xen = true;
-        for boot in &rec.guests {
-            for what in [
-                "at-level/dom0/native-cpuid",
-                "at-level/xen/cpl0-cpuid-is-host",
-            ] {
-                dom0_and_xen &= boot.check(what).is_some_and(|c| c.ok);
-            }
-            match serial::guests(&boot.serial) {
-                Ok(outputs) => {
-                    for g in &outputs {
-                        let level = if g.kind == "hvm" {
-                            &hvm_level
-                        } else {
-                            &pv_level
-                        };
-                        let (report, mut check) = judge(g, level);
-                        check.name = format!("run/{}/{}", spec.name, check.name);
-                        run_checks.push(check);
-                        guests.push(report);
-                    }
-                }
-                Err(why) => run_checks.push(RunCheck {
-                    name: format!("run/{}/guest-lines", spec.name),
-                    ok: false,
-                    note: why,
-                }),
-            }
-            if let Some(policies) = serial::hvm_host_policies(&boot.serial) {
-                let ok = policies
-                    .as_ref()
-                    .is_ok_and(|(d, m)| *d == host.hvm.default && *m == host.hvm.max);
-                run_checks.push(RunCheck {
-                    name: format!("run/{}/hvm-host-policies-are-the-agents", spec.name),
-                    ok,
-                    note: if ok {
-                        "the HVM boot derived the HVM default and max the agent reported".into()
-                    } else {
-                        format!("{policies:?}")
-                    },
-                });
-            }
-        }
-        dom0_and_xen &= rec
-            .agent
-            .check("agent/dom0/native-cpuid-is-host")
-            .is_some_and(|c| c.ok);
-        let expected_guests = ["domU1", "domU2", "hvm"];
-        let present = expected_guests
-            .iter()
-            .all(|n| guests.iter().any(|g| g.name == *n));
-        run_checks.push(RunCheck {
-            name: format!("run/{}/every-guest-reported", spec.name),
-            ok: present,
-            note: format!(
-                "guests: {}",
-                guests
-                    .iter()
-                    .map(|g| g.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        });
-        run_checks.push(RunCheck {
-            name: format!("run/{}/dom0-and-xen-see-the-host", spec.name),
-            ok: dom0_and_xen,
-            note: "dom0's native CPUID and Xen's own were the CPU's in every boot".into(),
-        });
-        let hardware = host.hardware.unwrap_or_default();
-        hosts.push(HostReport {
-            name: spec.name.to_string(),
-            pool: spec.pool.to_string(),
-            qemu_model: spec.model.to_string(),
-            modelled_as: spec.modelled_as(),
-            dump: spec.dump.map(str::to_string),
-            vendor: host.vendor.to_string(),
-            signature: host.signature.map(|s| s.to_string()).unwrap_or_default(),
-            brand: host.brand.clone().unwrap_or_default(),
-            mechanism: agent.mechanism.clone(),
-            levelling_caps: agent.caps,
-            features: FeatureCounts {
-                hardware: names(&hardware).len(),
-                pv_default: names(&host.pv.default).len(),
-                hvm_default: names(&host.hvm.default).len(),
-                pv_max: names(&host.pv.max).len(),
-                hvm_max: names(&host.hvm.max).len(),
-            },
-            pv_hidden: names(&(host.pv.default - pv_level - not_levelled())),
-            hvm_hidden: names(&(host.hvm.default - hvm_level - not_levelled())),
-            guests,
-            dom0_and_xen_see_host: dom0_and_xen,
-            boots,
+            name: format!("run/{}/boot: {}", spec.name, b.what),
+            ok: b.verdict == "pass",
+            note: b.verdict.clone(),
         });
     }
+    let (_, host, agent) = levelled
+        .hosts
+        .iter()
+        .find(|(s, _, _)| s.name == spec.name)?;
+    let pv_level = levelled.level(spec.name, GuestType::Pv);
+    let hvm_level = levelled.level(spec.name, GuestType::Hvm);
+    let expected_boots: Vec<String> = guest_boots(spec, &pv_level, &hvm_level)
+        .iter()
+        .map(BootSpec::cmdline)
+        .collect();
+    let recorded: Vec<String> = rec.guests.iter().map(|g| g.cmdline.clone()).collect();
+    run_checks.push(RunCheck {
+        name: format!("run/{}/guests-booted-at-the-pool-level", spec.name),
+        ok: expected_boots == recorded,
+        note: if expected_boots == recorded {
+            format!("{} boots with the levels levelctl computed", recorded.len())
+        } else {
+            format!("expected boots {expected_boots:?}, recorded {recorded:?}")
+        },
+    });
+    let (guests, mut dom0_and_xen) =
+        judge_guest_boots(spec, rec, host, &pv_level, &hvm_level, run_checks);
+    dom0_and_xen &= rec
+        .agent
+        .check("agent/dom0/native-cpuid-is-host")
+        .is_some_and(|c| c.ok);
+    let expected_guests = ["domU1", "domU2", "hvm"];
+    let present = expected_guests
+        .iter()
+        .all(|n| guests.iter().any(|g| g.name == *n));
+    run_checks.push(RunCheck {
+        name: format!("run/{}/every-guest-reported", spec.name),
+        ok: present,
+        note: format!(
+            "guests: {}",
+            guests
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    });
+    run_checks.push(RunCheck {
+        name: format!("run/{}/dom0-and-xen-see-the-host", spec.name),
+        ok: dom0_and_xen,
+        note: "dom0's native CPUID and Xen's own were the CPU's in every boot".into(),
+    });
+    let hardware = host.hardware.unwrap_or_default();
+    Some(HostReport {
+        name: spec.name.to_string(),
+        pool: spec.pool.to_string(),
+        qemu_model: spec.model.to_string(),
+        modelled_as: spec.modelled_as(),
+        dump: spec.dump.map(str::to_string),
+        vendor: host.vendor.to_string(),
+        signature: host.signature.map(|s| s.to_string()).unwrap_or_default(),
+        brand: host.brand.clone().unwrap_or_default(),
+        mechanism: agent.mechanism.clone(),
+        levelling_caps: agent.caps,
+        features: FeatureCounts {
+            hardware: names(&hardware).len(),
+            pv_default: names(&host.pv.default).len(),
+            hvm_default: names(&host.hvm.default).len(),
+            pv_max: names(&host.pv.max).len(),
+            hvm_max: names(&host.hvm.max).len(),
+        },
+        pv_hidden: names(&(host.pv.default - pv_level - not_levelled())),
+        hvm_hidden: names(&(host.hvm.default - hvm_level - not_levelled())),
+        guests,
+        dom0_and_xen_see_host: dom0_and_xen,
+        boots,
+    })
+}
 
-    // The host × feature matrix.
+/// The host × feature matrix: for each levellable feature any host has, where each host
+/// stands (in its pool's level, hidden by it, only Xen's, absent).
+fn feature_matrix(levelled: &Levelled, hosts: &[HostReport]) -> Vec<FeatureRow> {
     let ordered: Vec<&Host> = hosts
         .iter()
         .filter_map(|h| levelled.hosts.iter().find(|(s, _, _)| s.name == h.name))
@@ -859,7 +928,7 @@ pub fn build(recording: &Recording) -> Result<Report, String> {
     let union = ordered.iter().fold(Featureset::EMPTY, |acc, h| {
         acc | h.hardware.unwrap_or_default() | h.hvm.default | h.pv.default
     }) - not_levelled();
-    let feature_matrix = union
+    union
         .iter()
         .filter(|f| names(&Featureset::of(&[*f])).len() == 1)
         .map(|f| FeatureRow {
@@ -881,9 +950,12 @@ pub fn build(recording: &Recording) -> Result<Report, String> {
                 })
                 .collect(),
         })
-        .collect();
+        .collect()
+}
 
-    let pools = levelled
+/// Each pool with its levels.
+fn pool_reports(levelled: &Levelled) -> Vec<PoolReport> {
+    levelled
         .pools
         .iter()
         .map(|p| {
@@ -900,25 +972,7 @@ pub fn build(recording: &Recording) -> Result<Report, String> {
                 members: p.level_report(),
             }
         })
-        .collect();
-    let boots = specs.iter().map(|(_, r)| 1 + r.guests.len()).sum();
-    let ok = run_checks.iter().all(|c| c.ok) && kernel[1] == 0;
-    Ok(Report {
-        format: "levelling-report",
-        version: 1,
-        qemu: recording.qemu.clone(),
-        boots,
-        phase_seconds: recording.phase_seconds,
-        pools,
-        hosts,
-        feature_matrix,
-        vms: vms.into_iter().map(|v| v.report).collect(),
-        migration,
-        what_if,
-        run_checks,
-        kernel_checks: kernel,
-        ok,
-    })
+        .collect()
 }
 
 /// The agents' boots in [`HOSTS`] order, for the first phase.

@@ -689,7 +689,10 @@ fn start_pv(
 static HVM_RESULTS: KernelCell<[[u32; 4]; MAX_WALK]> = KernelCell::new([[0; 4]; MAX_WALK]);
 /// The silicon model of `hvm_host=`, kept out of the stack.
 static MODEL: KernelCell<Option<SiliconModel>> = KernelCell::new(None);
-/// The host `hvm_host=` describes.
+/// The host `hvm_host=` describes, as the crate booted it (in place: it is 14 KB), and the
+/// kernel's view of it.
+static DUMP_BOOTED: KernelCell<xen_levelling::host::Host> =
+    KernelCell::new(xen_levelling::host::Host::UNBOOTED);
 static DUMP_HOST: KernelCell<Option<Host>> = KernelCell::new(None);
 
 /// The host policies of dump `name` (`hvm_host=`): the crate's `Host::boot` on its silicon
@@ -723,18 +726,23 @@ fn dump_host(host: &Host, name: &str) -> Option<&'static Host> {
     let npt = svm
         && hardware.max_extd_leaf() >= 0x8000_000a
         && hardware.leaf(0x8000_000a, 0).unwrap_or_default().d & 1 != 0;
-    let booted = xen_levelling::host::Host::boot(
-        model,
-        HostConfig {
-            probe: ProbeOptions { virtualised: false },
-            hap: npt,
-            ..HostConfig::default()
-        },
-    );
+    // SAFETY: main flow; this static is used here only, once per boot.
+    let booted: &'static xen_levelling::host::Host = unsafe {
+        let booted = &mut *DUMP_BOOTED.get();
+        booted.boot_in_place(
+            model,
+            HostConfig {
+                probe: ProbeOptions { virtualised: false },
+                hap: npt,
+                ..HostConfig::default()
+            },
+        );
+        booted
+    };
     // SAFETY: main flow; this static is used here only, once per boot.
     let dumped = unsafe { &mut *DUMP_HOST.get() }.insert(Host {
         hardware,
-        policies: booted.system,
+        policies: &booted.system,
         vendor: hardware.vendor(),
         svm,
         npt,

@@ -283,7 +283,7 @@ fn race(host: &Host) {
     // SAFETY: main flow, the APs idle; each field is written in place before any reference.
     unsafe {
         let h = (*RACE_HOST.get()).as_mut_ptr();
-        (&raw mut (*h).system).write(host.policies);
+        (&raw mut (*h).system).write(*host.policies);
         (&raw mut (*h).levelling).write(levelling::current());
     }
     let mut table = DomainTable::default();

@@ -68,12 +68,12 @@
 
 mod l0;
 
-pub mod expected;
-
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use xen_levelling::levelling::Mechanism;
+use xen_levelling::CpuPolicy;
+use xen_levelling::dump::Aida64Dump;
+use xen_levelling::levelling::{Mechanism, generation};
 
 use crate::cmdline::Cmdline;
 
@@ -162,14 +162,17 @@ pub fn profile(name: &str) -> Result<(&'static str, &'static str), ProfileError<
     }
 }
 
-/// In the kernel above the shim: the mechanism the modelled CPU's generation has (the checks'
-/// expectation); `None` on plain QEMU, or if the profile is unknown.
+/// In the kernel above the shim: the mechanism the modelled CPU's generation promises
+/// (`data/generations.tbl`, the checks' expectation); `None` on plain QEMU, or if the profile
+/// is unknown or does not parse.
 pub fn expected_mechanism(cmdline: &Cmdline) -> Option<Mechanism> {
     if !active() {
         return None;
     }
-    let (stem, _) = profile(cmdline.value("shim")?).ok()?;
-    expected::mechanism(stem)
+    let (_, text) = profile(cmdline.value("shim")?).ok()?;
+    let dump = Aida64Dump::parse(text).ok()?;
+    let raw = CpuPolicy::from_source(&dump, dump.raw_msrs());
+    Some(generation::expected_mechanism(&raw, dump.raw_msrs()))
 }
 
 /// A dump's stem before `_CPUID` (`GenuineIntel0010676_Penryn`).

@@ -1,0 +1,72 @@
+//! Table indexes a guest chooses, clamped under speculation (Spectre v1, bounds check bypass).
+//!
+//! A bounds check is a branch, and a CPU may run past a mispredicted one: with a guest-chosen
+//! CPUID leaf or subleaf, a load from `table[index]` could then read out of bounds and leave a
+//! trace in the cache. Xen guards every such load with `array_access_nospec`; this module is
+//! the same guard. [`index`] turns an index into itself when it is in bounds and into 0 when it
+//! is not, with arithmetic rather than a branch, so the load that follows can only touch the
+//! table even on a mispredicted path. [`CpuPolicy`](crate::CpuPolicy) routes every leaf-table
+//! access through it, which covers `guest_cpuid` and the toolstack's arrays alike.
+
+/// All ones when `index < size`, else 0, computed without a branch (Xen's generic
+/// `array_index_mask_nospec`). `size` must not exceed `isize::MAX` (no Rust slice does).
+#[inline(always)]
+pub fn mask(index: usize, size: usize) -> usize {
+    // When index >= size, `size - 1 - index` wraps to a value with its top bit set; an index
+    // with its top bit set is out of bounds too. Either way the top bit of `index | rest` is
+    // set, and the arithmetic shift spreads its complement over the whole word.
+    let rest = size.wrapping_sub(1).wrapping_sub(index);
+    let mask = ((!(index | rest)) as isize >> (usize::BITS - 1)) as usize;
+    // Keep the optimiser from turning the arithmetic back into a compare and branch.
+    core::hint::black_box(mask)
+}
+
+/// `index` if `index < size`, else 0; branch-free, so it holds under speculation. Callers
+/// still check the bound architecturally: this only decides what a mispredicted path loads.
+#[inline(always)]
+pub fn index(index: usize, size: usize) -> usize {
+    index & mask(index, size)
+}
+
+/// `&table[i]`, with `i` clamped under speculation. Panics like indexing when `i` is out of
+/// bounds.
+#[inline(always)]
+pub fn at<T>(table: &[T], i: usize) -> &T {
+    assert!(i < table.len(), "index {i} past a table of {}", table.len());
+    &table[index(i, table.len())]
+}
+
+/// `&mut table[i]`, with `i` clamped under speculation. Panics like indexing when `i` is out
+/// of bounds.
+#[inline(always)]
+pub fn at_mut<T>(table: &mut [T], i: usize) -> &mut T {
+    assert!(i < table.len(), "index {i} past a table of {}", table.len());
+    let len = table.len();
+    &mut table[index(i, len)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{index, mask};
+
+    #[test]
+    fn edges() {
+        let max = isize::MAX as usize;
+        for (i, size, expected) in [
+            (0, 0, 0),
+            (0, 1, !0),
+            (1, 1, 0),
+            (5, 6, !0),
+            (6, 6, 0),
+            (usize::MAX, 6, 0),
+            (1 << (usize::BITS - 1), 6, 0),
+            (max - 1, max, !0),
+            (max, max, 0),
+            (usize::MAX, max, 0),
+        ] {
+            assert_eq!(mask(i, size), expected, "mask({i:#x}, {size:#x})");
+        }
+        assert_eq!(index(5, 6), 5);
+        assert_eq!(index(7, 6), 0);
+    }
+}
