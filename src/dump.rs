@@ -59,6 +59,16 @@
 //! not dumped reads as [`CpuidRegs::ZERO`]; [`Aida64Dump::seen`] tells it apart from a dumped
 //! zero.
 //!
+//! # Completeness
+//!
+//! A dump cut short (by `head`, a broken copy, a full disk) must not pass for a CPU without
+//! the features it lost. When the first CPU block ends, it must hold every leaf it announces
+//! itself, by the rules of [`missing_leaves`] (every leaf up to leaf 0 EAX and up to leaf
+//! 0x80000000 EAX, with the omissions real dumps have, and the subleaves that some leaves
+//! count in their subleaf 0); otherwise the dump is refused with
+//! [`DumpErrorKind::IncompleteBlock`] at the block's last line, naming the missing leaves. The
+//! MSR section cannot be checked this way (nothing announces how many MSRs were dumped).
+//!
 //! # MSRs
 //!
 //! The MSR section of CPU #0 is the first section named `MSR Registers` or
@@ -284,6 +294,9 @@ pub enum DumpErrorKind {
         /// The leaf.
         leaf: u32,
     },
+    /// The first CPU block lacks leaves or subleaves it announces itself ([`missing_leaves`]):
+    /// the dump was cut short. Reported at the block's last line.
+    IncompleteBlock(MissingLeaves),
 }
 
 impl fmt::Display for DumpErrorKind {
@@ -313,6 +326,10 @@ impl fmt::Display for DumpErrorKind {
                 f,
                 "untagged CPUID leaf {leaf:#x} line cannot be given a subleaf: no XSAVE component \
                  of subleaf 0 is left for it"
+            ),
+            DumpErrorKind::IncompleteBlock(missing) => write!(
+                f,
+                "the first CPU block ends here, {missing}: the dump is cut short"
             ),
         }
     }
@@ -379,7 +396,8 @@ impl<'a> Aida64Dump<'a> {
     ///
     /// A [`DumpError`] naming the offending line: no CPU block, an empty first block, a
     /// malformed `CPUID` or `MSR` line, a duplicate (leaf, subleaf), more than [`MAX_ENTRIES`]
-    /// entries, no leaf 0, or an untagged leaf 0xD line that cannot be numbered.
+    /// entries, no leaf 0, an untagged leaf 0xD line that cannot be numbered, or a first block
+    /// that lacks leaves it announces (cut short, see [Completeness](self#completeness)).
     pub fn parse(text: &'a str) -> Result<Aida64Dump<'a>, DumpError> {
         let format = detect(text)?;
         let mut parser = Parser {
@@ -399,7 +417,7 @@ impl<'a> Aida64Dump<'a> {
         for line in Lines::new(text, 1) {
             last_line = line.number;
             if let Some(name) = header_name(line.text) {
-                parser.close_block()?;
+                parser.close_block(line.number - 1)?;
                 parser.close_msr(text, line.start);
                 context = parser.open_section(name, &line);
                 continue;
@@ -415,7 +433,7 @@ impl<'a> Aida64Dump<'a> {
                 Context::Block | Context::Msr | Context::Free => {}
             }
         }
-        parser.close_block()?;
+        parser.close_block(last_line)?;
         parser.close_msr(text, text.len());
         match parser.block {
             BlockState::NotStarted => Err(DumpError::new(last_line, DumpErrorKind::NoCpuBlock)),
@@ -882,8 +900,8 @@ impl<'a> Parser<'a> {
         self.dump.block_line = line;
     }
 
-    /// Ends the first block if it is open, and checks it.
-    fn close_block(&mut self) -> Result<(), DumpError> {
+    /// Ends the first block if it is open (its last line is `end`), and checks it.
+    fn close_block(&mut self, end: usize) -> Result<(), DumpError> {
         if self.block != BlockState::Open {
             return Ok(());
         }
@@ -895,6 +913,18 @@ impl<'a> Parser<'a> {
         if self.find(0, 0).is_none() {
             return Err(DumpError::new(at, DumpErrorKind::MissingLeaf0));
         }
+        let missing = missing_leaves(
+            self.dump
+                .recorded()
+                .iter()
+                .map(|e| (e.leaf, e.subleaf, e.regs)),
+        );
+        if !missing.is_empty() {
+            return Err(DumpError::new(
+                end.max(at),
+                DumpErrorKind::IncompleteBlock(missing),
+            ));
+        }
         Ok(())
     }
 
@@ -903,7 +933,7 @@ impl<'a> Parser<'a> {
         match self.dump.format {
             DumpFormat::A | DumpFormat::B => Ok(()),
             DumpFormat::C if is_c_block_start(line.text) => {
-                self.close_block()?;
+                self.close_block(line.number - 1)?;
                 if self.block == BlockState::NotStarted {
                     self.open_block(line.number);
                 }
@@ -911,7 +941,7 @@ impl<'a> Parser<'a> {
             }
             DumpFormat::C | DumpFormat::D | DumpFormat::E => {
                 if line.text.is_empty() {
-                    self.close_block()
+                    self.close_block(line.number - 1)
                 } else if line.text.starts_with("CPUID ") {
                     if self.block == BlockState::NotStarted && self.dump.format != DumpFormat::C {
                         self.open_block(line.number);
@@ -1006,4 +1036,253 @@ fn nth_xsave_component(mask: u64, n: u32) -> Option<u32> {
     (2..64)
         .filter(|bit| mask >> bit & 1 != 0)
         .nth(usize::try_from(n).ok()?.checked_sub(1)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Completeness of the first CPU block
+
+/// The most missing items a [`MissingLeaves`] lists by name; the rest are counted.
+pub const MAX_MISSING_LISTED: usize = 4;
+
+/// One gap in a CPU block: a run of leaves, or a run of subleaves of one leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MissingItem {
+    /// Leaves `first..=last`, absent altogether.
+    Leaves {
+        /// The first absent leaf.
+        first: u32,
+        /// The last absent leaf of the run.
+        last: u32,
+    },
+    /// Subleaves `first..=last` of `leaf`, which is present but announces them.
+    Subleaves {
+        /// The leaf.
+        leaf: u32,
+        /// The first absent subleaf.
+        first: u32,
+        /// The last absent subleaf of the run.
+        last: u32,
+    },
+}
+
+impl fmt::Display for MissingItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            MissingItem::Leaves { first, last } if first == last => write!(f, "{first:#x}"),
+            MissingItem::Leaves { first, last } => write!(f, "{first:#x}-{last:#x}"),
+            MissingItem::Subleaves { leaf, first, last } if first == last => {
+                write!(f, "{leaf:#x} subleaf {first}")
+            }
+            MissingItem::Subleaves { leaf, first, last } => {
+                write!(f, "{leaf:#x} subleaves {first}-{last}")
+            }
+        }
+    }
+}
+
+/// What a CPU block lacks of what it announces (see [`missing_leaves`]): the first
+/// [`MAX_MISSING_LISTED`] gaps, how many gaps there are, and the maxima it announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MissingLeaves {
+    items: [MissingItem; MAX_MISSING_LISTED],
+    len: u8,
+    total: u16,
+    /// Leaf 0 EAX: the highest basic leaf the block announces.
+    pub max_basic: u32,
+    /// Leaf 0x80000000 EAX, if the block has that leaf.
+    pub max_extended: Option<u32>,
+}
+
+impl MissingLeaves {
+    const fn new(max_basic: u32, max_extended: Option<u32>) -> Self {
+        MissingLeaves {
+            items: [MissingItem::Leaves { first: 0, last: 0 }; MAX_MISSING_LISTED],
+            len: 0,
+            total: 0,
+            max_basic,
+            max_extended,
+        }
+    }
+
+    fn push(&mut self, item: MissingItem) {
+        if let Some(slot) = self.items.get_mut(usize::from(self.len)) {
+            *slot = item;
+            self.len += 1;
+        }
+        self.total = self.total.saturating_add(1);
+    }
+
+    /// True when nothing is missing.
+    pub const fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The gaps listed by name (at most [`MAX_MISSING_LISTED`]).
+    pub fn listed(&self) -> &[MissingItem] {
+        &self.items[..usize::from(self.len)]
+    }
+
+    /// How many gaps there are in all.
+    pub const fn total(&self) -> usize {
+        self.total as usize
+    }
+}
+
+impl fmt::Display for MissingLeaves {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("missing CPUID leaves ")?;
+        for (i, item) in self.listed().iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{item}")?;
+        }
+        if self.total > u16::from(self.len) {
+            write!(f, " and {} more", self.total - u16::from(self.len))?;
+        }
+        write!(f, " (leaf 0 announces up to {:#x}", self.max_basic)?;
+        match self.max_extended {
+            Some(max) => write!(f, ", leaf 0x80000000 up to {max:#x})"),
+            None => f.write_str(", and every x86 CPU has leaf 0x80000000)"),
+        }
+    }
+}
+
+/// The leaf ranges whose base leaf announces the range's highest leaf in EAX, besides the
+/// basic range: extended, hypervisor and Centaur.
+const ANNOUNCED_RANGES: [u32; 3] = [0x8000_0000, 0x4000_0000, 0xC000_0000];
+
+/// The highest leaf `base`'s EAX may announce: a range never holds more than 0x10000 leaves.
+const RANGE_SPAN: u32 = 0xFFFF;
+
+/// Leaves of the basic range that AMD documents as reserved (leaf 4, deterministic cache
+/// parameters; leaf 0xB, extended topology, before Zen 2) and that AIDA64 does not print on
+/// AMD-like CPUs although leaf 0 announces higher leaves.
+const fn reserved_on_amd(leaf: u32) -> bool {
+    matches!(leaf, 0x4 | 0xB)
+}
+
+/// What the first CPU block of a dump lacks of what it announces itself, so that a dump cut
+/// short (at a line boundary, by `head` or a broken copy) is refused instead of read as a CPU
+/// without the features it lost. `entries` are the block's (leaf, subleaf, registers).
+///
+/// Required, in this order:
+///
+/// - every leaf from 0 to leaf 0 EAX (the basic maximum), except leaves 4 and 0xB on AMD and
+///   Hygon CPUs, which AMD documents as reserved and AIDA64 leaves out;
+/// - leaf 0x80000000, present on every x86 CPU since the Pentium 4, and every leaf up to its
+///   EAX; likewise for the hypervisor (0x40000000) and Centaur (0xC0000000) ranges when their
+///   base leaf is present and announces a maximum within its range;
+/// - for leaves 7, 0x17, 0x18, 0x1D, 0x20 and 0x24, whose subleaf 0 EAX announces the highest
+///   subleaf: every subleaf up to it.
+///
+/// Not required, because real dumps legitimately lack them: leaf 0xD subleaf 1 and the XSAVE
+/// component subleaves (old AIDA64 prints subleaves 0 and 2 only; the ICX format D dump stops
+/// at subleaf 2), leaf 0x14's subleaf 1 (the ICX dump prints subleaf 0 only), leaf 0x80000020's resource subleaves (AIDA64 6.20 prints subleaf 0 only), and
+/// the subleaf chains of leaves 4, 0xB, 0x1F and 0x8000001D, which end at a null subleaf that
+/// AIDA64 does not print. A block cut inside one of those is caught by the leaves after it.
+pub fn missing_leaves<I>(entries: I) -> MissingLeaves
+where
+    I: Iterator<Item = (u32, u32, CpuidRegs)> + Clone,
+{
+    let regs = |leaf: u32, subleaf: u32| {
+        entries
+            .clone()
+            .find(|&(l, s, _)| l == leaf && s == subleaf)
+            .map(|(_, _, r)| r)
+    };
+    let has_leaf = |leaf: u32| entries.clone().any(|(l, _, _)| l == leaf);
+    let leaf0 = regs(0, 0).unwrap_or(CpuidRegs::ZERO);
+    let amd_like = Vendor::from_regs(leaf0.b, leaf0.c, leaf0.d).is_amd_like();
+    let max_extended = regs(0x8000_0000, 0).map(|r| r.a);
+    let mut missing = MissingLeaves::new(leaf0.a, max_extended);
+
+    // A run of absent leaves in `first..=last` (exceptions skipped), as items.
+    let gaps = |missing: &mut MissingLeaves, first: u32, last: u32, basic: bool| {
+        let mut leaf = first;
+        let mut run: Option<(u32, u32)> = None;
+        while leaf <= last {
+            // Jump straight over a long run: the next present leaf bounds it.
+            let excused = basic && amd_like && reserved_on_amd(leaf);
+            let absent = !(has_leaf(leaf) || excused);
+            if absent {
+                run = Some(run.map_or((leaf, leaf), |(s, _)| (s, leaf)));
+                let next = entries
+                    .clone()
+                    .map(|(l, _, _)| l)
+                    .filter(|&l| l > leaf && l <= last)
+                    .min();
+                match next {
+                    Some(n) if n > leaf + 1 => {
+                        run = run.map(|(s, _)| (s, n - 1));
+                        leaf = n;
+                        continue;
+                    }
+                    None => {
+                        run = run.map(|(s, _)| (s, last));
+                        break;
+                    }
+                    Some(_) => {}
+                }
+            } else if let Some((s, e)) = run.take() {
+                missing.push(MissingItem::Leaves { first: s, last: e });
+            }
+            match leaf.checked_add(1) {
+                Some(n) => leaf = n,
+                None => break,
+            }
+        }
+        if let Some((s, e)) = run {
+            missing.push(MissingItem::Leaves { first: s, last: e });
+        }
+    };
+
+    gaps(&mut missing, 1, leaf0.a.min(RANGE_SPAN), true);
+    if leaf0.a > RANGE_SPAN {
+        missing.push(MissingItem::Leaves {
+            first: RANGE_SPAN + 1,
+            last: leaf0.a,
+        });
+    }
+    for base in ANNOUNCED_RANGES {
+        match regs(base, 0) {
+            Some(r) if r.a > base && r.a - base <= RANGE_SPAN => {
+                gaps(&mut missing, base + 1, r.a, false)
+            }
+            Some(_) => {}
+            None if base == 0x8000_0000 => missing.push(MissingItem::Leaves {
+                first: base,
+                last: base,
+            }),
+            None => {}
+        }
+    }
+    for leaf in [0x7, 0x17, 0x18, 0x1D, 0x20, 0x24] {
+        let Some(sl0) = regs(leaf, 0) else { continue };
+        // A subleaf count beyond what any CPU has is not a count: leave it to the policy.
+        let last = sl0.a;
+        if last > 0xFF {
+            continue;
+        }
+        let mut run: Option<(u32, u32)> = None;
+        for subleaf in 1..=last {
+            if regs(leaf, subleaf).is_none() {
+                run = Some(run.map_or((subleaf, subleaf), |(s, _)| (s, subleaf)));
+            } else if let Some((s, e)) = run.take() {
+                missing.push(MissingItem::Subleaves {
+                    leaf,
+                    first: s,
+                    last: e,
+                });
+            }
+        }
+        if let Some((s, e)) = run {
+            missing.push(MissingItem::Subleaves {
+                leaf,
+                first: s,
+                last: e,
+            });
+        }
+    }
+    missing
 }

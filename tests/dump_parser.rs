@@ -12,7 +12,7 @@ use proptest::sample::Index;
 use xen_levelling::cpuid::{CpuidRegs, CpuidSource, Vendor};
 use xen_levelling::dump::{
     Aida64Dump, CpuidLineError, DumpEntry, DumpError, DumpErrorKind, DumpFormat, MAX_ENTRIES,
-    MsrLineError, MsrReading, leaf_has_subleaves,
+    MissingItem, MsrLineError, MsrReading, leaf_has_subleaves,
 };
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpuid-dumps/");
@@ -797,8 +797,15 @@ fn a_first_block_without_leaf_0_is_rejected() {
 
 #[test]
 fn more_than_max_entries_is_an_error() {
-    let mut text = String::from("CPUID 00000000: 00000004-756E6547-6C65746E-49656E69\n");
-    for _ in 1..=MAX_ENTRIES {
+    // A complete block: leaves 0 to 4 and 0x80000000, then leaf 4 subleaves until it overflows.
+    let mut text = String::from(
+        "CPUID 00000000: 00000004-756E6547-6C65746E-49656E69\n\
+         CPUID 00000001: 000306C3-00100800-7FDAFBBF-BFEBFBFF\n\
+         CPUID 00000002: 76036301-00F0B6FF-00000000-00C10000\n\
+         CPUID 00000003: 00000000-00000000-00000000-00000000\n\
+         CPUID 80000000: 80000000-00000000-00000000-00000000\n",
+    );
+    for _ in 5..=MAX_ENTRIES {
         text.push_str("CPUID 00000004: 00000000-00000000-00000000-00000000\n");
     }
     let err = parse_err(&text);
@@ -806,7 +813,7 @@ fn more_than_max_entries_is_an_error() {
         (err.line(), err.kind()),
         (MAX_ENTRIES + 1, DumpErrorKind::TooManyEntries)
     );
-    // Exactly MAX_ENTRIES fit: leaf 0 and leaf 4 subleaves 0 to MAX_ENTRIES - 2.
+    // Exactly MAX_ENTRIES fit: five leaves and leaf 4 subleaves 0 to MAX_ENTRIES - 6.
     let fits: String = text
         .lines()
         .take(MAX_ENTRIES)
@@ -814,7 +821,7 @@ fn more_than_max_entries_is_an_error() {
         .collect();
     let d = Aida64Dump::parse(&fits).expect("fits");
     assert_eq!(d.entries().count(), MAX_ENTRIES);
-    let last = u32::try_from(MAX_ENTRIES).unwrap() - 2;
+    let last = u32::try_from(MAX_ENTRIES).unwrap() - 6;
     assert!(d.seen(4, last));
     assert!(!d.seen(4, last + 1));
     assert_eq!(d.cpuid(4, last), CpuidRegs::ZERO);
@@ -841,18 +848,29 @@ fn untagged_leaf_0xd_beyond_the_components_cannot_be_numbered() {
 
 #[test]
 fn format_e_is_detected_and_parsed() {
-    let text = "CPUID 00000000  \t0000000D-756E6547-6C65746E-49656E69\n\
-                CPUID 00000001  \t000306E4-00200800-7FBEE3FF-BFEBFBFF\n\
-                CPUID 0000000D  \t00000007-00000340-00000340-00000000\n\
-                CPUID 0000000D  \t00000001-00000000-00000000-00000000\n\
-                CPUID 0000000D  \t00000100-00000240-00000000-00000000\n \n\
-                CPUID 00000000  \t0000000D-756E6547-6C65746E-49656E69\n";
+    let mut text = String::from(
+        "CPUID 00000000  \t0000000D-756E6547-6C65746E-49656E69\n\
+         CPUID 00000001  \t000306E4-00200800-7FBEE3FF-BFEBFBFF\n",
+    );
+    for leaf in 2..0xD {
+        text.push_str(&format!(
+            "CPUID {leaf:08X}  \t00000000-00000000-00000000-00000000\n"
+        ));
+    }
+    text.push_str(
+        "CPUID 0000000D  \t00000007-00000340-00000340-00000000\n\
+         CPUID 0000000D  \t00000001-00000000-00000000-00000000\n\
+         CPUID 0000000D  \t00000100-00000240-00000000-00000000\n\
+         CPUID 80000000  \t80000000-00000000-00000000-00000000\n \n\
+         CPUID 00000000  \t0000000D-756E6547-6C65746E-49656E69\n",
+    );
+    let text = text.as_str();
     let d = Aida64Dump::parse(text).expect("format E");
     assert_eq!(d.format(), DumpFormat::E);
     assert_eq!(d.vendor(), Intel);
     assert_eq!(d.signature().model, 0x3E);
     assert_eq!(subleaves(&d, 0xD), [0, 1, 2]);
-    assert_eq!(d.entries().count(), 5);
+    assert_eq!(d.entries().count(), 17);
     let err = parse_err(&text.replace("CPUID 00000001  \t", "CPUID 00000001: "));
     assert_eq!(
         (err.line(), err.kind()),
@@ -861,6 +879,196 @@ fn format_e_is_detected_and_parsed() {
             DumpErrorKind::MalformedCpuidLine(CpuidLineError::LeafSeparator)
         )
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dumps cut short
+
+/// The first `n` lines of `text`, each with its `\n`.
+fn head(text: &str, n: usize) -> &str {
+    let end = text
+        .match_indices('\n')
+        .nth(n.wrapping_sub(1))
+        .map_or(if n == 0 { 0 } else { text.len() }, |(i, _)| i + 1);
+    &text[..end]
+}
+
+#[test]
+fn head_45_of_haswell_is_refused_naming_the_missing_leaves_and_the_end_of_the_block() {
+    let text = dump_text("GenuineIntel00306C3_Haswell_");
+    let err = parse_err(head(text, 45));
+    let DumpErrorKind::IncompleteBlock(missing) = err.kind() else {
+        panic!("{err}");
+    };
+    // The block is cut after leaf 8: 9 to 0xD and the whole extended range are gone.
+    assert_eq!(err.line(), 45);
+    assert_eq!(missing.max_basic, 0xD);
+    assert_eq!(missing.max_extended, None);
+    assert_eq!(
+        missing.listed(),
+        [
+            MissingItem::Leaves {
+                first: 0x9,
+                last: 0xD
+            },
+            MissingItem::Leaves {
+                first: 0x8000_0000,
+                last: 0x8000_0000
+            }
+        ]
+    );
+    assert_eq!(
+        err.to_string(),
+        "line 45: the first CPU block ends here, missing CPUID leaves 0x9-0xd, 0x80000000 (leaf \
+         0 announces up to 0xd, and every x86 CPU has leaf 0x80000000): the dump is cut short"
+    );
+    // Cut inside the extended range: the leaves up to 0x80000008 are named.
+    let at = line_starting(text, "CPUID 80000004:");
+    let err = parse_err(head(text, at));
+    assert_eq!(err.line(), at);
+    assert_eq!(
+        err.kind(),
+        DumpErrorKind::IncompleteBlock(match err.kind() {
+            DumpErrorKind::IncompleteBlock(m) => {
+                assert_eq!(m.max_extended, Some(0x8000_0008));
+                assert_eq!(
+                    m.listed(),
+                    [MissingItem::Leaves {
+                        first: 0x8000_0005,
+                        last: 0x8000_0008
+                    }]
+                );
+                m
+            }
+            other => panic!("{other}"),
+        })
+    );
+}
+
+#[test]
+fn a_cut_inside_announced_subleaves_is_refused() {
+    // Alder Lake's leaf 0x18 announces subleaves up to 8; drop the last two.
+    let text = dump_text("GenuineIntel0090672_AlderLake");
+    let n = line_number(
+        text,
+        "CPUID 00000018: 00000000-00080009-00000080-00004043 [SL 08]",
+        0,
+    );
+    let cut = replace_line(&replace_line(text, n, ""), n - 1, "");
+    let err = parse_err(&cut);
+    let DumpErrorKind::IncompleteBlock(missing) = err.kind() else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        missing.listed(),
+        [MissingItem::Subleaves {
+            leaf: 0x18,
+            first: 7,
+            last: 8
+        }]
+    );
+    assert!(err.to_string().contains("0x18 subleaves 7-8"), "{err}");
+}
+
+#[test]
+fn amd_dumps_may_lack_the_reserved_leaves_4_and_0xb_but_nothing_else() {
+    // Interlagos has neither leaf 4 nor 0xB and parses (see the table test); without leaf 6 it
+    // is cut short.
+    let text = dump_text("AuthenticAMD0600F12_K15_Interlagos");
+    let n = line_starting(text, "CPUID 00000006:");
+    let err = parse_err(&replace_line(text, n, ""));
+    let DumpErrorKind::IncompleteBlock(missing) = err.kind() else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        missing.listed(),
+        [MissingItem::Leaves { first: 6, last: 6 }]
+    );
+    // An Intel dump without leaf 4 is refused.
+    let text = dump_text(SNB);
+    let first = line_starting(text, "CPUID 00000004:");
+    let cut: String = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| !(*i + 1 >= first && *i < first + 8 && l.starts_with("CPUID 00000004:")))
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let err = parse_err(&cut);
+    assert!(
+        matches!(err.kind(), DumpErrorKind::IncompleteBlock(m) if m.listed() == [MissingItem::Leaves { first: 4, last: 4 }]),
+        "{err}"
+    );
+}
+
+/// The 1-based number of the first line starting with `prefix`.
+fn line_starting(text: &str, prefix: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}"))
+        + 1
+}
+
+/// Line-boundary truncations of every dump are refused, or parse to exactly the full dump's
+/// CPU #0 (format, first block line and every CPUID entry): every truncation from the empty
+/// text to two block lengths past the end of the first CPU block (where a cut can change what
+/// CPU #0 is), then every `stride`-th line to the end, so that each dump costs about as much as
+/// 200 parses of its full text (the gate runs this unoptimised, twice); `LEVELLING_FULL_SWEEP=1`
+/// checks every line.
+#[test]
+fn truncations_of_every_dump_are_refused_or_parse_to_cpu_0() {
+    let full_sweep = std::env::var_os("LEVELLING_FULL_SWEEP").is_some();
+    let started = std::time::Instant::now();
+    let mut totals = (0usize, 0usize, 0usize);
+    for (file, text) in texts() {
+        let full = Aida64Dump::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let entries: Vec<DumpEntry> = full.entries().collect();
+        let block_end = entries.iter().map(|e| e.line).max().unwrap_or(0);
+        let dense = block_end + 2 * (block_end + 1 - full.first_block_line()) + 4;
+        // Byte offset after each line.
+        let ends: Vec<usize> = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .chain((!text.ends_with('\n')).then_some(text.len()))
+            .collect();
+        let lines = ends.len() - 1;
+        let stride = if full_sweep { 1 } else { (lines / 100).max(1) };
+        for (n, &end) in ends.iter().enumerate() {
+            if n > dense && n % stride != 0 && n + 3 < lines {
+                continue;
+            }
+            totals.0 += 1;
+            match Aida64Dump::parse(&text[..end]) {
+                Err(_) => {
+                    totals.1 += 1;
+                    assert!(n < lines, "{file}: the whole dump is refused");
+                }
+                Ok(d) => {
+                    assert_eq!(d.format(), full.format(), "{file} cut to {n} lines");
+                    assert_eq!(
+                        d.first_block_line(),
+                        full.first_block_line(),
+                        "{file} cut to {n} lines"
+                    );
+                    assert!(
+                        d.entries().eq(entries.iter().copied()),
+                        "{file} cut to {n} lines parses to another CPU #0"
+                    );
+                    assert!(n >= block_end, "{file} cut to {n} lines, inside the block");
+                    totals.2 += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "truncation sweep: {} truncations of {} dumps, {} refused, {} parse to CPU #0, in {:?}",
+        totals.0,
+        texts().len(),
+        totals.1,
+        totals.2,
+        started.elapsed()
+    );
+    assert_eq!(texts().len(), 22);
+    assert_eq!(totals.0, totals.1 + totals.2);
+    assert!(totals.1 > 0 && totals.2 > 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@
 //! it at boot, Xen does not offer it to this guest type, it is unknown to the host's Xen, or it
 //! depends on an absent feature, with the whole chain of dependency edges (each with the
 //! feature table's reason) down to the absent root and *its* cause.
+//!
+//! A `--force` waives the features missing on its own move only ([`VmCpu::waived`] is empty
+//! for every check made from a VM's record): every later move is checked in full again.
 
 use core::fmt;
 
@@ -186,7 +189,8 @@ impl HostCheck {
         if self.accepted {
             return match self.waived.len() {
                 0 => "accepted".to_string(),
-                n => format!("accepted ({n} forced features waived)"),
+                1 => "accepted (1 feature waived by --force)".to_string(),
+                n => format!("accepted ({n} features waived by --force)"),
             };
         }
         let names: Vec<&str> = self.missing.iter().map(|m| m.feature.as_str()).collect();
@@ -219,6 +223,8 @@ impl VmCpu {
     }
 
     /// The CPU facts of a running or suspended VM; `None` for a halted VM (no CPU check).
+    /// Nothing is waived: a `--force` waives the check of its own move only, and every later
+    /// move is checked in full again (as XAPI does).
     pub fn of(vm: &Vm) -> Option<VmCpu> {
         if vm.power == PowerState::Halted {
             return None;
@@ -227,7 +233,7 @@ impl VmCpu {
             guest: vm.guest,
             vendor: vm.vendor?,
             featureset: vm.featureset?,
-            waived: vm.waived(),
+            waived: Featureset::EMPTY,
         })
     }
 }

@@ -17,7 +17,10 @@
 //!   2 to 8 hex digits, `:`, then exactly `eax=`, `ebx=`, `ecx=`, `edx=` each with `0x` and 8 hex
 //!   digits, separated by single blanks. Upper- and lower-case digits are accepted.
 //! - Blank lines are ignored; any other line is an error naming its line number, as is a
-//!   (leaf, subleaf) that appears twice in the first CPU's block. Every block is checked; only
+//!   (leaf, subleaf) that appears twice in the first CPU's block.
+//! - The first CPU's block must hold every leaf it announces (leaf 0 EAX, 0x80000000 EAX, …)
+//!   by the core's [`missing_leaves`] rules, else the output was cut short: an error naming
+//!   the missing leaves at the block's last line. Every block is checked; only
 //!   the first is kept (feature data is the same on every CPU).
 //!
 //! [`CpuidRaw`] then answers CPUID queries like [`xen_levelling::dump::Aida64Dump`]: a leaf
@@ -26,7 +29,7 @@
 
 use core::fmt;
 
-use xen_levelling::dump::leaf_has_subleaves;
+use xen_levelling::dump::{MissingLeaves, leaf_has_subleaves, missing_leaves};
 use xen_levelling::{CpuidRegs, CpuidSource};
 
 /// One CPUID result of the first CPU.
@@ -64,6 +67,9 @@ pub enum CpuidRawErrorKind {
     Empty,
     /// The first block has no leaf 0.
     NoLeaf0,
+    /// The first block lacks leaves or subleaves it announces itself (the core's
+    /// [`missing_leaves`] rules): the output was cut short. Reported at the block's last line.
+    Incomplete(MissingLeaves),
 }
 
 /// A rejected `cpuid -r` text: the line and what is wrong there.
@@ -102,6 +108,10 @@ impl fmt::Display for CpuidRawErrorKind {
             ),
             CpuidRawErrorKind::Empty => f.write_str("no CPUID data lines"),
             CpuidRawErrorKind::NoLeaf0 => f.write_str("the first CPU has no leaf 0"),
+            CpuidRawErrorKind::Incomplete(missing) => write!(
+                f,
+                "the first CPU's block ends here, {missing}: the output is cut short"
+            ),
         }
     }
 }
@@ -188,6 +198,8 @@ impl CpuidRaw {
         let mut block = 0usize; // 0 = before any header
         let mut seen_data = false;
         let mut cpus = 0;
+        // The last line of the first block: its last data line.
+        let mut block_end = 0;
         for (i, raw_line) in text.lines().enumerate() {
             let number = i + 1;
             let line = raw_line.trim();
@@ -240,6 +252,7 @@ impl CpuidRaw {
                 regs,
                 line: number,
             });
+            block_end = number;
         }
         if entries.is_empty() {
             return Err(CpuidRawError {
@@ -251,6 +264,13 @@ impl CpuidRaw {
             return Err(CpuidRawError {
                 line: entries[0].line,
                 kind: CpuidRawErrorKind::NoLeaf0,
+            });
+        }
+        let missing = missing_leaves(entries.iter().map(|e| (e.leaf, e.subleaf, e.regs)));
+        if !missing.is_empty() {
+            return Err(CpuidRawError {
+                line: block_end,
+                kind: CpuidRawErrorKind::Incomplete(missing),
             });
         }
         Ok(CpuidRaw { entries, cpus })

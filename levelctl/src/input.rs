@@ -59,7 +59,7 @@ use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature::NR_WORDS;
 use xen_levelling::featureset::FeaturesetError;
 use xen_levelling::policy::RawMsrs;
-use xen_levelling::policy::system::{SystemPolicies, parse_cpuid_option};
+use xen_levelling::policy::system::SystemPolicies;
 use xen_levelling::{CpuPolicy, CpuidSource, Feature, Featureset, Vendor};
 
 use crate::cpuid_raw::CpuidRaw;
@@ -126,6 +126,10 @@ pub fn detect(text: &str) -> Option<SourceKind> {
     if text.trim_start().starts_with('{') {
         return Some(SourceKind::HostReport);
     }
+    let xml = text.trim_start();
+    if (xml.starts_with('<') && xml.contains("<cpu")) || xml.starts_with("<cpu") {
+        return Some(SourceKind::LibvirtCpu);
+    }
     if CpuidRaw::looks_like(text) {
         return Some(SourceKind::CpuidRaw);
     }
@@ -170,9 +174,7 @@ pub fn parse_host(
 ) -> Result<Loaded, InputError> {
     let disabled = match &options.cpuid {
         None => Featureset::EMPTY,
-        Some(opt) => {
-            parse_cpuid_option(opt).map_err(|e| InputError::new("--cpuid", 1, e.to_string()))?
-        }
+        Some(opt) => parse_cpuid_option(opt).map_err(|e| InputError::new("--cpuid", 1, e))?,
     };
     if let Some(name) = &options.name
         && !valid_name(name)
@@ -231,11 +233,17 @@ pub fn parse_host(
             )
         }
         Some(SourceKind::XapiCpuInfo) => parse_cpu_info(text, file, name, disabled),
+        Some(SourceKind::LibvirtCpu) => {
+            let mut host = crate::interop::parse_libvirt_cpu(text, file, name)?;
+            apply_disabled(&mut host, disabled);
+            Ok(Loaded { host, facts: None })
+        }
         None => Err(InputError::new(
             file,
             1,
             "not a host input levelctl knows (an AIDA64 CPUID dump, `cpuid -r` output, XAPI \
-             cpu_info `key: value` items, or a levelctl host report in JSON)",
+             cpu_info `key: value` items, a libvirt <cpu> element, or a levelctl host report \
+             in JSON)",
         )),
     }
 }
@@ -785,11 +793,7 @@ fn parse_report(
     let reported_disabled = match &report.cpuid_option {
         None => Featureset::EMPTY,
         Some(opt) => parse_cpuid_option(opt).map_err(|e| {
-            InputError::new(
-                file,
-                json_line(text, "cpuid_option", "cpuid_option"),
-                e.to_string(),
-            )
+            InputError::new(file, json_line(text, "cpuid_option", "cpuid_option"), e)
         })?,
     };
     let signature = match (report.family, report.model, report.stepping) {
@@ -835,6 +839,47 @@ fn parse_report(
     };
     apply_disabled(&mut host, disabled);
     Ok(Loaded { host, facts: None })
+}
+
+/// Parse Xen's `cpuid=` option: the features to disable, each as `no-<feature>` (Xen's
+/// command line) or `<feature>=0` (`xl.cfg`'s syntax; `false`, `off` and `no` too), separated
+/// by commas. Turning a feature on (`avx2=1`) is refused: a boot option only hides features.
+pub fn parse_cpuid_option(text: &str) -> Result<Featureset, String> {
+    let mut disabled = Featureset::EMPTY;
+    let mut column = 1;
+    for raw in text.split(',') {
+        let item = raw.trim();
+        let at = column + (raw.len() - raw.trim_start().len());
+        column += raw.chars().count() + 1;
+        if item.is_empty() {
+            continue;
+        }
+        let (name, off) = match item.split_once('=') {
+            Some((name, value)) => match value.trim().to_ascii_lowercase().as_str() {
+                "0" | "false" | "off" | "no" => (name.trim(), true),
+                "1" | "true" | "on" | "yes" => (name.trim(), false),
+                _ => (item, true),
+            },
+            None => match item.strip_prefix("no-") {
+                Some(name) => (name, true),
+                None => (item, false),
+            },
+        };
+        let Some(feature) = Feature::from_name(name) else {
+            return Err(format!(
+                "cpuid= column {at}: `{item}` is not a known feature (give `no-<feature>` or \
+                 `<feature>=0`)"
+            ));
+        };
+        if !off {
+            return Err(format!(
+                "cpuid= column {at}: `{item}` turns {feature} on; a boot option can only hide \
+                 features (`no-{feature}` or `{feature}=0`)"
+            ));
+        }
+        disabled.insert(feature);
+    }
+    Ok(disabled)
 }
 
 /// The text form a featureset was given in.

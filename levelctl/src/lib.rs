@@ -18,8 +18,10 @@
 //! | [`check`] | VM-against-host checks, with a [`check::Cause`] for every missing feature |
 //! | [`input`] | AIDA64 dumps, `cpuid -r` output, XAPI `cpu_info`, the JSON host report, featureset text |
 //! | [`cpuid_raw`] | the `cpuid -r` parser |
+//! | [`interop`] | `xl.cfg`, XAPI and libvirt forms of a VM's featureset; hosts from libvirt `<cpu>` |
 //! | [`mechanism`] | which levelling mechanism a CPU would use: by generation, and probed on the core's silicon model |
-//! | [`state`] | one JSON file per pool, written atomically, refused when corrupt or newer |
+//! | [`store`] | the pool database (SQLite): one transaction per command, the audit trail |
+//! | [`state`] | the JSON state files of earlier versions, imported into the database |
 //! | [`report`] | what operations report (tables or `--json`) |
 //! | [`error`] | errors and their exit codes (1 refused, 2 bad input) |
 //!
@@ -39,18 +41,24 @@
 //!   truncated.
 //! - **Legacy VMs** without a featureset get the landing host's *max* set for their type
 //!   (Dundee's "everything this host offers").
-//! - **force** waives missing features for one named destination, never a vendor mismatch, and
-//!   is recorded on the VM until it restarts at the pool level.
+//! - **force** waives missing features for one named destination and that move only, never a
+//!   vendor mismatch; the VM's record keeps each forced move (what the host lacked, what the
+//!   VM uses beyond its pool's level) until it restarts at the pool level, and every later
+//!   move is checked in full again.
+//! - **State**: every pool in one SQLite database ([`store`]), one transaction per command,
+//!   each change in the audit trail.
 
 pub mod check;
 pub mod cpuid_raw;
 pub mod error;
 pub mod input;
+pub mod interop;
 pub mod mechanism;
 pub mod model;
 pub mod ops;
 pub mod report;
 pub mod state;
+pub mod store;
 
 pub use error::{Error, InputError};
 pub use model::{GuestType, Host, Pool, PowerState, Vm};

@@ -135,6 +135,8 @@ pub enum SourceKind {
     XapiCpuInfo,
     /// A levelctl host report (JSON, as the test kernel's dom0 agent emits).
     HostReport,
+    /// A libvirt `<cpu>` element (`virsh capabilities`, a domain's custom CPU).
+    LibvirtCpu,
 }
 
 impl fmt::Display for SourceKind {
@@ -144,6 +146,7 @@ impl fmt::Display for SourceKind {
             SourceKind::CpuidRaw => "cpuid-r",
             SourceKind::XapiCpuInfo => "xapi-cpu-info",
             SourceKind::HostReport => "host-report",
+            SourceKind::LibvirtCpu => "libvirt-cpu",
         })
     }
 }
@@ -243,16 +246,20 @@ impl Host {
     }
 }
 
-/// A `force` override: features a VM may lack since it was forced onto a host without them.
+/// A `--force`d move: features the VM uses that the host it was forced onto lacks. The force
+/// waived the check of that move only; every later move is checked in full.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForceRecord {
-    /// The features the destination lacked.
+    /// The features the destination lacked (waived for that move).
     #[serde(with = "fs_xapi")]
     pub features: Featureset,
     /// The operation that was forced (`migrate`, `resume`, `import`).
     pub operation: String,
-    /// The host it was forced onto (`pool/host` when cross-pool).
+    /// The host it was forced onto (`pool/host`).
     pub host: String,
+    /// The features the VM uses that the level of the pool it landed in lacked at the time.
+    #[serde(default, with = "fs_xapi")]
+    pub above_level: Featureset,
 }
 
 /// How a VM's featureset was decided.
@@ -327,7 +334,8 @@ pub struct Vm {
     /// How the featureset was decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
-    /// Every forced move since the last start: features the VM may now lack.
+    /// Every forced move since the last start: what each waived, and what the VM uses beyond
+    /// its pool's level.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forced: Vec<ForceRecord>,
 }
@@ -348,7 +356,8 @@ impl Vm {
         }
     }
 
-    /// Every feature a force override says the VM may lack.
+    /// Every feature a `--force` since the last start waived (for reports: later moves are
+    /// checked in full).
     pub fn waived(&self) -> Featureset {
         self.forced
             .iter()

@@ -24,9 +24,10 @@
 //! | move or copy of a halted VM or template to another pool | no CPU check; it starts at that pool's level |
 //! | import of a VM from an older toolstack | without a featureset: the landing host's max set (Dundee); with one: zero-extended, then checked |
 //!
-//! `force` lets a move through whatever features are missing (never across vendors) and
-//! records exactly those features on the VM; later checks report them as waived instead of
-//! blocking, until the VM restarts at the pool level.
+//! `force` lets one move through whatever features are missing (never across vendors) and
+//! records exactly those features on the VM, with what it uses beyond its pool's level; the
+//! records stay until the VM restarts at the pool level. Every later move is checked in full
+//! again, as XAPI does.
 
 use std::collections::BTreeMap;
 
@@ -422,6 +423,38 @@ impl Pool {
         Ok(self.vm_report(name, "create"))
     }
 
+    /// Remove a VM or template: a halted one always, a running or suspended one only with
+    /// `force` (it is destroyed where it runs). Returns what was done, in one line.
+    pub fn destroy_vm(&mut self, name: &str, force: bool) -> Result<String, Error> {
+        let vm = self.vm(name)?;
+        let what = if vm.template { "template" } else { "VM" };
+        let state = match (&vm.host, vm.power) {
+            (Some(h), PowerState::Running) => format!("running on {h}"),
+            (_, power) => power.to_string(),
+        };
+        if vm.is_live() && !force {
+            return Err(refused(
+                "destroy",
+                name,
+                format!("{what} is {state}"),
+                Vec::new(),
+                None,
+                vec!["shut it down first (vm shutdown), or destroy it with --force".to_string()],
+            ));
+        }
+        let live = vm.is_live();
+        self.vms.retain(|v| v.name != name);
+        Ok(format!(
+            "destroyed {what} {name} of pool {}{}",
+            self.name,
+            if live {
+                format!(" (it was {state}; forced)")
+            } else {
+                String::new()
+            }
+        ))
+    }
+
     /// Start a halted VM at the pool level, on `on` or the least loaded host.
     pub fn start_vm(&mut self, name: &str, on: Option<&str>) -> Result<VmReport, Error> {
         let vm = self.vm(name)?;
@@ -569,10 +602,11 @@ impl Pool {
                 force,
             },
         )?;
+        let level = self.level(cpu.guest);
         let vm = self.vm_mut(name)?;
         vm.power = PowerState::Running;
         vm.host = Some(placed.host.clone());
-        record_force(vm, "resume", &placed.host, &placed.check);
+        record_force(vm, "resume", &placed.host, &placed.check, level);
         let mut report = self.vm_report(name, "resume");
         report.forced = names(&placed.check.missing_set);
         report.check = Some(placed.check);
@@ -620,9 +654,10 @@ impl Pool {
                 force,
             },
         )?;
+        let level = self.level(cpu.guest);
         let vm = self.vm_mut(name)?;
         vm.host = Some(placed.host.clone());
-        record_force(vm, "migrate", &placed.host, &placed.check);
+        record_force(vm, "migrate", &placed.host, &placed.check, level);
         let mut report = self.vm_report(name, "migrate");
         report.forced = names(&placed.check.missing_set);
         report.check = Some(placed.check);
@@ -731,7 +766,8 @@ impl Pool {
         vm.vendor = Some(vendor);
         vm.featureset = Some(featureset);
         vm.origin = Some(origin);
-        record_force(&mut vm, "import", &host_name, &check);
+        let level = self.level(vm.guest);
+        record_force(&mut vm, "import", &host_name, &check, level);
         self.vms.push(vm);
         let mut report = self.vm_report(&req.name, "import");
         report.forced = names(&check.missing_set);
@@ -780,7 +816,10 @@ impl Pool {
             return Err(refused(
                 "evacuate",
                 host,
-                format!("{} VMs cannot move anywhere", details.len()),
+                match details.len() {
+                    1 => "1 VM cannot move anywhere".to_string(),
+                    n => format!("{n} VMs cannot move anywhere"),
+                },
                 stuck_checks,
                 None,
                 details,
@@ -908,7 +947,10 @@ impl Pool {
             }
             let reason = match &c.vendor_mismatch {
                 Some(_) => format!("{} {}", c.host, c.summary()),
-                None => format!("{} lacks {} of the VM's features", c.host, c.missing.len()),
+                None => match c.missing.len() {
+                    1 => format!("{} lacks 1 of the VM's features", c.host),
+                    n => format!("{} lacks {n} of the VM's features", c.host),
+                },
             };
             return Err(refused(operation, vm, reason, vec![c], Some(ok), details));
         }
@@ -1003,12 +1045,23 @@ fn live_cpu(vm: &Vm) -> Result<VmCpu, Error> {
     })
 }
 
-fn record_force(vm: &mut Vm, operation: &str, host: &str, check: &HostCheck) {
+fn record_force(
+    vm: &mut Vm,
+    operation: &str,
+    host: &str,
+    check: &HostCheck,
+    level: Option<Featureset>,
+) {
     if !check.missing_set.is_empty() {
+        let above_level = match (vm.featureset, level) {
+            (Some(fs), Some(level)) => fs.closed() - level,
+            _ => Featureset::EMPTY,
+        };
         vm.forced.push(ForceRecord {
             features: check.missing_set,
             operation: operation.to_string(),
             host: format!("{}/{host}", check.pool),
+            above_level,
         });
     }
 }
@@ -1176,17 +1229,20 @@ pub fn migrate_between(
                 },
             )?;
             moved.host = Some(placed.host.clone());
-            record_force(&mut moved, "migrate", &placed.host, &placed.check);
-            let after = VmCpu {
-                waived: moved.waived(),
-                ..cpu
-            };
-            let reachable = check_pool(dst, name, &after, None);
+            record_force(
+                &mut moved,
+                "migrate",
+                &placed.host,
+                &placed.check,
+                dst.level(vm.guest),
+            );
+            let reachable = check_pool(dst, name, &cpu, None);
             let n = reachable.iter().filter(|c| c.accepted).count();
             notes.push(format!(
-                "in pool {} it can reach {n} of {} hosts",
+                "in pool {} it can reach {n} of {} host{}",
                 dst.name,
-                dst.hosts.len()
+                dst.hosts.len(),
+                if dst.hosts.len() == 1 { "" } else { "s" }
             ));
             if let Some(level) = dst.level(vm.guest) {
                 let above = names(&(cpu.featureset - level));

@@ -190,8 +190,10 @@ pub struct ForceOut {
     pub operation: String,
     /// Where to.
     pub host: String,
-    /// The features the VM may lack since.
+    /// The features the host lacked, waived for that move only.
     pub features: Vec<String>,
+    /// The features the VM used beyond its pool's level at the time.
+    pub above_level: Vec<String>,
 }
 
 impl From<&ForceRecord> for ForceOut {
@@ -200,6 +202,7 @@ impl From<&ForceRecord> for ForceOut {
             operation: r.operation.clone(),
             host: r.host.clone(),
             features: names(&r.features),
+            above_level: names(&r.above_level),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Pool state: one JSON file per pool, `<dir>/<pool>.json`, written atomically.
+//! Pool state files of levelctl before the database ([`crate::store`]): one JSON file per
+//! pool, `<dir>/<pool>.json`, written atomically. `levelctl state import` reads them into the
+//! database with [`parse_state`].
 //!
 //! ```json
 //! { "format": "levelctl-pool-state", "version": 1, "pool": { "name": "…", "hosts": […], "vms": […] } }
@@ -60,6 +62,18 @@ pub enum StateErrorKind {
     Io(String),
     /// An invalid pool name.
     BadName,
+    /// The database was written by a newer levelctl (its schema version).
+    NewerSchema {
+        /// The database's schema version.
+        version: i64,
+    },
+    /// The database has no such pool.
+    NoPool {
+        /// The pool asked for.
+        pool: String,
+        /// The pools it has.
+        known: Vec<String>,
+    },
 }
 
 impl fmt::Display for StateError {
@@ -94,6 +108,21 @@ impl fmt::Display for StateError {
                  refusing to use or overwrite it"
             ),
             StateErrorKind::Io(e) => write!(f, "{p}: {e}"),
+            StateErrorKind::NewerSchema { version } => write!(
+                f,
+                "{p}: database schema version {version} is newer than this levelctl's ({}); \
+                 refusing to use or change it (upgrade levelctl)",
+                crate::store::SCHEMA_VERSION
+            ),
+            StateErrorKind::NoPool { pool, known } => {
+                write!(f, "no pool `{pool}` in {p} (")?;
+                if known.is_empty() {
+                    f.write_str("no pools yet")?;
+                } else {
+                    write!(f, "pools: {}", known.join(", "))?;
+                }
+                f.write_str("; create one with `levelctl pool init NAME`)")
+            }
             StateErrorKind::BadName => write!(
                 f,
                 "{p}: not a valid pool name (letters, digits, `.`, `_`, `-`; no leading `.` or \

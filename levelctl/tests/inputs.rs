@@ -52,12 +52,13 @@ fn cpuid_r_output_of_a_real_machine() {
 
 #[test]
 fn cpuid_r_variants_and_errors() {
-    let line0 = "   0x00000000 0x00: eax=0x0000000d ebx=0x756e6547 ecx=0x6c65746e edx=0x49656e69";
+    let line0 = "   0x00000000 0x00: eax=0x00000001 ebx=0x756e6547 ecx=0x6c65746e edx=0x49656e69";
     let line1 = "   0x00000001 0x00: eax=0x000306c3 ebx=0x00100800 ecx=0x7ffafbff edx=0xbfebfbff";
+    let ext = "   0x80000000 0x00: eax=0x80000000 ebx=0x00000000 ecx=0x00000000 edx=0x00000000";
     // `cpuid -1 -r` prints `CPU:`; data without a header is the first CPU too.
     for text in [
-        format!("CPU:\n{line0}\n{line1}\n"),
-        format!("{line0}\n{line1}\n"),
+        format!("CPU:\n{line0}\n{line1}\n{ext}\n"),
+        format!("{line0}\n{line1}\n{ext}\n"),
     ] {
         let raw = CpuidRaw::parse(&text).unwrap();
         assert_eq!(raw.cpus(), 1);
@@ -81,6 +82,11 @@ fn cpuid_r_variants_and_errors() {
         ),
         (format!("CPU 0:\n{line0}\n{line0}\n"), 3, "appears twice"),
         (format!("CPU 0:\n{line1}\n"), 2, "no leaf 0"),
+        (
+            format!("CPU 0:\n{line0}\n{line1}\nCPU 1:\n{line0}\n"),
+            3,
+            "missing CPUID leaves 0x80000000",
+        ),
         ("CPU 0:\n".to_string(), 1, "no CPUID data"),
     ];
     for (text, line, reason) in cases {
@@ -93,6 +99,65 @@ fn cpuid_r_variants_and_errors() {
     // A second CPU's block is checked as well, though not kept.
     let e = CpuidRaw::parse(&format!("CPU 0:\n{line0}\nCPU 1:\n{line0} x\n")).unwrap_err();
     assert_eq!((e.line, e.kind), (4, CpuidRawErrorKind::BadRegister("edx")));
+}
+
+/// The first `n` lines of `text`.
+fn head(text: &str, n: usize) -> String {
+    text.lines().take(n).map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn cut_short_inputs_are_refused_naming_file_missing_leaves_and_line() {
+    // `head -n 5` of a `cpuid -r` output: leaves 0 to 3 of 0x1c (leaf 4 is reserved on AMD).
+    let text = read(&data_path("cpuid-r-epyc-kvm.txt"));
+    let e = parse_host(&head(&text, 5), "epyc.txt", &no_options()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "epyc.txt:5: the first CPU's block ends here, missing CPUID leaves 0x5-0x1c, 0x80000000 \
+         (leaf 0 announces up to 0x1c, and every x86 CPU has leaf 0x80000000): the output is cut \
+         short"
+    );
+    // `head -n 45` of the Haswell dump: lm, nx, rdtscp, cx16 are not lost, the dump is refused.
+    let text = read(&dump_path(HASWELL));
+    let e = parse_host(&head(&text, 45), "haswell.txt", &no_options()).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "haswell.txt:45: the first CPU block ends here, missing CPUID leaves 0x9-0xd, \
+             0x80000000"
+        ),
+        "{e}"
+    );
+}
+
+/// Every truncation is refused or keeps every leaf Xen reads (basic and extended ranges; the
+/// Transmeta and Centaur ranges `cpuid` prints last announce nothing to check against).
+#[test]
+fn every_truncation_of_a_cpuid_r_output_is_refused_or_the_same_cpu() {
+    let read_by_xen = |raw: &CpuidRaw| -> Vec<_> {
+        raw.entries()
+            .iter()
+            .filter(|e| e.leaf < 0x2000_0000 || (0x8000_0000..0x8001_0000).contains(&e.leaf))
+            .copied()
+            .collect()
+    };
+    let text = read(&data_path("cpuid-r-epyc-kvm.txt"));
+    let full = CpuidRaw::parse(&text).unwrap();
+    let lines = text.lines().count();
+    let (mut refused, mut same) = (0, 0);
+    for n in 0..=lines {
+        match CpuidRaw::parse(&head(&text, n)) {
+            Err(_) => refused += 1,
+            Ok(raw) => {
+                assert_eq!(read_by_xen(&raw), read_by_xen(&full), "cut to {n} lines");
+                same += 1;
+            }
+        }
+    }
+    assert_eq!(refused + same, lines + 1);
+    assert!(
+        refused > 50 && same > 50,
+        "{refused} refused, {same} the same"
+    );
 }
 
 #[test]
@@ -423,4 +488,35 @@ fn the_featuresets_and_the_model_verdict_come_from_one_boot() {
             assert_eq!(loaded.host.hvm.max, p.hvm_max.featureset(), "{at}");
         }
     }
+}
+
+#[test]
+fn cpuid_option_in_xen_and_xl_cfg_syntax() {
+    use levelctl::input::parse_cpuid_option;
+    let xen = parse_cpuid_option("no-avx2,no-xsave").unwrap();
+    assert_eq!(parse_cpuid_option("avx2=0, xsave=false").unwrap(), xen);
+    assert_eq!(parse_cpuid_option("no-avx2,xsave=off,").unwrap(), xen);
+    assert_eq!(
+        parse_cpuid_option("no-avx2,avx2=1").unwrap_err(),
+        "cpuid= column 9: `avx2=1` turns avx2 on; a boot option can only hide features \
+         (`no-avx2` or `avx2=0`)"
+    );
+    assert_eq!(
+        parse_cpuid_option("avx2=0,nope=0").unwrap_err(),
+        "cpuid= column 8: `nope=0` is not a known feature (give `no-<feature>` or \
+         `<feature>=0`)"
+    );
+    let with = |opt: &str| {
+        input::load_host(
+            &dump_path(HASWELL),
+            &HostInputOptions {
+                name: None,
+                cpuid: Some(opt.to_string()),
+            },
+        )
+        .unwrap()
+        .host
+    };
+    assert_eq!(with("avx2=0"), with("no-avx2"));
+    assert!(!with("avx2=0").hvm.default.contains(Feature::AVX2));
 }

@@ -402,7 +402,7 @@ fn a_suspended_vm_is_checked_like_a_running_one() {
 }
 
 #[test]
-fn force_records_what_the_vm_may_lack_and_later_checks_waive_it() {
+fn force_waives_one_move_records_it_and_every_later_move_is_checked_again() {
     let mut p = pool("intel", vec![host(SKYLAKE, "skylake")]);
     p.create_vm("web", GuestType::Hvm, false).unwrap();
     p.start_vm("web", None).unwrap();
@@ -437,12 +437,22 @@ fn force_records_what_the_vm_may_lack_and_later_checks_waive_it() {
         Some(fs),
         "force does not change what the guest was told"
     );
-    // Haswell lacks AVX-512, which the force already waived: now accepted, with a note.
+    // The record says what the VM uses beyond its pool's level (Sandy Bridge lowered it).
+    let level = p.level(GuestType::Hvm).unwrap();
+    assert_eq!(vm.forced[0].above_level, fs.closed() - level);
+    assert!(vm.forced[0].above_level.contains(Feature::AVX2));
+    // Haswell lacks AVX-512 too: the earlier force does not carry over, the move is refused.
     let cpu = VmCpu::of(vm).unwrap();
     let c = levelctl::check::check("intel", "web", &cpu, p.find_host("haswell").unwrap());
-    assert!(c.accepted);
-    assert!(c.waived.iter().any(|m| m.feature == "avx512f"));
-    p.migrate_vm("web", Some("haswell"), false).unwrap();
+    assert!(!c.accepted);
+    assert!(c.missing.iter().any(|m| m.feature == "avx512f"));
+    assert!(c.waived.is_empty());
+    let r = refusal(p.migrate_vm("web", Some("haswell"), false).unwrap_err());
+    assert!(r.reason.contains("haswell lacks"), "{}", r.reason);
+    // Forced again: a second record; back to Skylake, which has everything, unforced.
+    p.migrate_vm("web", Some("haswell"), true).unwrap();
+    assert_eq!(p.find_vm("web").unwrap().forced.len(), 2);
+    p.migrate_vm("web", Some("skylake"), false).unwrap();
     // A restart at the pool level clears the record.
     p.reboot_vm("web").unwrap();
     assert!(p.find_vm("web").unwrap().forced.is_empty());

@@ -128,7 +128,11 @@ fn report(result: Result<(), String>) -> ExitCode {
 fn execute(command: Command) -> ExitCode {
     let workspace = Workspace::locate();
     match command {
-        Command::Test => gate::run(&workspace),
+        // Provision first: the host tests need what it installs (the report test, Chromium).
+        Command::Test => match provision::run(&workspace) {
+            Ok(()) => gate::run(&workspace),
+            Err(message) => report(Err(message)),
+        },
         Command::Run(args) => report(run::run(&workspace, &args)),
         Command::Provision => report(provision::run(&workspace)),
         Command::Bench => report(bench::bench(&workspace)),

@@ -5,6 +5,9 @@
 //! - Rust targets: `x86_64-unknown-none` (the kernel) and `aarch64-unknown-none` (the proof
 //!   that no x86 asm leaks into the core). `rust-toolchain.toml` lists both, so rustup normally
 //!   installs them on first use; any still missing are added with `rustup target add`.
+//! - Chromium: the report test renders `target/levelling-report.html` headless; if neither
+//!   `chromium` nor `chromium-browser` runs and we are root, Debian's `chromium` is installed
+//!   with `apt-get`; if we are not root, the user is told what to install.
 
 use std::io::ErrorKind;
 use std::process::Command;
@@ -20,10 +23,50 @@ const QEMU_PACKAGE: &str = "qemu-system-x86";
 /// The bare-metal targets the gate builds for.
 const REQUIRED_TARGETS: &[&str] = &["x86_64-unknown-none", "aarch64-unknown-none"];
 
-/// Provisions QEMU, then the Rust targets.
+/// The Debian package of the browser the report test renders the page with.
+const CHROMIUM_PACKAGE: &str = "chromium";
+
+/// Provisions QEMU, the Rust targets and Chromium.
 pub fn run(workspace: &Workspace) -> Result<(), String> {
     ensure_qemu()?;
-    ensure_targets(workspace)
+    ensure_targets(workspace)?;
+    ensure_chromium()
+}
+
+/// The first line of `chromium --version` (or `chromium-browser`'s), if one runs.
+pub fn chromium_version() -> Option<String> {
+    ["chromium", "chromium-browser"].into_iter().find_map(|b| {
+        let out = Command::new(b).arg("--version").output().ok()?;
+        out.status.success().then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+    })
+}
+
+/// Makes sure a headless Chromium runs, installing Debian's with `apt-get` when we are root.
+fn ensure_chromium() -> Result<(), String> {
+    if let Some(version) = chromium_version() {
+        println!("provision: found {version}");
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "chromium is not installed (or does not run); the report test needs it: install it, \
+             e.g. `sudo apt-get install {CHROMIUM_PACKAGE}`, then re-run `cargo xtask provision`"
+        ));
+    }
+    println!("provision: chromium not found; installing {CHROMIUM_PACKAGE} with apt-get");
+    apt_get(&["update"])?;
+    apt_get(&["install", "-y", "--no-install-recommends", CHROMIUM_PACKAGE])?;
+    let version = chromium_version().ok_or_else(|| {
+        format!("installed {CHROMIUM_PACKAGE}, but `chromium --version` still does not run")
+    })?;
+    println!("provision: installed {version}");
+    Ok(())
 }
 
 /// Makes sure [`QEMU`] runs, installing it with `apt-get` when we are root.

@@ -1,6 +1,8 @@
 //! `target/levelling-report.html`: one self-contained page (inline CSS, no script, nothing
-//! fetched) with the pools, the hosts, the guests, the host × feature matrix
-//! (`#feature-matrix`) and the migration matrix (`#migration-matrix`) in colour.
+//! fetched) with the pools, the hosts, the guests (best-effort PV guests in their own colour),
+//! the host × feature matrix (`#feature-matrix`; rows the same on every host folded into one
+//! row per kind, `tr.folded`) and the migration matrix (`#migration-matrix`; a refused cell
+//! lists the missing features in the page, `small.missing`) in colour.
 
 use std::fmt::Write as _;
 
@@ -42,6 +44,10 @@ td.absent { background: #fafafa; color: #bbb; }
 td.accepted { background: #4caf50; color: #fff; }
 td.refused { background: #e53935; color: #fff; }
 td.vendor { background: #eeeeee; color: #999; }
+td.refused small.missing { display: block; font-size: 10px; max-width: 9em; white-space: normal; }
+tr.folded td { text-align: left; white-space: normal; }
+tr.best-effort td { background: #ede7f6; }
+td.best-effort, span.best-effort { background: #7e57c2; color: #fff; }
 .legend span { display: inline-block; padding: 1px 8px; margin-right: 6px; }
 ";
 
@@ -142,17 +148,31 @@ pub fn render(r: &Report) -> String {
 
     let _ = writeln!(
         o,
-        "<h2>Guests at the pool level</h2>\n<table id=\"guests\">\n<tr><th>host</th><th>guest</th>\
+        "<h2>Guests at the pool level</h2>\n<p class=\"legend\"><span class=\"best-effort\">\
+         best-effort</span>a PV guest the hardware cannot level: refused first (fail closed), \
+         then started on request; it sees what the hardware cannot hide</p>\n\
+         <table id=\"guests\">\n<tr><th>host</th><th>guest</th>\
          <th>CPUID path</th><th>started</th><th>saw</th></tr>"
     );
     for h in &r.hosts {
         for g in &h.guests {
+            let best_effort = g.started == "best-effort";
             let _ = writeln!(
                 o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                "<tr{}><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td class=\"{}\">{}</td></tr>",
+                if best_effort {
+                    " class=\"best-effort\""
+                } else {
+                    ""
+                },
                 escape(&h.name),
                 escape(&g.name),
                 escape(&path(g)),
+                if best_effort {
+                    " class=\"best-effort\""
+                } else {
+                    ""
+                },
                 escape(&g.started),
                 if g.ok { "ok" } else { "fail" },
                 escape(&saw(g))
@@ -197,7 +217,18 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(o, "</tr>");
-    for row in &r.feature_matrix {
+    // Rows the same on every host: one folded row per kind, after the rows that differ.
+    let uniform = |row: &&super::analysis::FeatureRow| {
+        row.cells.len() > 1 && row.cells.iter().all(|c| *c == row.cells[0])
+    };
+    let mut folded: Vec<(&'static str, Vec<&str>)> = Vec::new();
+    for row in r.feature_matrix.iter().filter(uniform) {
+        match folded.iter_mut().find(|(kind, _)| *kind == row.cells[0]) {
+            Some((_, names)) => names.push(&row.feature),
+            None => folded.push((row.cells[0], vec![&row.feature])),
+        }
+    }
+    for row in r.feature_matrix.iter().filter(|row| !uniform(row)) {
         let _ = write!(
             o,
             "<tr><td class=\"name\">{}</td><td>{}</td>",
@@ -220,6 +251,23 @@ pub fn render(r: &Report) -> String {
         }
         let _ = writeln!(o, "</tr>");
     }
+    for (kind, names) in &folded {
+        let what = match *kind {
+            "level" => "in the level on every host",
+            "hidden" => "hidden by the level on every host",
+            "xen" => "for Xen and dom0 only on every host",
+            _ => "in no host's CPU",
+        };
+        let _ = writeln!(
+            o,
+            "<tr class=\"folded\"><td class=\"name\" colspan=\"2\">{} {}</td>\
+             <td class=\"{kind}\" colspan=\"{}\"><span class=\"mono\">{}</span></td></tr>",
+            names.len(),
+            what,
+            r.hosts.len(),
+            escape(&names.join(", "))
+        );
+    }
     let _ = writeln!(o, "</table>");
     let _ = writeln!(
         o,
@@ -234,7 +282,7 @@ pub fn render(r: &Report) -> String {
         "<h2>Migration matrix</h2>\n<p class=\"legend\">levelctl's check of each VM against \
          each host: <span style=\"background:#4caf50;color:#fff\">&#10003;</span>accepted \
          <span style=\"background:#e53935;color:#fff\">&#10007; N</span>refused, N features missing \
-         (hover for which) <span style=\"background:#eee;color:#999\">&ndash;</span>another vendor</p>"
+         (named in the cell) <span style=\"background:#eee;color:#999\">&ndash;</span>another vendor</p>"
     );
     let _ = writeln!(o, "<table class=\"matrix\" id=\"migration-matrix\">");
     let _ = write!(o, "<tr><th>VM</th><th>how its featureset was fixed</th>");
@@ -266,7 +314,11 @@ pub fn render(r: &Report) -> String {
             };
             let mark = match c.verdict {
                 "accepted" => "&#10003;".to_string(),
-                "refused" => format!("&#10007; {}", c.missing.len()),
+                "refused" => format!(
+                    "&#10007; {}<small class=\"missing\">{}</small>",
+                    c.missing.len(),
+                    escape(&c.missing.join(", "))
+                ),
                 _ => "&ndash;".to_string(),
             };
             let _ = write!(

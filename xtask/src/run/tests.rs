@@ -137,7 +137,26 @@ fn the_page_has_both_matrices_in_colour() {
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(!page.contains("<script") && !page.contains("http://") && !page.contains("https://"));
     let (rows, _, body) = table(&page, "feature-matrix");
-    assert_eq!(rows, r.feature_matrix.len() + 1);
+    // Rows the same on every host are folded, one row per kind.
+    let uniform: Vec<_> = r
+        .feature_matrix
+        .iter()
+        .filter(|row| row.cells.iter().all(|c| *c == row.cells[0]))
+        .collect();
+    let mut kinds: Vec<&str> = uniform.iter().map(|row| row.cells[0]).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert!(!uniform.is_empty() && uniform.len() < r.feature_matrix.len());
+    // `<tr>` counts the header and the rows that differ; the folded rows have a class.
+    assert_eq!(rows, r.feature_matrix.len() - uniform.len() + 1);
+    assert_eq!(body.matches("<tr class=\"folded\">").count(), kinds.len());
+    for row in &uniform {
+        assert!(
+            body.contains(&row.feature),
+            "{} folded, not lost",
+            row.feature
+        );
+    }
     for class in ["level", "hidden", "xen", "absent"] {
         assert!(body.contains(&format!("<td class=\"{class}\"")), "{class}");
     }
@@ -150,6 +169,28 @@ fn the_page_has_both_matrices_in_colour() {
         r.migration.len()
     );
     assert!(page.contains("td.accepted { background: #4caf50"));
+    // A refused cell names the missing features in the page, not only on hover.
+    for c in r.migration.iter().filter(|c| c.verdict == "refused") {
+        let cell = format!(
+            "&#10007; {}<small class=\"missing\">{}</small>",
+            c.missing.len(),
+            html::escape(&c.missing.join(", "))
+        );
+        assert!(body.contains(&cell), "{} to {}", c.vm, c.host);
+    }
+    // Best-effort PV guests have their own colour.
+    let best_effort = r
+        .hosts
+        .iter()
+        .flat_map(|h| &h.guests)
+        .filter(|g| g.started == "best-effort")
+        .count();
+    assert!(best_effort > 0);
+    assert_eq!(
+        page.matches("<tr class=\"best-effort\">").count(),
+        best_effort
+    );
+    assert!(page.contains("td.best-effort, span.best-effort { background: #7e57c2"));
     assert_eq!(html::escape("<a&\"b'>"), "&lt;a&amp;&quot;b&#39;&gt;");
 }
 
@@ -228,20 +269,24 @@ fn guest_boots_carry_the_levels_and_fit_the_command_line() {
     let _ = GuestType::Pv;
 }
 
-/// Opens the page in headless Chromium (Debian's `chromium`) when it is installed, and checks
-/// that both matrices are in the DOM it built. Skipped, saying so, when it is not: the
-/// provisioning does not install a browser.
+/// Opens the page in headless Chromium (Debian's `chromium`, which `cargo xtask provision`
+/// installs) and checks what it built: both matrices, the folded rows, the missing features
+/// in the refused cells and the best-effort guests. Without a browser the test fails, saying
+/// how to get one.
 #[test]
-fn chromium_renders_both_matrices_when_installed() {
-    let Some(browser) = ["chromium", "chromium-browser"].into_iter().find(|b| {
-        Command::new(b)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }) else {
-        eprintln!("skipped: no chromium on PATH (apt-get install chromium to run this test)");
-        return;
-    };
+fn chromium_renders_the_report() {
+    let browser = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect(
+            "no chromium on PATH: run `cargo xtask provision` (as root it installs Debian's \
+             chromium with apt-get), or install it yourself",
+        );
     let r = report();
     let dir = std::env::temp_dir().join(format!("levelling-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -268,10 +313,23 @@ fn chromium_renders_both_matrices_when_installed() {
         let (rows, _, _) = table(&dom, id);
         assert!(rows > 5, "{id}: {rows} rows");
     }
+    let (_, _, migration) = table(&dom, "migration-matrix");
     assert_eq!(
-        dom.matches("class=\"accepted\"").count()
-            + dom.matches("class=\"refused\"").count()
-            + dom.matches("class=\"vendor\"").count(),
+        migration.matches("class=\"accepted\"").count()
+            + migration.matches("class=\"refused\"").count()
+            + migration.matches("class=\"vendor\"").count(),
         r.migration.len()
     );
+    // What the browser shows: the missing features as text in the refused cells.
+    let refused = r.migration.iter().find(|c| c.verdict == "refused").unwrap();
+    assert!(
+        migration.contains(&format!(
+            "<small class=\"missing\">{}</small>",
+            html::escape(&refused.missing.join(", "))
+        )),
+        "{migration}"
+    );
+    let (_, _, features) = table(&dom, "feature-matrix");
+    assert!(features.contains("<tr class=\"folded\">"));
+    assert!(dom.contains("<tr class=\"best-effort\">"));
 }

@@ -16,8 +16,9 @@ use levelctl::error::{Error, InputError};
 use levelctl::input::{self, HostInputOptions, Loaded, ParsedFeatureset};
 use levelctl::ops::{self, Change, ImportRequest};
 use levelctl::report::Features;
-use levelctl::state::{StateError, StateErrorKind, Store};
-use levelctl::{GuestType, Pool};
+use levelctl::state::{StateError, StateErrorKind};
+use levelctl::store::{self, Event, HistoryFilter, SqliteStore, Store, Transaction};
+use levelctl::{GuestType, Pool, PowerState};
 
 const ABOUT: &str = "CPU feature levelling for Xen pools: pool levels, VM starts, and \
 migration checks that explain themselves";
@@ -32,7 +33,9 @@ accepts it if the vendor matches and the host's max set has every feature. Refus
 missing feature, why the host lacks it (CPU, cpuid= option, dependency chain) and the hosts \
 that would accept the VM.
 
-State: one JSON file per pool in --state-dir (default ./levelctl-state, or $LEVELCTL_STATE_DIR).
+State: one SQLite database (levelctl.db) in --state DIR, or $LEVELCTL_STATE; by default
+$XDG_STATE_HOME/levelctl, else ~/.local/state/levelctl, or /var/lib/levelctl as root. Every
+command is one transaction, recorded in `levelctl history`.
 Host inputs: AIDA64 CPUID dumps, `cpuid -r` output, XAPI cpu_info, levelctl host reports (JSON).
 Exit codes: 0 done, 1 refused by a check, 2 bad input or usage.";
 
@@ -44,23 +47,30 @@ Examples:
   levelctl vm create lab web --type hvm && levelctl vm start lab web
   levelctl vm migrate lab web --to sandybridge
   levelctl vm explain lab web
+  levelctl history --vm web
+  levelctl vm config lab web --format libvirt
   levelctl decode 1fc9cbf5-f6f83203-2191cbf5-00000123";
 
 #[derive(Parser)]
-#[command(name = "levelctl", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+#[command(name = "levelctl", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES, term_width = 80)]
 struct Cli {
-    /// Directory of the pool state files (POOL.json)
+    /// Directory of the pool database (levelctl.db) [default: $XDG_STATE_HOME/levelctl,
+    /// ~/.local/state/levelctl, or /var/lib/levelctl as root]
     #[arg(
         long,
         global = true,
         value_name = "DIR",
-        env = "LEVELCTL_STATE_DIR",
-        default_value = "levelctl-state"
+        env = "LEVELCTL_STATE",
+        alias = "state-dir"
     )]
-    state_dir: PathBuf,
+    state: Option<PathBuf>,
     /// Print JSON instead of tables (also for errors and refusals)
     #[arg(long, global = true)]
     json: bool,
+    /// Refusals and change reports in full: every missing feature, where it lives and why
+    /// the host lacks it
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -104,6 +114,35 @@ enum Command {
         #[command(subcommand)]
         change: ChangeCommand,
     },
+    /// The audit trail: every change (and every refused one) with time, user, command line and
+    /// outcome; forced moves with the features they waived
+    History {
+        /// Only this pool (either side of a cross-pool move)
+        #[arg(long)]
+        pool: Option<String>,
+        /// Only this VM
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only the newest N entries
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// The pool database itself
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Import the JSON state files of earlier levelctl versions (POOL.json files, or
+    /// directories of them), all in one transaction
+    Import {
+        /// Files or directories
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Where the database is, its schema version and what it holds
+    Info,
 }
 
 #[derive(Args)]
@@ -125,7 +164,10 @@ enum PoolCommand {
         /// Host inputs to join, in order
         files: Vec<PathBuf>,
     },
-    /// A host joins: same vendor only; reports the level change feature by feature
+    /// A host joins: same vendor only; reports the level change feature by feature. Any host
+    /// input: a dump, `cpuid -r`, `xe host-param-get param-name=cpu_info` output, a libvirt
+    /// <cpu> element or a host report (`pool import` is the same command)
+    #[command(alias = "import")]
     Join {
         /// The pool
         pool: String,
@@ -185,12 +227,35 @@ enum PoolCommand {
         /// The pool
         pool: String,
     },
-    /// The pools in the state directory
+    /// The pools: vendor, hosts, VMs
     List,
+    /// Remove a pool with its hosts and halted VMs (refused while VMs run, unless --force)
+    Destroy {
+        /// The pool
+        pool: String,
+        /// Destroy it even with running or suspended VMs
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum VmCommand {
+    /// The VMs of one pool, or of every pool
+    List {
+        /// The pool (default: every pool)
+        pool: Option<String>,
+    },
+    /// Remove a halted VM or template (a running or suspended one only with --force)
+    Destroy {
+        /// The pool
+        pool: String,
+        /// The VM
+        vm: String,
+        /// Destroy it even if it is running or suspended
+        #[arg(long)]
+        force: bool,
+    },
     /// Create a halted VM or template
     Create {
         /// The pool
@@ -305,6 +370,18 @@ enum VmCommand {
         #[arg(long, requires = "on")]
         force: bool,
     },
+    /// The VM's featureset for another toolstack: an xl.cfg `cpuid=` line, XAPI's
+    /// `platform:featureset`, or a libvirt <cpu mode='custom'> element (a halted VM: the level
+    /// it would start at)
+    Config {
+        /// The pool
+        pool: String,
+        /// The VM
+        vm: String,
+        /// xl, xapi or libvirt
+        #[arg(long, value_name = "FORMAT", value_parser = ["xl", "xapi", "libvirt"])]
+        format: String,
+    },
     /// Everything about a VM's CPU: featureset vs level, overrides, and every host it could or
     /// could not move to, with reasons
     Explain {
@@ -349,6 +426,8 @@ struct Output {
     text: String,
     json: Value,
     code: u8,
+    /// Text to copy as it is (configuration for other tools): never folded.
+    verbatim: bool,
 }
 
 impl Output {
@@ -357,6 +436,7 @@ impl Output {
             text,
             json,
             code: 0,
+            verbatim: false,
         }
     }
 }
@@ -366,21 +446,32 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let json_requested = argv.iter().skip(1).any(|a| a == "--json");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
+            if json_requested && e.use_stderr() {
+                let message = e.render().to_string();
+                let body = json!({"error": {"kind": "usage", "message": message.trim_end(), "refusal": Value::Null}});
+                println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
+            }
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
     let json = cli.json;
-    match run(cli) {
+    let verbose = cli.verbose;
+    render::VERBOSE.store(verbose, std::sync::atomic::Ordering::Relaxed);
+    match run(cli, &argv) {
         Ok(out) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&out.json).expect("JSON"));
+                emit(&(serde_json::to_string_pretty(&out.json).expect("JSON") + "\n"));
+            } else if out.verbatim {
+                emit(&out.text);
             } else {
-                print!("{}", out.text);
+                emit(&render::fit(&out.text));
             }
             ExitCode::from(out.code)
         }
@@ -391,18 +482,120 @@ fn main() -> ExitCode {
                     _ => Value::Null,
                 };
                 let body = json!({"error": {"kind": e.kind(), "message": e.to_string(), "refusal": refusal}});
-                println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
+                emit(&(serde_json::to_string_pretty(&body).expect("JSON") + "\n"));
             } else if let Error::Refused(r) = &e {
-                print!("{}", render::refusal(r));
+                emit(&render::fit(&render::refusal(r, verbose)));
             }
-            eprintln!("levelctl: {e}");
+            eprint!("{}", render::fit(&format!("levelctl: {e}\n")));
             ExitCode::from(e.exit_code() as u8)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<Output, Error> {
-    let store = Store::new(&cli.state_dir);
+/// Write to stdout; a closed pipe (`levelctl … | head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// The command line as typed, for the audit trail (arguments with blanks or quotes quoted).
+fn command_line(argv: &[String]) -> String {
+    argv.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = if i == 0 { "levelctl" } else { a.as_str() };
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+%".contains(&b))
+            {
+                a.to_string()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The database, opened on first use.
+struct Db {
+    dir: PathBuf,
+    store: Option<SqliteStore>,
+    command: String,
+}
+
+impl Db {
+    fn store(&mut self) -> Result<&mut SqliteStore, Error> {
+        if self.store.is_none() {
+            self.store = Some(SqliteStore::open_dir(&self.dir)?);
+        }
+        Ok(self.store.as_mut().expect("opened"))
+    }
+
+    fn read<T>(
+        &mut self,
+        f: impl FnOnce(&dyn Transaction) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.store()?.read(f)
+    }
+
+    /// An audit entry for this command, to be completed.
+    fn event(&self, operation: &str, pool: &str, vm: Option<&str>) -> Event {
+        Event {
+            time: store::now_utc(),
+            user: store::current_user(),
+            command: self.command.clone(),
+            operation: operation.to_string(),
+            pool: pool.to_string(),
+            vm: vm.map(str::to_string),
+            ..Event::default()
+        }
+    }
+
+    /// Run a change as one transaction with its audit entry; a refused or failed change is
+    /// rolled back, then recorded as such (best effort) in a transaction of its own.
+    fn write(
+        &mut self,
+        base: Event,
+        f: impl FnOnce(&mut dyn Transaction, &mut Event) -> Result<Output, Error>,
+    ) -> Result<Output, Error> {
+        let mut event = base.clone();
+        let result = self.store()?.write(|tx| {
+            let out = f(tx, &mut event)?;
+            event.outcome = "done".to_string();
+            if event.message.is_empty() {
+                event.message = out.text.lines().next().unwrap_or_default().to_string();
+            }
+            tx.record(&event)?;
+            Ok(out)
+        });
+        if let Err(e) = &result {
+            let outcome = match e {
+                Error::Refused(_) => "refused",
+                Error::State(_) => "failed",
+                // Nothing was attempted: a name or an input was wrong.
+                Error::Usage(_) | Error::Input(_) => return result,
+            };
+            let failed = Event {
+                outcome: outcome.to_string(),
+                message: e.to_string(),
+                ..base
+            };
+            if let Ok(store) = self.store() {
+                let _ = store.write(|tx| tx.record(&failed));
+            }
+        }
+        result
+    }
+}
+
+fn run(cli: Cli, argv: &[String]) -> Result<Output, Error> {
+    let mut db = Db {
+        dir: cli.state.clone().unwrap_or_else(store::default_state_dir),
+        store: None,
+        command: command_line(argv),
+    };
     match cli.command {
         Command::Decode { input } => decode(&input),
         Command::Inspect {
@@ -410,10 +603,10 @@ fn run(cli: Cli) -> Result<Output, Error> {
             cpuid,
             host_report,
         } => inspect(&file, cpuid, host_report),
-        Command::Pool(cmd) => pool_command(&store, cmd),
-        Command::Vm(cmd) => vm_command(&store, cmd),
+        Command::Pool(cmd) => pool_command(&mut db, cmd),
+        Command::Vm(cmd) => vm_command(&mut db, cmd),
         Command::WhatIf { pool, change } => {
-            let p = store.load(&pool)?;
+            let p = db.read(|tx| tx.pool(&pool))?;
             let change = match change {
                 ChangeCommand::Join { file, host } => {
                     Change::Join(Box::new(load(&file, host)?.host))
@@ -426,12 +619,108 @@ fn run(cli: Cli) -> Result<Output, Error> {
             let report = p.plan(&change)?;
             let code = if report.blockers.is_empty() { 0 } else { 1 };
             Ok(Output {
-                text: format!("what-if: {}", render::change_report(&report)),
-                json: to_json(&report),
                 code,
+                ..Output::ok(
+                    format!("what-if: {}", render::change_report(&report)),
+                    to_json(&report),
+                )
             })
         }
+        Command::History { pool, vm, limit } => {
+            let filter = HistoryFilter { pool, vm, limit };
+            let events = db.read(|tx| tx.history(&filter))?;
+            Ok(Output::ok(render::history(&events), to_json(&events)))
+        }
+        Command::State(StateCommand::Import { paths }) => state_import(&mut db, &paths),
+        Command::State(StateCommand::Info) => {
+            let store = db.store()?;
+            let location = store.location();
+            let (pools, events) = store.read(|tx| {
+                Ok((
+                    tx.pool_names()?,
+                    tx.history(&HistoryFilter::default())?.len(),
+                ))
+            })?;
+            let text = format!(
+                "database: {location}\nschema version: {}\npools: {}\nhistory entries: {events}\n",
+                store::SCHEMA_VERSION,
+                if pools.is_empty() {
+                    "none".to_string()
+                } else {
+                    pools.join(", ")
+                }
+            );
+            Ok(Output::ok(
+                text,
+                json!({"database": location, "schema_version": store::SCHEMA_VERSION,
+                       "pools": pools, "history_entries": events}),
+            ))
+        }
     }
+}
+
+/// `state import`: every POOL.json given (or in the directories given), one transaction.
+fn state_import(db: &mut Db, paths: &[PathBuf]) -> Result<Output, Error> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| InputError::new(&path.display().to_string(), 0, e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Usage(
+            "no POOL.json state files to import".to_string(),
+        ));
+    }
+    let mut pools = Vec::new();
+    for file in &files {
+        let text = input::read_text(file)?;
+        pools.push(levelctl::state::parse_state(
+            &text,
+            &file.display().to_string(),
+        )?);
+    }
+    let names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
+    let base = db.event("state import", &names.join(","), None);
+    db.write(base, |tx, ev| {
+        for p in &pools {
+            tx.create_pool(p)?;
+        }
+        ev.message = format!(
+            "imported {} from {}",
+            plural(pools.len(), "pool"),
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let text = pools
+            .iter()
+            .map(|p| {
+                format!(
+                    "imported pool {}: {}, {}\n",
+                    p.name,
+                    plural(p.hosts.len(), "host"),
+                    plural(p.vms.len(), "VM")
+                )
+            })
+            .collect();
+        Ok(Output::ok(text, json!({"imported": names})))
+    })
+}
+
+/// `1 host`, `2 hosts`.
+fn plural(n: usize, what: &str) -> String {
+    render::count(n, what)
 }
 
 /// Read a host input; its source is recorded with an absolute path, so that `pool reboot`
@@ -539,31 +828,66 @@ fn inspect(file: &Path, cpuid: Option<String>, host_report: bool) -> Result<Outp
     Ok(Output::ok(render::inspect(&loaded, &report), json))
 }
 
-fn changed(store: &Store, mut pool: Pool, change: Change, dry_run: bool) -> Result<Output, Error> {
-    let report = if dry_run {
-        let r = pool.plan(&change)?;
-        if !r.blockers.is_empty() {
-            return Ok(Output {
-                text: render::change_report(&r),
-                json: to_json(&r),
-                code: 1,
-            });
-        }
-        r
-    } else {
-        let r = pool.apply(change)?;
-        store.save(&pool)?;
-        r
+/// A membership change (join, leave, reboot) of one pool: done in one transaction, or only
+/// reported with `--dry-run`.
+fn changed(
+    db: &mut Db,
+    pool: &str,
+    dry_run: bool,
+    change: impl FnOnce(&Pool) -> Result<Change, Error>,
+) -> Result<Output, Error> {
+    if dry_run {
+        let p = db.read(|tx| tx.pool(pool))?;
+        let r = p.plan(&change(&p)?)?;
+        let code = if r.blockers.is_empty() { 0 } else { 1 };
+        return Ok(Output {
+            code,
+            ..Output::ok(render::change_report(&r), to_json(&r))
+        });
+    }
+    // Inputs are read before the transaction starts: nothing slow holds the lock.
+    let preview = db.read(|tx| tx.pool(pool))?;
+    let change = change(&preview)?;
+    let verb = match &change {
+        Change::Join(_) => "pool join",
+        Change::Leave(_) => "pool leave",
+        Change::Reboot(_) => "pool reboot",
     };
-    Ok(Output::ok(render::change_report(&report), to_json(&report)))
+    let host = match &change {
+        Change::Join(h) | Change::Reboot(h) => h.name.clone(),
+        Change::Leave(h) => h.clone(),
+    };
+    let mut base = db.event(verb, pool, None);
+    base.host = Some(host);
+    db.write(base, |tx, ev| {
+        let mut p = tx.pool(pool)?;
+        let r = p.apply(change)?;
+        tx.save_pool(&p)?;
+        ev.message = format!(
+            "{} {}: {}",
+            r.change,
+            r.host,
+            r.levels
+                .iter()
+                .map(|l| format!(
+                    "{} level {} -> {}",
+                    l.guest.label(),
+                    l.before.as_ref().map_or(0, |f| f.count),
+                    l.after.as_ref().map_or(0, |f| f.count)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(Output::ok(render::change_report(&r), to_json(&r)))
+    })
 }
 
-fn pool_command(store: &Store, cmd: PoolCommand) -> Result<Output, Error> {
+fn pool_command(db: &mut Db, cmd: PoolCommand) -> Result<Output, Error> {
     match cmd {
         PoolCommand::Init { pool, files } => {
             if !levelctl::model::valid_name(&pool) {
                 return Err(Error::State(StateError {
-                    path: store.path(&pool).display().to_string(),
+                    path: pool.clone(),
                     kind: StateErrorKind::BadName,
                 }));
             }
@@ -580,18 +904,19 @@ fn pool_command(store: &Store, cmd: PoolCommand) -> Result<Output, Error> {
                 .host;
                 reports.push(p.apply(Change::Join(Box::new(host)))?);
             }
-            let path = store.create(&p)?;
-            let mut text = format!(
-                "created pool {pool} ({}) with {} hosts\n",
-                path.display(),
-                p.hosts.len()
-            );
-            if !p.hosts.is_empty() {
-                text.push('\n');
-                text.push_str(&render::levels(&p, &p.level_report(), None));
-            }
-            let json = json!({"pool": pool, "path": path, "joins": reports});
-            Ok(Output::ok(text, json))
+            let base = db.event("pool init", &pool, None);
+            let location = db.store()?.location();
+            db.write(base, |tx, ev| {
+                tx.create_pool(&p)?;
+                ev.message = format!("created pool {pool} with {}", plural(p.hosts.len(), "host"));
+                let mut text = format!("{}\n", ev.message);
+                if !p.hosts.is_empty() {
+                    text.push('\n');
+                    text.push_str(&render::levels(&p, &p.level_report(), None));
+                }
+                let json = json!({"pool": pool, "database": location, "joins": reports});
+                Ok(Output::ok(text, json))
+            })
         }
         PoolCommand::Join {
             pool,
@@ -599,43 +924,53 @@ fn pool_command(store: &Store, cmd: PoolCommand) -> Result<Output, Error> {
             host,
             dry_run,
         } => {
-            let p = store.load(&pool)?;
-            let host = load(&file, host)?.host;
-            changed(store, p, Change::Join(Box::new(host)), dry_run)
+            let loaded = load(&file, host)?.host;
+            changed(db, &pool, dry_run, |_| Ok(Change::Join(Box::new(loaded))))
         }
         PoolCommand::Leave {
             pool,
             host,
             dry_run,
-        } => {
-            let p = store.load(&pool)?;
-            changed(store, p, Change::Leave(host), dry_run)
-        }
+        } => changed(db, &pool, dry_run, |_| Ok(Change::Leave(host))),
         PoolCommand::Reboot {
             pool,
             host,
             file,
             cpuid,
             dry_run,
-        } => {
-            let p = store.load(&pool)?;
-            let record = reboot_record(&p, &host, file.as_deref(), cpuid)?;
-            changed(store, p, Change::Reboot(Box::new(record)), dry_run)
-        }
+        } => changed(db, &pool, dry_run, |p| {
+            Ok(Change::Reboot(Box::new(reboot_record(
+                p,
+                &host,
+                file.as_deref(),
+                cpuid,
+            )?)))
+        }),
         PoolCommand::Evacuate {
             pool,
             host,
             dry_run,
         } => {
-            let mut p = store.load(&pool)?;
-            let report = p.evacuate(&host, dry_run)?;
-            if !dry_run {
-                store.save(&p)?;
+            if dry_run {
+                let mut p = db.read(|tx| tx.pool(&pool))?;
+                let report = p.evacuate(&host, true)?;
+                return Ok(Output::ok(render::evacuation(&report), to_json(&report)));
             }
-            Ok(Output::ok(render::evacuation(&report), to_json(&report)))
+            let mut base = db.event("pool evacuate", &pool, None);
+            base.host = Some(host.clone());
+            db.write(base, |tx, ev| {
+                let mut p = tx.pool(&pool)?;
+                let report = p.evacuate(&host, false)?;
+                tx.save_pool(&p)?;
+                ev.message = format!(
+                    "evacuated {host}: {} moved",
+                    plural(report.moves.len(), "VM")
+                );
+                Ok(Output::ok(render::evacuation(&report), to_json(&report)))
+            })
         }
         PoolCommand::Level { pool, guest } => {
-            let p = store.load(&pool)?;
+            let p = db.read(|tx| tx.pool(&pool))?;
             let reports: Vec<_> = p
                 .level_report()
                 .into_iter()
@@ -647,7 +982,7 @@ fn pool_command(store: &Store, cmd: PoolCommand) -> Result<Output, Error> {
             ))
         }
         PoolCommand::Show { pool } => {
-            let p = store.load(&pool)?;
+            let p = db.read(|tx| tx.pool(&pool))?;
             let levels: Vec<Value> = GuestType::ALL
                 .iter()
                 .map(|&g| json!({"guest": g, "level": p.level(g).as_ref().map(Features::from)}))
@@ -658,13 +993,71 @@ fn pool_command(store: &Store, cmd: PoolCommand) -> Result<Output, Error> {
             ))
         }
         PoolCommand::List => {
-            let names = store.list()?;
-            let mut text = String::new();
-            for n in &names {
-                text.push_str(n);
-                text.push('\n');
-            }
-            Ok(Output::ok(text, json!(names)))
+            let pools = db.read(|tx| {
+                tx.pool_names()?
+                    .iter()
+                    .map(|n| tx.pool(n))
+                    .collect::<Result<Vec<Pool>, Error>>()
+            })?;
+            let json: Vec<Value> = pools
+                .iter()
+                .map(|p| {
+                    json!({
+                        "pool": p.name,
+                        "vendor": p.vendor().map(|v| v.to_string()),
+                        "hosts": p.hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
+                        "vms": p.vms.len(),
+                        "running": p.vms.iter().filter(|v| v.power == PowerState::Running).count(),
+                        "suspended": p.vms.iter().filter(|v| v.power == PowerState::Suspended).count(),
+                    })
+                })
+                .collect();
+            Ok(Output::ok(render::pool_list(&pools), Value::Array(json)))
+        }
+        PoolCommand::Destroy { pool, force } => {
+            let base = db.event("pool destroy", &pool, None);
+            db.write(base, |tx, ev| {
+                let p = tx.pool(&pool)?;
+                let live: Vec<&levelctl::Vm> = p.vms.iter().filter(|v| v.is_live()).collect();
+                if !live.is_empty() && !force {
+                    return Err(Error::Refused(Box::new(levelctl::report::Refusal {
+                        operation: "destroy".to_string(),
+                        subject: format!("pool {pool}"),
+                        reason: format!(
+                            "{} {} running or suspended: {}",
+                            plural(live.len(), "VM"),
+                            if live.len() == 1 { "is" } else { "are" },
+                            live.iter()
+                                .map(|v| v.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        checks: Vec::new(),
+                        accepting: None,
+                        details: vec![
+                            "shut them down or move them first, or destroy with --force"
+                                .to_string(),
+                        ],
+                    })));
+                }
+                tx.delete_pool(&pool)?;
+                ev.message = format!(
+                    "destroyed pool {pool}: {}, {}{}",
+                    plural(p.hosts.len(), "host"),
+                    plural(p.vms.len(), "VM"),
+                    if live.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} live, forced)", live.len())
+                    }
+                );
+                let text = format!("{}\n", ev.message);
+                Ok(Output::ok(
+                    text,
+                    json!({"destroyed": pool, "hosts": p.hosts.len(), "vms": p.vms.len(),
+                           "forced": !live.is_empty()}),
+                ))
+            })
         }
     }
 }
@@ -673,16 +1066,46 @@ fn vm_output(report: levelctl::report::VmReport) -> Output {
     Output::ok(render::vm_report(&report), to_json(&report))
 }
 
-/// Load, change, save one pool.
+/// Load, change, save one pool, in one transaction with its audit entry.
 fn with_pool(
-    store: &Store,
+    db: &mut Db,
+    operation: &str,
     pool: &str,
+    vm: &str,
     f: impl FnOnce(&mut Pool) -> Result<levelctl::report::VmReport, Error>,
 ) -> Result<Output, Error> {
-    let mut p = store.load(pool)?;
-    let report = f(&mut p)?;
-    store.save(&p)?;
-    Ok(vm_output(report))
+    let base = db.event(operation, pool, Some(vm));
+    db.write(base, |tx, ev| {
+        let mut p = tx.pool(pool)?;
+        let report = f(&mut p)?;
+        tx.save_pool(&p)?;
+        fill_event(ev, &report);
+        Ok(vm_output(report))
+    })
+}
+
+/// The audit entry of a VM operation: where it went, what a force waived.
+fn fill_event(ev: &mut Event, report: &levelctl::report::VmReport) {
+    ev.host = report.host.clone();
+    ev.waived = report.forced.clone();
+    ev.message = format!(
+        "VM {} is {}{}{}",
+        report.vm,
+        report.power,
+        report
+            .host
+            .as_deref()
+            .map(|h| format!(" on {}/{h}", report.pool))
+            .unwrap_or_default(),
+        if report.forced.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; FORCED, waived {}",
+                plural(report.forced.len(), "feature")
+            )
+        }
+    );
 }
 
 /// `--featureset TEXT|@FILE`: the text, or the first featureset line of FILE. A malformed line
@@ -707,26 +1130,81 @@ fn featureset_arg(text: String) -> Result<String, Error> {
     }
 }
 
-fn vm_command(store: &Store, cmd: VmCommand) -> Result<Output, Error> {
+fn vm_command(db: &mut Db, cmd: VmCommand) -> Result<Output, Error> {
     match cmd {
+        VmCommand::List { pool } => {
+            let pools = db.read(|tx| match &pool {
+                Some(p) => Ok(vec![tx.pool(p)?]),
+                None => tx
+                    .pool_names()?
+                    .iter()
+                    .map(|n| tx.pool(n))
+                    .collect::<Result<Vec<Pool>, Error>>(),
+            })?;
+            let json: Vec<Value> = pools
+                .iter()
+                .flat_map(|p| {
+                    p.vms.iter().map(move |v| {
+                        json!({
+                            "pool": p.name,
+                            "vm": v.name,
+                            "type": v.guest,
+                            "power": v.power,
+                            "template": v.template,
+                            "host": v.host,
+                            "featureset": v.featureset.as_ref().map(Features::from),
+                            "above_level": match (v.featureset, p.level(v.guest)) {
+                                (Some(fs), Some(level)) => levelctl::report::names(&(fs - level)),
+                                _ => Vec::new(),
+                            },
+                            "forced": v.forced.iter().map(levelctl::report::ForceOut::from).collect::<Vec<_>>(),
+                        })
+                    })
+                })
+                .collect();
+            Ok(Output::ok(render::vm_list(&pools), Value::Array(json)))
+        }
+        VmCommand::Destroy { pool, vm, force } => {
+            let base = db.event("vm destroy", &pool, Some(&vm));
+            db.write(base, |tx, ev| {
+                let mut p = tx.pool(&pool)?;
+                let report = p.destroy_vm(&vm, force)?;
+                tx.save_pool(&p)?;
+                ev.message = report.clone();
+                Ok(Output::ok(
+                    format!("{report}\n"),
+                    json!({"destroyed": vm, "pool": pool, "message": report}),
+                ))
+            })
+        }
         VmCommand::Create {
             pool,
             vm,
             guest,
             template,
-        } => with_pool(store, &pool, |p| p.create_vm(&vm, guest, template)),
-        VmCommand::Start { pool, vm, on } => {
-            with_pool(store, &pool, |p| p.start_vm(&vm, on.as_deref()))
+        } => with_pool(db, "vm create", &pool, &vm.clone(), |p| {
+            p.create_vm(&vm, guest, template)
+        }),
+        VmCommand::Start { pool, vm, on } => with_pool(db, "vm start", &pool, &vm.clone(), |p| {
+            p.start_vm(&vm, on.as_deref())
+        }),
+        VmCommand::Shutdown { pool, vm } => with_pool(db, "vm shutdown", &pool, &vm.clone(), |p| {
+            p.shutdown_vm(&vm)
+        }),
+        VmCommand::Reboot { pool, vm } => {
+            with_pool(db, "vm reboot", &pool, &vm.clone(), |p| p.reboot_vm(&vm))
         }
-        VmCommand::Shutdown { pool, vm } => with_pool(store, &pool, |p| p.shutdown_vm(&vm)),
-        VmCommand::Reboot { pool, vm } => with_pool(store, &pool, |p| p.reboot_vm(&vm)),
-        VmCommand::Suspend { pool, vm } => with_pool(store, &pool, |p| p.suspend_vm(&vm)),
+        VmCommand::Suspend { pool, vm } => {
+            with_pool(db, "vm suspend", &pool, &vm.clone(), |p| p.suspend_vm(&vm))
+        }
         VmCommand::Resume {
             pool,
             vm,
             on,
             force,
-        } => with_pool(store, &pool, |p| p.resume_vm(&vm, on.as_deref(), force)),
+        } => with_pool(db, "vm resume", &pool, &vm.clone(), |p| {
+            p.resume_vm(&vm, on.as_deref(), force)
+        }),
         VmCommand::Migrate {
             pool,
             vm,
@@ -735,16 +1213,23 @@ fn vm_command(store: &Store, cmd: VmCommand) -> Result<Output, Error> {
             force,
         } => match to_pool {
             Some(dst_name) if dst_name != pool => {
-                let mut src = store.load(&pool)?;
-                let mut dst = store.load(&dst_name)?;
-                let report = ops::migrate_between(&mut src, &vm, &mut dst, to.as_deref(), force)?;
-                // Destination first: a crash in between leaves the VM in both files, never in
-                // neither.
-                store.save(&dst)?;
-                store.save(&src)?;
-                Ok(vm_output(report))
+                let mut base = db.event("vm migrate", &pool, Some(&vm));
+                base.other_pool = Some(dst_name.clone());
+                db.write(base, |tx, ev| {
+                    let mut src = tx.pool(&pool)?;
+                    let mut dst = tx.pool(&dst_name)?;
+                    let report =
+                        ops::migrate_between(&mut src, &vm, &mut dst, to.as_deref(), force)?;
+                    // One transaction: both pools change, or neither.
+                    tx.save_pool(&dst)?;
+                    tx.save_pool(&src)?;
+                    fill_event(ev, &report);
+                    Ok(vm_output(report))
+                })
             }
-            _ => with_pool(store, &pool, |p| p.migrate_vm(&vm, to.as_deref(), force)),
+            _ => with_pool(db, "vm migrate", &pool, &vm.clone(), |p| {
+                p.migrate_vm(&vm, to.as_deref(), force)
+            }),
         },
         VmCommand::Copy {
             pool,
@@ -755,24 +1240,30 @@ fn vm_command(store: &Store, cmd: VmCommand) -> Result<Output, Error> {
         } => {
             let same = to_pool.as_deref().is_none_or(|d| d == pool);
             let name = as_name.clone().unwrap_or_else(|| vm.clone());
-            if same {
-                if as_name.is_none() {
-                    return Err(Error::Usage(
-                        "a copy within the same pool needs a new name (--as NAME)".to_string(),
-                    ));
-                }
-                let mut p = store.load(&pool)?;
-                let src = p.clone();
-                let report = ops::copy_vm(&src, &vm, &mut p, &name, instantiate)?;
-                store.save(&p)?;
-                Ok(vm_output(report))
-            } else {
-                let src = store.load(&pool)?;
-                let mut dst = store.load(to_pool.as_deref().unwrap_or_default())?;
-                let report = ops::copy_vm(&src, &vm, &mut dst, &name, instantiate)?;
-                store.save(&dst)?;
-                Ok(vm_output(report))
+            if same && as_name.is_none() {
+                return Err(Error::Usage(
+                    "a copy within the same pool needs a new name (--as NAME)".to_string(),
+                ));
             }
+            let mut base = db.event("vm copy", &pool, Some(&vm));
+            base.other_pool = to_pool.clone().filter(|_| !same);
+            db.write(base, |tx, ev| {
+                let report = if same {
+                    let mut p = tx.pool(&pool)?;
+                    let src = p.clone();
+                    let report = ops::copy_vm(&src, &vm, &mut p, &name, instantiate)?;
+                    tx.save_pool(&p)?;
+                    report
+                } else {
+                    let src = tx.pool(&pool)?;
+                    let mut dst = tx.pool(to_pool.as_deref().unwrap_or_default())?;
+                    let report = ops::copy_vm(&src, &vm, &mut dst, &name, instantiate)?;
+                    tx.save_pool(&dst)?;
+                    report
+                };
+                ev.message = format!("copied {vm} to {}/{name}", report.pool);
+                Ok(vm_output(report))
+            })
         }
         VmCommand::Import {
             pool,
@@ -792,7 +1283,7 @@ fn vm_command(store: &Store, cmd: VmCommand) -> Result<Output, Error> {
             };
             let featureset = featureset.map(featureset_arg).transpose()?;
             let request = ImportRequest {
-                name: vm,
+                name: vm.clone(),
                 guest,
                 host: on,
                 vendor,
@@ -800,19 +1291,47 @@ fn vm_command(store: &Store, cmd: VmCommand) -> Result<Output, Error> {
                 suspended,
                 force,
             };
-            with_pool(store, &pool, |p| p.import_vm(&request))
+            with_pool(db, "vm import", &pool, &vm, |p| p.import_vm(&request))
+        }
+        VmCommand::Config { pool, vm, format } => {
+            let p = db.read(|tx| tx.pool(&pool))?;
+            let v = p.vm(&vm)?;
+            let fs = match (v.featureset, p.level(v.guest)) {
+                (Some(fs), _) | (None, Some(fs)) => fs,
+                (None, None) => {
+                    return Err(Error::Usage(format!(
+                        "VM {vm} is halted and pool {pool} has no hosts: no level to start at"
+                    )));
+                }
+            };
+            let offered = levelctl::interop::offered(&p.hosts, v.guest);
+            let vendor = v.vendor.or(p.vendor());
+            let text = match format.as_str() {
+                "xl" => levelctl::interop::xl_cfg(&vm, &fs, &offered),
+                "xapi" => levelctl::interop::xapi(&vm, &fs),
+                _ => levelctl::interop::libvirt(&vm, vendor, &fs, &offered),
+            };
+            let json = json!({"pool": pool, "vm": vm, "format": format, "config": text,
+                              "featureset": Features::from(&fs)});
+            Ok(Output {
+                verbatim: true,
+                ..Output::ok(text, json)
+            })
         }
         VmCommand::Explain {
             pool,
             vm,
             with_pools,
         } => {
-            let p = store.load(&pool)?;
-            let others: Vec<Pool> = with_pools
-                .iter()
-                .filter(|n| **n != pool)
-                .map(|n| store.load(n))
-                .collect::<Result<_, _>>()?;
+            let (p, others) = db.read(|tx| {
+                let p = tx.pool(&pool)?;
+                let others: Vec<Pool> = with_pools
+                    .iter()
+                    .filter(|n| **n != pool)
+                    .map(|n| tx.pool(n))
+                    .collect::<Result<_, _>>()?;
+                Ok((p, others))
+            })?;
             let refs: Vec<&Pool> = others.iter().collect();
             let e = p.explain_vm(&vm, &refs)?;
             Ok(Output::ok(render::explanation(&e), to_json(&e)))

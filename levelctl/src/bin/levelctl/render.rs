@@ -49,7 +49,13 @@ impl Table {
             let mut line = " ".repeat(indent);
             for (c, cell) in row.iter().enumerate() {
                 if c + 1 == row.len() {
-                    line.push_str(cell);
+                    // The last cell wraps under itself to fit the width.
+                    let start = line.chars().count();
+                    if start + cell.chars().count() > WIDTH && start < WIDTH / 2 {
+                        line.push_str(&wrap_words(cell, start, WIDTH - start));
+                    } else {
+                        line.push_str(cell);
+                    }
                 } else {
                     let pad = widths[c] - cell.chars().count();
                     line.push_str(cell);
@@ -63,7 +69,8 @@ impl Table {
     }
 }
 
-/// Names joined by `,`, wrapped at 100 columns with `indent` blanks on continuation lines.
+/// Names joined by `,`, wrapped at 78 columns with `indent` blanks on continuation lines
+/// ([`fit`] folds a first line that a long prefix pushed further).
 pub fn wrap(names: &[String], indent: usize) -> String {
     if names.is_empty() {
         return "-".to_string();
@@ -76,7 +83,7 @@ pub fn wrap(names: &[String], indent: usize) -> String {
         } else {
             n.clone()
         };
-        if col + piece.len() > 100 && col > indent {
+        if col + piece.len() > 78 && col > indent {
             out.push('\n');
             out.push_str(&" ".repeat(indent));
             col = indent;
@@ -87,7 +94,8 @@ pub fn wrap(names: &[String], indent: usize) -> String {
     out
 }
 
-fn count(n: usize, what: &str) -> String {
+/// `1 feature`, `2 features`.
+pub fn count(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
@@ -119,27 +127,89 @@ fn check_block(out: &mut String, c: &HostCheck, indent: usize) {
     }
 }
 
-/// A refusal, in full.
-pub fn refusal(r: &Refusal) -> String {
+/// A refusal: per refusing host a few lines (what it lacks, grouped by root cause); with
+/// `verbose`, the full table of every missing feature and why.
+pub fn refusal(r: &Refusal, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "REFUSED: {} {}: {}", r.operation, r.subject, r.reason);
     for d in &r.details {
         let _ = writeln!(out, "  {d}");
     }
     for c in &r.checks {
-        check_block(&mut out, c, 2);
+        if verbose {
+            check_block(&mut out, c, 2);
+        } else {
+            check_summary(&mut out, c);
+        }
     }
     match &r.accepting {
         Some(a) if a.is_empty() => {
             let _ = writeln!(out, "  no host would accept it");
         }
         Some(a) => {
-            let _ = writeln!(out, "  hosts that would accept it: {}", a.join(", "));
+            let _ = writeln!(out, "  hosts that would accept it:\n    {}", wrap(a, 4));
         }
         None => {}
     }
+    if !verbose && r.checks.iter().any(|c| !c.missing.is_empty()) {
+        let _ = writeln!(
+            out,
+            "  (--verbose: every missing feature, where it lives and why the host lacks it)"
+        );
+    }
     out
 }
+
+/// One refusing host in a few lines: what it lacks, and the root causes with their counts.
+fn check_summary(out: &mut String, c: &HostCheck) {
+    if c.accepted || c.missing.is_empty() {
+        let _ = writeln!(out, "  {} ({}): {}", c.host, c.pool, c.summary());
+        return;
+    }
+    let names: Vec<String> = c.missing.iter().map(|m| m.feature.clone()).collect();
+    let _ = writeln!(
+        out,
+        "  {} ({}) lacks {}:\n    {}",
+        c.host,
+        c.pool,
+        count(names.len(), "feature"),
+        wrap(&names, 4)
+    );
+    cause_summary(out, &c.missing, 4);
+}
+
+/// Missing features grouped by root cause, one line per cause with its count; or, with
+/// `--verbose`, the full table.
+fn missing_summary(out: &mut String, missing: &[MissingFeature], indent: usize) {
+    if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+        missing_lines(out, missing, indent);
+    } else {
+        cause_summary(out, missing, indent);
+    }
+}
+
+fn cause_summary(out: &mut String, missing: &[MissingFeature], indent: usize) {
+    let pad = " ".repeat(indent);
+    let mut causes: Vec<(String, usize)> = Vec::new();
+    for m in missing {
+        let root = match &m.cause {
+            levelctl::check::Cause::Dependency {
+                root, root_feature, ..
+            } => format!("need {root_feature}, which is absent: {root}"),
+            cause => cause.to_string(),
+        };
+        match causes.iter_mut().find(|(r, _)| *r == root) {
+            Some((_, n)) => *n += 1,
+            None => causes.push((root, 1)),
+        }
+    }
+    for (cause, n) in causes {
+        let _ = writeln!(out, "{pad}{n} {cause}");
+    }
+}
+
+/// `--verbose`: full feature tables in refusals and change reports.
+pub static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A VM operation's result.
 pub fn vm_report(r: &VmReport) -> String {
@@ -206,13 +276,13 @@ fn impact(out: &mut String, v: &VmImpact) {
     for d in &v.lost_destinations {
         let _ = writeln!(out, "    loses destination {}: {}", d.host, d.reason);
         if !d.missing.is_empty() {
-            missing_lines(out, &d.missing, 6);
+            missing_summary(out, &d.missing, 6);
         }
     }
     for d in &v.new_hosts_refusing {
         let _ = writeln!(out, "    cannot move to new host {}: {}", d.host, d.reason);
         if !d.missing.is_empty() {
-            missing_lines(out, &d.missing, 6);
+            missing_summary(out, &d.missing, 6);
         }
     }
     if !v.gained_destinations.is_empty() {
@@ -391,10 +461,10 @@ pub fn explanation(e: &Explanation) -> String {
     for f in &e.forced {
         let _ = writeln!(
             out,
-            "  forced {} to {}: may lack {}",
+            "  forced {} to {}, waived for that move only: {}",
             f.operation,
             f.host,
-            f.features.join(",")
+            wrap(&f.features, 4)
         );
     }
     for n in &e.notes {
@@ -404,8 +474,8 @@ pub fn explanation(e: &Explanation) -> String {
         let n = e.destinations.iter().filter(|c| c.accepted).count();
         let _ = writeln!(
             out,
-            "\ndestinations: {n} of {} hosts accept it",
-            e.destinations.len()
+            "\ndestinations: {n} of {} accept it",
+            count(e.destinations.len(), "host")
         );
         for c in &e.destinations {
             check_block(&mut out, c, 2);
@@ -482,14 +552,7 @@ pub fn pool_show(pool: &Pool) -> String {
     );
     if !pool.hosts.is_empty() {
         let mut t = Table::new(&[
-            "HOST",
-            "CPU",
-            "SOURCE",
-            "WORDS",
-            "PV DEF/MAX",
-            "HVM DEF/MAX",
-            "CPUID=",
-            "VMS",
+            "HOST", "CPU", "SOURCE", "WORDS", "PV", "HVM", "VMS", "CPUID=",
         ]);
         for h in &pool.hosts {
             let opt = h.cpuid_option();
@@ -508,12 +571,15 @@ pub fn pool_show(pool: &Pool) -> String {
                     report::count(&h.hvm.default),
                     report::count(&h.hvm.max)
                 ),
-                if opt.is_empty() { "-".to_string() } else { opt },
                 pool.resident(&h.name).count().to_string(),
+                if opt.is_empty() { "-".to_string() } else { opt },
             ]);
         }
         out.push('\n');
         out.push_str(&t.render(0));
+        out.push_str(
+            "(PV, HVM: features by default/at most; WORDS: featureset words its Xen knows)\n",
+        );
     }
     if !pool.vms.is_empty() {
         let mut t = Table::new(&["VM", "TYPE", "STATE", "HOST", "FEATURESET"]);
@@ -532,14 +598,9 @@ pub fn pool_show(pool: &Pool) -> String {
                 ),
                 (Some(fs), None) => format!("{} features", report::count(&fs)),
             };
-            let waived = v.waived();
-            let fs = if waived.is_empty() {
-                fs
-            } else {
-                format!(
-                    "{fs}; FORCED, may lack {}",
-                    report::names(&waived).join(",")
-                )
+            let fs = match v.forced.len() {
+                0 => fs,
+                n => format!("{fs}; {} forced", count(n, "move")),
             };
             t.row(vec![
                 v.name.clone(),
@@ -567,10 +628,14 @@ pub fn decode(items: &[(String, ParsedFeatureset)]) -> String {
             .words
             .map(|w| format!(", {w} words given"))
             .unwrap_or_default();
+        let form = match p.form {
+            levelctl::input::FeaturesetForm::Xapi => "a XAPI featureset string",
+            levelctl::input::FeaturesetForm::XenWords => "xen-cpuid words",
+            levelctl::input::FeaturesetForm::Names => "feature names",
+        };
         let _ = writeln!(
             out,
-            "{label}: {:?} form{words}, {}",
-            p.form,
+            "{label}: {form}{words}, {}",
             count(report::count(fs), "feature")
         );
         let _ = writeln!(out, "  xapi:      {}", fs.xapi());
@@ -791,4 +856,218 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
         "HVM guests: exact on every CPU (CPUID always exits to Xen)"
     );
     out
+}
+
+/// `pool list`.
+pub fn pool_list(pools: &[Pool]) -> String {
+    if pools.is_empty() {
+        return "no pools (create one with `levelctl pool init NAME [FILE...]`)\n".to_string();
+    }
+    let mut t = Table::new(&["POOL", "VENDOR", "HOSTS", "VMS", "RUNNING", "SUSPENDED"]);
+    for p in pools {
+        let n = |s: PowerState| p.vms.iter().filter(|v| v.power == s).count().to_string();
+        t.row(vec![
+            p.name.clone(),
+            p.vendor()
+                .map_or_else(|| "-".to_string(), |v| v.to_string()),
+            p.hosts.len().to_string(),
+            p.vms.len().to_string(),
+            n(PowerState::Running),
+            n(PowerState::Suspended),
+        ]);
+    }
+    t.render(0)
+}
+
+/// `vm list`.
+pub fn vm_list(pools: &[Pool]) -> String {
+    let mut t = Table::new(&["POOL", "VM", "TYPE", "STATE", "HOST", "CPU"]);
+    let mut any = false;
+    for p in pools {
+        for v in &p.vms {
+            any = true;
+            let cpu = if v.template {
+                "template".to_string()
+            } else {
+                match (v.featureset, p.level(v.guest)) {
+                    (None, _) => "-".to_string(),
+                    (Some(fs), Some(level)) if fs.closed() - level == Featureset::EMPTY => {
+                        "at the level".to_string()
+                    }
+                    (Some(fs), Some(level)) => {
+                        format!(
+                            "{} above the level",
+                            count(report::count(&(fs - level)), "feature")
+                        )
+                    }
+                    (Some(fs), None) => count(report::count(&fs), "feature"),
+                }
+            };
+            let cpu = match v.forced.len() {
+                0 => cpu,
+                n => format!("{cpu}, {} forced", count(n, "move")),
+            };
+            t.row(vec![
+                p.name.clone(),
+                v.name.clone(),
+                v.guest.to_string(),
+                v.power.to_string(),
+                v.host.clone().unwrap_or_else(|| "-".to_string()),
+                cpu,
+            ]);
+        }
+    }
+    if !any {
+        return "no VMs\n".to_string();
+    }
+    t.render(0)
+}
+
+/// `history`: one block per entry, the command on a line of its own, waived features wrapped.
+pub fn history(events: &[levelctl::store::Event]) -> String {
+    if events.is_empty() {
+        return "no history yet\n".to_string();
+    }
+    let mut out = String::new();
+    for e in events {
+        let what = match (&e.vm, &e.other_pool) {
+            (Some(vm), Some(other)) => format!("{}/{vm} -> {other}", e.pool),
+            (Some(vm), None) => format!("{}/{vm}", e.pool),
+            (None, _) => e.pool.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "#{} {} {} {}: {} {what}",
+            e.id,
+            e.time,
+            e.user,
+            e.outcome.to_uppercase(),
+            e.operation
+        );
+        let _ = writeln!(out, "    $ {}", e.command);
+        let _ = writeln!(out, "    {}", wrap_text(&e.message, 4));
+        if !e.waived.is_empty() {
+            let _ = writeln!(
+                out,
+                "    forced, waived {}:\n      {}",
+                count(e.waived.len(), "feature"),
+                wrap(&e.waived, 6)
+            );
+        }
+    }
+    out
+}
+
+/// Free text wrapped at 78 columns, later lines indented by `indent`.
+pub fn wrap_text(text: &str, indent: usize) -> String {
+    let mut out = String::new();
+    let mut column = indent;
+    for word in text.split(' ') {
+        if column > indent && column + 1 + word.chars().count() > 78 {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+            column = indent;
+        } else if column > indent {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += word.chars().count();
+    }
+    out
+}
+
+/// The width text output fits in.
+pub const WIDTH: usize = 80;
+
+/// Fold every line longer than [`WIDTH`] columns at its last `,` or blank that fits,
+/// continuing with the line's indentation plus two blanks. A line that is one token (a XAPI
+/// string on its own line) is left whole, so it can be copied.
+pub fn fit(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, nl) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        let indent = body.len() - body.trim_start().len();
+        let pad = " ".repeat((indent + 2).min(40));
+        let mut rest = body;
+        let mut first = true;
+        loop {
+            let width = if first { WIDTH } else { WIDTH - pad.len() };
+            if rest.chars().count() <= width || !rest.trim().contains([' ', ',']) {
+                if !first {
+                    out.push_str(&pad);
+                }
+                out.push_str(rest);
+                break;
+            }
+            // The last break that fits: after a `,`, or at a blank (dropped).
+            let limit = rest
+                .char_indices()
+                .nth(width)
+                .map_or(rest.len(), |(i, _)| i);
+            let head = &rest[..limit];
+            // A blank well into the line, else after the last comma, else any blank.
+            let blank = head.rfind(' ').filter(|&i| i > indent + 20);
+            let cut = blank
+                .map(|i| (i, i + 1))
+                .or_else(|| head.rfind(',').map(|i| (i + 1, i + 1)))
+                .or_else(|| head.rfind(' ').map(|i| (i, i + 1)))
+                .filter(|&(end, _)| end > indent);
+            let Some((end, next)) = cut else {
+                if !first {
+                    out.push_str(&pad);
+                }
+                out.push_str(rest);
+                break;
+            };
+            if !first {
+                out.push_str(&pad);
+            }
+            out.push_str(rest[..end].trim_end());
+            out.push('\n');
+            rest = rest[next..].trim_start();
+            first = false;
+        }
+        out.push_str(nl);
+    }
+    out
+}
+
+/// `text` wrapped at blanks (or after commas) into lines of at most `width` columns, each
+/// continuation line indented by `indent` blanks.
+fn wrap_words(text: &str, indent: usize, width: usize) -> String {
+    let mut lines: Vec<String> = vec![String::new()];
+    for word in text.split(' ') {
+        let pieces: Vec<String> = if word.chars().count() > width && word.contains(',') {
+            let parts: Vec<&str> = word.split(',').collect();
+            parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    if i + 1 < parts.len() {
+                        format!("{p},")
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .collect()
+        } else {
+            vec![word.to_string()]
+        };
+        for (i, piece) in pieces.iter().enumerate() {
+            let last = lines.last_mut().expect("a line");
+            let sep = if last.is_empty() || i > 0 { "" } else { " " };
+            if !last.is_empty() && last.chars().count() + sep.len() + piece.chars().count() > width
+            {
+                lines.push(piece.clone());
+            } else {
+                last.push_str(sep);
+                last.push_str(piece);
+            }
+        }
+    }
+    lines.join(&format!("\n{}", " ".repeat(indent)))
 }
