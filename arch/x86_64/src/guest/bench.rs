@@ -7,7 +7,7 @@
 //!
 //! | symbol | runs as | figures ([`figure`]) |
 //! |---|---|---|
-//! | `xl_bench_pv` | PV guest, ring 3 | empty loop, `int 0x82` nop hypercall (the bare trap), forced-emulation CPUID of leaves 0, 1, 7 and 0xD, native CPUID of leaf 1 (faulted where the host faults) |
+//! | `xl_bench_pv` | PV guest, ring 3 | empty loop, `int 0x82` nop hypercall (the bare trap), forced-emulation CPUID of leaves 0, 1, 7, 0xD.0, 0xD.1, 0x80000001 and 0x3fffffff (out of range), native CPUID of leaf 1 (faulted where the host faults) |
 //! | `xl_bench_yield` | PV domain, ring 3 | empty loop, then N yields to its partner: each iteration is two switches |
 //! | `xl_bench_partner` | PV domain, ring 3 | N + 1 yields back, then exit (reports nothing) |
 //! | `xl_bench_hvm` | HVM guest, CPL0 under SVM | empty loop, VMMCALL nop (the bare exit), intercepted CPUID of leaves 0, 1, 7 and 0xD |
@@ -34,6 +34,13 @@ pub mod figure {
     /// PV: native CPUID, leaf 1 (a #GP round trip where the host faults, else the bare
     /// instruction).
     pub const PV_NATIVE_LEAF1: u64 = 7;
+    /// PV: forced-emulation CPUID, leaf 0xD subleaf 1.
+    pub const PV_FORCED_LEAFD1: u64 = 8;
+    /// PV: forced-emulation CPUID, leaf 0x80000001.
+    pub const PV_FORCED_EXTD1: u64 = 9;
+    /// PV: forced-emulation CPUID of a leaf out of every range (0x3fffffff): the round trip
+    /// with the least lookup, what Xen's figures are split against.
+    pub const PV_FORCED_OUT_OF_RANGE: u64 = 10;
     /// Switch pair: the measuring domain's empty loop.
     pub const YIELD_EMPTY: u64 = 20;
     /// Switch pair: N yields, each iteration two switches and the partner's three
@@ -80,13 +87,22 @@ global_asm!(
     # One timed loop: R13D iterations of `mov eax, leaf; xor ecx, ecx; op; dec; jnz`, then
     # bench(id, TSC delta) through `gate`. Uses R14, R15; CPUID clobbers RBX, RCX, RDX.
     .macro XB_TIMED id, leaf, op, gate
+    XB_TIMED_SUB \id, \leaf, 0, \op, \gate
+    .endm
+
+    # The same with subleaf `sub` in ECX (`mov ecx, sub` is one instruction, as `xor` is).
+    .macro XB_TIMED_SUB id, leaf, sub, op, gate
     mov r15d, r13d
     rdtsc
     shl rdx, 32
     or rax, rdx
     mov r14, rax
 1:  mov eax, \leaf
+    .if \sub
+    mov ecx, \sub
+    .else
     xor ecx, ecx
+    .endif
     \op
     dec r15d
     jnz 1b
@@ -118,6 +134,9 @@ xl_bench_pv:
     XB_TIMED {pv_forced1}, 1, XB_FORCED, XB_INT
     XB_TIMED {pv_forced7}, 7, XB_FORCED, XB_INT
     XB_TIMED {pv_forcedd}, 0xd, XB_FORCED, XB_INT
+    XB_TIMED_SUB {pv_forcedd1}, 0xd, 1, XB_FORCED, XB_INT
+    XB_TIMED {pv_forcede1}, 0x80000001, XB_FORCED, XB_INT
+    XB_TIMED {pv_forced_oor}, 0x3fffffff, XB_FORCED, XB_INT
     XB_TIMED {pv_native1}, 1, XB_CPUID, XB_INT
     XB_EXIT XB_INT
 
@@ -175,6 +194,9 @@ xl_bench_hvm:
     pv_forced7 = const figure::PV_FORCED_LEAF7,
     pv_forcedd = const figure::PV_FORCED_LEAFD,
     pv_native1 = const figure::PV_NATIVE_LEAF1,
+    pv_forcedd1 = const figure::PV_FORCED_LEAFD1,
+    pv_forcede1 = const figure::PV_FORCED_EXTD1,
+    pv_forced_oor = const figure::PV_FORCED_OUT_OF_RANGE,
     yield_empty = const figure::YIELD_EMPTY,
     yield_loop = const figure::YIELD_LOOP,
     hvm_empty = const figure::HVM_EMPTY,

@@ -7,7 +7,7 @@
 //!
 //! | figures | how | baseline in the same boot |
 //! |---|---|---|
-//! | `pv/loop`, `pv/trap-nop`, `pv/cpuid-forced-leaf{0,1,7,d}`, `pv/cpuid-faulted-leaf1` (where the host faults, else `pv/cpuid-native-leaf1`) | `xl_bench_pv` in ring 3: N operations between two RDTSCs, less the empty loop | `pv/trap-nop`: `int 0x82` with the nop hypercall, the bare trap round trip |
+//! | `pv/loop`, `pv/trap-nop`, `pv/cpuid-forced-leaf{0,1,7,d,d1,80000001}`, `pv/cpuid-forced-out-of-range` (0x3fffffff), `pv/cpuid-faulted-leaf1` (where the host faults, else `pv/cpuid-native-leaf1`) | `xl_bench_pv` in ring 3: N operations between two RDTSCs, less the empty loop | `pv/trap-nop`: `int 0x82` with the nop hypercall, the bare trap round trip |
 //! | `pv-breakdown/*` | at CPL0, RDTSC around each piece of the forced-emulation path, on the bench domain's tables: the instruction fetch, the trap context, `guest_cpuid`, the crate's `handle_ud`; and a CPL0 CPUID (the silicon shim's exit, where there is one) | |
 //! | `switch/{same-policy,different-policy,dom0-guest}` | `xl_bench_yield` and `xl_bench_partner` yield to each other N times: instructions from one domain's `int 0x82` to the other's next instruction (the whole path: trap, scheduler, levelling, CR3, `iretq`) | `pv/trap-nop` |
 //! | `levelling/<pattern>`, `levelling/<pattern>/msr-writes`, `.../msr-writes-differing` | at CPL0, RDTSC around each `LevellingState::switch_to` call alone (less an empty RDTSC pair), on a second per-CPU state brought up for the purpose; its `SwitchStats` give the MSR writes, compared with how many levelling MSRs differ between the two sides | none: target 30 instructions for a switch that changes nothing |
@@ -187,6 +187,12 @@ fn pv_traps(host: &Host, pv: &CpuPolicy, n: u32) {
         ("pv/cpuid-forced-leaf1", figure::PV_FORCED_LEAF1),
         ("pv/cpuid-forced-leaf7", figure::PV_FORCED_LEAF7),
         ("pv/cpuid-forced-leafd", figure::PV_FORCED_LEAFD),
+        ("pv/cpuid-forced-leafd1", figure::PV_FORCED_LEAFD1),
+        ("pv/cpuid-forced-leaf80000001", figure::PV_FORCED_EXTD1),
+        (
+            "pv/cpuid-forced-out-of-range",
+            figure::PV_FORCED_OUT_OF_RANGE,
+        ),
         (native, figure::PV_NATIVE_LEAF1),
     ];
     report_loops("pv", &r, figure::PV_EMPTY, &figures, n);
