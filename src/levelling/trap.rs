@@ -9,13 +9,22 @@
 
 use super::msr;
 use crate::policy::CpuPolicy;
-use crate::policy::guest::{CpuidEntry, GuestContext, guest_cpuid_entered};
+use crate::policy::guest::{CpuidEntry, CpuidTable, GuestContext};
 use crate::policy::system::DomainKind;
 
 /// `CPUID`: `0F A2`.
 pub const CPUID_OPCODE: [u8; 2] = [0x0f, 0xa2];
 /// Xen's forced-emulation prefix, `ud2; .ascii "xen"` (`XEN_EMULATE_PREFIX`).
 pub const FORCED_EMULATION_PREFIX: [u8; 5] = [0x0f, 0x0b, 0x78, 0x65, 0x6e];
+
+/// The prefix and the CPUID it forces, as `handle_ud` fetches them in one read.
+const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2];
+const _: () = assert!(
+    FORCED_CPUID[0] == FORCED_EMULATION_PREFIX[0]
+        && FORCED_CPUID[4] == FORCED_EMULATION_PREFIX[4]
+        && FORCED_CPUID[5] == CPUID_OPCODE[0]
+        && FORCED_CPUID[6] == CPUID_OPCODE[1]
+);
 
 /// A guest memory read that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,10 +74,12 @@ pub enum TrapOutcome {
 /// The vCPU the trap came from.
 #[derive(Clone, Copy, Debug)]
 pub struct TrapContext<'a> {
-    /// The domain's policy.
-    pub policy: &'a CpuPolicy,
+    /// The domain's CPUID answers, built from its policy when the policy was set
+    /// ([`CpuidTable::new`]): what `guest_cpuid` returns, without deriving it on every trap.
+    pub cpuid: &'a CpuidTable,
     /// The domain and vCPU; `state` describes the vCPU as it trapped. Borrowed: an embedder
-    /// keeps one per vCPU and lends it, instead of building one on every trap.
+    /// keeps one per vCPU and lends it, instead of building one on every trap. Its `domain`
+    /// must be the one `cpuid` was built for (the table holds what it needs of it).
     pub guest: &'a GuestContext,
     /// The privilege level the guest was at.
     pub cpl: u8,
@@ -88,7 +99,7 @@ impl TrapContext<'_> {
 
     fn emulate(&self, frame: &mut CpuidFrame, entry: CpuidEntry, length: u64) {
         let (leaf, subleaf) = (frame.rax as u32, frame.rcx as u32);
-        let r = guest_cpuid_entered(self.policy, leaf, subleaf, self.guest, entry);
+        let r = self.cpuid.cpuid(leaf, subleaf, self.guest, entry);
         // CPUID writes 32-bit results, zero-extended into the 64-bit registers.
         frame.rax = r.a as u64;
         frame.rbx = r.b as u64;
@@ -149,7 +160,7 @@ pub fn handle_ud(
             Err(outcome) => return outcome,
         },
     };
-    if bytes[..5] != FORCED_EMULATION_PREFIX || bytes[5..] != CPUID_OPCODE {
+    if bytes != FORCED_CPUID {
         return TrapOutcome::NotOurs;
     }
     if ctx.virtual_faulting && !ctx.guest_kernel() {
