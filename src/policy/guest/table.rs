@@ -116,7 +116,7 @@ const fn row_of(leaf: u32, subleaf: u32) -> usize {
         }
     } else if leaf.wrapping_sub(EXTD_BASE) < NR_EXTD as u32 {
         EXTD_ROW + leaf.wrapping_sub(EXTD_BASE) as usize
-    } else if leaf.wrapping_sub(XEN_LEAVES) < 0x200 && leaf & 0xff < XEN_ROWS as u32 {
+    } else if (leaf ^ XEN_LEAVES) < 0x200 && leaf & 0xff < XEN_ROWS as u32 {
         XEN_ROW + ((leaf >> 8) & 1) as usize * XEN_ROWS + (leaf & 0xff) as usize
     } else {
         ZERO_ROW
@@ -261,16 +261,17 @@ impl CpuidTable {
     ) -> CpuidRegs {
         // The row is in bounds by construction; the clamp keeps it so under speculation too.
         let row = nospec::index(row_of(leaf, subleaf), ROWS);
-        let (Some(&regs), Some(&patch)) = (self.rows.get(row), self.patches.get(row)) else {
+        let (Some(&r), Some(&patch)) = (self.rows.get(row), self.patches.get(row)) else {
             return CpuidRegs::ZERO;
         };
-        match patch {
-            Patch::None => regs,
-            _ => self.patch(patch, regs, subleaf, ctx, entry),
+        if patch == Patch::None {
+            return r;
         }
+        self.patch(patch, r, subleaf, ctx, entry)
     }
 
-    /// The dynamic pass on one row (out of line: most rows need none).
+    /// The dynamic pass on one row: a few instructions on the vCPU's state (out of line: most
+    /// rows need none, and the static answer stays in registers).
     #[inline(never)]
     fn patch(
         &self,
@@ -287,17 +288,18 @@ impl CpuidTable {
         let Some(s) = &ctx.state else {
             return r;
         };
+        // `reg` with `feature` set to `on`, without a branch.
         let with = |reg: u32, feature: Feature, on: bool| {
-            (reg & !feature.mask()) | if on { feature.mask() } else { 0 }
+            (reg & !feature.mask()) | (on as u32) << feature.bit()
         };
         match patch {
             Patch::Leaf1Pv => {
                 r.b &= 0x00ff_ffff;
                 let leak = self.osxsave_leak
-                    && entry == CpuidEntry::ForcedEmulation
-                    && s.kernel_mode
-                    && s.host_cr4_osxsave;
-                r.c = with(r.c, Feature::OSXSAVE, s.cr4_osxsave || leak);
+                    & (entry == CpuidEntry::ForcedEmulation)
+                    & s.kernel_mode
+                    & s.host_cr4_osxsave;
+                r.c = with(r.c, Feature::OSXSAVE, s.cr4_osxsave | leak);
                 if s.kernel_mode {
                     r.c |= self.dom0_c;
                     r.d |= self.dom0_d;
@@ -309,9 +311,7 @@ impl CpuidTable {
             Patch::Leaf1Hvm => {
                 r.b = (r.b & 0x00ff_ffff) | (ctx.vcpu_id.wrapping_mul(2) & 0xff) << 24;
                 r.c = with(r.c, Feature::OSXSAVE, s.cr4_osxsave);
-                if !s.apic_enabled {
-                    r.d &= !Feature::APIC.mask();
-                }
+                r.d &= !((!s.apic_enabled as u32) << Feature::APIC.bit());
             }
             Patch::Leaf7 => r.c = with(r.c, Feature::OSPKE, s.cr4_pke),
             Patch::Topology => {
@@ -320,8 +320,10 @@ impl CpuidTable {
             }
             Patch::XsaveSize => r.b = self.xsave_size(s.xcr0, false),
             Patch::XsavesSize => r.b = self.xsave_size(s.xcr0 | s.xss, true),
-            Patch::Syscall if !s.long_mode => r.d &= !Feature::SYSCALL.mask(),
-            Patch::Syscall | Patch::None | Patch::XenVcpuId => {}
+            Patch::Syscall => {
+                r.d &= !((!s.long_mode as u32) << Feature::SYSCALL.bit());
+            }
+            Patch::None | Patch::XenVcpuId => {}
         }
         r
     }
