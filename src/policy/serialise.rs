@@ -11,8 +11,8 @@
 use core::fmt;
 
 use super::{
-    CpuPolicy, EXTD_BASE, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, NR_CACHE, NR_EXTD, NR_TOPO,
-    NR_XSTATE, Slot, XEN_LEAVES, XEN_LEAVES_RELOCATED, serialised_subleaf,
+    CpuPolicy, EXTD_BASE, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, NR_EXTD, NR_FEAT, NR_XSTATE,
+    XEN_LEAVES, XEN_LEAVES_RELOCATED, serialised_subleaf,
 };
 use crate::abi::{XenCpuidLeaf, XenMsrEntry};
 use crate::cpuid::{CpuidRegs, NO_SUBLEAF};
@@ -130,30 +130,34 @@ impl PolicyArrayError {
     }
 }
 
-/// Calls `emit(leaf, subleaf, regs)` for every leaf of `p`, in Xen's order.
+/// Calls `emit(leaf, subleaf, regs)` for every leaf of `p`, in Xen's order. It walks the
+/// arrays in order (no index chosen by anyone: nothing for speculation to push past an
+/// array), bounded by the policy's own maxima.
+#[inline(always)]
 fn for_each_leaf(p: &CpuPolicy, mut emit: impl FnMut(u32, u32, CpuidRegs)) {
-    let max_basic = p.max_basic_leaf().min(0xd);
-    for leaf in 0..=max_basic {
+    let max_basic = p.max_basic_leaf().min(0xd) as usize;
+    for (leaf, regs) in p.basic[..=max_basic].iter().enumerate() {
+        let leaf = leaf as u32;
         match leaf {
-            0x4 => emit_until_terminator(leaf, NR_CACHE, p, &mut emit, |r| r.a & 0x1f == 0),
-            0xb => emit_until_terminator(leaf, NR_TOPO, p, &mut emit, |r| (r.c >> 8) & 0xff == 0),
+            // CPUID.04H:EAX[4:0] cache type 0: the terminator, written too.
+            0x4 => emit_until_terminator(leaf, &p.cache, &mut emit, |r| r.a & 0x1f == 0),
+            // CPUID.0BH:ECX[15:8] level type 0: the terminator, written too.
+            0xb => emit_until_terminator(leaf, &p.topo, &mut emit, |r| (r.c >> 8) & 0xff == 0),
             0x7 => {
-                for sub in 0..=p.max_feat_subleaf().min(2) {
-                    emit(leaf, sub, *p.slot(Slot::Feat(sub as usize)));
+                let max = p.max_feat_subleaf().min(NR_FEAT as u32 - 1) as usize;
+                for (sub, r) in p.feat[..=max].iter().enumerate() {
+                    emit(leaf, sub as u32, *r);
                 }
             }
             0xd => {
-                emit(leaf, 0, *p.slot(Slot::Xstate(0)));
-                emit(leaf, 1, *p.slot(Slot::Xstate(1)));
-                let mut components = (p.xcr0_mask() | p.xss_mask()) >> 2;
-                let mut sub = 2;
-                while components != 0 && sub < NR_XSTATE {
-                    emit(leaf, sub as u32, *p.slot(Slot::Xstate(sub)));
-                    components >>= 1;
-                    sub += 1;
+                // Subleaves 0 and 1, then up to the highest enumerated state component.
+                let components = (p.xcr0_mask() | p.xss_mask()) >> 2;
+                let end = (2 + (u64::BITS - components.leading_zeros()) as usize).min(NR_XSTATE);
+                for (sub, r) in p.xstate[..end].iter().enumerate() {
+                    emit(leaf, sub as u32, *r);
                 }
             }
-            _ => emit(leaf, NO_SUBLEAF, *p.slot(Slot::Basic(leaf as usize))),
+            _ => emit(leaf, NO_SUBLEAF, *regs),
         }
     }
     let (hv, hv2) = p.hypervisor_limits();
@@ -165,23 +169,22 @@ fn for_each_leaf(p: &CpuPolicy, mut emit: impl FnMut(u32, u32, CpuidRegs)) {
     );
     // Like Xen, leaf 0x80000000 is always written, and the low 16 bits of its EAX bound the
     // rest whatever the top half says.
-    let max = (p.max_extd_leaf() & 0xffff).min(NR_EXTD as u32 - 1);
-    for i in 0..=max {
-        emit(EXTD_BASE + i, NO_SUBLEAF, *p.slot(Slot::Extd(i as usize)));
+    let max = (p.max_extd_leaf() & 0xffff).min(NR_EXTD as u32 - 1) as usize;
+    for (i, r) in p.extd[..=max].iter().enumerate() {
+        emit(EXTD_BASE + i as u32, NO_SUBLEAF, *r);
     }
 }
 
+#[inline(always)]
 fn emit_until_terminator(
     leaf: u32,
-    count: usize,
-    p: &CpuPolicy,
+    leaves: &[CpuidRegs],
     emit: &mut impl FnMut(u32, u32, CpuidRegs),
     is_terminator: impl Fn(&CpuidRegs) -> bool,
 ) {
-    for sub in 0..count {
-        let regs = p.leaf(leaf, sub as u32).unwrap_or_default();
-        emit(leaf, sub as u32, regs);
-        if is_terminator(&regs) {
+    for (sub, regs) in leaves.iter().enumerate() {
+        emit(leaf, sub as u32, *regs);
+        if is_terminator(regs) {
             break;
         }
     }
@@ -197,23 +200,26 @@ impl CpuPolicy {
 
     /// Write the CPUID leaves into `out` in Xen's order; returns how many were written.
     /// On a short buffer nothing is promised about `out` and the error says how many are needed.
+    /// One pass over the policy: the leaves are written as they are found, and counted past
+    /// the end of a short buffer.
     pub fn write_leaves(&self, out: &mut [XenCpuidLeaf]) -> Result<usize, PolicyArrayError> {
-        let needed = self.nr_serialised_leaves();
-        if out.len() < needed {
-            return Err(PolicyArrayError::BufferTooSmall { needed });
-        }
         let mut n = 0;
         for_each_leaf(self, |leaf, subleaf, r| {
-            out[n] = XenCpuidLeaf {
-                leaf,
-                subleaf,
-                a: r.a,
-                b: r.b,
-                c: r.c,
-                d: r.d,
-            };
+            if let Some(slot) = out.get_mut(n) {
+                *slot = XenCpuidLeaf {
+                    leaf,
+                    subleaf,
+                    a: r.a,
+                    b: r.b,
+                    c: r.c,
+                    d: r.d,
+                };
+            }
             n += 1;
         });
+        if n > out.len() {
+            return Err(PolicyArrayError::BufferTooSmall { needed: n });
+        }
         Ok(n)
     }
 
