@@ -260,6 +260,19 @@ impl CpuPolicy {
         Ok(p)
     }
 
+    /// Merge `leaves` and `msrs` into `self` in place, as Xen's `x86_cpuid_copy_from_buffer`
+    /// and `x86_msr_copy_from_buffer` do: no copy of the policy. On an error (the same as
+    /// [`CpuPolicy::merged`]'s) the entries before the bad one are merged, as in Xen; use
+    /// [`CpuPolicy::merged`] for all or nothing.
+    pub fn merge_arrays(
+        &mut self,
+        leaves: &[XenCpuidLeaf],
+        msrs: &[XenMsrEntry],
+    ) -> Result<(), PolicyArrayError> {
+        self.merge_leaves(leaves)?;
+        self.merge_msrs(msrs)
+    }
+
     /// A policy read from arrays alone (merged into [`CpuPolicy::EMPTY`]).
     pub fn from_arrays(
         leaves: &[XenCpuidLeaf],
