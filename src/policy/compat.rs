@@ -266,7 +266,11 @@ mod tests {
                 for (leaf, sub) in [(0, 0), (7, 0), (0x8000_0000, 0)] {
                     let m = max.leaf(leaf, sub).unwrap();
                     let g = guest.leaf_mut(leaf, sub).unwrap();
-                    g.a = if i % 5 == 0 { m.a.wrapping_add(1) } else { m.a.min(g.a) };
+                    g.a = if i % 5 == 0 {
+                        m.a.wrapping_add(1)
+                    } else {
+                        m.a.min(g.a)
+                    };
                     if leaf == 0 && i % 11 != 0 {
                         (g.b, g.c, g.d) = (m.b, m.c, m.d);
                     }

@@ -11,11 +11,12 @@
 use core::fmt;
 
 use super::{
-    CpuPolicy, EXTD_BASE, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, NR_EXTD, NR_FEAT, NR_XSTATE,
-    XEN_LEAVES, XEN_LEAVES_RELOCATED, serialised_subleaf,
+    CpuPolicy, EXTD_BASE, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, NR_BASIC, NR_EXTD, NR_FEAT,
+    NR_XSTATE, XEN_LEAVES, XEN_LEAVES_RELOCATED,
 };
 use crate::abi::{XenCpuidLeaf, XenMsrEntry};
 use crate::cpuid::{CpuidRegs, NO_SUBLEAF};
+use crate::nospec;
 
 /// The most leaves a serialised policy can have (Xen's `CPUID_MAX_SERIALISED_LEAVES`).
 pub const MAX_SERIALISED_LEAVES: usize = 120;
@@ -288,31 +289,36 @@ impl CpuPolicy {
             });
         }
         for l in leaves {
-            let out_of_range = PolicyArrayError::LeafOutOfRange {
-                leaf: l.leaf,
-                subleaf: l.subleaf,
+            // The array the entry's leaf lives in and the index in it: leaves without
+            // subleaves must say so with NO_SUBLEAF, nothing else; the others must name a
+            // subleaf their array holds.
+            let (table, index): (&mut [CpuidRegs], u32) = match (l.leaf, l.subleaf) {
+                (XEN_LEAVES, NO_SUBLEAF) => {
+                    self.hv_limit = l.a as u8;
+                    continue;
+                }
+                (XEN_LEAVES_RELOCATED, NO_SUBLEAF) => {
+                    self.hv2_limit = l.a as u8;
+                    continue;
+                }
+                (0x4, sub) => (&mut self.cache, sub),
+                (0x7, sub) => (&mut self.feat, sub),
+                (0xb, sub) => (&mut self.topo, sub),
+                (0xd, sub) => (&mut self.xstate, sub),
+                (leaf, NO_SUBLEAF) if leaf < NR_BASIC as u32 => (&mut self.basic, leaf),
+                (leaf, NO_SUBLEAF) if leaf.wrapping_sub(EXTD_BASE) < NR_EXTD as u32 => {
+                    (&mut self.extd, leaf.wrapping_sub(EXTD_BASE))
+                }
+                _ => (&mut [], 0),
             };
-            let regs = CpuidRegs::new(l.a, l.b, l.c, l.d);
-            match l.leaf {
-                XEN_LEAVES | XEN_LEAVES_RELOCATED if l.subleaf == NO_SUBLEAF => {
-                    let (hv, hv2) = self.hypervisor_limits();
-                    if l.leaf == XEN_LEAVES {
-                        self.set_hypervisor_limits(l.a, hv2);
-                    } else {
-                        self.set_hypervisor_limits(hv, l.a);
-                    }
-                }
-                leaf => {
-                    // Leaves without subleaves must say so with NO_SUBLEAF, nothing else; the
-                    // others must name a subleaf their array holds.
-                    let subleaf = match serialised_subleaf(leaf, 0) {
-                        NO_SUBLEAF if l.subleaf == NO_SUBLEAF => 0,
-                        NO_SUBLEAF => return Err(out_of_range),
-                        _ => l.subleaf,
-                    };
-                    *self.leaf_mut(leaf, subleaf).ok_or(out_of_range)? = regs;
-                }
+            if index as usize >= table.len() {
+                return Err(PolicyArrayError::LeafOutOfRange {
+                    leaf: l.leaf,
+                    subleaf: l.subleaf,
+                });
             }
+            // The index comes from the caller's array: clamped under speculation.
+            *nospec::at_mut(table, index as usize) = CpuidRegs::new(l.a, l.b, l.c, l.d);
         }
         Ok(())
     }

@@ -46,7 +46,9 @@ pub fn run(workspace: &Workspace) -> Result<(), String> {
     let root = workspace.root();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let Some(tree) = libx86_tree(root) else {
-        println!("bench-libx86: skipped: no ../shared/xen-libx86 (set XEN_LIBX86 to Xen's libx86 tree)");
+        println!(
+            "bench-libx86: skipped: no ../shared/xen-libx86 (set XEN_LIBX86 to Xen's libx86 tree)"
+        );
         return Ok(());
     };
     if !have_cc(&cc) {
@@ -60,7 +62,13 @@ pub fn run(workspace: &Workspace) -> Result<(), String> {
     std::fs::write(&harness, HARNESS_C).map_err(|e| e.to_string())?;
     process::run(
         Command::new(&cc)
-            .args(["-O2", "-std=gnu99", "-fno-strict-aliasing", "-D__XEN_TOOLS__", "-c"])
+            .args([
+                "-O2",
+                "-std=gnu99",
+                "-fno-strict-aliasing",
+                "-D__XEN_TOOLS__",
+                "-c",
+            ])
             .arg("-I")
             .arg(out.join("include"))
             .arg(&harness)
