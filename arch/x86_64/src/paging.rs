@@ -330,21 +330,21 @@ pub fn read_user_word(cr3: u64, va: u64, len: usize) -> Result<u64, u64> {
     let loaded = unsafe { x86::controlregs::cr3() } == cr3;
     if va.wrapping_sub(USER_BASE) < USER_LIMIT - USER_BASE - 8 && va & 0xfff <= 0x1000 - 8 && loaded
     {
-        let smap = u32::from(SMAP_ON.load(Ordering::Relaxed));
         let fault: u32;
         let word: u64;
         // SAFETY: the `extable_site!` contract (extable.rs). The 8 bytes at `va` lie in one
         // page of the user half of the loaded address space (checked above), whose every
         // present page is a user page; a not-present one raises #PF at the load, which the
-        // table turns into the flag, and `after` runs on both paths, so AC is cleared again.
-        // Only `word` is written.
+        // table turns into the flag, and `after` runs on both paths, so AC is cleared again
+        // (SMAP_ON, an AtomicBool, is read as the byte it is, and does not change once the
+        // first domain runs). Only `word` is written.
         unsafe {
             extable_site!(
                 fault = fault,
-                before = ["test {smap:e}, {smap:e}", "jz 5f", "stac", "5:"],
+                before = ["cmp byte ptr [rip + {smap}], 0", "je 5f", "stac", "5:"],
                 site = "mov {word}, qword ptr [{va}]",
-                after = ["test {smap:e}, {smap:e}", "jz 6f", "clac", "6:"],
-                smap = in(reg) smap,
+                after = ["cmp byte ptr [rip + {smap}], 0", "je 6f", "clac", "6:"],
+                smap = sym SMAP_ON,
                 va = in(reg) va,
                 word = out(reg) word,
                 options(nostack, readonly),

@@ -17,7 +17,9 @@
 //! vCPU state: the rows are filled by `guest_cpuid`'s own static pass, and a test compares the
 //! two over every dump's system policies, domain kinds and vCPU states.
 
-use super::{CpuidEntry, GuestContext, GuestDomain, XEN_LEAF_COUNT, static_pass, xsave_size_of};
+use super::{
+    CpuidEntry, GuestContext, GuestDomain, VcpuState, XEN_LEAF_COUNT, static_pass, xsave_size_of,
+};
 use crate::cpuid::CpuidRegs;
 use crate::feature::Feature;
 use crate::nospec;
@@ -121,6 +123,12 @@ const fn row_of(leaf: u32, subleaf: u32) -> usize {
     } else {
         ZERO_ROW
     }
+}
+
+/// `reg` with `feature` set to `on`, without a branch.
+#[inline(always)]
+fn with(reg: u32, feature: Feature, on: bool) -> u32 {
+    (reg & !feature.mask()) | (on as u32) << feature.bit()
 }
 
 /// What the dynamic pass still does to a row, for this domain. Every condition on the domain
@@ -267,7 +275,39 @@ impl CpuidTable {
         if patch == Patch::None {
             return r;
         }
-        self.patch(patch, r, subleaf, ctx, entry)
+        // The two patches of the leaves every guest asks for (1 and 7.0), inline: a few
+        // instructions on the vCPU's bits.
+        if let (Patch::Leaf7 | Patch::Leaf1Pv, Some(s)) = (patch, &ctx.state) {
+            let mut r = r;
+            if patch == Patch::Leaf7 {
+                r.c = with(r.c, Feature::OSPKE, s.cr4_pke);
+            } else {
+                self.leaf1_pv(&mut r, s, entry);
+            }
+            return r;
+        }
+        // Two words back in registers (a struct of four u32 would come back through memory).
+        let (ab, cd) = self.patch(patch, r, subleaf, ctx, entry);
+        CpuidRegs::new(ab as u32, (ab >> 32) as u32, cd as u32, (cd >> 32) as u32)
+    }
+
+    /// Leaf 1 of a PV domain: APIC ID cleared, OSXSAVE (with the forced-emulation leak), the
+    /// hardware domain's kernel leaks.
+    #[inline(always)]
+    fn leaf1_pv(&self, r: &mut CpuidRegs, s: &VcpuState, entry: CpuidEntry) {
+        r.b &= 0x00ff_ffff;
+        let leak = self.osxsave_leak
+            & (entry == CpuidEntry::ForcedEmulation)
+            & s.kernel_mode
+            & s.host_cr4_osxsave;
+        r.c = with(r.c, Feature::OSXSAVE, s.cr4_osxsave | leak);
+        if s.kernel_mode {
+            r.c |= self.dom0_c;
+            r.d |= self.dom0_d;
+            if entry == CpuidEntry::Fault {
+                r.c |= self.dom0_monitor;
+            }
+        }
     }
 
     /// The dynamic pass on one row: a few instructions on the vCPU's state (out of line: most
@@ -280,34 +320,22 @@ impl CpuidTable {
         subleaf: u32,
         ctx: &GuestContext,
         entry: CpuidEntry,
-    ) -> CpuidRegs {
+    ) -> (u64, u64) {
+        let words = |r: CpuidRegs| {
+            (
+                u64::from(r.a) | u64::from(r.b) << 32,
+                u64::from(r.c) | u64::from(r.d) << 32,
+            )
+        };
         if patch == Patch::XenVcpuId {
             r.b = ctx.vcpu_id;
-            return r;
+            return words(r);
         }
         let Some(s) = &ctx.state else {
-            return r;
-        };
-        // `reg` with `feature` set to `on`, without a branch.
-        let with = |reg: u32, feature: Feature, on: bool| {
-            (reg & !feature.mask()) | (on as u32) << feature.bit()
+            return words(r);
         };
         match patch {
-            Patch::Leaf1Pv => {
-                r.b &= 0x00ff_ffff;
-                let leak = self.osxsave_leak
-                    & (entry == CpuidEntry::ForcedEmulation)
-                    & s.kernel_mode
-                    & s.host_cr4_osxsave;
-                r.c = with(r.c, Feature::OSXSAVE, s.cr4_osxsave | leak);
-                if s.kernel_mode {
-                    r.c |= self.dom0_c;
-                    r.d |= self.dom0_d;
-                    if entry == CpuidEntry::Fault {
-                        r.c |= self.dom0_monitor;
-                    }
-                }
-            }
+            Patch::Leaf1Pv => self.leaf1_pv(&mut r, s, entry),
             Patch::Leaf1Hvm => {
                 r.b = (r.b & 0x00ff_ffff) | (ctx.vcpu_id.wrapping_mul(2) & 0xff) << 24;
                 r.c = with(r.c, Feature::OSXSAVE, s.cr4_osxsave);
@@ -325,7 +353,7 @@ impl CpuidTable {
             }
             Patch::None | Patch::XenVcpuId => {}
         }
-        r
+        words(r)
     }
 
     /// The XSAVE area size for `components`, from the table's leaf 0xD rows (the policy's,
