@@ -124,16 +124,15 @@ impl CompatWords {
     /// [`check_compatible`] accepts.
     #[inline]
     pub fn accepts(&self, guest: &CompatWords) -> bool {
-        let mut extra = 0;
-        for i in 0..NR_WORDS {
-            // AMD's copies of CPUID.01H:EDX in CPUID.80000001H:EDX are no feature (below).
-            let g = if i == 2 {
-                guest.words[i] & !crate::feature::COMMON_1D
-            } else {
-                guest.words[i]
-            };
-            extra |= g & !self.words[i];
-        }
+        // AMD's copies of CPUID.01H:EDX in CPUID.80000001H:EDX are no feature (below): word
+        // 2 is masked. One AND-NOT per word, no branch: the compiler may vectorise it.
+        const KEEP: [u32; NR_WORDS] = {
+            let mut keep = [!0; NR_WORDS];
+            keep[2] = !crate::feature::COMMON_1D;
+            keep
+        };
+        let extra = (guest.words.iter().zip(&KEEP).zip(&self.words))
+            .fold(0, |extra, ((g, keep), max)| extra | g & keep & !max);
         extra == 0
             && guest.vendor == self.vendor
             && guest.max_basic <= self.max_basic

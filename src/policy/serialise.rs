@@ -292,24 +292,26 @@ impl CpuPolicy {
             // The array the entry's leaf lives in and the index in it: leaves without
             // subleaves must say so with NO_SUBLEAF, nothing else; the others must name a
             // subleaf their array holds.
-            let (table, index): (&mut [CpuidRegs], u32) = match (l.leaf, l.subleaf) {
-                (XEN_LEAVES, NO_SUBLEAF) => {
-                    self.hv_limit = l.a as u8;
-                    continue;
+            let (leaf, subleaf) = (l.leaf, l.subleaf);
+            let (table, index): (&mut [CpuidRegs], u32) = if leaf < NR_BASIC as u32 {
+                match leaf {
+                    0x4 => (&mut self.cache, subleaf),
+                    0x7 => (&mut self.feat, subleaf),
+                    0xb => (&mut self.topo, subleaf),
+                    0xd => (&mut self.xstate, subleaf),
+                    _ if subleaf == NO_SUBLEAF => (&mut self.basic, leaf),
+                    _ => (&mut [], 0),
                 }
-                (XEN_LEAVES_RELOCATED, NO_SUBLEAF) => {
-                    self.hv2_limit = l.a as u8;
-                    continue;
-                }
-                (0x4, sub) => (&mut self.cache, sub),
-                (0x7, sub) => (&mut self.feat, sub),
-                (0xb, sub) => (&mut self.topo, sub),
-                (0xd, sub) => (&mut self.xstate, sub),
-                (leaf, NO_SUBLEAF) if leaf < NR_BASIC as u32 => (&mut self.basic, leaf),
-                (leaf, NO_SUBLEAF) if leaf.wrapping_sub(EXTD_BASE) < NR_EXTD as u32 => {
-                    (&mut self.extd, leaf.wrapping_sub(EXTD_BASE))
-                }
-                _ => (&mut [], 0),
+            } else if leaf.wrapping_sub(EXTD_BASE) < NR_EXTD as u32 && subleaf == NO_SUBLEAF {
+                (&mut self.extd, leaf.wrapping_sub(EXTD_BASE))
+            } else if leaf == XEN_LEAVES && subleaf == NO_SUBLEAF {
+                self.hv_limit = l.a as u8;
+                continue;
+            } else if leaf == XEN_LEAVES_RELOCATED && subleaf == NO_SUBLEAF {
+                self.hv2_limit = l.a as u8;
+                continue;
+            } else {
+                (&mut [], 0)
             };
             if index as usize >= table.len() {
                 return Err(PolicyArrayError::LeafOutOfRange {
