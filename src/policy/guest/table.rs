@@ -125,6 +125,9 @@ const fn row_of(leaf: u32, subleaf: u32) -> usize {
     }
 }
 
+/// The XSAVE area with only x87 and SSE state: the legacy area and the header.
+const XSAVE_LEGACY_SIZE: u32 = 512 + 64;
+
 /// `reg` with `feature` set to `on`, without a branch.
 #[inline(always)]
 fn with(reg: u32, feature: Feature, on: bool) -> u32 {
@@ -285,6 +288,20 @@ impl CpuidTable {
                 self.leaf1_pv(&mut r, s, entry);
             }
             return r;
+        }
+        // The XSAVE sizes while only x87 and SSE are enabled (the legacy area and the header,
+        // in either format): no component to walk.
+        if let (Patch::XsaveSize | Patch::XsavesSize, Some(s)) = (patch, &ctx.state) {
+            let components = if patch == Patch::XsaveSize {
+                s.xcr0
+            } else {
+                s.xcr0 | s.xss
+            };
+            if components & !0b11 & ((1 << NR_XSTATE) - 1) == 0 {
+                let mut r = r;
+                r.b = XSAVE_LEGACY_SIZE;
+                return r;
+            }
         }
         // Two words back in registers (a struct of four u32 would come back through memory).
         let (ab, cd) = self.patch(patch, r, subleaf, ctx, entry);
