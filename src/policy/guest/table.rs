@@ -270,6 +270,29 @@ impl CpuidTable {
         ctx: &GuestContext,
         entry: CpuidEntry,
     ) -> CpuidRegs {
+        let (ab, cd) = self.cpuid_words(leaf, subleaf, ctx, entry);
+        CpuidRegs::new(ab as u32, (ab >> 32) as u32, cd as u32, (cd >> 32) as u32)
+    }
+
+    /// [`CpuidTable::cpuid`] as two words, EAX | EBX << 32 and ECX | EDX << 32: out of line,
+    /// the answer comes back in two registers (four u32 would come back through memory).
+    #[inline(never)]
+    pub fn cpuid_words(
+        &self,
+        leaf: u32,
+        subleaf: u32,
+        ctx: &GuestContext,
+        entry: CpuidEntry,
+    ) -> (u64, u64) {
+        let r = self.answer(leaf, subleaf, ctx, entry);
+        (
+            u64::from(r.a) | u64::from(r.b) << 32,
+            u64::from(r.c) | u64::from(r.d) << 32,
+        )
+    }
+
+    #[inline(always)]
+    fn answer(&self, leaf: u32, subleaf: u32, ctx: &GuestContext, entry: CpuidEntry) -> CpuidRegs {
         // The row is in bounds by construction; the clamp keeps it so under speculation too.
         let row = nospec::index(row_of(leaf, subleaf), ROWS);
         let (Some(&r), Some(&patch)) = (self.rows.get(row), self.patches.get(row)) else {
