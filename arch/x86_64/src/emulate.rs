@@ -83,7 +83,8 @@ fn pv_trap(
     frame: &mut TrapFrame,
     handle: impl FnOnce(&TrapContext<'_>, &mut TrapFrame, &DomainMemory) -> TrapOutcome,
 ) -> Emulated {
-    sched::with_current(|domain| {
+    let at = &raw const *frame as u64;
+    sched::with_current_at(at, |domain| {
         let memory = DomainMemory {
             cr3: domain.space.cr3,
         };

@@ -328,8 +328,10 @@ pub fn read_user_word(cr3: u64, va: u64, len: usize) -> Result<u64, u64> {
     };
     // SAFETY: reading CR3 has no side effect.
     let loaded = unsafe { x86::controlregs::cr3() } == cr3;
-    if va.wrapping_sub(USER_BASE) < USER_LIMIT - USER_BASE - 8 && va & 0xfff <= 0x1000 - 8 && loaded
-    {
+    // The user half is PML4 slot 1 (`USER_BASE..USER_LIMIT`): bits 63:39 of `va` are 1. With
+    // the 8 bytes in one page, all of them are in it.
+    const _: () = assert!(USER_BASE == 1 << 39 && USER_LIMIT == 2 << 39);
+    if va >> 39 == 1 && va & 0xfff <= 0x1000 - 8 && loaded {
         let fault: u32;
         let word: u64;
         // SAFETY: the `extable_site!` contract (extable.rs). The 8 bytes at `va` lie in one

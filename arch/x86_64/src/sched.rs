@@ -190,6 +190,15 @@ pub fn with_current<R>(f: impl FnOnce(&mut Domain) -> R) -> R {
     f(unsafe { scheduler() }.current_domain())
 }
 
+/// [`with_current`] from a trap whose frame lies at `frame` (on this CPU's trap stack, where
+/// the CPU pushed it): the CPU is found from that address, without taking one of a local.
+pub fn with_current_at<R>(frame: u64, f: impl FnOnce(&mut Domain) -> R) -> R {
+    let cpu = percpu::id_at(frame);
+    // SAFETY: trap context, one reference at a time; `f` does not call back into the
+    // scheduler. `cpu` is this CPU's index, so the slot is this CPU's own.
+    f(unsafe { &mut (*SCHED.get())[cpu] }.current_domain())
+}
+
 /// `yield`: save the running domain from `frame` and put the next runnable one in it.
 pub fn yield_current(frame: &mut TrapFrame) {
     // SAFETY: trap context, one reference at a time.
