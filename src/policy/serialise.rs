@@ -279,9 +279,14 @@ impl CpuPolicy {
         leaves: &[XenCpuidLeaf],
         msrs: &[XenMsrEntry],
     ) -> Result<CpuPolicy, PolicyArrayError> {
-        CpuPolicy::EMPTY.merged(leaves, msrs)
+        // Built where it is returned: one clearing of the policy, no copy of it.
+        let mut p = CpuPolicy::EMPTY;
+        p.merge_leaves(leaves)?;
+        p.merge_msrs(msrs)?;
+        Ok(p)
     }
 
+    #[inline]
     fn merge_leaves(&mut self, leaves: &[XenCpuidLeaf]) -> Result<(), PolicyArrayError> {
         if leaves.len() > MAX_SERIALISED_LEAVES {
             return Err(PolicyArrayError::TooManyLeaves {
@@ -325,6 +330,7 @@ impl CpuPolicy {
         Ok(())
     }
 
+    #[inline]
     fn merge_msrs(&mut self, msrs: &[XenMsrEntry]) -> Result<(), PolicyArrayError> {
         if msrs.len() > MAX_SERIALISED_MSRS {
             return Err(PolicyArrayError::TooManyMsrs { count: msrs.len() });
