@@ -10,7 +10,10 @@ use xen_levelling::dump::Aida64Dump;
 use xen_levelling::host::{Host, HostConfig};
 use xen_levelling::levelling::{DomainRole, Levelling, LevellingState, SwitchTo};
 use xen_levelling::policy::CpuPolicy;
-use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
+use xen_levelling::policy::compat::check_compatible;
+use xen_levelling::policy::guest::{
+    CpuidEntry, CpuidTable, GuestContext, GuestDomain, VcpuState, guest_cpuid,
+};
 use xen_levelling::policy::serialise::MAX_SERIALISED_LEAVES;
 use xen_levelling::policy::system::{DomainKind, SystemPolicies};
 use xen_levelling::silicon::SiliconModel;
@@ -68,6 +71,21 @@ fn bench_guest_cpuid(c: &mut Criterion) {
     c.bench_function("guest_cpuid/leafD.0_dynamic", |b| {
         b.iter(|| guest_cpuid(black_box(&p), black_box(0xd), 0, &ctx))
     });
+    // The domain's table, as the trap handlers answer (built once, when the policy is set).
+    let table = CpuidTable::new(&p, &ctx.domain);
+    for (name, leaf) in [
+        ("leaf0", 0),
+        ("leaf1", 1),
+        ("leaf7.0", 7),
+        ("leafD.0_dynamic", 0xd),
+        ("out_of_range", 0x3fff_ffff),
+    ] {
+        c.bench_function(&format!("cpuid_table/{name}"), |b| {
+            b.iter(|| {
+                black_box(&table).cpuid(black_box(leaf), 0, &ctx, CpuidEntry::ForcedEmulation)
+            })
+        });
+    }
 }
 
 fn bench_serialisation(c: &mut Criterion) {
@@ -82,6 +100,10 @@ fn bench_serialisation(c: &mut Criterion) {
     });
     c.bench_function("policy/deserialise", |b| {
         b.iter(|| CpuPolicy::from_arrays(black_box(&leaves[..n]), black_box(&msrs)).unwrap())
+    });
+    let guest = system.hvm_default;
+    c.bench_function("policy/compatible", |b| {
+        b.iter(|| check_compatible(black_box(&p), black_box(&guest)).is_ok())
     });
 }
 

@@ -6,10 +6,15 @@ use std::mem::size_of;
 use xen_levelling::CpuPolicy;
 use xen_levelling::abi::domain::Domain;
 use xen_levelling::levelling::{DomainLevelling, Levelling, LevellingState};
+use xen_levelling::policy::guest::CpuidTable;
 
 fn main() {
     for (name, bytes) in [
         ("CpuPolicy (per domain)", size_of::<CpuPolicy>()),
+        (
+            "CpuidTable (per domain: its CPUID answers, for the trap handlers)",
+            size_of::<CpuidTable>(),
+        ),
         ("DomainLevelling (per domain)", size_of::<DomainLevelling>()),
         ("Domain (policy + levelling + flags)", size_of::<Domain>()),
         ("LevellingState (per CPU)", size_of::<LevellingState>()),

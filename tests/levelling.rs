@@ -20,7 +20,7 @@ use xen_levelling::levelling::trap::{
 use xen_levelling::levelling::{
     DomainLevelling, DomainRole, Levelling, LevellingCaps, LevellingState, Mechanism, SwitchTo,
 };
-use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState};
+use xen_levelling::policy::guest::{CpuidEntry, CpuidTable, GuestContext, GuestDomain, VcpuState};
 use xen_levelling::policy::system::{DomainKind, SystemPolicies};
 use xen_levelling::policy::{CpuPolicy, WORD_HOMES, WordHome};
 use xen_levelling::silicon::SiliconModel;
@@ -144,8 +144,9 @@ fn native_cpuid_at_cpl3(host: &Machine, policy: &CpuPolicy, leaf: u32, subleaf: 
         Ok(regs) => regs,
         Err(_) => {
             let guest = guest_context(host, DomainKind::Pv);
+            let cpuid = CpuidTable::new(policy, &guest.domain);
             let ctx = TrapContext {
-                policy,
+                cpuid: &cpuid,
                 guest: &guest,
                 cpl: 3,
                 virtual_faulting: false,

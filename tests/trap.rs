@@ -5,7 +5,7 @@ use xen_levelling::levelling::trap::{
     CpuidFrame, GuestMemory, MemoryFault, MsrAccess, TrapContext, TrapOutcome, guest_rdmsr,
     guest_wrmsr, handle_cpuid_exit, handle_gp, handle_ud,
 };
-use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState};
+use xen_levelling::policy::guest::{CpuidEntry, CpuidTable, GuestContext, GuestDomain, VcpuState};
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::{CpuPolicy, CpuidRegs, Feature, Featureset, Vendor};
 
@@ -79,8 +79,10 @@ fn context(
             long_mode: true,
         }),
     }));
+    // The domain's CPUID table, built from its policy as an embedder does when it sets it.
+    let cpuid = Box::leak(Box::new(CpuidTable::new(policy, &guest.domain)));
     TrapContext {
-        policy,
+        cpuid,
         guest,
         cpl,
         virtual_faulting,

@@ -28,7 +28,9 @@ use xen_levelling::levelling::trap::{
     TrapOutcome, guest_rdmsr, guest_wrmsr, handle_cpuid_exit, handle_gp, handle_ud,
     is_levelling_msr,
 };
-use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
+use xen_levelling::policy::guest::{
+    CpuidEntry, CpuidTable, GuestContext, GuestDomain, VcpuState, guest_cpuid,
+};
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling_fuzz::CodeMem;
 
@@ -112,6 +114,7 @@ fn check_fetch_fault(mem: &CodeMem, rip: u64, len: u64, address: u64) {
 }
 
 fn check_emulated(
+    policy: &xen_levelling::CpuPolicy,
     ctx: &TrapContext<'_>,
     entry: CpuidEntry,
     before: &CpuidFrame,
@@ -127,7 +130,7 @@ fn check_emulated(
     if let Some(s) = guest.state.as_mut() {
         s.entry = entry;
     }
-    let r = guest_cpuid(ctx.policy, before.rax as u32, before.rcx as u32, &guest);
+    let r = guest_cpuid(policy, before.rax as u32, before.rcx as u32, &guest);
     assert_eq!(
         (after.rax, after.rbx, after.rcx, after.rdx),
         (r.a as u64, r.b as u64, r.c as u64, r.d as u64),
@@ -246,8 +249,9 @@ fuzz_target!(|input: Input| {
         vcpu_id: input.vcpu_id,
         state,
     };
+    let cpuid = CpuidTable::new(&policy, &guest.domain);
     let ctx = TrapContext {
-        policy: &policy,
+        cpuid: &cpuid,
         guest: &guest,
         cpl: input.cpl % 4,
         virtual_faulting: input.virtual_faulting,
@@ -268,7 +272,7 @@ fuzz_target!(|input: Input| {
             let mut op = [0u8; 2];
             mem.read(rip, &mut op).expect("emulated, so fetched");
             assert_eq!(op, CPUID_OPCODE);
-            check_emulated(&ctx, CpuidEntry::Fault, &start, &f, 2);
+            check_emulated(&policy, &ctx, CpuidEntry::Fault, &start, &f, 2);
         }
         TrapOutcome::InjectGp => {
             assert!(ctx.virtual_faulting);
@@ -292,7 +296,7 @@ fuzz_target!(|input: Input| {
             }
             assert_eq!(&op[..5], &FORCED_EMULATION_PREFIX);
             assert_eq!(&op[5..], &CPUID_OPCODE);
-            check_emulated(&ctx, CpuidEntry::ForcedEmulation, &start, &f, 7);
+            check_emulated(&policy, &ctx, CpuidEntry::ForcedEmulation, &start, &f, 7);
         }
         TrapOutcome::InjectGp => {
             assert!(ctx.virtual_faulting);
@@ -310,7 +314,7 @@ fuzz_target!(|input: Input| {
     // HVM CPUID exit.
     let mut f = start;
     match handle_cpuid_exit(&ctx, &mut f) {
-        TrapOutcome::Emulated => check_emulated(&ctx, CpuidEntry::VmExit, &start, &f, 2),
+        TrapOutcome::Emulated => check_emulated(&policy, &ctx, CpuidEntry::VmExit, &start, &f, 2),
         TrapOutcome::InjectGp => assert_eq!(f, start, "exit InjectGp changed the frame"),
         other => panic!("a CPUID exit is always ours: {other:?}"),
     }

@@ -8,14 +8,24 @@
 //! embedder to reflect to the guest.
 
 use super::msr;
+use crate::cpuid::CpuidRegs;
 use crate::policy::CpuPolicy;
-use crate::policy::guest::{CpuidEntry, GuestContext, guest_cpuid_entered};
+use crate::policy::guest::{CpuidEntry, CpuidTable, GuestContext};
 use crate::policy::system::DomainKind;
 
 /// `CPUID`: `0F A2`.
 pub const CPUID_OPCODE: [u8; 2] = [0x0f, 0xa2];
 /// Xen's forced-emulation prefix, `ud2; .ascii "xen"` (`XEN_EMULATE_PREFIX`).
 pub const FORCED_EMULATION_PREFIX: [u8; 5] = [0x0f, 0x0b, 0x78, 0x65, 0x6e];
+
+/// The prefix and the CPUID it forces, as `handle_ud` fetches them in one read.
+const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2];
+const _: () = assert!(
+    FORCED_CPUID[0] == FORCED_EMULATION_PREFIX[0]
+        && FORCED_CPUID[4] == FORCED_EMULATION_PREFIX[4]
+        && FORCED_CPUID[5] == CPUID_OPCODE[0]
+        && FORCED_CPUID[6] == CPUID_OPCODE[1]
+);
 
 /// A guest memory read that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +39,32 @@ pub struct MemoryFault {
 pub trait GuestMemory {
     /// Fill `buf` from `address`, or fail with the first address that could not be read.
     fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), MemoryFault>;
+
+    /// The `len` (at most 8) bytes at `address` as a little-endian word, the bytes past
+    /// `len` zero: how the trap handlers fetch an instruction. The default reads through
+    /// [`GuestMemory::read`]; an embedder that can read a word in one load (an instruction
+    /// that does not cross a page) overrides it.
+    fn read_word(&self, address: u64, len: usize) -> Result<u64, MemoryFault> {
+        let mut bytes = [0u8; 8];
+        self.read(address, &mut bytes[..len.min(8)])?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+}
+
+/// The registers CPUID emulation reads and writes, in whatever frame the embedder keeps
+/// them: [`CpuidFrame`], or the embedder's own trap frame, so that nothing is copied in and
+/// out on every trap.
+pub trait CpuidRegisters {
+    /// RAX: the leaf (its low 32 bits).
+    fn rax(&self) -> u64;
+    /// RCX: the subleaf (its low 32 bits).
+    fn rcx(&self) -> u64;
+    /// RIP: the faulting instruction.
+    fn rip(&self) -> u64;
+    /// Move RIP.
+    fn set_rip(&mut self, rip: u64);
+    /// CPUID's results: EAX, EBX, ECX, EDX, each zero-extended into its 64-bit register.
+    fn set_cpuid(&mut self, regs: CpuidRegs);
 }
 
 /// The registers CPUID emulation reads and writes.
@@ -44,6 +80,27 @@ pub struct CpuidFrame {
     pub rdx: u64,
     /// RIP: the faulting instruction in, the next one out.
     pub rip: u64,
+}
+
+impl CpuidRegisters for CpuidFrame {
+    fn rax(&self) -> u64 {
+        self.rax
+    }
+    fn rcx(&self) -> u64 {
+        self.rcx
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+    }
+    fn set_cpuid(&mut self, r: CpuidRegs) {
+        self.rax = r.a as u64;
+        self.rbx = r.b as u64;
+        self.rcx = r.c as u64;
+        self.rdx = r.d as u64;
+    }
 }
 
 /// What the embedder does next.
@@ -65,10 +122,12 @@ pub enum TrapOutcome {
 /// The vCPU the trap came from.
 #[derive(Clone, Copy, Debug)]
 pub struct TrapContext<'a> {
-    /// The domain's policy.
-    pub policy: &'a CpuPolicy,
+    /// The domain's CPUID answers, built from its policy when the policy was set
+    /// ([`CpuidTable::new`]): what `guest_cpuid` returns, without deriving it on every trap.
+    pub cpuid: &'a CpuidTable,
     /// The domain and vCPU; `state` describes the vCPU as it trapped. Borrowed: an embedder
-    /// keeps one per vCPU and lends it, instead of building one on every trap.
+    /// keeps one per vCPU and lends it, instead of building one on every trap. Its `domain`
+    /// must be the one `cpuid` was built for (the table holds what it needs of it).
     pub guest: &'a GuestContext,
     /// The privilege level the guest was at.
     pub cpl: u8,
@@ -86,38 +145,46 @@ impl TrapContext<'_> {
         }
     }
 
-    fn emulate(&self, frame: &mut CpuidFrame, entry: CpuidEntry, length: u64) {
-        let (leaf, subleaf) = (frame.rax as u32, frame.rcx as u32);
-        let r = guest_cpuid_entered(self.policy, leaf, subleaf, self.guest, entry);
-        // CPUID writes 32-bit results, zero-extended into the 64-bit registers.
-        frame.rax = r.a as u64;
-        frame.rbx = r.b as u64;
-        frame.rcx = r.c as u64;
-        frame.rdx = r.d as u64;
-        frame.rip = frame.rip.wrapping_add(length);
+    #[inline]
+    fn emulate(&self, frame: &mut impl CpuidRegisters, entry: CpuidEntry, length: u64) {
+        let (leaf, subleaf) = (frame.rax() as u32, frame.rcx() as u32);
+        let rip = frame.rip();
+        frame.set_cpuid(self.cpuid.cpuid(leaf, subleaf, self.guest, entry));
+        frame.set_rip(rip.wrapping_add(length));
     }
 }
 
-fn fetch<const N: usize>(mem: &impl GuestMemory, address: u64) -> Result<[u8; N], TrapOutcome> {
-    let mut bytes = [0; N];
-    mem.read(address, &mut bytes)
-        .map_err(|f| TrapOutcome::InjectPageFault { address: f.address })?;
-    Ok(bytes)
+/// The `N` (at most 8) bytes at `address`, as [`GuestMemory::read_word`] gives them.
+#[inline]
+fn fetch<const N: usize>(mem: &impl GuestMemory, address: u64) -> Result<u64, TrapOutcome> {
+    mem.read_word(address, N)
+        .map_err(|f| TrapOutcome::InjectPageFault { address: f.address })
+}
+
+/// `bytes` as a little-endian word, for comparing with what [`fetch`] returns.
+const fn word(bytes: &[u8]) -> u64 {
+    let mut w = 0;
+    let mut i = bytes.len();
+    while i > 0 {
+        i -= 1;
+        w = w << 8 | bytes[i] as u64;
+    }
+    w
 }
 
 /// A #GP(`error_code`) from a guest. Ours only if CPUID faulting raised it: CPL > 0, error
 /// code 0, and `0F A2` at RIP. Emulated from the policy, RIP advanced by 2.
 pub fn handle_gp(
     ctx: &TrapContext<'_>,
-    frame: &mut CpuidFrame,
+    frame: &mut impl CpuidRegisters,
     mem: &impl GuestMemory,
     error_code: u64,
 ) -> TrapOutcome {
     if ctx.cpl == 0 || error_code != 0 {
         return TrapOutcome::NotOurs;
     }
-    match fetch::<2>(mem, frame.rip) {
-        Ok(CPUID_OPCODE) => {}
+    match fetch::<2>(mem, frame.rip()) {
+        Ok(w) if w == word(&CPUID_OPCODE) => {}
         Ok(_) => return TrapOutcome::NotOurs,
         Err(outcome) => return outcome,
     }
@@ -132,39 +199,47 @@ pub fn handle_gp(
 /// emulated from the policy, RIP advanced past all 7.
 pub fn handle_ud(
     ctx: &TrapContext<'_>,
-    frame: &mut CpuidFrame,
+    frame: &mut impl CpuidRegisters,
     mem: &impl GuestMemory,
 ) -> TrapOutcome {
-    let cpuid_at = frame.rip.wrapping_add(FORCED_EMULATION_PREFIX.len() as u64);
+    let rip = frame.rip();
+    let cpuid_at = rip.wrapping_add(FORCED_EMULATION_PREFIX.len() as u64);
     // One fetch of all 7 bytes in the common case. If it faults, look again in two steps as
     // Xen does: a #UD whose first 5 bytes are not the prefix is the guest's, not a #PF.
-    let bytes = match fetch::<7>(mem, frame.rip) {
+    let bytes = match fetch::<7>(mem, rip) {
         Ok(bytes) => bytes,
-        Err(_) => match fetch::<5>(mem, frame.rip) {
-            Ok(FORCED_EMULATION_PREFIX) => match fetch::<2>(mem, cpuid_at) {
-                Ok(_) => return TrapOutcome::NotOurs, // readable now: the memory changed
-                Err(outcome) => return outcome,
-            },
-            Ok(_) => return TrapOutcome::NotOurs,
-            Err(outcome) => return outcome,
-        },
+        Err(_) => return handle_ud_fetch_fault(mem, rip, cpuid_at),
     };
-    if bytes[..5] != FORCED_EMULATION_PREFIX || bytes[5..] != CPUID_OPCODE {
+    if bytes != word(&FORCED_CPUID) {
         return TrapOutcome::NotOurs;
     }
     if ctx.virtual_faulting && !ctx.guest_kernel() {
         // The guest's own faulting applies to the CPUID itself, past the prefix.
-        frame.rip = cpuid_at;
+        frame.set_rip(cpuid_at);
         return TrapOutcome::InjectGp;
     }
     ctx.emulate(frame, CpuidEntry::ForcedEmulation, 7);
     TrapOutcome::Emulated
 }
 
+/// [`handle_ud`] when the 7 bytes could not be read at once (out of line: rare).
+#[inline(never)]
+#[cold]
+fn handle_ud_fetch_fault(mem: &impl GuestMemory, rip: u64, cpuid_at: u64) -> TrapOutcome {
+    match fetch::<5>(mem, rip) {
+        Ok(w) if w == word(&FORCED_EMULATION_PREFIX) => match fetch::<2>(mem, cpuid_at) {
+            Ok(_) => TrapOutcome::NotOurs, // readable now: the memory changed
+            Err(outcome) => outcome,
+        },
+        Ok(_) => TrapOutcome::NotOurs,
+        Err(outcome) => outcome,
+    }
+}
+
 /// An HVM CPUID intercept. With the guest's virtual faulting on above CPL 0, #GP is injected
 /// without advancing RIP; otherwise emulated and RIP advanced by 2 (the embedder uses the
 /// next-RIP the CPU reports instead where it has one: QEMU's SVM does not set NRIPS).
-pub fn handle_cpuid_exit(ctx: &TrapContext<'_>, frame: &mut CpuidFrame) -> TrapOutcome {
+pub fn handle_cpuid_exit(ctx: &TrapContext<'_>, frame: &mut impl CpuidRegisters) -> TrapOutcome {
     if ctx.virtual_faulting && ctx.cpl > 0 {
         return TrapOutcome::InjectGp;
     }

@@ -16,6 +16,9 @@ use crate::cpuid::CpuidRegs;
 use crate::feature::Feature;
 use crate::featureset::Featureset;
 
+mod table;
+pub use table::{CpuidTable, Patch};
+
 /// How many Xen leaves there are by default (`XEN_CPUID_MAX_NUM_LEAVES`).
 pub const XEN_LEAF_COUNT: u32 = 5;
 /// "XenVMMXenVMM" in EBX, ECX, EDX of the first Xen leaf.
@@ -248,13 +251,19 @@ fn dynamic_pass(
 /// The XSAVE area size for `components`: standard (uncompressed) or compacted format.
 /// Saturating: the sizes come from the policy, which a toolstack may fill with anything.
 fn xsave_size(p: &CpuPolicy, components: u64, compacted: bool) -> u32 {
+    xsave_size_of(|i| *p.slot(Slot::Xstate(i)), components, compacted)
+}
+
+/// [`xsave_size`] over the leaf 0xD subleaves `component` gives (`i` < [`NR_XSTATE`]).
+#[inline(always)]
+fn xsave_size_of(component: impl Fn(usize) -> CpuidRegs, components: u64, compacted: bool) -> u32 {
     let mut size: u32 = 512 + 64;
     // Only the components asked for, lowest first (the compacted format packs them in order).
     let mut rest = components & !0b11 & ((1 << NR_XSTATE) - 1);
     while rest != 0 {
         let i = rest.trailing_zeros() as usize;
         rest &= rest - 1;
-        let c = p.slot(Slot::Xstate(i));
+        let c = component(i);
         size = if compacted {
             // CPUID.0DH.n:ECX[1]: the component is 64-byte aligned in the compacted format.
             let start = if c.c & 0b10 != 0 {

@@ -422,6 +422,33 @@ impl CpuPolicy {
         fs
     }
 
+    /// The featureset words, read straight from their homes ([`WORD_HOMES`], which a test
+    /// checks this against): what [`CpuPolicy::featureset`] returns, without lookups.
+    pub(crate) fn feature_words(&self) -> [u32; NR_WORDS] {
+        let (b1, f0, f1, e1) = (&self.basic[1], &self.feat[0], &self.feat[1], &self.extd[1]);
+        [
+            b1.d,
+            b1.c,
+            e1.d,
+            e1.c,
+            self.xstate[1].a,
+            f0.b,
+            f0.c,
+            self.extd[7].d,
+            self.extd[8].b,
+            f0.d,
+            f1.a,
+            self.extd[0x21].a,
+            f1.b,
+            self.feat[2].d,
+            f1.c,
+            f1.d,
+            self.arch_caps as u32,
+            (self.arch_caps >> 32) as u32,
+            self.extd[0x21].c,
+        ]
+    }
+
     /// True if the policy has `feature`: one register read, cheaper than
     /// [`CpuPolicy::featureset`] on hot paths such as `guest_cpuid`.
     pub fn has(&self, feature: crate::feature::Feature) -> bool {

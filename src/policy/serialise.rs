@@ -11,11 +11,12 @@
 use core::fmt;
 
 use super::{
-    CpuPolicy, EXTD_BASE, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, NR_CACHE, NR_EXTD, NR_TOPO,
-    NR_XSTATE, Slot, XEN_LEAVES, XEN_LEAVES_RELOCATED, serialised_subleaf,
+    CpuPolicy, EXTD_BASE, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, NR_BASIC, NR_EXTD, NR_FEAT,
+    NR_XSTATE, XEN_LEAVES, XEN_LEAVES_RELOCATED,
 };
 use crate::abi::{XenCpuidLeaf, XenMsrEntry};
 use crate::cpuid::{CpuidRegs, NO_SUBLEAF};
+use crate::nospec;
 
 /// The most leaves a serialised policy can have (Xen's `CPUID_MAX_SERIALISED_LEAVES`).
 pub const MAX_SERIALISED_LEAVES: usize = 120;
@@ -130,30 +131,34 @@ impl PolicyArrayError {
     }
 }
 
-/// Calls `emit(leaf, subleaf, regs)` for every leaf of `p`, in Xen's order.
+/// Calls `emit(leaf, subleaf, regs)` for every leaf of `p`, in Xen's order. It walks the
+/// arrays in order (no index chosen by anyone: nothing for speculation to push past an
+/// array), bounded by the policy's own maxima.
+#[inline(always)]
 fn for_each_leaf(p: &CpuPolicy, mut emit: impl FnMut(u32, u32, CpuidRegs)) {
-    let max_basic = p.max_basic_leaf().min(0xd);
-    for leaf in 0..=max_basic {
+    let max_basic = p.max_basic_leaf().min(0xd) as usize;
+    for (leaf, regs) in p.basic[..=max_basic].iter().enumerate() {
+        let leaf = leaf as u32;
         match leaf {
-            0x4 => emit_until_terminator(leaf, NR_CACHE, p, &mut emit, |r| r.a & 0x1f == 0),
-            0xb => emit_until_terminator(leaf, NR_TOPO, p, &mut emit, |r| (r.c >> 8) & 0xff == 0),
+            // CPUID.04H:EAX[4:0] cache type 0: the terminator, written too.
+            0x4 => emit_until_terminator(leaf, &p.cache, &mut emit, |r| r.a & 0x1f == 0),
+            // CPUID.0BH:ECX[15:8] level type 0: the terminator, written too.
+            0xb => emit_until_terminator(leaf, &p.topo, &mut emit, |r| (r.c >> 8) & 0xff == 0),
             0x7 => {
-                for sub in 0..=p.max_feat_subleaf().min(2) {
-                    emit(leaf, sub, *p.slot(Slot::Feat(sub as usize)));
+                let max = p.max_feat_subleaf().min(NR_FEAT as u32 - 1) as usize;
+                for (sub, r) in p.feat[..=max].iter().enumerate() {
+                    emit(leaf, sub as u32, *r);
                 }
             }
             0xd => {
-                emit(leaf, 0, *p.slot(Slot::Xstate(0)));
-                emit(leaf, 1, *p.slot(Slot::Xstate(1)));
-                let mut components = (p.xcr0_mask() | p.xss_mask()) >> 2;
-                let mut sub = 2;
-                while components != 0 && sub < NR_XSTATE {
-                    emit(leaf, sub as u32, *p.slot(Slot::Xstate(sub)));
-                    components >>= 1;
-                    sub += 1;
+                // Subleaves 0 and 1, then up to the highest enumerated state component.
+                let components = (p.xcr0_mask() | p.xss_mask()) >> 2;
+                let end = (2 + (u64::BITS - components.leading_zeros()) as usize).min(NR_XSTATE);
+                for (sub, r) in p.xstate[..end].iter().enumerate() {
+                    emit(leaf, sub as u32, *r);
                 }
             }
-            _ => emit(leaf, NO_SUBLEAF, *p.slot(Slot::Basic(leaf as usize))),
+            _ => emit(leaf, NO_SUBLEAF, *regs),
         }
     }
     let (hv, hv2) = p.hypervisor_limits();
@@ -165,23 +170,22 @@ fn for_each_leaf(p: &CpuPolicy, mut emit: impl FnMut(u32, u32, CpuidRegs)) {
     );
     // Like Xen, leaf 0x80000000 is always written, and the low 16 bits of its EAX bound the
     // rest whatever the top half says.
-    let max = (p.max_extd_leaf() & 0xffff).min(NR_EXTD as u32 - 1);
-    for i in 0..=max {
-        emit(EXTD_BASE + i, NO_SUBLEAF, *p.slot(Slot::Extd(i as usize)));
+    let max = (p.max_extd_leaf() & 0xffff).min(NR_EXTD as u32 - 1) as usize;
+    for (i, r) in p.extd[..=max].iter().enumerate() {
+        emit(EXTD_BASE + i as u32, NO_SUBLEAF, *r);
     }
 }
 
+#[inline(always)]
 fn emit_until_terminator(
     leaf: u32,
-    count: usize,
-    p: &CpuPolicy,
+    leaves: &[CpuidRegs],
     emit: &mut impl FnMut(u32, u32, CpuidRegs),
     is_terminator: impl Fn(&CpuidRegs) -> bool,
 ) {
-    for sub in 0..count {
-        let regs = p.leaf(leaf, sub as u32).unwrap_or_default();
-        emit(leaf, sub as u32, regs);
-        if is_terminator(&regs) {
+    for (sub, regs) in leaves.iter().enumerate() {
+        emit(leaf, sub as u32, *regs);
+        if is_terminator(regs) {
             break;
         }
     }
@@ -197,23 +201,26 @@ impl CpuPolicy {
 
     /// Write the CPUID leaves into `out` in Xen's order; returns how many were written.
     /// On a short buffer nothing is promised about `out` and the error says how many are needed.
+    /// One pass over the policy: the leaves are written as they are found, and counted past
+    /// the end of a short buffer.
     pub fn write_leaves(&self, out: &mut [XenCpuidLeaf]) -> Result<usize, PolicyArrayError> {
-        let needed = self.nr_serialised_leaves();
-        if out.len() < needed {
-            return Err(PolicyArrayError::BufferTooSmall { needed });
-        }
         let mut n = 0;
         for_each_leaf(self, |leaf, subleaf, r| {
-            out[n] = XenCpuidLeaf {
-                leaf,
-                subleaf,
-                a: r.a,
-                b: r.b,
-                c: r.c,
-                d: r.d,
-            };
+            if let Some(slot) = out.get_mut(n) {
+                *slot = XenCpuidLeaf {
+                    leaf,
+                    subleaf,
+                    a: r.a,
+                    b: r.b,
+                    c: r.c,
+                    d: r.d,
+                };
+            }
             n += 1;
         });
+        if n > out.len() {
+            return Err(PolicyArrayError::BufferTooSmall { needed: n });
+        }
         Ok(n)
     }
 
@@ -254,14 +261,32 @@ impl CpuPolicy {
         Ok(p)
     }
 
+    /// Merge `leaves` and `msrs` into `self` in place, as Xen's `x86_cpuid_copy_from_buffer`
+    /// and `x86_msr_copy_from_buffer` do: no copy of the policy. On an error (the same as
+    /// [`CpuPolicy::merged`]'s) the entries before the bad one are merged, as in Xen; use
+    /// [`CpuPolicy::merged`] for all or nothing.
+    pub fn merge_arrays(
+        &mut self,
+        leaves: &[XenCpuidLeaf],
+        msrs: &[XenMsrEntry],
+    ) -> Result<(), PolicyArrayError> {
+        self.merge_leaves(leaves)?;
+        self.merge_msrs(msrs)
+    }
+
     /// A policy read from arrays alone (merged into [`CpuPolicy::EMPTY`]).
     pub fn from_arrays(
         leaves: &[XenCpuidLeaf],
         msrs: &[XenMsrEntry],
     ) -> Result<CpuPolicy, PolicyArrayError> {
-        CpuPolicy::EMPTY.merged(leaves, msrs)
+        // Built where it is returned: one clearing of the policy, no copy of it.
+        let mut p = CpuPolicy::EMPTY;
+        p.merge_leaves(leaves)?;
+        p.merge_msrs(msrs)?;
+        Ok(p)
     }
 
+    #[inline]
     fn merge_leaves(&mut self, leaves: &[XenCpuidLeaf]) -> Result<(), PolicyArrayError> {
         if leaves.len() > MAX_SERIALISED_LEAVES {
             return Err(PolicyArrayError::TooManyLeaves {
@@ -269,35 +294,43 @@ impl CpuPolicy {
             });
         }
         for l in leaves {
-            let out_of_range = PolicyArrayError::LeafOutOfRange {
-                leaf: l.leaf,
-                subleaf: l.subleaf,
+            // The array the entry's leaf lives in and the index in it: leaves without
+            // subleaves must say so with NO_SUBLEAF, nothing else; the others must name a
+            // subleaf their array holds.
+            let (leaf, subleaf) = (l.leaf, l.subleaf);
+            let (table, index): (&mut [CpuidRegs], u32) = if leaf < NR_BASIC as u32 {
+                match leaf {
+                    0x4 => (&mut self.cache, subleaf),
+                    0x7 => (&mut self.feat, subleaf),
+                    0xb => (&mut self.topo, subleaf),
+                    0xd => (&mut self.xstate, subleaf),
+                    _ if subleaf == NO_SUBLEAF => (&mut self.basic, leaf),
+                    _ => (&mut [], 0),
+                }
+            } else if leaf.wrapping_sub(EXTD_BASE) < NR_EXTD as u32 && subleaf == NO_SUBLEAF {
+                (&mut self.extd, leaf.wrapping_sub(EXTD_BASE))
+            } else if leaf == XEN_LEAVES && subleaf == NO_SUBLEAF {
+                self.hv_limit = l.a as u8;
+                continue;
+            } else if leaf == XEN_LEAVES_RELOCATED && subleaf == NO_SUBLEAF {
+                self.hv2_limit = l.a as u8;
+                continue;
+            } else {
+                (&mut [], 0)
             };
-            let regs = CpuidRegs::new(l.a, l.b, l.c, l.d);
-            match l.leaf {
-                XEN_LEAVES | XEN_LEAVES_RELOCATED if l.subleaf == NO_SUBLEAF => {
-                    let (hv, hv2) = self.hypervisor_limits();
-                    if l.leaf == XEN_LEAVES {
-                        self.set_hypervisor_limits(l.a, hv2);
-                    } else {
-                        self.set_hypervisor_limits(hv, l.a);
-                    }
-                }
-                leaf => {
-                    // Leaves without subleaves must say so with NO_SUBLEAF, nothing else; the
-                    // others must name a subleaf their array holds.
-                    let subleaf = match serialised_subleaf(leaf, 0) {
-                        NO_SUBLEAF if l.subleaf == NO_SUBLEAF => 0,
-                        NO_SUBLEAF => return Err(out_of_range),
-                        _ => l.subleaf,
-                    };
-                    *self.leaf_mut(leaf, subleaf).ok_or(out_of_range)? = regs;
-                }
+            if index as usize >= table.len() {
+                return Err(PolicyArrayError::LeafOutOfRange {
+                    leaf: l.leaf,
+                    subleaf: l.subleaf,
+                });
             }
+            // The index comes from the caller's array: clamped under speculation.
+            *nospec::at_mut(table, index as usize) = CpuidRegs::new(l.a, l.b, l.c, l.d);
         }
         Ok(())
     }
 
+    #[inline]
     fn merge_msrs(&mut self, msrs: &[XenMsrEntry]) -> Result<(), PolicyArrayError> {
         if msrs.len() > MAX_SERIALISED_MSRS {
             return Err(PolicyArrayError::TooManyMsrs { count: msrs.len() });

@@ -18,6 +18,7 @@
 //! Exit codes: 0 success, 1 a command failed, 2 the command line was not understood.
 
 mod bench;
+mod bench_libx86;
 mod conformance;
 mod gate;
 mod moved;
@@ -41,6 +42,7 @@ commands:
                 levelctl, start guests at the pool level, report (target/levelling-report.*)
   provision     install QEMU (qemu-system-x86) if missing, check the bare-metal Rust targets
   bench         run the benchmarks and record them in BENCHMARKS.md
+  bench-libx86  the crate beside Xen's libx86 (built at bench time from ../shared/xen-libx86), one process
   qemu --cpu MODEL --scenario NAME [--icount] [--smp N] [--timeout S] [--append OPTS]
                 boot the test hypervisor once (scenarios: xen-dom0, pv-forced, hvm, switch,
                 pv-levelled, abi, agent, at-level, smp, msr-fault, bench)
@@ -70,6 +72,8 @@ enum Command {
     Provision,
     /// `cargo xtask bench`.
     Bench,
+    /// `cargo xtask bench-libx86`.
+    BenchLibx86,
     /// `cargo xtask qemu ARGS`, with its arguments.
     Qemu(Vec<String>),
     /// `cargo xtask xen-conformance [--xen PATH]`, with its arguments.
@@ -96,6 +100,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         "xen-policies" => return Ok(Command::XenPolicies(rest.to_vec())),
         "provision" => Command::Provision,
         "bench" => Command::Bench,
+        "bench-libx86" => Command::BenchLibx86,
         "help" | "-h" | "--help" => Command::Help,
         other => return Err(format!("unknown command `{other}`")),
     };
@@ -136,6 +141,7 @@ fn execute(command: Command) -> ExitCode {
         Command::Run(args) => report(run::run(&workspace, &args)),
         Command::Provision => report(provision::run(&workspace)),
         Command::Bench => report(bench::bench(&workspace)),
+        Command::BenchLibx86 => report(bench_libx86::run(&workspace)),
         Command::Qemu(args) => report(qemu::run(&workspace, &args)),
         Command::XenConformance(args) => report(conformance::run(&workspace, &args)),
         Command::XenBoot(args) => report(xen::xen_boot(&workspace, &args)),

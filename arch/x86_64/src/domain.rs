@@ -16,7 +16,9 @@
 use xen_levelling::feature::KNOWN;
 use xen_levelling::levelling::trap::TrapContext;
 use xen_levelling::levelling::{DomainLevelling, DomainRole, Mechanism, Unenforceable};
-use xen_levelling::policy::guest::{CpuidEntry, GuestContext, VcpuState, guest_cpuid_entered};
+use xen_levelling::policy::guest::{
+    CpuidEntry, CpuidTable, GuestContext, VcpuState, guest_cpuid_entered,
+};
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::policy::{WORD_HOMES, WordHome};
 use xen_levelling::{CpuPolicy, CpuidRegs, Featureset};
@@ -195,6 +197,9 @@ pub struct Domain {
     /// What `guest_cpuid` needs to know about it and its vCPU's architectural state, kept
     /// whole so that every trap can lend it to the crate instead of building it.
     cpuid_context: GuestContext,
+    /// Its CPUID answers, computed from its policy when the domain was built: what every
+    /// trapped CPUID is answered from.
+    cpuid_table: CpuidTable,
     /// Its page tables and frames.
     pub space: AddressSpace,
     /// Its registers while it is not running.
@@ -275,13 +280,15 @@ impl Domain {
             DomainRole::Guest
         };
         let levelling = levelling::assess(DomainKind::Pv, role, &spec.policy);
+        let guest = host.guest_domain(DomainKind::Pv, spec.domid, spec.hardware_domain);
         Domain {
             scenario,
             cpuid_context: GuestContext {
-                domain: host.guest_domain(DomainKind::Pv, spec.domid, spec.hardware_domain),
+                domain: guest,
                 vcpu_id: 0,
                 state: Some(vcpu),
             },
+            cpuid_table: CpuidTable::new(&spec.policy, &guest),
             spec: Spec {
                 name: spec.name,
                 policy: spec.policy,
@@ -358,7 +365,7 @@ impl Domain {
     /// What the crate's trap emulation needs about this vCPU, trapping at `cpl`.
     pub fn trap_context(&self, cpl: u8) -> TrapContext<'_> {
         TrapContext {
-            policy: &self.spec.policy,
+            cpuid: &self.cpuid_table,
             guest: &self.cpuid_context,
             cpl,
             virtual_faulting: false,

@@ -13,10 +13,11 @@
 //! the guest's own fault: the caller reflects it (for our ring-3 domains, the end of the
 //! domain).
 
+use xen_levelling::CpuidRegs;
 use xen_levelling::levelling::trap::{
-    self, CpuidFrame, GuestMemory, MemoryFault, TrapContext, TrapOutcome,
+    self, CpuidFrame, CpuidRegisters, GuestMemory, MemoryFault, TrapContext, TrapOutcome,
 };
-use xen_levelling::{CpuPolicy, CpuidRegs};
+use xen_levelling::policy::guest::CpuidTable;
 
 use crate::idt::TrapFrame;
 use crate::paging;
@@ -42,38 +43,54 @@ impl GuestMemory for DomainMemory {
     fn read(&self, address: u64, buf: &mut [u8]) -> Result<(), MemoryFault> {
         paging::read_user(self.cr3, address, buf).map_err(|address| MemoryFault { address })
     }
-}
 
-/// The registers CPUID emulation reads and writes, from a trap frame.
-fn cpuid_frame(frame: &TrapFrame) -> CpuidFrame {
-    CpuidFrame {
-        rax: frame.gprs.rax,
-        rbx: frame.gprs.rbx,
-        rcx: frame.gprs.rcx,
-        rdx: frame.gprs.rdx,
-        rip: frame.rip,
+    #[inline]
+    fn read_word(&self, address: u64, len: usize) -> Result<u64, MemoryFault> {
+        paging::read_user_word(self.cr3, address, len).map_err(|address| MemoryFault { address })
     }
 }
 
-/// Runs one of the crate's PV handlers on the running domain; on `Emulated` the frame gets
+/// The crate's handlers read and write the trap frame itself: nothing is copied per trap.
+impl CpuidRegisters for TrapFrame {
+    #[inline]
+    fn rax(&self) -> u64 {
+        self.gprs.rax
+    }
+    #[inline]
+    fn rcx(&self) -> u64 {
+        self.gprs.rcx
+    }
+    #[inline]
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    #[inline]
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+    }
+    #[inline]
+    fn set_cpuid(&mut self, r: CpuidRegs) {
+        self.gprs.rax = u64::from(r.a);
+        self.gprs.rbx = u64::from(r.b);
+        self.gprs.rcx = u64::from(r.c);
+        self.gprs.rdx = u64::from(r.d);
+    }
+}
+
+/// Runs one of the crate's PV handlers on the running domain; on `Emulated` the frame holds
 /// the results and the new RIP.
 fn pv_trap(
     frame: &mut TrapFrame,
-    handle: impl FnOnce(&TrapContext<'_>, &mut CpuidFrame, &DomainMemory) -> TrapOutcome,
+    handle: impl FnOnce(&TrapContext<'_>, &mut TrapFrame, &DomainMemory) -> TrapOutcome,
 ) -> Emulated {
-    sched::with_current(|domain| {
+    let at = &raw const *frame as u64;
+    sched::with_current_at(at, |domain| {
         let memory = DomainMemory {
             cr3: domain.space.cr3,
         };
-        let mut regs = cpuid_frame(frame);
         let cpl = (frame.cs & 3) as u8;
-        match handle(&domain.trap_context(cpl), &mut regs, &memory) {
+        match handle(&domain.trap_context(cpl), frame, &memory) {
             TrapOutcome::Emulated => {
-                frame.gprs.rax = regs.rax;
-                frame.gprs.rbx = regs.rbx;
-                frame.gprs.rcx = regs.rcx;
-                frame.gprs.rdx = regs.rdx;
-                frame.rip = regs.rip;
                 domain.count_trapped();
                 Emulated::Done
             }
@@ -139,15 +156,15 @@ pub fn hvm_cpuid_exit(ctx: &TrapContext<'_>, leaf: u32, subleaf: u32, rip: u64) 
     }
 }
 
-/// A trap context for an HVM vCPU with `policy` (no virtual faulting: our guest never turns
-/// it on).
+/// A trap context for an HVM vCPU whose domain's CPUID answers are `cpuid` (no virtual
+/// faulting: our guest never turns it on).
 pub fn hvm_context<'a>(
-    policy: &'a CpuPolicy,
+    cpuid: &'a CpuidTable,
     guest: &'a xen_levelling::policy::guest::GuestContext,
     cpl: u8,
 ) -> TrapContext<'a> {
     TrapContext {
-        policy,
+        cpuid,
         guest,
         cpl,
         virtual_faulting: false,

@@ -11,7 +11,9 @@
 //! HVM guests need nothing from the levelling switch (every CPUID exits), so this loop does
 //! not call `Levelling::switch_to`; Xen's `ctxt_switch_levelling` likewise only handles PV.
 
-use xen_levelling::policy::guest::{CpuidEntry, GuestContext, GuestDomain, VcpuState, guest_cpuid};
+use xen_levelling::policy::guest::{
+    CpuidEntry, CpuidTable, GuestContext, GuestDomain, VcpuState, guest_cpuid,
+};
 use xen_levelling::{CpuPolicy, CpuidRegs};
 
 use crate::checks::{self, Leaf};
@@ -41,6 +43,8 @@ const EFER_LMA: u64 = 1 << 10;
 struct HvmRun {
     scenario: &'static str,
     policy: CpuPolicy,
+    /// The CPUID answers of `policy`, computed once for the run.
+    table: CpuidTable,
     domain: GuestDomain,
     host_cr4_osxsave: bool,
     cpuid_exits: u64,
@@ -160,6 +164,7 @@ fn run_guest(
     let mut run = HvmRun {
         scenario,
         policy,
+        table: CpuidTable::new(&policy, &domain),
         domain,
         host_cr4_osxsave,
         cpuid_exits: 0,
@@ -205,7 +210,7 @@ fn handle_exit(run: &mut HvmRun, vmcb: &mut Vmcb, gprs: &mut Gprs) -> Exit {
             let (leaf, subleaf) = (gprs.rax as u32, gprs.rcx as u32);
             let cpl = vmcb.get8(offset::CPL);
             let guest = run.context(vmcb);
-            let ctx = emulate::hvm_context(&run.policy, &guest, cpl);
+            let ctx = emulate::hvm_context(&run.table, &guest, cpl);
             match emulate::hvm_cpuid_exit(&ctx, leaf, subleaf, rip) {
                 HvmCpuid::Emulated { regs, rip } => {
                     gprs.rax = u64::from(regs.a);

@@ -313,6 +313,54 @@ pub fn read_user(cr3: u64, va: u64, out: &mut [u8]) -> Result<(), u64> {
     read_user_walk(cr3, va, out)
 }
 
+/// The `len` (at most 8) bytes at user address `va` as a little-endian word, the bytes past
+/// `len` zero (an instruction fetch); `Err` as [`read_user`]. In the common case (the tables
+/// at `cr3` loaded, the 8 bytes at `va` within one page of the user half) one 8-byte load
+/// under `stac`, whose bytes past the range are in the same page, so it faults exactly when
+/// the range does; otherwise [`read_user`].
+#[inline]
+pub fn read_user_word(cr3: u64, va: u64, len: usize) -> Result<u64, u64> {
+    let len = len.min(8);
+    let keep = if len == 8 {
+        !0
+    } else {
+        (1u64 << (len * 8)) - 1
+    };
+    // SAFETY: reading CR3 has no side effect.
+    let loaded = unsafe { x86::controlregs::cr3() } == cr3;
+    // The user half is PML4 slot 1 (`USER_BASE..USER_LIMIT`): bits 63:39 of `va` are 1. With
+    // the 8 bytes in one page, all of them are in it.
+    const _: () = assert!(USER_BASE == 1 << 39 && USER_LIMIT == 2 << 39);
+    if va >> 39 == 1 && va & 0xfff <= 0x1000 - 8 && loaded {
+        let fault: u32;
+        let word: u64;
+        // SAFETY: the `extable_site!` contract (extable.rs). The 8 bytes at `va` lie in one
+        // page of the user half of the loaded address space (checked above), whose every
+        // present page is a user page; a not-present one raises #PF at the load, which the
+        // table turns into the flag, and `after` runs on both paths, so AC is cleared again
+        // (SMAP_ON, an AtomicBool, is read as the byte it is, and does not change once the
+        // first domain runs). Only `word` is written.
+        unsafe {
+            extable_site!(
+                fault = fault,
+                before = ["cmp byte ptr [rip + {smap}], 0", "je 5f", "stac", "5:"],
+                site = "mov {word}, qword ptr [{va}]",
+                after = ["cmp byte ptr [rip + {smap}], 0", "je 6f", "clac", "6:"],
+                smap = sym SMAP_ON,
+                va = in(reg) va,
+                word = out(reg) word,
+                options(nostack, readonly),
+            );
+        }
+        if fault == 0 {
+            return Ok(word & keep);
+        }
+    }
+    let mut bytes = [0u8; 8];
+    read_user(cr3, va, &mut bytes[..len])?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
 /// [`read_user`] by the software walk (out of line: the direct copy is the common case).
 #[inline(never)]
 fn read_user_walk(cr3: u64, va: u64, out: &mut [u8]) -> Result<(), u64> {

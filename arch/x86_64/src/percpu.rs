@@ -23,7 +23,13 @@ pub const MAX_CPUS: usize = 4;
 pub fn id() -> usize {
     // The address of a local: somewhere on the stack this CPU runs on now.
     let here = 0u8;
-    let rsp = core::hint::black_box(&raw const here) as u64;
+    id_at(core::hint::black_box(&raw const here) as u64)
+}
+
+/// [`id`] from an address on the stack this CPU runs on now (a trap handler has one: its
+/// frame, which the CPU pushed on this CPU's trap stack).
+#[inline]
+pub fn id_at(rsp: u64) -> usize {
     gdt::cpu_of_trap_stack(rsp)
         .or_else(|| smp::cpu_of_main_stack(rsp))
         .or_else(|| shim::cpu_of_host_stack(rsp))

@@ -190,6 +190,28 @@ pub fn with_current<R>(f: impl FnOnce(&mut Domain) -> R) -> R {
     f(unsafe { scheduler() }.current_domain())
 }
 
+/// [`with_current`] from a trap whose frame lies at `frame` (on this CPU's trap stack, where
+/// the CPU pushed it): the CPU is found from that address, without taking one of a local.
+pub fn with_current_at<R>(frame: u64, f: impl FnOnce(&mut Domain) -> R) -> R {
+    let cpu = percpu::id_at(frame);
+    // SAFETY: trap context, one reference at a time; `f` does not call back into the
+    // scheduler. `cpu` is this CPU's index, so the slot is this CPU's own.
+    let s = unsafe { &mut (*SCHED.get())[cpu] };
+    // A trap from ring 3 comes from the running domain: `current` names it, and its slot
+    // holds it until the end of the run (checked in debug builds).
+    debug_assert!(
+        s.current
+            .is_some_and(|i| i < MAX_DOMAINS && s.domains[i].is_some())
+    );
+    // SAFETY: as just stated, `current` is `Some(i)` with `i < MAX_DOMAINS` and
+    // `domains[i]` is `Some` whenever a ring-3 trap reaches here.
+    let domain = unsafe {
+        let i = s.current.unwrap_unchecked();
+        s.domains.get_unchecked_mut(i).as_mut().unwrap_unchecked()
+    };
+    f(domain)
+}
+
 /// `yield`: save the running domain from `frame` and put the next runnable one in it.
 pub fn yield_current(frame: &mut TrapFrame) {
     // SAFETY: trap context, one reference at a time.

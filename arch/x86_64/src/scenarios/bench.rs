@@ -24,7 +24,7 @@ use xen_levelling::levelling::trap::{self, CpuidFrame, TrapOutcome};
 use xen_levelling::levelling::{
     DomainLevelling, DomainRole, Levelling, LevellingState, Mechanism, SwitchStats, SwitchTo,
 };
-use xen_levelling::policy::guest::{CpuidEntry, guest_cpuid_entered};
+use xen_levelling::policy::guest::{CpuidEntry, CpuidTable, GuestContext, VcpuState};
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::{CpuPolicy, Feature};
 
@@ -198,6 +198,17 @@ fn pv_traps(host: &Host, pv: &CpuPolicy, n: u32) {
     report_loops("pv", &r, figure::PV_EMPTY, &figures, n);
 }
 
+/// The leaves the breakdowns measure: (figure suffix, leaf, subleaf).
+const LEAVES: [(&str, u32, u32); 7] = [
+    ("0", 0, 0),
+    ("1", 1, 0),
+    ("7", 7, 0),
+    ("d", 0xd, 0),
+    ("d1", 0xd, 1),
+    ("80000001", 0x8000_0001, 0),
+    ("-out-of-range", 0x3fff_ffff, 0),
+];
+
 /// Where the forced-emulation round trip's instructions go, piece by piece, at CPL0 on a
 /// domain that is not running (its tables decode the instruction): the fetches, the trap
 /// context, `guest_cpuid` alone, and the crate's whole `handle_ud`.
@@ -225,11 +236,8 @@ fn pv_breakdown(host: &Host, pv: &CpuPolicy) {
         black_box(crate::hardware::cpuid(black_box(1), 0));
     });
     figure_line(format_args!("pv-breakdown/cpuid-at-cpl0"), one(l0));
-    let mut prefix = [0u8; 5];
-    let mut opcode = [0u8; 2];
     let read = measure(&mut || {
-        let _ = black_box(paging::read_user(memory.cr3, site, &mut prefix));
-        let _ = black_box(paging::read_user(memory.cr3, site + 5, &mut opcode));
+        let _ = black_box(paging::read_user_word(memory.cr3, black_box(site), 7));
     });
     figure_line(format_args!("pv-breakdown/fetch-7-bytes"), one(read));
     let context = measure(&mut || {
@@ -237,12 +245,11 @@ fn pv_breakdown(host: &Host, pv: &CpuPolicy) {
     });
     figure_line(format_args!("pv-breakdown/trap-context"), one(context));
     let ctx = domain.trap_context(3);
-    for (name, leaf) in [("0", 0), ("1", 1), ("7", 7), ("d", 0xd)] {
+    for (name, leaf, subleaf) in LEAVES {
         let cpuid = measure(&mut || {
-            black_box(guest_cpuid_entered(
-                ctx.policy,
+            black_box(ctx.cpuid.cpuid(
                 black_box(leaf),
-                0,
+                black_box(subleaf),
                 ctx.guest,
                 CpuidEntry::ForcedEmulation,
             ));
@@ -255,6 +262,7 @@ fn pv_breakdown(host: &Host, pv: &CpuPolicy) {
         let handle = measure(&mut || {
             let mut regs = CpuidFrame {
                 rax: leaf.into(),
+                rcx: subleaf.into(),
                 rip: site,
                 ..CpuidFrame::default()
             };
@@ -559,6 +567,7 @@ fn hvm_exits(host: &Host, n: u32) {
         }
     };
     let domain = host.guest_domain(kind, 1, false);
+    hvm_breakdown(&policy, domain);
     let fill = |page: &mut crate::guest::WalkPage| page.count = n;
     match hvm::run_program(NAME, xl_bench_hvm, policy, domain, host.cr4_osxsave, fill) {
         Err(error) => {
@@ -582,4 +591,45 @@ fn hvm_exits(host: &Host, n: u32) {
         ("hvm/cpuid-leafd", figure::HVM_CPUID_LEAFD),
     ];
     report_loops("hvm", &r, figure::HVM_EMPTY, &figures, n);
+}
+
+/// The lookup inside the HVM CPUID exit, at CPL0: the domain's table answering for a running
+/// vCPU (the state the exit handler reads from the VMCB: long mode, CR4 clear, XCR0 x87).
+fn hvm_breakdown(policy: &CpuPolicy, domain: xen_levelling::policy::guest::GuestDomain) {
+    let table = CpuidTable::new(policy, &domain);
+    let guest = GuestContext {
+        domain,
+        vcpu_id: 0,
+        state: Some(VcpuState {
+            entry: CpuidEntry::VmExit,
+            cr4_osxsave: false,
+            cr4_pke: false,
+            kernel_mode: true,
+            host_cr4_osxsave: false,
+            xcr0: 0x1,
+            xss: 0,
+            apic_enabled: true,
+            long_mode: true,
+        }),
+    };
+    let t0 = rdtsc();
+    let t1 = black_box(rdtsc());
+    let overhead = t1.wrapping_sub(t0);
+    for (name, leaf, subleaf) in LEAVES {
+        let t0 = rdtsc();
+        black_box(table.cpuid(
+            black_box(leaf),
+            black_box(subleaf),
+            &guest,
+            CpuidEntry::VmExit,
+        ));
+        let t1 = rdtsc();
+        figure_line(
+            format_args!("hvm-breakdown/lookup-leaf{name}"),
+            PerOp {
+                total: t1.wrapping_sub(t0).saturating_sub(overhead),
+                n: 1,
+            },
+        );
+    }
 }

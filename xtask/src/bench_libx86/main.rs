@@ -1,0 +1,220 @@
+//! `cargo xtask bench-libx86`'s benchmark process: the crate and Xen's libx86 (linked in by
+//! the xtask, built at bench time from ../shared/xen-libx86) on the same policies, samples
+//! interleaved, medians and ratios printed.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use xen_levelling::abi::{XenCpuidLeaf, XenMsrEntry};
+use xen_levelling::dump::Aida64Dump;
+use xen_levelling::policy::compat::{CompatWords, check_compatible};
+use xen_levelling::policy::serialise::MAX_SERIALISED_LEAVES;
+use xen_levelling::policy::system::{HostOptions, SystemPolicies};
+use xen_levelling::policy::{CpuPolicy, RawMsrs};
+
+unsafe extern "C" {
+    fn xl_policy_size() -> usize;
+    fn xl_policy_new() -> *mut u8;
+    fn xl_from_buffer(
+        p: *mut u8,
+        leaves: *const XenCpuidLeaf,
+        nr: u32,
+        msrs: *const XenMsrEntry,
+        nr_msrs: u32,
+    ) -> i32;
+    fn xl_from_buffer_fresh(
+        p: *mut u8,
+        leaves: *const XenCpuidLeaf,
+        nr: u32,
+        msrs: *const XenMsrEntry,
+        nr_msrs: u32,
+    ) -> i32;
+    fn xl_to_buffer(p: *const u8, leaves: *mut XenCpuidLeaf, nr: *mut u32) -> i32;
+    fn xl_compatible(host: *const u8, guest: *const u8) -> i32;
+}
+
+const ROUNDS: usize = 201;
+const BATCH: u32 = 2000;
+
+/// ns per call of `f`, one batch.
+fn sample(mut f: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    for _ in 0..BATCH {
+        f();
+    }
+    t.elapsed().as_nanos() as f64 / f64::from(BATCH)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Times `crate_op` and `xen_op` in alternating batches; (crate ns, Xen ns) medians.
+fn race(mut crate_op: impl FnMut(), mut xen_op: impl FnMut()) -> (f64, f64) {
+    let (mut c, mut x) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so neither always runs on a warmer cache.
+        if round % 2 == 0 {
+            c.push(sample(&mut crate_op));
+            x.push(sample(&mut xen_op));
+        } else {
+            x.push(sample(&mut xen_op));
+            c.push(sample(&mut crate_op));
+        }
+    }
+    (median(c), median(x))
+}
+
+fn system(dumps: &str, file: &str) -> SystemPolicies {
+    let text = std::fs::read_to_string(format!("{dumps}/{file}")).unwrap();
+    let dump = Aida64Dump::parse(&text).unwrap();
+    let msrs = RawMsrs {
+        platform_info: dump.msr(0xce).value(),
+        arch_caps: dump.msr(0x10a).value(),
+    };
+    SystemPolicies::derive(&CpuPolicy::from_source(&dump, msrs), HostOptions::default())
+}
+
+/// A C policy filled by libx86's own copy_from_buffer from the crate's serialised arrays.
+fn c_policy(leaves: &[XenCpuidLeaf], msrs: &[XenMsrEntry]) -> *mut u8 {
+    // SAFETY: calloc'd policy of the C size; the arrays are valid for their lengths.
+    unsafe {
+        let p = xl_policy_new();
+        assert!(!p.is_null());
+        let rc = xl_from_buffer(
+            p,
+            leaves.as_ptr(),
+            leaves.len() as u32,
+            msrs.as_ptr(),
+            msrs.len() as u32,
+        );
+        assert_eq!(rc, 0, "libx86 refused the crate's arrays");
+        p
+    }
+}
+
+fn arrays(p: &CpuPolicy) -> (Vec<XenCpuidLeaf>, Vec<XenMsrEntry>) {
+    let mut leaves = vec![XenCpuidLeaf::default(); MAX_SERIALISED_LEAVES];
+    let mut msrs = vec![XenMsrEntry::default(); 2];
+    let n = p.write_leaves(&mut leaves).unwrap();
+    let m = p.write_msrs(&mut msrs).unwrap();
+    leaves.truncate(n);
+    msrs.truncate(m);
+    (leaves, msrs)
+}
+
+fn main() {
+    let dumps = std::env::args().nth(1).expect("usage: vs-libx86 DUMPS_DIR");
+    // SAFETY: a pure function of the C library.
+    let size = unsafe { xl_policy_size() };
+    println!("libx86 struct cpu_policy: {size} bytes; crate CpuPolicy: {} bytes", size_of::<CpuPolicy>());
+    println!("{:<16} {:<28} {:>10} {:>10} {:>9}", "policy", "operation", "crate ns", "Xen ns", "crate/Xen");
+    let mut worst: f64 = 0.0;
+    for (name, file) in [
+        ("SandyBridge", "GenuineIntel00206A7_SandyBridge2_CPUID.txt"),
+        ("Genoa", "AuthenticAMD0A10F11_K19_Genoa_02_CPUID.txt"),
+        ("SapphireRapids", "GenuineIntel00806F8_SapphireRapids_05_CPUID.txt"),
+    ] {
+        let s = system(&dumps, file);
+        let max = s.hvm_max;
+        let guest = s.hvm_default;
+        let (leaves, msrs) = arrays(&max);
+        let (gleaves, gmsrs) = arrays(&guest);
+        let c_max = c_policy(&leaves, &msrs);
+        let c_guest = c_policy(&gleaves, &gmsrs);
+        // Both libraries serialise the same policy to the same array.
+        let mut out_c = vec![XenCpuidLeaf::default(); MAX_SERIALISED_LEAVES];
+        let mut out_x = vec![XenCpuidLeaf::default(); MAX_SERIALISED_LEAVES];
+        let mut nr = out_x.len() as u32;
+        // SAFETY: `out_x` holds `nr` entries; the policy is a C policy.
+        assert_eq!(unsafe { xl_to_buffer(c_max, out_x.as_mut_ptr(), &mut nr) }, 0);
+        let n = max.write_leaves(&mut out_c).unwrap();
+        assert_eq!(nr as usize, n, "{name}: leaf counts differ");
+        assert!(out_c[..n] == out_x[..n], "{name}: the serialised arrays differ");
+        // SAFETY: the C policies are valid.
+        assert_eq!(unsafe { xl_compatible(c_max, c_guest) }, 0, "{name}: libx86 says incompatible");
+        assert!(check_compatible(&max, &guest).is_ok());
+
+        let c_scratch = c_policy(&leaves, &msrs);
+        let mut into = max;
+        let mut rows: Vec<(&str, f64, f64)> = Vec::new();
+        let (c, x) = race(
+            || {
+                black_box(black_box(&max).write_leaves(black_box(&mut out_c)).unwrap());
+            },
+            || {
+                let mut nr = MAX_SERIALISED_LEAVES as u32;
+                // SAFETY: as above.
+                black_box(unsafe { xl_to_buffer(black_box(c_max), out_x.as_mut_ptr(), &mut nr) });
+            },
+        );
+        rows.push(("serialise", c, x));
+        let (c, x) = race(
+            || {
+                black_box(CpuPolicy::from_arrays(black_box(&leaves), black_box(&msrs)).unwrap());
+            },
+            || {
+                // SAFETY: as above.
+                black_box(unsafe {
+                    xl_from_buffer_fresh(c_scratch, black_box(leaves.as_ptr()), leaves.len() as u32, msrs.as_ptr(), msrs.len() as u32)
+                });
+            },
+        );
+        rows.push(("deserialise (fresh)", c, x));
+        let (c, x) = race(
+            || {
+                black_box(&mut into).merge_arrays(black_box(&leaves), black_box(&msrs)).unwrap();
+            },
+            || {
+                // SAFETY: as above.
+                black_box(unsafe {
+                    xl_from_buffer(c_scratch, black_box(leaves.as_ptr()), leaves.len() as u32, msrs.as_ptr(), msrs.len() as u32)
+                });
+            },
+        );
+        rows.push(("deserialise (into existing)", c, x));
+        let (c, x) = race(
+            || {
+                black_box(black_box(&max).merged(black_box(&leaves), black_box(&msrs)).unwrap());
+            },
+            || {
+                // SAFETY: as above.
+                black_box(unsafe {
+                    xl_from_buffer(c_scratch, black_box(leaves.as_ptr()), leaves.len() as u32, msrs.as_ptr(), msrs.len() as u32)
+                });
+            },
+        );
+        rows.push(("deserialise (merged copy)", c, x));
+        let (c, x) = race(
+            || {
+                black_box(check_compatible(black_box(&max), black_box(&guest)).is_ok());
+            },
+            || {
+                // SAFETY: as above.
+                black_box(unsafe { xl_compatible(black_box(c_max), black_box(c_guest)) });
+            },
+        );
+        rows.push(("compatible", c, x));
+        let (mw, gw) = (CompatWords::of(&max), CompatWords::of(&guest));
+        let (c, x) = race(
+            || {
+                black_box(black_box(&mw).accepts(black_box(&gw)));
+            },
+            || {
+                // SAFETY: as above.
+                black_box(unsafe { xl_compatible(black_box(c_max), black_box(c_guest)) });
+            },
+        );
+        rows.push(("compatible (words kept)", c, x));
+        for (op, c, x) in rows {
+            let ratio = c / x;
+            if op != "compatible" && op != "deserialise (merged copy)" {
+                worst = worst.max(ratio);
+            }
+            println!("{name:<16} {op:<28} {c:>10.1} {x:>10.1} {ratio:>9.2}");
+        }
+        println!("{name:<16} ({} leaves)", leaves.len());
+    }
+    println!("worst crate/Xen ratio (serialise, deserialise fresh and into existing, compatible with words kept): {worst:.2}");
+}
