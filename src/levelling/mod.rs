@@ -59,7 +59,7 @@ pub struct Levelling {
 impl Levelling {
     /// Before the boot probe: no mechanism, nothing known about the CPU. A `const`, so that
     /// an embedder can keep the host in a `static` and boot it in place
-    /// (`Host::boot_in_place`, to come).
+    /// ([`crate::host::Host::boot_in_place`]).
     pub const UNPROBED: Levelling = Levelling {
         report: ProbeReport::NOTHING,
         defaults: MaskValues([0; 5]),
