@@ -138,6 +138,9 @@ pub fn bench(ws: &Workspace) -> Result<(), String> {
             writeln!(md, "| {name} | {bytes} |").unwrap();
         }
     }
+    let libx86 = crate::bench_libx86::run(ws);
+    writeln!(md).unwrap();
+    md.push_str(&crate::bench_libx86::markdown(&libx86));
     let (qemu_figures, qemu) = crate::qemu::bench::run(ws)?;
     writeln!(md).unwrap();
     md.push_str(&crate::qemu::bench::markdown(&qemu_figures, &qemu));

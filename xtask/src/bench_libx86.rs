@@ -42,18 +42,18 @@ fn have_cc(cc: &str) -> bool {
 }
 
 /// Runs the comparison; `Ok` with one printed line when it has to be skipped.
-pub fn run(workspace: &Workspace) -> Result<(), String> {
+pub fn run(workspace: &Workspace) -> Result<Option<String>, String> {
     let root = workspace.root();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let Some(tree) = libx86_tree(root) else {
         println!(
             "bench-libx86: skipped: no ../shared/xen-libx86 (set XEN_LIBX86 to Xen's libx86 tree)"
         );
-        return Ok(());
+        return Ok(None);
     };
     if !have_cc(&cc) {
         println!("bench-libx86: skipped: no C compiler (`{cc}`)");
-        return Ok(());
+        return Ok(None);
     }
     let out = root.join("target/libx86");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -106,13 +106,85 @@ pub fn run(workspace: &Workspace) -> Result<(), String> {
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let target_dir = root.join("target");
-    process::run(
-        workspace
-            .cargo(&["run", "--release", "--quiet", "--manifest-path"])
-            .arg(pkg.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .arg("--")
-            .arg(root.join("data/cpuid-dumps")),
-    )
+    let mut bench = workspace.cargo(&["run", "--release", "--quiet", "--manifest-path"]);
+    bench
+        .arg(pkg.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .arg("--")
+        .arg(root.join("data/cpuid-dumps"));
+    let output = process::stdout_of(&mut bench)
+        .ok_or_else(|| format!("`{}` failed", process::describe(&bench)))?;
+    print!("{output}");
+    Ok(Some(output))
+}
+
+/// The comparison as a BENCHMARKS.md section: the table the benchmark printed, with the
+/// command, or the line saying why it was skipped.
+pub fn markdown(result: &Result<Option<String>, String>) -> String {
+    let mut md = String::from("## Host side beside Xen's libx86\n\n");
+    md.push_str(
+        "Command: `cargo xtask bench-libx86`: Xen's libx86 (`../shared/xen-libx86`, built with its \
+         `build.sh`, `gcc -O2`) and the crate (release) in one process, on the policies of three \
+         dumps, samples interleaved (medians of 201 rounds).\n\n",
+    );
+    let output = match result {
+        Ok(Some(output)) => output,
+        Ok(None) => {
+            md.push_str("Skipped: no Xen libx86 tree or no C compiler here.\n");
+            return md;
+        }
+        Err(why) => {
+            md.push_str(&format!("Failed: {why}\n"));
+            return md;
+        }
+    };
+    md.push_str("| policy | operation | crate ns | Xen ns | crate/Xen | target <= 1.0 |\n");
+    md.push_str("|---|---|---|---|---|---|\n");
+    for line in output.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // `policy operation… crate xen ratio`: the last three words are numbers.
+        let [.., c, x, r] = words[..] else { continue };
+        let (Ok(_), Ok(_), Ok(ratio)) = (c.parse::<f64>(), x.parse::<f64>(), r.parse::<f64>())
+        else {
+            continue;
+        };
+        let operation = words[1..words.len() - 3].join(" ");
+        let met = if ratio <= 1.0 { "yes" } else { "**no**" };
+        md.push_str(&format!(
+            "| {} | {operation} | {c} | {x} | {r} | {met} |\n",
+            words[0]
+        ));
+    }
+    for line in output
+        .lines()
+        .filter(|l| l.starts_with("libx86 struct") || l.starts_with("worst"))
+    {
+        md.push_str(&format!("\n{line}\n"));
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::markdown;
+
+    #[test]
+    fn the_printed_table_becomes_rows_with_a_verdict() {
+        let output = "libx86 struct cpu_policy: 1976 bytes; crate CpuPolicy: 1968 bytes\n\
+             policy           operation                      crate ns     Xen ns crate/Xen\n\
+             SandyBridge      serialise                          20.1       41.0      0.49\n\
+             Genoa            compatible, words kept              3.7        2.8      1.31\n\
+             SandyBridge      (32 leaves)\n\
+             worst crate/Xen ratio (serialise, ...): 1.31\n";
+        let md = markdown(&Ok(Some(output.to_string())));
+        assert!(
+            md.contains("| SandyBridge | serialise | 20.1 | 41.0 | 0.49 | yes |"),
+            "{md}"
+        );
+        assert!(md.contains("| Genoa | compatible, words kept | 3.7 | 2.8 | 1.31 | **no** |"));
+        assert!(!md.contains("(32 leaves)"));
+        assert!(md.contains("worst crate/Xen ratio"));
+        assert!(markdown(&Ok(None)).contains("Skipped"));
+    }
 }

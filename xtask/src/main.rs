@@ -141,7 +141,7 @@ fn execute(command: Command) -> ExitCode {
         Command::Run(args) => report(run::run(&workspace, &args)),
         Command::Provision => report(provision::run(&workspace)),
         Command::Bench => report(bench::bench(&workspace)),
-        Command::BenchLibx86 => report(bench_libx86::run(&workspace)),
+        Command::BenchLibx86 => report(bench_libx86::run(&workspace).map(drop)),
         Command::Qemu(args) => report(qemu::run(&workspace, &args)),
         Command::XenConformance(args) => report(conformance::run(&workspace, &args)),
         Command::XenBoot(args) => report(xen::xen_boot(&workspace, &args)),

@@ -275,17 +275,38 @@ fn describe(name: &str) -> &'static str {
             "CPUID at CPL0 through `hardware::cpuid` (plain QEMU: the call itself; above the shim: its exit, the model computing the answer)"
         }
         "pv-breakdown/fetch-7-bytes" => {
-            "PV breakdown: reading the 7 instruction bytes (the crate's two fetches)"
+            "PV breakdown: reading the 7 instruction bytes (one 8-byte load from the guest)"
         }
         "pv-breakdown/trap-context" => "PV breakdown: the kernel building the crate's TrapContext",
-        "pv-breakdown/guest-cpuid-leaf0" => "PV breakdown: `guest_cpuid` alone, leaf 0",
-        "pv-breakdown/guest-cpuid-leaf1" => "PV breakdown: `guest_cpuid` alone, leaf 1",
-        "pv-breakdown/guest-cpuid-leaf7" => "PV breakdown: `guest_cpuid` alone, leaf 7",
-        "pv-breakdown/guest-cpuid-leafd" => "PV breakdown: `guest_cpuid` alone, leaf 0xD.0",
+        "pv-breakdown/guest-cpuid-leaf0" => "PV breakdown: the domain's CPUID table alone, leaf 0",
+        "pv-breakdown/guest-cpuid-leaf1" => "PV breakdown: the CPUID table alone, leaf 1",
+        "pv-breakdown/guest-cpuid-leaf7" => "PV breakdown: the CPUID table alone, leaf 7",
+        "pv-breakdown/guest-cpuid-leafd" => "PV breakdown: the CPUID table alone, leaf 0xD.0",
+        "pv-breakdown/guest-cpuid-leafd1" => "PV breakdown: the CPUID table alone, leaf 0xD.1",
+        "pv-breakdown/guest-cpuid-leaf80000001" => {
+            "PV breakdown: the CPUID table alone, leaf 0x80000001"
+        }
+        "pv-breakdown/guest-cpuid-leaf-out-of-range" => {
+            "PV breakdown: the CPUID table alone, out of range"
+        }
         "pv-breakdown/handle-ud-leaf0" => "PV breakdown: the crate's `handle_ud`, leaf 0",
         "pv-breakdown/handle-ud-leaf1" => "PV breakdown: `handle_ud`, leaf 1",
         "pv-breakdown/handle-ud-leaf7" => "PV breakdown: `handle_ud`, leaf 7",
         "pv-breakdown/handle-ud-leafd" => "PV breakdown: `handle_ud`, leaf 0xD.0",
+        "pv-breakdown/handle-ud-leafd1" => "PV breakdown: `handle_ud`, leaf 0xD.1",
+        "pv-breakdown/handle-ud-leaf80000001" => "PV breakdown: `handle_ud`, leaf 0x80000001",
+        "pv-breakdown/handle-ud-leaf-out-of-range" => "PV breakdown: `handle_ud`, out of range",
+        "hvm-breakdown/lookup-leaf0" => "HVM breakdown: the CPUID table in the exit, leaf 0",
+        "hvm-breakdown/lookup-leaf1" => "HVM breakdown: the CPUID table in the exit, leaf 1",
+        "hvm-breakdown/lookup-leaf7" => "HVM breakdown: the CPUID table in the exit, leaf 7",
+        "hvm-breakdown/lookup-leafd" => "HVM breakdown: the CPUID table in the exit, leaf 0xD.0",
+        "hvm-breakdown/lookup-leafd1" => "HVM breakdown: the CPUID table in the exit, leaf 0xD.1",
+        "hvm-breakdown/lookup-leaf80000001" => {
+            "HVM breakdown: the CPUID table in the exit, leaf 0x80000001"
+        }
+        "hvm-breakdown/lookup-leaf-out-of-range" => {
+            "HVM breakdown: the CPUID table in the exit, out of range"
+        }
         "switch/same-policy" => {
             "switch between two PV guests with the same policy (whole path: trap, scheduler, levelling, CR3, iretq)"
         }
