@@ -135,7 +135,10 @@ pub fn run(workspace: &Workspace, args: &[String]) -> Result<(), String> {
         RECORDING_PATH,
         &serde_json::to_string_pretty(&recording).map_err(|e| e.to_string())?,
     )?;
-    let report = analysis::build(&recording)?;
+    let mut report = analysis::build(&recording)?;
+    for host in &mut report.hosts {
+        host.xen_caps = crate::xen::cached_caps(workspace, &host.qemu_model);
+    }
     print!("{}", text::render(&report));
     write(
         root,

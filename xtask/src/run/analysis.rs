@@ -284,6 +284,9 @@ pub struct HostReport {
     pub mechanism: String,
     /// sysctl 25's caps.
     pub levelling_caps: u32,
+    /// Real Xen 4.17's `Levelling caps:` line on the same QEMU model, where `cargo xtask
+    /// bench` (or `xen-boot`) left a capture in `target/xen/` (filled in by `run`, not here).
+    pub xen_caps: Option<String>,
     /// Feature counts: the CPU's, and Xen's PV/HVM default and max.
     pub features: FeatureCounts,
     /// PV default features PV guests at the level do not see.
@@ -901,6 +904,7 @@ fn judge_host(
         brand: host.brand.clone().unwrap_or_default(),
         mechanism: agent.mechanism.clone(),
         levelling_caps: agent.caps,
+        xen_caps: None,
         features: FeatureCounts {
             hardware: names(&hardware).len(),
             pv_default: names(&host.pv.default).len(),

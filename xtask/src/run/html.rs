@@ -122,7 +122,15 @@ pub fn render(r: &Report) -> String {
             escape(&h.modelled_as),
             escape(&h.brand),
             escape(&h.signature),
-            escape(&h.mechanism),
+            match &h.xen_caps {
+                Some(xen) => format!(
+                    "{}<br><small>real Xen 4.17 on {}: {}</small>",
+                    escape(&h.mechanism),
+                    escape(&h.qemu_model),
+                    escape(xen)
+                ),
+                None => escape(&h.mechanism),
+            },
             h.features.hardware,
             h.features.pv_default,
             h.features.hvm_default,

@@ -333,3 +333,19 @@ fn chromium_renders_the_report() {
     assert!(features.contains("<tr class=\"folded\">"));
     assert!(dom.contains("<tr class=\"best-effort\">"));
 }
+
+#[test]
+fn real_xens_caps_show_beside_the_crates_probe() {
+    let mut r = report();
+    assert!(
+        r.hosts.iter().all(|h| h.xen_caps.is_none()),
+        "analysis reads no cache"
+    );
+    let caps = crate::xen::serial::parse(include_str!("../xen/testdata/epyc-serial.log"));
+    let host = r.hosts.iter_mut().find(|h| h.qemu_model == "EPYC").unwrap();
+    host.xen_caps = Some(caps.caps_text());
+    let line = format!("real Xen 4.17 on EPYC: {}", caps.caps_text());
+    assert!(line.contains("Levelling caps: 0x19e"), "{line}");
+    assert!(text::render(&r).contains(&line));
+    assert!(html::render(&r).contains(&line));
+}

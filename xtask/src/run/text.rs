@@ -145,6 +145,9 @@ pub fn render(r: &Report) -> String {
             "  {}: {} {}; PV levelling: {}",
             h.name, h.brand, h.signature, h.mechanism
         );
+        if let Some(xen) = &h.xen_caps {
+            let _ = writeln!(o, "    real Xen 4.17 on {}: {xen}", h.qemu_model);
+        }
         if h.hvm_hidden.is_empty() && h.pv_hidden.is_empty() {
             let _ = writeln!(o, "    guests see every default feature it has");
             continue;

@@ -78,6 +78,16 @@ pub fn model_dir(ws: &Workspace, cpu: &str) -> PathBuf {
     provision::dir(ws).join(cpu)
 }
 
+/// Xen's `Levelling caps:` line from a boot already captured on QEMU model `model` (also
+/// tried with `,+svm`, as the bench boots Haswell), or `None` where there is none.
+pub fn cached_caps(ws: &Workspace, model: &str) -> Option<String> {
+    [model.to_string(), format!("{model},+svm")]
+        .iter()
+        .map(|cpu| model_dir(ws, cpu).join("serial.log"))
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| serial::parse(&text).caps_text())
+}
+
 /// What [`boot_models`] gave: the boots that worked and, for the others, why not.
 pub type Boots = (Vec<XenBoot>, Vec<String>);
 
