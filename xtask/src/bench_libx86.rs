@@ -170,8 +170,8 @@ pub fn markdown(result: &Result<Option<String>, String>) -> String {
 const WHY: &str = "
 Where the crate is dearer than libx86 it does more. The compatibility check compares the 19 \
 feature words of both policies (the crate's documented extension: a guest feature the host \
-lacks is refused, naming it) where Xen compares four fields; \"compatible, fresh\" gathers the \
-words from both policies on every call, \"words kept\" once per policy (`CompatWords`). \
+lacks is refused, naming it) where Xen compares four fields; \"compatible\" gathers the \
+words from both policies on every call, \"compatible (words kept)\" once per policy (`CompatWords`). \
 Reaching 1.0x needs the words kept inside `CpuPolicy` itself, updated by every setter, so that \
 the check is 19 ANDs on data already in cache. The all-or-nothing `merged` deserialise copies \
 the policy first so that a rejected array changes nothing (the crate's guarantee); \
