@@ -491,9 +491,9 @@ impl<'a> Aida64Dump<'a> {
         let platform_info_exists = RawMsrs::platform_info_exists(self.vendor(), self.signature());
         RawMsrs {
             platform_info: platform_info_exists
-                .then(|| self.msr(0xce).value())
+                .then(|| self.msr(crate::msr::PLATFORM_INFO).value())
                 .flatten(),
-            arch_caps: self.msr(0x10a).value(),
+            arch_caps: self.msr(crate::msr::ARCH_CAPABILITIES).value(),
         }
     }
 

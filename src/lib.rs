@@ -13,6 +13,7 @@ pub mod featureset;
 pub mod hardware;
 pub mod host;
 pub mod levelling;
+pub mod msr;
 pub mod nospec;
 pub mod policy;
 #[cfg(feature = "silicon-model")]

@@ -14,7 +14,8 @@
 pub mod domain;
 pub mod generation;
 pub mod masks;
-pub mod msr;
+/// The levelling MSRs (defined in [`crate::msr`]).
+pub use crate::msr;
 pub mod probe;
 pub mod switch;
 pub mod trap;

@@ -39,12 +39,15 @@ pub const XEN_LEAVES: u32 = 0x4000_0000;
 /// Where the Xen leaves move when Viridian occupies [`XEN_LEAVES`].
 pub const XEN_LEAVES_RELOCATED: u32 = 0x4000_0100;
 
-/// MSR_PLATFORM_INFO (Intel SDM vol. 4, MSR 0xCE).
-pub const MSR_PLATFORM_INFO: u32 = 0xce;
-/// `MSR_PLATFORM_INFO[31]`: CPUID faulting supported (MSR 0x140 exists).
-pub const PLATFORM_INFO_CPUID_FAULTING: u32 = 1 << 31;
-/// IA32_ARCH_CAPABILITIES (Intel SDM vol. 4, MSR 0x10A).
-pub const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
+/// MSR_PLATFORM_INFO and IA32_ARCH_CAPABILITIES, the two MSRs a policy carries (defined in
+/// [`crate::msr`]).
+pub use crate::msr::{
+    ARCH_CAPABILITIES as MSR_ARCH_CAPABILITIES, PLATFORM_INFO as MSR_PLATFORM_INFO,
+};
+/// `MSR_PLATFORM_INFO[31]`: CPUID faulting supported (MSR 0x140 exists), in the 32 bits a
+/// policy keeps.
+pub const PLATFORM_INFO_CPUID_FAULTING: u32 =
+    crate::msr::PlatformInfo::CPUID_FAULTING.bits() as u32;
 
 /// Where a (leaf, subleaf) lives in a policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

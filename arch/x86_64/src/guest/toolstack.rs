@@ -28,6 +28,7 @@ use xen_levelling::abi::{
 };
 use xen_levelling::cpuid::NO_SUBLEAF;
 use xen_levelling::feature::NR_WORDS;
+use xen_levelling::msr::PLATFORM_INFO as MSR_PLATFORM_INFO;
 use xen_levelling::policy::serialise::{MAX_SERIALISED_LEAVES, MAX_SERIALISED_MSRS};
 
 use crate::hypercall::{
@@ -91,8 +92,6 @@ const REMOVE_7B: u32 = Feature::BMI2.mask();
 const KEEP_1D: u32 = Feature::SSE2.mask();
 /// A feature no PV policy may have (HVM only): the incompatible-policy input.
 const HVM_ONLY_1C: u32 = Feature::VMX.mask();
-/// `MSR_PLATFORM_INFO`.
-const MSR_PLATFORM_INFO: u32 = 0xce;
 
 /// How many expectations the guest checks at most (the table below).
 const EXPECT_SLOTS: usize = 11;

@@ -1,9 +1,12 @@
-//! The MSRs levelling touches: numbers (with the manual that defines them) and typed bits.
+//! Every MSR the crate names, defined once: numbers (with the manual that defines them) and
+//! typed bits. The levelling MSRs, and the two MSRs a CPU policy carries.
 
 use bitflags::bitflags;
 
 /// MSR_PLATFORM_INFO (Intel SDM vol. 4, table 2-12; Nehalem and later).
 pub const PLATFORM_INFO: u32 = 0xce;
+/// IA32_ARCH_CAPABILITIES (Intel SDM vol. 4, MSR 0x10A; enumerated by `CPUID.07H.0:EDX[29]`).
+pub const ARCH_CAPABILITIES: u32 = 0x10a;
 /// MSR_MISC_FEATURES_ENABLES (Intel SDM vol. 4; "CPUID faulting" in the Ivy Bridge
 /// virtualization technology FlexMigration application note).
 pub const MISC_FEATURES_ENABLES: u32 = 0x140;
@@ -32,7 +35,7 @@ pub const AMD_OVERRIDE_LEAF7: u32 = 0xc001_1002;
 pub const AMD_OVERRIDE_LEAF6: u32 = 0xc001_1003;
 
 /// Every MSR levelling owns: the faulting enumeration and controls and every vendor mask. A
-/// guest's access to one never reaches hardware ([`super::trap::is_levelling_msr`]); the QEMU
+/// guest's access to one never reaches hardware ([`crate::levelling::trap::is_levelling_msr`]); the QEMU
 /// shim intercepts these (and MSR_ARCH_CAPABILITIES) for the silicon model.
 pub const LEVELLING_MSRS: [u32; 13] = [
     PLATFORM_INFO,
