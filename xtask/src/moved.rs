@@ -1,6 +1,6 @@
 //! The self-containment check: the repository's files, copied to an empty directory with no
 //! siblings, build and pass their host tests and the kernel build there. Anything that still
-//! reads a path outside the repository (say `../shared/`) fails this step, naming the file.
+//! reads a path outside the repository (a sibling folder, say) fails this step, naming the file.
 //!
 //! The copy holds what `git ls-files` lists (tracked files plus untracked ones not ignored), so
 //! it is what a clone of the working tree would hold. Builds reuse `target/moved/`, where
