@@ -28,15 +28,40 @@ struct HostBench {
 }
 
 /// The host benchmarks `benches/core.rs` defines.
-const HOST_BENCHES: [HostBench; 10] = [
+const HOST_BENCHES: [HostBench; 16] = [
     HostBench {
         id: "guest_cpuid/baseline_table_read",
         what: "baseline: `CpuPolicy::leaf(1, 0)`, the bare table read",
         target: None,
     },
     HostBench {
+        id: "cpuid_table/leaf0",
+        what: "the domain's CPUID table (what the trap handlers answer from), leaf 0",
+        target: None,
+    },
+    HostBench {
+        id: "cpuid_table/leaf1",
+        what: "the CPUID table, leaf 1 (OSXSAVE and APIC ID patched from the vCPU)",
+        target: None,
+    },
+    HostBench {
+        id: "cpuid_table/leaf7.0",
+        what: "the CPUID table, leaf 7 subleaf 0",
+        target: None,
+    },
+    HostBench {
+        id: "cpuid_table/leafD.0_dynamic",
+        what: "the CPUID table, leaf 0xD subleaf 0 (XSAVE size from XCR0)",
+        target: None,
+    },
+    HostBench {
+        id: "cpuid_table/out_of_range",
+        what: "the CPUID table, a leaf out of range",
+        target: None,
+    },
+    HostBench {
         id: "guest_cpuid/leaf1",
-        what: "`guest_cpuid`, leaf 1 (static + dynamic pass)",
+        what: "`guest_cpuid` (the reference path the table is tested against), leaf 1",
         target: None,
     },
     HostBench {
@@ -57,6 +82,11 @@ const HOST_BENCHES: [HostBench; 10] = [
     HostBench {
         id: "policy/deserialise",
         what: "deserialise it back",
+        target: None,
+    },
+    HostBench {
+        id: "policy/compatible",
+        what: "compatibility check of a guest policy against its host's",
         target: None,
     },
     HostBench {
@@ -108,7 +138,7 @@ pub fn bench(ws: &Workspace) -> Result<(), String> {
     let baseline = criterion_mean(ws.root(), HOST_BENCHES[0].id)?;
     for b in &HOST_BENCHES {
         let mean = criterion_mean(ws.root(), b.id)?;
-        let ratio = if b.id.starts_with("guest_cpuid/") {
+        let ratio = if b.id.starts_with("guest_cpuid/") || b.id.starts_with("cpuid_table/") {
             format!("{:.1}x", mean / baseline)
         } else {
             "-".into()
