@@ -50,8 +50,6 @@ use common::dumps;
 use xen_levelling::levelling::generation::expected_mechanism;
 use xen_levelling::levelling::masks::MaskKind;
 
-const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpuid-dumps/");
-
 /// Ivy Bridge and later Intel: CPUID faulting.
 const SKYLAKE: &str = "GenuineIntel0050654_SkylakeXeon_20_CPUID.txt";
 /// Sandy Bridge-E: masks for leaf 1, 0x80000001 and 0xD:1.
@@ -64,13 +62,7 @@ const PENRYN: &str = "GenuineIntel0010676_Penryn_CPUID.txt";
 /// Boot "Xen" on the silicon model of `file` as `tests/levelling.rs` does: raw policy through
 /// the hardware, probe, derive the system policies.
 fn boot(file: &str) -> Host {
-    // A bundled dump by name, or an extra one (`XEN_LEVELLING_EXTRA_DUMPS`) by path.
-    let path = if std::path::Path::new(file).is_absolute() {
-        file.to_string()
-    } else {
-        format!("{DUMPS}{file}")
-    };
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    let text = dumps::read(file);
     let dump = Aida64Dump::parse(&text).unwrap();
     let mut model = SiliconModel::new(&dump, dump.raw_msrs());
     Host::boot(&mut model, HostConfig::default())
@@ -91,14 +83,13 @@ fn host(file: &str) -> Host {
     h
 }
 
+/// The repository's dumps whose file name starts with `prefix` (the vendor string).
 fn dump_files(prefix: &str) -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(DUMPS)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|f| f.starts_with(prefix) && f.contains("_CPUID") && f.ends_with(".txt"))
-        .collect();
-    files.sort();
-    files
+    dumps::bundled()
+        .into_iter()
+        .map(|f| f.name)
+        .filter(|name| name.starts_with(prefix))
+        .collect()
 }
 
 /// The PV pool level of every Intel dump (what a toolstack would level a mixed pool to).
@@ -792,12 +783,7 @@ fn levelling_caps_give_the_pre_4_22_bits_of_each_mechanism() {
         let (ret, op) = env.caps();
         assert_eq!(ret, 0, "{file}");
         let caps = XenSysctlCpuLevellingCaps::from_union(&op.u).caps;
-        let text = std::fs::read_to_string(if documented.is_some() {
-            format!("{DUMPS}{file}")
-        } else {
-            file.clone()
-        })
-        .unwrap();
+        let text = dumps::read(file);
         let dump = Aida64Dump::parse(&text).unwrap();
         let raw = CpuPolicy::from_source(&dump, dump.raw_msrs());
         let promised = caps_of(expected_mechanism(&raw, dump.raw_msrs()));

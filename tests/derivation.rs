@@ -9,8 +9,6 @@ use xen_levelling::policy::system::{
 };
 use xen_levelling::{CpuPolicy, CpuidRegs, Feature, Vendor};
 
-const DUMPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpuid-dumps/");
-
 const BARCELONA: &str = "AuthenticAMD0100F21_K10_Barcelona_CPUID.txt";
 const ISTANBUL: &str = "AuthenticAMD0100F80_K10_Istanbul_CPUID.txt";
 const INTERLAGOS: &str = "AuthenticAMD0600F12_K15_Interlagos_CPUID3.txt";
@@ -29,12 +27,7 @@ use common::dumps;
 
 /// A bundled dump by name, or an extra one (`XEN_LEVELLING_EXTRA_DUMPS`) by path.
 fn raw(file: &str) -> CpuPolicy {
-    let path = if std::path::Path::new(file).is_absolute() {
-        file.to_string()
-    } else {
-        format!("{DUMPS}{file}")
-    };
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let text = dumps::read(file);
     let dump = Aida64Dump::parse(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
     CpuPolicy::from_source(&dump, dump.raw_msrs())
 }

@@ -4,39 +4,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
-use serde_json::Value;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
-    }
-}
-
-fn levelctl(state: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_levelctl"))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .env_remove("LEVELCTL_STATE")
-        .env_remove(levelctl::store::FAIL_WRITE_ENV)
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
 
 fn ok(state: &Path, args: &[&str]) -> Run {
     let r = levelctl(state, args);

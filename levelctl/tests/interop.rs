@@ -4,31 +4,18 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use levelctl::interop::{from_libvirt_name, libvirt_name};
 use serde_json::Value;
 use xen_levelling::{Feature, Featureset};
 
-fn levelctl(state: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_levelctl"))
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .env_remove("LEVELCTL_STATE")
-        .env_remove(levelctl::store::FAIL_WRITE_ENV)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 fn ok(state: &Path, args: &[&str]) -> String {
-    let (code, out, err) = levelctl(state, args);
+    let Run {
+        code,
+        stdout: out,
+        stderr: err,
+    } = levelctl(state, args);
     assert_eq!(code, 0, "{args:?}: {out}{err}");
     out
 }
@@ -131,7 +118,9 @@ fn a_vm_in_three_toolstacks_forms_and_back() {
         "<cpu>\n  <vendor>Intel</vendor>\n  <model>Skylake-Client</model>\n</cpu>\n",
     )
     .unwrap();
-    let (code, _, err) = levelctl(s, &["pool", "import", "virt", &f, "--name", "kvm2"]);
+    let Run {
+        code, stderr: err, ..
+    } = levelctl(s, &["pool", "import", "virt", &f, "--name", "kvm2"]);
     assert_eq!(code, 2);
     assert!(
         has(&err, "web-cpu.xml:3: libvirt CPU model `Skylake-Client`"),

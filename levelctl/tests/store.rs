@@ -12,13 +12,8 @@ use levelctl::store::FAIL_WRITE_ENV;
 use serde_json::Value;
 
 fn command(state: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_levelctl"));
-    c.arg("--state")
-        .arg(state)
-        .args(args)
-        .env_remove("LEVELCTL_STATE")
-        .env_remove(FAIL_WRITE_ENV)
-        .env("USER", "tester");
+    let mut c = levelctl_command(state, args);
+    c.env("USER", "tester");
     c
 }
 

@@ -28,13 +28,9 @@ pub struct HostOptions {
 }
 
 impl Default for HostOptions {
+    /// Xen's default command line: nothing disabled, HAP, MSR_SPEC_CTRL virtualised.
     fn default() -> Self {
-        HostOptions {
-            disabled: Featureset::EMPTY,
-            cpuid_faulting: false,
-            hap: true,
-            spec_ctrl: SpecCtrlOptions::default(),
-        }
+        SystemPolicies::EMPTY.options
     }
 }
 

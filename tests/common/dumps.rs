@@ -94,3 +94,14 @@ pub fn bundled_file(name: &str) -> DumpFile {
         bundled: true,
     }
 }
+
+/// The text of a dump named the way per-dump tests key them: one of the repository's by file
+/// name, or an extra one ([`EXTRA_DUMPS_VAR`]) by absolute path.
+pub fn read(name_or_path: &str) -> String {
+    let path = if Path::new(name_or_path).is_absolute() {
+        PathBuf::from(name_or_path)
+    } else {
+        Path::new(BUNDLED).join(name_or_path)
+    };
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}

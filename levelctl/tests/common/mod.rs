@@ -2,7 +2,8 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use levelctl::input::{self, HostInputOptions};
 use levelctl::{Change, Host, Pool};
@@ -57,4 +58,45 @@ pub fn pool(name: &str, hosts: Vec<Host>) -> Pool {
         p.apply(Change::Join(Box::new(h))).unwrap();
     }
     p
+}
+
+/// `levelctl` run on the database `state`, with nothing of the caller's environment that
+/// would redirect or break it.
+pub fn levelctl_command(state: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_levelctl"));
+    command
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .env_remove("LEVELCTL_STATE")
+        .env_remove(levelctl::store::FAIL_WRITE_ENV);
+    command
+}
+
+/// What one `levelctl` run printed, and its exit code.
+pub struct Run {
+    /// The exit code (-1 when killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Standard output as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `levelctl` on the database `state`.
+pub fn levelctl(state: &Path, args: &[&str]) -> Run {
+    let out = levelctl_command(state, args).output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
 }
