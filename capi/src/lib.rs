@@ -30,7 +30,9 @@ use xen_levelling::feature::{DEEP_DEPS, NR_WORDS};
 #[cfg(target_arch = "x86_64")]
 use xen_levelling::policy::RawMsrs;
 use xen_levelling::policy::compat::check_compatible;
-use xen_levelling::policy::serialise::{MAX_SERIALISED_LEAVES, MAX_SERIALISED_MSRS};
+use xen_levelling::policy::serialise::{
+    MAX_SERIALISED_LEAVES, MAX_SERIALISED_MSRS, PolicyArrayError,
+};
 use xen_levelling::policy::{NR_BASIC, NR_CACHE, NR_EXTD, NR_FEAT, NR_TOPO, NR_XSTATE, Slot};
 use xen_levelling::{CpuPolicy, CpuidRegs, Featureset, Vendor};
 
@@ -388,6 +390,82 @@ unsafe fn copy_out<T: Copy>(entries: &[T], out: *mut T, nr: *mut u32) -> c_int {
     0
 }
 
+/// Serialises `p` with `write` into the caller's `out` (room for `*nr` entries), as both
+/// `*_copy_to_buffer` functions do.
+///
+/// # Safety
+/// As [`x86_cpuid_copy_to_buffer`].
+unsafe fn serialise_out<T: Copy + Default, E, const MAX: usize>(
+    p: *const XenCpuPolicy,
+    out: *mut T,
+    nr: *mut u32,
+    write: impl FnOnce(&CpuPolicy, &mut [T]) -> Result<usize, E>,
+) -> c_int {
+    // SAFETY: the caller passes a valid policy or NULL.
+    let Some(c) = (unsafe { p.as_ref() }) else {
+        return -errno::EFAULT;
+    };
+    if nr.is_null() {
+        return -errno::EFAULT;
+    }
+    let mut all = [T::default(); MAX];
+    let Ok(n) = write(&c.to_policy(), &mut all) else {
+        unreachable!("a policy always fits the ABI's maximum number of entries");
+    };
+    // SAFETY: the caller's buffer and count, as documented.
+    unsafe { copy_out(&all[..n], out, nr) }
+}
+
+/// The caller's `nr` entries at `entries`: more than `MAX` is -E2BIG, a NULL array with
+/// entries -EFAULT.
+///
+/// # Safety
+/// `entries` must point to `nr` readable entries (or be NULL).
+unsafe fn entries_in<'a, T, const MAX: usize>(
+    entries: *const T,
+    nr: u32,
+) -> Result<&'a [T], c_int> {
+    let nr = nr as usize;
+    if nr > MAX {
+        return Err(-errno::E2BIG);
+    }
+    if nr == 0 {
+        return Ok(&[]);
+    }
+    if entries.is_null() {
+        return Err(-errno::EFAULT);
+    }
+    // SAFETY: the caller passes `nr` readable entries.
+    Ok(unsafe { core::slice::from_raw_parts(entries, nr) })
+}
+
+/// Merges `leaves` and `msrs` into `*p`, all or nothing (`-EFAULT` after validating, for a
+/// NULL `p`); `recalc_synth` as Xen's CPUID merge does.
+///
+/// # Safety
+/// `p` must point to a valid, writable policy or be NULL.
+unsafe fn merge_into(
+    p: *mut XenCpuPolicy,
+    leaves: &[XenCpuidLeaf],
+    msrs: &[XenMsrEntry],
+    recalc_synth: bool,
+) -> Result<c_int, PolicyArrayError> {
+    // SAFETY: the caller passes a valid policy or NULL.
+    let c = unsafe { p.as_mut() };
+    let merged = c
+        .as_ref()
+        .map_or(CpuPolicy::EMPTY, |c| c.to_policy())
+        .merged(leaves, msrs)?;
+    let Some(c) = c else {
+        return Ok(-errno::EFAULT);
+    };
+    c.store(&merged);
+    if recalc_synth {
+        c.recalc_synth();
+    }
+    Ok(0)
+}
+
 /// `x86_cpuid_copy_to_buffer`: serialise the policy's CPUID leaves in Xen's order. On
 /// success `*nr_entries_p` becomes the number written; a short buffer is -ENOBUFS.
 ///
@@ -400,19 +478,12 @@ pub unsafe extern "C" fn x86_cpuid_copy_to_buffer(
     leaves: *mut XenCpuidLeaf,
     nr_entries_p: *mut u32,
 ) -> c_int {
-    // SAFETY: the caller passes a valid policy.
-    let Some(c) = (unsafe { p.as_ref() }) else {
-        return -errno::EFAULT;
-    };
-    if nr_entries_p.is_null() {
-        return -errno::EFAULT;
+    // SAFETY: as documented, passed on.
+    unsafe {
+        serialise_out::<_, _, MAX_SERIALISED_LEAVES>(p, leaves, nr_entries_p, |c, all| {
+            c.write_leaves(all)
+        })
     }
-    let mut all = [XenCpuidLeaf::default(); MAX_SERIALISED_LEAVES];
-    let Ok(n) = c.to_policy().write_leaves(&mut all) else {
-        unreachable!("a policy never serialises past MAX_SERIALISED_LEAVES");
-    };
-    // SAFETY: the caller's buffer and count, as documented.
-    unsafe { copy_out(&all[..n], leaves, nr_entries_p) }
 }
 
 /// `x86_cpuid_copy_from_buffer`: merge serialised leaves into the policy and recompute
@@ -442,37 +513,16 @@ pub unsafe extern "C" fn x86_cpuid_copy_from_buffer(
         }
     };
     set_err(!0, !0);
-    let nr = nr_entries as usize;
-    if nr > MAX_SERIALISED_LEAVES {
-        return -errno::E2BIG;
-    }
-    if nr > 0 && leaves.is_null() {
-        return -errno::EFAULT;
-    }
-    let entries: &[XenCpuidLeaf] = if nr == 0 {
-        &[]
-    } else {
-        // SAFETY: the caller passes `nr` readable entries at `leaves`.
-        unsafe { core::slice::from_raw_parts(leaves, nr) }
+    // SAFETY: the caller's array, as documented.
+    let entries = match unsafe { entries_in::<_, MAX_SERIALISED_LEAVES>(leaves, nr_entries) } {
+        Ok(entries) => entries,
+        Err(ret) => return ret,
     };
-    // SAFETY: the caller passes a valid policy or NULL.
-    let c = unsafe { p.as_mut() };
-    let base = c.as_ref().map_or(CpuPolicy::EMPTY, |c| c.to_policy());
-    match base.merged(entries, &[]) {
-        Ok(merged) => {
-            let Some(c) = c else {
-                return -errno::EFAULT;
-            };
-            c.store(&merged);
-            c.recalc_synth();
-            0
-        }
+    // SAFETY: the caller's policy, as documented.
+    match unsafe { merge_into(p, entries, &[], true) } {
+        Ok(ret) => ret,
         Err(e) => {
-            if let xen_levelling::policy::serialise::PolicyArrayError::LeafOutOfRange {
-                leaf,
-                subleaf,
-            } = e
-            {
+            if let PolicyArrayError::LeafOutOfRange { leaf, subleaf } = e {
                 set_err(leaf, subleaf);
             }
             -e.errno()
@@ -491,19 +541,12 @@ pub unsafe extern "C" fn x86_msr_copy_to_buffer(
     msrs: *mut XenMsrEntry,
     nr_entries_p: *mut u32,
 ) -> c_int {
-    // SAFETY: the caller passes a valid policy.
-    let Some(c) = (unsafe { p.as_ref() }) else {
-        return -errno::EFAULT;
-    };
-    if nr_entries_p.is_null() {
-        return -errno::EFAULT;
+    // SAFETY: as documented, passed on.
+    unsafe {
+        serialise_out::<_, _, MAX_SERIALISED_MSRS>(p, msrs, nr_entries_p, |c, all| {
+            c.write_msrs(all)
+        })
     }
-    let mut all = [XenMsrEntry::default(); MAX_SERIALISED_MSRS];
-    let Ok(n) = c.to_policy().write_msrs(&mut all) else {
-        unreachable!("a policy serialises exactly MAX_SERIALISED_MSRS MSRs");
-    };
-    // SAFETY: the caller's buffer and count, as documented.
-    unsafe { copy_out(&all[..n], msrs, nr_entries_p) }
 }
 
 /// `x86_msr_copy_from_buffer`: merge serialised MSRs into the policy. More than 2 entries is
@@ -519,7 +562,7 @@ pub unsafe extern "C" fn x86_msr_copy_from_buffer(
     nr_entries: u32,
     err_msr: *mut u32,
 ) -> c_int {
-    use xen_levelling::policy::serialise::PolicyArrayError as E;
+    use PolicyArrayError as E;
     let set_err = |msr: u32| {
         // SAFETY: `err_msr` is NULL or writable, as documented.
         if let Some(e) = unsafe { err_msr.as_mut() } {
@@ -527,30 +570,14 @@ pub unsafe extern "C" fn x86_msr_copy_from_buffer(
         }
     };
     set_err(!0);
-    let nr = nr_entries as usize;
-    if nr > MAX_SERIALISED_MSRS {
-        return -errno::E2BIG;
-    }
-    if nr > 0 && msrs.is_null() {
-        return -errno::EFAULT;
-    }
-    let entries: &[XenMsrEntry] = if nr == 0 {
-        &[]
-    } else {
-        // SAFETY: the caller passes `nr` readable entries at `msrs`.
-        unsafe { core::slice::from_raw_parts(msrs, nr) }
+    // SAFETY: the caller's array, as documented.
+    let entries = match unsafe { entries_in::<_, MAX_SERIALISED_MSRS>(msrs, nr_entries) } {
+        Ok(entries) => entries,
+        Err(ret) => return ret,
     };
-    // SAFETY: the caller passes a valid policy or NULL.
-    let c = unsafe { p.as_mut() };
-    let base = c.as_ref().map_or(CpuPolicy::EMPTY, |c| c.to_policy());
-    match base.merged(&[], entries) {
-        Ok(merged) => {
-            let Some(c) = c else {
-                return -errno::EFAULT;
-            };
-            c.store(&merged);
-            0
-        }
+    // SAFETY: the caller's policy, as documented.
+    match unsafe { merge_into(p, &[], entries, false) } {
+        Ok(ret) => ret,
         Err(e) => {
             if let E::MsrFlags { msr, .. } | E::MsrOverflow { msr, .. } | E::UnknownMsr { msr } = e
             {
