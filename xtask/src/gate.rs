@@ -53,42 +53,15 @@ pub const STEPS: &[Step] = &[
     },
     Step {
         name: "cargo build -p xen-levelling --target x86_64-unknown-none",
-        run: |ws| {
-            ws.run_cargo(&[
-                "build",
-                "-p",
-                "xen-levelling",
-                "--target",
-                "x86_64-unknown-none",
-            ])
-        },
+        run: |ws| core_on_target(ws, "build", "x86_64-unknown-none"),
     },
     Step {
         name: "cargo clippy -p xen-levelling --target x86_64-unknown-none -- -D warnings",
-        run: |ws| {
-            ws.run_cargo(&[
-                "clippy",
-                "-p",
-                "xen-levelling",
-                "--target",
-                "x86_64-unknown-none",
-                "--",
-                "-D",
-                "warnings",
-            ])
-        },
+        run: |ws| core_on_target(ws, "clippy", "x86_64-unknown-none"),
     },
     Step {
         name: "cargo build -p xen-levelling --target aarch64-unknown-none",
-        run: |ws| {
-            ws.run_cargo(&[
-                "build",
-                "-p",
-                "xen-levelling",
-                "--target",
-                "aarch64-unknown-none",
-            ])
-        },
+        run: |ws| core_on_target(ws, "build", "aarch64-unknown-none"),
     },
     Step {
         name: "cargo xtask xen-conformance (Xen's libx86 tests against the C ABI)",
@@ -119,6 +92,16 @@ pub const STEPS: &[Step] = &[
         run: crate::xen::gate_step,
     },
 ];
+
+/// `cargo VERB -p xen-levelling --target TARGET`: the core alone, as a bare-metal embedder
+/// builds it (`clippy` with `-D warnings`).
+fn core_on_target(ws: &Workspace, verb: &str, target: &str) -> Result<(), String> {
+    let mut args = vec![verb, "-p", "xen-levelling", "--target", target];
+    if verb == "clippy" {
+        args.extend(["--", "-D", "warnings"]);
+    }
+    ws.run_cargo(&args)
+}
 
 /// Runs every step of [`STEPS`] in order, printing headings, timings and the summary itself.
 pub fn run(workspace: &Workspace) -> ExitCode {
