@@ -635,14 +635,7 @@ fn write_mechanism_matrix() {
         let sig = host.system.host.signature();
         let vendor = host.system.host.vendor();
         let level = pool_level(&all, vendor);
-        let policy = host
-            .system
-            .domain_policy(DomainKind::Pv, vendor, &level)
-            .unwrap();
-        let d = host
-            .levelling
-            .domain_levelling(DomainKind::Pv, DomainRole::Guest, &policy, true)
-            .unwrap();
+        let (_, d) = pool_guest(&host, &all);
         let run = random_switches(&mut host, &level, 1000, 0x9e37_79b9_7f4a_7c15);
         let mut row = String::new();
         write!(
