@@ -432,34 +432,17 @@ fn random_switches(host: &mut Machine, level: &Featureset, count: usize, seed: u
         .system
         .domain_policy(DomainKind::Pv, vendor, level)
         .unwrap();
-    let guest_a = lev
-        .domain_levelling(DomainKind::Pv, DomainRole::Guest, &pool, true)
-        .unwrap();
+    let levelled =
+        |kind, role, policy: &CpuPolicy| lev.domain_levelling(kind, role, policy, true).unwrap();
+    let guest_a = levelled(DomainKind::Pv, DomainRole::Guest, &pool);
     let guest_b = guest_a;
-    let richer = lev
-        .domain_levelling(
-            DomainKind::Pv,
-            DomainRole::Guest,
-            &host.system.pv_default,
-            true,
-        )
-        .unwrap();
-    let dom0 = lev
-        .domain_levelling(
-            DomainKind::Pv,
-            DomainRole::Control,
-            &host.system.pv_default,
-            true,
-        )
-        .unwrap();
-    let hvm = lev
-        .domain_levelling(
-            DomainKind::HvmHap,
-            DomainRole::Guest,
-            &host.system.hvm_default,
-            true,
-        )
-        .unwrap();
+    let richer = levelled(DomainKind::Pv, DomainRole::Guest, &host.system.pv_default);
+    let dom0 = levelled(DomainKind::Pv, DomainRole::Control, &host.system.pv_default);
+    let hvm = levelled(
+        DomainKind::HvmHap,
+        DomainRole::Guest,
+        &host.system.hvm_default,
+    );
     let domains = [&guest_a, &guest_b, &richer, &dom0, &hvm];
     let mut rng = seed;
     let mut run = SwitchRun {
