@@ -38,6 +38,16 @@ fn genoa() -> SystemPolicies {
     )
 }
 
+/// A serialised leaf without subleaves whose EAX is `a`, the other registers zero.
+fn eax_of(leaf: u32, a: u32) -> XenCpuidLeaf {
+    XenCpuidLeaf {
+        leaf,
+        subleaf: NO_SUBLEAF,
+        a,
+        ..Default::default()
+    }
+}
+
 fn serialise(p: &CpuPolicy) -> (Vec<XenCpuidLeaf>, Vec<XenMsrEntry>) {
     let mut leaves = vec![XenCpuidLeaf::default(); MAX_SERIALISED_LEAVES];
     let mut msrs = vec![XenMsrEntry::default(); 2];
@@ -198,15 +208,7 @@ fn bad_arrays_are_rejected_naming_the_entry() {
     ];
     for (bad, expected) in cases {
         // A good entry first: it must not survive the bad one.
-        let entries = [
-            XenCpuidLeaf {
-                leaf: 1,
-                subleaf: NO_SUBLEAF,
-                a: 0xdead,
-                ..Default::default()
-            },
-            bad,
-        ];
+        let entries = [eax_of(1, 0xdead), bad];
         assert_eq!(base.merged(&entries, &[]), Err(expected));
     }
     let too_many = vec![leaf(0, NO_SUBLEAF); MAX_SERIALISED_LEAVES + 1];
@@ -244,17 +246,7 @@ fn bad_arrays_are_rejected_naming_the_entry() {
         Err(PolicyArrayError::BufferTooSmall { needed })
     );
     // Merging good entries changes exactly them.
-    let merged = base
-        .merged(
-            &[XenCpuidLeaf {
-                leaf: 0x4000_0000,
-                subleaf: NO_SUBLEAF,
-                a: 3,
-                ..Default::default()
-            }],
-            &[],
-        )
-        .unwrap();
+    let merged = base.merged(&[eax_of(0x4000_0000, 3)], &[]).unwrap();
     assert_eq!(merged.hypervisor_limits(), (3, 0));
 }
 
@@ -693,20 +685,7 @@ fn raw_fill_does_not_store_the_leaf_4_and_0xb_terminators() {
 
 #[test]
 fn hypervisor_limits_are_8_bits() {
-    let entries = [
-        XenCpuidLeaf {
-            leaf: 0x4000_0000,
-            subleaf: NO_SUBLEAF,
-            a: 0x105,
-            ..Default::default()
-        },
-        XenCpuidLeaf {
-            leaf: 0x4000_0100,
-            subleaf: NO_SUBLEAF,
-            a: 0xffff_ff02,
-            ..Default::default()
-        },
-    ];
+    let entries = [eax_of(0x4000_0000, 0x105), eax_of(0x4000_0100, 0xffff_ff02)];
     let p = CpuPolicy::from_arrays(&entries, &[]).unwrap();
     assert_eq!(p.hypervisor_limits(), (5, 2));
     let (leaves, _) = serialise(&p);
