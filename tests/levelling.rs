@@ -565,15 +565,15 @@ fn a_mask_msr_that_starts_faulting_fails_closed() {
         .unwrap();
     domains.start(0).unwrap();
     domains.start(1).unwrap();
-    let guest = domains.get(1).unwrap().levelling;
-    let dom0 = domains.get(0).unwrap().levelling;
+    let guest = domains.get(1).unwrap().levelling();
+    let dom0 = domains.get(0).unwrap().levelling();
     assert!(domains.unguaranteed(&abi_host.levelling).next().is_none());
 
     // As after a microcode update: the leaf 1 mask starts raising #GP.
     assert!(host.model.fail_msr(0x132));
     let fault = host
         .cpu
-        .switch_to(&abi_host.levelling, &mut host.model, vcpu(&guest))
+        .switch_to(&abi_host.levelling, &mut host.model, vcpu(guest))
         .unwrap_err();
     assert_eq!(fault.msr, 0x132);
     // The other masks were still written.
@@ -590,7 +590,7 @@ fn a_mask_msr_that_starts_faulting_fails_closed() {
     // defaults (its write never happened), the others are put back.
     for _ in 0..3 {
         host.cpu
-            .switch_to(&abi_host.levelling, &mut host.model, vcpu(&dom0))
+            .switch_to(&abi_host.levelling, &mut host.model, vcpu(dom0))
             .unwrap();
         let leaf1 = host.model.cpuid_at(3, 1, 0).unwrap();
         assert_eq!(
@@ -605,7 +605,7 @@ fn a_mask_msr_that_starts_faulting_fails_closed() {
     // The running guest is reported; a new levelled PV guest is refused (fail closed) ...
     let unguaranteed: Vec<u16> = domains
         .unguaranteed(&abi_host.levelling)
-        .map(|d| d.domid)
+        .map(|d| d.domid())
         .collect();
     assert_eq!(unguaranteed, [1]);
     domains

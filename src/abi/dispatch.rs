@@ -7,7 +7,7 @@
 //! call (`-EPERM`). `set_cpu_policy` is atomic: on any error the domain's policy and
 //! levelling are exactly as before; on success both change together.
 
-use super::domain::{Domains, Host, levelling_of};
+use super::domain::{Domains, Host, PolicyUpdate, levelling_of};
 use super::{
     DOMCTL_GET_CPU_POLICY, DOMCTL_GET_LEVELLING, DOMCTL_INTERFACE_VERSION, DOMCTL_SET_CPU_POLICY,
     Payload, SYSCTL_GET_CPU_FEATURESET, SYSCTL_GET_CPU_LEVELLING_CAPS, SYSCTL_GET_CPU_POLICY,
@@ -312,7 +312,7 @@ fn domctl(
             let domain = domains.domain(op.domain).ok_or(errno::ESRCH)?;
             let mut p = XenDomctlCpuPolicy::from_union(&op.u);
             let r = put_policy(
-                &domain.policy,
+                domain.policy(),
                 mem,
                 p.leaves,
                 &mut p.nr_leaves,
@@ -357,7 +357,7 @@ fn set_policy(
         return Err(errno::EINVAL);
     }
     let domain = domains.domain(domid).ok_or(errno::ESRCH)?;
-    if domain.running {
+    if domain.running() {
         return Err(errno::EEXIST);
     }
     // From here on, as in Xen's update_domain_cpu_policy: the error fields start at ~0.
@@ -377,7 +377,7 @@ fn set_policy(
         *leaf = read(mem, element(p.leaves, i, XenCpuidLeaf::SIZE)?)?;
     }
     let policy = domain
-        .policy
+        .policy()
         .merged(&leaves[..nr_leaves], &[])
         .map_err(|e| record(e, p))?;
     let nr_msrs = p.nr_msrs as usize;
@@ -392,21 +392,23 @@ fn set_policy(
         .merged(&[], &msrs[..nr_msrs])
         .map_err(|e| record(e, p))?;
     policy.clear_out_of_range_leaves();
-    let max = host.system.max_for(domain.kind).ok_or(errno::EOPNOTSUPP)?;
+    let max = host
+        .system
+        .max_for(domain.kind())
+        .ok_or(errno::EOPNOTSUPP)?;
     if let Err(e) = check_compatible(&max, &policy) {
         (p.err_leaf, p.err_subleaf, p.err_msr) = (e.leaf, e.subleaf, e.msr);
         return Err(errno::EINVAL);
     }
     let policy = host
         .system
-        .recalculate(domain.kind, &policy)
+        .recalculate(domain.kind(), &policy)
         .ok_or(errno::EOPNOTSUPP)?;
-    let levelling = levelling_of(host, domain.kind, domain.role, &policy);
+    let levelling = levelling_of(host, domain.kind(), domain.role(), &policy);
     // Both change together, and only now.
-    let domain = domains.domain_mut(domid).ok_or(errno::ESRCH)?;
-    domain.policy = policy;
-    domain.levelling = levelling;
-    Ok(())
+    domains
+        .set_policy(domid, PolicyUpdate::new(policy, levelling))
+        .map_err(|_| errno::ESRCH)
 }
 
 /// errno and the (leaf, subleaf, msr) error fields for a rejected array.
@@ -433,7 +435,7 @@ fn get_levelling(
         return Err(errno::EINVAL);
     }
     let d = domains.domain(domid).ok_or(errno::ESRCH)?;
-    let l = &d.levelling;
+    let l = d.levelling();
     p.mechanism = match l.mechanism {
         Mechanism::None => 0,
         Mechanism::Faulting { .. } => 1,
@@ -442,8 +444,8 @@ fn get_levelling(
     let flag = |on: bool, bit: u32| if on { bit } else { 0 };
     p.flags = flag(l.levelled, levelling_flags::LEVELLED)
         | flag(l.faulting, levelling_flags::FAULTING)
-        | flag(d.best_effort, levelling_flags::BEST_EFFORT)
-        | flag(d.running, levelling_flags::RUNNING);
+        | flag(d.best_effort(), levelling_flags::BEST_EFFORT)
+        | flag(d.running(), levelling_flags::RUNNING);
     if p.unenforceable == 0 && p.not_shown == 0 {
         p.nr_features = NR_WORDS as u32;
         return Ok(());

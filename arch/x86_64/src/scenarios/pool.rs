@@ -36,7 +36,7 @@ use core::mem::offset_of;
 use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature::NR_WORDS;
 use xen_levelling::host::HostConfig;
-use xen_levelling::levelling::{DomainRole, Mechanism, ProbeOptions};
+use xen_levelling::levelling::{Mechanism, ProbeOptions};
 use xen_levelling::policy::guest::CpuidEntry;
 use xen_levelling::policy::system::{DomainKind, SystemPolicy};
 use xen_levelling::policy::{WORD_HOMES, WordHome};
@@ -47,7 +47,7 @@ use crate::checks;
 use crate::cmdline::Cmdline;
 use crate::domain::{Domain, DomainSpec, Oracle, Program};
 use crate::guest::{MAX_WALK, WALK_FORCED, WALK_YIELD, WalkList, WalkPage};
-use crate::hypercall::{self, HC_CPUID_RESULT, HC_EXIT, HC_SYSCTL, KnownDomain};
+use crate::hypercall::{self, HC_CPUID_RESULT, HC_EXIT, HC_SYSCTL};
 use crate::idt::HYPERCALL_VECTOR;
 use crate::sync::KernelCell;
 use crate::xen::Host;
@@ -249,13 +249,8 @@ unsafe extern "C" {
 /// Out of line, as [`at_level`]: their frames must not add to every other scenario's.
 #[inline(never)]
 pub fn agent(host: &Host, cmdline: &Cmdline) {
-    let known = [KnownDomain {
-        domid: 0,
-        role: DomainRole::Control,
-        policy: host.policies.host,
-    }];
-    // No room: the agent starts no domain.
-    hypercall::install_abi(AGENT, host, &known, xl_agent, 0);
+    // The agent starts no domain: what one would run does not matter.
+    hypercall::install_abi(AGENT, xl_agent);
     let dom0 = Domain::new(
         AGENT,
         DomainSpec::dom0(host, Program::Raw { entry: xl_agent }),
