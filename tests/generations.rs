@@ -225,6 +225,28 @@ fn the_tables_promise_is_the_documented_mechanism_on_every_bundled_cpu() {
     }
 }
 
+/// The stable names `levelctl`'s JSON carries come from the family the MSRs belong to, so a
+/// SandyBridge whose 0x134 has nothing to hide is still V3, and a Bulldozer with its leaf 6
+/// override is still AMD's.
+#[test]
+fn mechanisms_are_named_by_the_family_of_their_msrs() {
+    for (stem, name) in [
+        ("GenuineIntel0010676_Penryn", "intel-mask-v1"),
+        ("GenuineIntel00106A2_Nehalem-EP", "intel-mask-v2"),
+        ("GenuineIntel00206A7_SandyBridge2", "intel-mask-v3"),
+        ("GenuineIntel00206D7_SandyBridgeE_00", "intel-mask-v3"),
+        ("AuthenticAMD0100F21_K10_Barcelona", "amd-override"),
+        ("AuthenticAMD0600F12_K15_Interlagos", "amd-override"),
+        ("HygonGenuine0900F02_Hygon", "amd-override"),
+        ("AuthenticAMD0A10F11_K19_Genoa_02", "faulting"),
+        ("GenuineIntel00306A9_IvyBridge", "faulting"),
+    ] {
+        assert_eq!(documented_mechanism(stem).name(), name, "{stem}");
+    }
+    assert_eq!(Mechanism::None.name(), "none");
+    assert_eq!(Mechanism::Masking(MaskMsrs::default()).name(), "none");
+}
+
 #[test]
 fn every_cpu_tested_is_in_a_row_or_knowingly_outside() {
     for file in dumps::all() {

@@ -538,6 +538,7 @@ impl fmt::Display for MechanismName {
                 let how = match check {
                     FaultingCheck::Verified => "verified at CPL 3",
                     FaultingCheck::Unverifiable => "unverified",
+                    FaultingCheck::ByGeneration => "by generation",
                 };
                 write!(
                     f,

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use levelctl::GuestType;
 use levelctl::check::{HostCheck, MissingFeature};
 use levelctl::input::{CpuidFacts, Loaded, ParsedFeatureset};
-use levelctl::mechanism::MechanismReport;
+use levelctl::mechanism::{self as levelling, MechanismReport};
 use levelctl::model::{Host, Pool, PowerState};
 use levelctl::report::{
     self, ChangeReport, EvacuationReport, Explanation, LevelReport, Refusal, VmImpact, VmReport,
@@ -747,7 +747,7 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
     let _ = writeln!(
         out,
         "\nlevelling mechanism for PV guests: {} ({})",
-        mechanism.mechanism.describe(),
+        levelling::describe(mechanism.mechanism.as_ref()),
         mechanism.basis
     );
     let _ = writeln!(out, "  enumeration: {}", mechanism.enumeration);
@@ -788,7 +788,7 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
             let _ = writeln!(
                 out,
                 "\non the silicon model: {} ({})",
-                m.mechanism.describe(),
+                levelling::describe(Some(&m.mechanism)),
                 m.basis
             );
             if let Some(c) = &m.faulting_check {
@@ -836,11 +836,12 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
                     wrap(&m.not_shown, 4)
                 );
             }
-            if m.mechanism != mechanism.mechanism {
+            if levelling::name(Some(&m.mechanism)) != levelling::name(mechanism.mechanism.as_ref())
+            {
                 let _ = writeln!(
                     out,
                     "  note: the model disagrees with the judgement by generation ({})",
-                    mechanism.mechanism.describe()
+                    levelling::describe(mechanism.mechanism.as_ref())
                 );
             }
         }
