@@ -138,6 +138,26 @@ fn faulting_msr(vendor: Vendor) -> String {
     }
 }
 
+/// Where the faulting enumeration comes from (`MSR 0xCE[31] = 1`, `CPUID.80000021H:EAX[17] =
+/// 0`), or why it is unknown.
+fn enumeration(vendor: Vendor, faulting_enumerated: Option<bool>) -> String {
+    match (vendor, faulting_enumerated) {
+        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, Some(on)) => {
+            format!("MSR 0xCE (PLATFORM_INFO) bit 31 = {}", u8::from(on))
+        }
+        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, None) => {
+            "MSR 0xCE not in this input: faulting cannot be confirmed".to_string()
+        }
+        (Vendor::Amd | Vendor::Hygon, Some(on)) => {
+            format!("CPUID.80000021H:EAX[17] (CpuidUserDis) = {}", u8::from(on))
+        }
+        (Vendor::Amd | Vendor::Hygon, None) => {
+            "CPUID.80000021H not in this input: faulting cannot be confirmed".to_string()
+        }
+        (Vendor::Unknown, _) => "unknown vendor".to_string(),
+    }
+}
+
 /// Judge the mechanism for a CPU by its generation. `hardware` is the CPU's own featureset
 /// and `pv_default` what Xen offers PV guests by default; with both, the report lists what the
 /// mechanism could not hide. Without `max_basic_leaf` (inputs without CPUID), an AMD CPU is
@@ -156,21 +176,7 @@ pub fn assess(
         stepping: 0,
     });
     let mut notes = Vec::new();
-    let enumeration = match (vendor, faulting_enumerated) {
-        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, Some(on)) => {
-            format!("MSR 0xCE (PLATFORM_INFO) bit 31 = {}", u8::from(on))
-        }
-        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, None) => {
-            "MSR 0xCE not in this input: faulting cannot be confirmed".to_string()
-        }
-        (Vendor::Amd | Vendor::Hygon, Some(on)) => {
-            format!("CPUID.80000021H:EAX[17] (CpuidUserDis) = {}", u8::from(on))
-        }
-        (Vendor::Amd | Vendor::Hygon, None) => {
-            "CPUID.80000021H not in this input: faulting cannot be confirmed".to_string()
-        }
-        (Vendor::Unknown, _) => "unknown vendor".to_string(),
-    };
+    let enumeration = enumeration(vendor, faulting_enumerated);
     let leaf7_features = (hardware.unwrap_or_default() | pv_default).word(5) != 0;
     let max_leaf = max_basic_leaf.unwrap_or(if leaf7_features { 7 } else { 1 });
     let core_sig = Signature {
@@ -178,10 +184,8 @@ pub fn assess(
         model: sig.model,
         stepping: sig.stepping,
     };
-    let generation = Generation::of(vendor, core_sig);
     // Leaf 6 ECX only decides the AMD family 15h thermal MSR, which masks no featureset word.
     let masks = expected_mask_msrs(vendor, core_sig, max_leaf, 1);
-    let by_masks = masking(&masks);
     if vendor == Vendor::Intel && sig.family == 0xf {
         notes.push(
             "Xen skips the faulting probe on family 0xF (Netburst) unless it runs virtualised: \
@@ -189,7 +193,67 @@ pub fn assess(
                 .to_string(),
         );
     }
-    let (mechanism, generation) = match (vendor, faulting_enumerated) {
+    let (mechanism, generation) = judge(vendor, sig, faulting_enumerated, &masks);
+    if mechanism.is_some_and(|m| m.name() == "amd-override") {
+        if sig.family >= 0x15 {
+            notes.push("AMD masking is not fully effective from family 0x15 on".to_string());
+        }
+        notes.push(
+            "AMD MSRs override rather than mask: they can also advertise features; every access \
+             passes the passcode EDI = 0x9C5A203A"
+                .to_string(),
+        );
+    }
+    let (msrs, words) = match mechanism {
+        Some(Mechanism::Faulting { .. }) => {
+            (vec![faulting_msr(vendor)], (0..WORDS.len()).collect())
+        }
+        Some(Mechanism::Masking(masks)) => (mask_msr_names(&masks), mask_words(&masks)),
+        Some(Mechanism::None) | None => (Vec::new(), Vec::new()),
+    };
+    let (cannot_hide, can_hide) = match hardware {
+        Some(hw) => hiding(hw, pv_default, &words),
+        None => (Vec::new(), 0),
+    };
+    if !cannot_hide.is_empty() {
+        notes.push(format!(
+            "a PV guest would see {} host features its policy does not offer (native CPUID in \
+             words the mechanism cannot mask); HVM guests are exact (CPUID always exits)",
+            cannot_hide.len()
+        ));
+    }
+    MechanismReport {
+        mechanism,
+        basis: "by generation, not yet verified on the model".to_string(),
+        faulting_enumerated,
+        enumeration,
+        generation,
+        msrs,
+        hideable_words: words.iter().map(|&w| WORDS[w].name.to_string()).collect(),
+        cannot_hide,
+        can_hide,
+        notes,
+    }
+}
+
+/// The mechanism the generation of a CPU with signature `sig` promises, and why: faulting
+/// where enumerated (or, on Intel, expected of the generation), else the generation's `masks`.
+fn judge(
+    vendor: Vendor,
+    sig: CpuSignature,
+    faulting_enumerated: Option<bool>,
+    masks: &MaskMsrs,
+) -> (Option<Mechanism>, String) {
+    let generation = Generation::of(
+        vendor,
+        Signature {
+            family: sig.family,
+            model: sig.model,
+            stepping: sig.stepping,
+        },
+    );
+    let by_masks = masking(masks);
+    match (vendor, faulting_enumerated) {
         (Vendor::Unknown, _) => (None, "unknown vendor".to_string()),
         (_, Some(true)) => (
             Some(faulting_by_generation(vendor)),
@@ -226,62 +290,24 @@ pub fn assess(
                 sig.family, sig.model
             ),
         ),
-    };
-    if mechanism.is_some_and(|m| m.name() == "amd-override") {
-        if sig.family >= 0x15 {
-            notes.push("AMD masking is not fully effective from family 0x15 on".to_string());
-        }
-        notes.push(
-            "AMD MSRs override rather than mask: they can also advertise features; every access \
-             passes the passcode EDI = 0x9C5A203A"
-                .to_string(),
-        );
     }
-    let (msrs, words) = match mechanism {
-        Some(Mechanism::Faulting { .. }) => {
-            (vec![faulting_msr(vendor)], (0..WORDS.len()).collect())
+}
+
+/// Of the host features `hardware` has and `pv_default` hides: the names of those outside the
+/// mechanism's `words` (a PV guest sees them natively), and how many it can hide. Words that
+/// mirror an MSR never leak through CPUID.
+fn hiding(hardware: Featureset, pv_default: Featureset, words: &[usize]) -> (Vec<String>, usize) {
+    let hidden = (hardware & KNOWN) - pv_default;
+    let mut cannot = Featureset::EMPTY;
+    let mut can = 0;
+    for f in hidden.iter().filter(|f| !is_msr_word(f.word())) {
+        if words.contains(&f.word()) {
+            can += 1;
+        } else {
+            cannot.insert(f);
         }
-        Some(Mechanism::Masking(masks)) => (mask_msr_names(&masks), mask_words(&masks)),
-        Some(Mechanism::None) | None => (Vec::new(), Vec::new()),
-    };
-    let (cannot_hide, can_hide) = match hardware {
-        Some(hw) => {
-            let hidden = (hw & KNOWN) - pv_default;
-            let mut cannot = Featureset::EMPTY;
-            let mut can = 0;
-            for f in hidden.iter() {
-                if is_msr_word(f.word()) {
-                    continue;
-                }
-                if words.contains(&f.word()) {
-                    can += 1;
-                } else {
-                    cannot.insert(f);
-                }
-            }
-            (names(&cannot), can)
-        }
-        None => (Vec::new(), 0),
-    };
-    if !cannot_hide.is_empty() {
-        notes.push(format!(
-            "a PV guest would see {} host features its policy does not offer (native CPUID in \
-             words the mechanism cannot mask); HVM guests are exact (CPUID always exits)",
-            cannot_hide.len()
-        ));
     }
-    MechanismReport {
-        mechanism,
-        basis: "by generation, not yet verified on the model".to_string(),
-        faulting_enumerated,
-        enumeration,
-        generation,
-        msrs,
-        hideable_words: words.iter().map(|&w| WORDS[w].name.to_string()).collect(),
-        cannot_hide,
-        can_hide,
-        notes,
-    }
+    (names(&cannot), can)
 }
 
 /// What booting the core's levelling on the silicon model of a CPU found.
