@@ -162,10 +162,9 @@ fn the_table_agrees_with_the_documentation_on_every_bundled_cpu() {
 /// generation has, less masks with nothing to hide on that CPU.
 fn documented_mechanism(stem: &str) -> Mechanism {
     let masks = |list: &[(MaskKind, u32)]| {
-        let mut m = MaskMsrs::default();
-        for &(kind, index) in list {
-            m.0[kind.index()] = Some(index);
-        }
+        let m = list
+            .iter()
+            .fold(MaskMsrs::default(), |m, &(kind, index)| m.with(kind, index));
         Mechanism::Masking(m)
     };
     let faulting = |control| Mechanism::Faulting {

@@ -146,7 +146,7 @@ fn sysctl(host: &Host, caller: Caller, mem: &mut impl GuestCopy, arg: u64) -> Re
 }
 
 /// Current `LCAP_*` bits to the pre-4.22 public `XEN_SYSCTL_CPU_LEVELCAP_*` bits.
-pub fn public_levelling_caps(caps: LevellingCaps) -> u32 {
+pub(crate) fn public_levelling_caps(caps: LevellingCaps) -> u32 {
     let map = [
         (LevellingCaps::FAULTING, levelcap::FAULTING),
         (LevellingCaps::MASK_1CD, levelcap::ECX | levelcap::EDX),

@@ -207,7 +207,7 @@ pub struct ProbeReport {
 
 impl ProbeReport {
     /// Before probing: nothing expected, present or used.
-    pub const NOTHING: ProbeReport = ProbeReport {
+    pub(crate) const NOTHING: ProbeReport = ProbeReport {
         vendor: Vendor::Unknown,
         signature: Signature {
             family: 0,
