@@ -18,6 +18,7 @@ use xen_levelling::levelling::generation::{
 };
 use xen_levelling::levelling::masks::{MaskKind, MaskMsrs};
 use xen_levelling::levelling::probe::{FaultingCheck, FaultingControl};
+use xen_levelling::policy::RawMsrs;
 use xen_levelling::{CpuPolicy, Vendor};
 
 const TABLE: &str = include_str!("../data/generations.tbl");
@@ -133,12 +134,19 @@ fn documented(vendor: Vendor, family: u32, model: u32) -> (Vec<(MaskKind, u32)>,
     }
 }
 
-#[test]
-fn the_table_agrees_with_the_documentation_on_every_bundled_cpu() {
-    for file in dumps::bundled() {
+/// Each bundled dump with its raw policy and the MSRs it recorded.
+fn bundled_cpus() -> impl Iterator<Item = (dumps::DumpFile, RawMsrs, CpuPolicy)> {
+    dumps::bundled().into_iter().map(|file| {
         let text = file.text();
         let dump = Aida64Dump::parse(&text).unwrap();
         let raw = CpuPolicy::from_source(&dump, dump.raw_msrs());
+        (file, dump.raw_msrs(), raw)
+    })
+}
+
+#[test]
+fn the_table_agrees_with_the_documentation_on_every_bundled_cpu() {
+    for (file, _, raw) in bundled_cpus() {
         let sig = raw.signature();
         let generation = Generation::of(raw.vendor(), sig)
             .unwrap_or_else(|| panic!("{}: in no generation", file.name));
@@ -210,13 +218,10 @@ fn documented_mechanism(stem: &str) -> Mechanism {
 
 #[test]
 fn the_tables_promise_is_the_documented_mechanism_on_every_bundled_cpu() {
-    for file in dumps::bundled() {
-        let text = file.text();
-        let dump = Aida64Dump::parse(&text).unwrap();
-        let raw = CpuPolicy::from_source(&dump, dump.raw_msrs());
+    for (file, recorded, raw) in bundled_cpus() {
         let stem = &file.name[..file.name.find("_CPUID").unwrap()];
         assert_eq!(
-            expected_mechanism(&raw, dump.raw_msrs()),
+            expected_mechanism(&raw, recorded),
             documented_mechanism(stem),
             "{}",
             file.name

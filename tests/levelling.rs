@@ -12,6 +12,7 @@ use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature::KNOWN;
 use xen_levelling::hardware::Hardware;
 use xen_levelling::host::{Host, HostConfig};
+use xen_levelling::levelling::domain::EXPOSED_BY_DESIGN;
 use xen_levelling::levelling::generation::expected_mechanism;
 use xen_levelling::levelling::msr::LEVELLING_MSRS;
 use xen_levelling::levelling::trap::{
@@ -196,18 +197,6 @@ fn cpuid_words() -> Featureset {
     fs
 }
 
-/// Native CPUID shows these by design, whatever the policy (fast-forwarded or host topology).
-fn exposed_by_design() -> Featureset {
-    Featureset::of(&[
-        Feature::OSXSAVE,
-        Feature::OSPKE,
-        Feature::APIC,
-        Feature::HTT,
-        Feature::X2APIC,
-        Feature::CMP_LEGACY,
-    ])
-}
-
 fn vcpu(domain: &DomainLevelling) -> SwitchTo<'_> {
     SwitchTo::Vcpu {
         domain,
@@ -294,7 +283,8 @@ fn levelled_guests_see_their_policy_and_the_rest_is_the_fail_closed_list() {
 
         let seen = seen_at_cpl3(&host, &policy);
         let wanted = policy.featureset() & cpuid_words();
-        let exposed = exposed_by_design();
+        // Native CPUID shows these by design, whatever the policy (fast-forwarded or host topology).
+        let exposed = Featureset::of(&EXPOSED_BY_DESIGN);
         let leaked = (seen - wanted - exposed) & KNOWN;
         let hidden = (wanted - seen - exposed) & KNOWN;
         let name = &host.file;
@@ -635,14 +625,7 @@ fn write_mechanism_matrix() {
         let sig = host.system.host.signature();
         let vendor = host.system.host.vendor();
         let level = pool_level(&all, vendor);
-        let policy = host
-            .system
-            .domain_policy(DomainKind::Pv, vendor, &level)
-            .unwrap();
-        let d = host
-            .levelling
-            .domain_levelling(DomainKind::Pv, DomainRole::Guest, &policy, true)
-            .unwrap();
+        let (_, d) = pool_guest(&host, &all);
         let run = random_switches(&mut host, &level, 1000, 0x9e37_79b9_7f4a_7c15);
         let mut row = String::new();
         write!(

@@ -420,14 +420,20 @@ fn the_mechanism_each_real_generation_would_use() {
     assert!(!sandy.pv.default.contains(Feature::ITSC));
 }
 
-#[test]
-fn the_silicon_model_confirms_the_judgement_by_generation_on_every_real_cpu() {
+/// The CPUID dumps in [`DUMPS`], by file name, sorted.
+fn dump_files() -> Vec<String> {
     let mut files: Vec<String> = std::fs::read_dir(DUMPS)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|f| f.contains("_CPUID") && f.ends_with(".txt"))
         .collect();
     files.sort();
+    files
+}
+
+#[test]
+fn the_silicon_model_confirms_the_judgement_by_generation_on_every_real_cpu() {
+    let files = dump_files();
     for file in &files {
         let loaded = input::load_host(&dump_path(file), &no_options()).unwrap();
         let facts = loaded.facts.as_ref().unwrap();
@@ -456,12 +462,7 @@ fn the_silicon_model_confirms_the_judgement_by_generation_on_every_real_cpu() {
 
 #[test]
 fn the_featuresets_and_the_model_verdict_come_from_one_boot() {
-    let mut files: Vec<String> = std::fs::read_dir(DUMPS)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|f| f.contains("_CPUID") && f.ends_with(".txt"))
-        .collect();
-    files.sort();
+    let files = dump_files();
     assert_eq!(files.len(), 22);
     let mut paths: Vec<_> = files.iter().map(|f| dump_path(f)).collect();
     paths.push(data_path("cpuid-r-epyc-kvm.txt"));

@@ -105,6 +105,18 @@ fn to_return(r: Result<()>) -> i64 {
     }
 }
 
+/// Xen's order: an interface version other than `expected` is `-EACCES` whoever calls; then
+/// only the control domain may call (`-EPERM`).
+fn admit(caller: Caller, version: u32, expected: u32) -> Result<()> {
+    if version != expected {
+        return Err(errno::EACCES);
+    }
+    if !caller.control {
+        return Err(errno::EPERM);
+    }
+    Ok(())
+}
+
 /// `__HYPERVISOR_sysctl(arg)`: returns 0 or a negative errno.
 pub fn do_sysctl(host: &Host, caller: Caller, mem: &mut impl GuestCopy, arg: u64) -> i64 {
     to_return(sysctl(host, caller, mem, arg))
@@ -112,12 +124,7 @@ pub fn do_sysctl(host: &Host, caller: Caller, mem: &mut impl GuestCopy, arg: u64
 
 fn sysctl(host: &Host, caller: Caller, mem: &mut impl GuestCopy, arg: u64) -> Result<()> {
     let mut op: XenSysctl = read(mem, arg)?;
-    if op.interface_version != SYSCTL_INTERFACE_VERSION {
-        return Err(errno::EACCES);
-    }
-    if !caller.control {
-        return Err(errno::EPERM);
-    }
+    admit(caller, op.interface_version, SYSCTL_INTERFACE_VERSION)?;
     let ret = match op.cmd {
         SYSCTL_GET_CPU_LEVELLING_CAPS => {
             let caps = XenSysctlCpuLevellingCaps {
@@ -166,30 +173,34 @@ pub(crate) fn public_levelling_caps(caps: LevellingCaps) -> u32 {
         .fold(0, |acc, (_, bits)| acc | bits)
 }
 
-fn featureset_index(index: u32) -> Result<SystemPolicy> {
-    // Note Xen's numbering: 2 and 3 are the default sets, the max sets came later as 4 and 5.
-    Ok(match index {
-        0 => SystemPolicy::Raw,
-        1 => SystemPolicy::Host,
-        2 => SystemPolicy::PvDefault,
-        3 => SystemPolicy::HvmDefault,
-        4 => SystemPolicy::PvMax,
-        5 => SystemPolicy::HvmMax,
-        _ => return Err(errno::EINVAL),
-    })
-}
+/// The featureset sysctl's indexes. Note Xen's numbering: 2 and 3 are the default sets, the
+/// max sets came later as 4 and 5.
+pub const FEATURESET_INDEXES: [SystemPolicy; 6] = [
+    SystemPolicy::Raw,
+    SystemPolicy::Host,
+    SystemPolicy::PvDefault,
+    SystemPolicy::HvmDefault,
+    SystemPolicy::PvMax,
+    SystemPolicy::HvmMax,
+];
 
-fn policy_index(index: u32) -> Result<SystemPolicy> {
-    // The policy sysctl orders them differently from the featureset sysctl.
-    Ok(match index {
-        0 => SystemPolicy::Raw,
-        1 => SystemPolicy::Host,
-        2 => SystemPolicy::PvMax,
-        3 => SystemPolicy::HvmMax,
-        4 => SystemPolicy::PvDefault,
-        5 => SystemPolicy::HvmDefault,
-        _ => return Err(errno::EINVAL),
-    })
+/// The policy sysctl's indexes: another order than the featureset sysctl's.
+pub const POLICY_INDEXES: [SystemPolicy; 6] = [
+    SystemPolicy::Raw,
+    SystemPolicy::Host,
+    SystemPolicy::PvMax,
+    SystemPolicy::HvmMax,
+    SystemPolicy::PvDefault,
+    SystemPolicy::HvmDefault,
+];
+
+/// The system policy `index` names in `indexes`; any other index is `-EINVAL`.
+fn system_policy(indexes: &[SystemPolicy; 6], index: u32) -> Result<SystemPolicy> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| indexes.get(i))
+        .copied()
+        .ok_or(errno::EINVAL)
 }
 
 fn get_featureset(
@@ -202,7 +213,10 @@ fn get_featureset(
         p.nr_features = NR_WORDS as u32;
         return Ok(());
     }
-    let fs = host.system.get(featureset_index(p.index)?).featureset();
+    let fs = host
+        .system
+        .get(system_policy(&FEATURESET_INDEXES, p.index)?)
+        .featureset();
     let nr = (p.nr_features as usize).min(NR_WORDS);
     write_words(mem, p.features, &fs.words()[..nr])?;
     p.nr_features = nr as u32;
@@ -230,7 +244,7 @@ fn get_system_policy(
     if p.rsvd != 0 {
         return Err(errno::EINVAL);
     }
-    let policy = host.system.get(policy_index(p.index)?);
+    let policy = host.system.get(system_policy(&POLICY_INDEXES, p.index)?);
     put_policy(
         policy,
         mem,
@@ -301,12 +315,7 @@ fn domctl(
     arg: u64,
 ) -> Result<()> {
     let mut op: XenDomctl = read(mem, arg)?;
-    if op.interface_version != DOMCTL_INTERFACE_VERSION {
-        return Err(errno::EACCES);
-    }
-    if !caller.control {
-        return Err(errno::EPERM);
-    }
+    admit(caller, op.interface_version, DOMCTL_INTERFACE_VERSION)?;
     let ret = match op.cmd {
         DOMCTL_GET_CPU_POLICY => {
             let domain = domains.domain(op.domain).ok_or(errno::ESRCH)?;

@@ -174,6 +174,18 @@ impl Host {
         self.policies.domain_policy(kind, self.vendor, &fs)
     }
 
+    /// [`Host::default_domain_policy`], or `None` after a failed check `check` saying why (the
+    /// scenario then stops).
+    pub fn default_policy_or_fail(
+        &self,
+        kind: DomainKind,
+        check: core::fmt::Arguments<'_>,
+    ) -> Option<CpuPolicy> {
+        self.default_domain_policy(kind)
+            .map_err(|error| crate::checks::fail(check, format_args!("{error}")))
+            .ok()
+    }
+
     /// The domain facts `guest_cpuid` needs.
     pub fn guest_domain(&self, kind: DomainKind, domid: u16, hardware_domain: bool) -> GuestDomain {
         GuestDomain {

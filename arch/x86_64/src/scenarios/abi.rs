@@ -31,12 +31,9 @@ const MIN_GUEST_CHECKS: u32 = 11 + 8;
 
 /// Runs the scenario.
 pub fn run(host: &Host) {
-    let pv = match host.default_domain_policy(DomainKind::Pv) {
-        Ok(policy) => policy,
-        Err(error) => {
-            checks::fail(format_args!("{NAME}/policy"), format_args!("{error}"));
-            return;
-        }
+    let Some(pv) = host.default_policy_or_fail(DomainKind::Pv, format_args!("{NAME}/policy"))
+    else {
+        return;
     };
     hypercall::install_abi(NAME, xl_toolstack_guest);
     let program = |entry| Program::Raw { entry };

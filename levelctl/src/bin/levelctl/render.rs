@@ -767,6 +767,24 @@ fn inspect_featuresets(out: &mut String, loaded: &Loaded) {
     out.push_str(&t.render(2));
 }
 
+/// `v` joined by spaces, or `empty`.
+fn joined(v: &[String], empty: &str) -> String {
+    if v.is_empty() {
+        empty.to_string()
+    } else {
+        v.join(" ")
+    }
+}
+
+/// `N: a, b, c` (continued lines indented by `indent`), or `empty`.
+fn counted(v: &[String], indent: usize, empty: &str) -> String {
+    if v.is_empty() {
+        empty.to_string()
+    } else {
+        format!("{}: {}", v.len(), wrap(v, indent))
+    }
+}
+
 /// `inspect`'s judgement by generation.
 fn inspect_mechanism(out: &mut String, has_hardware: bool, mechanism: &MechanismReport) {
     let _ = writeln!(
@@ -783,25 +801,13 @@ fn inspect_mechanism(out: &mut String, has_hardware: bool, mechanism: &Mechanism
     let _ = writeln!(
         out,
         "  can hide:    words {}",
-        if mechanism.hideable_words.is_empty() {
-            "none".to_string()
-        } else {
-            mechanism.hideable_words.join(" ")
-        }
+        joined(&mechanism.hideable_words, "none")
     );
     if has_hardware {
         let _ = writeln!(
             out,
             "  cannot hide: {}",
-            if mechanism.cannot_hide.is_empty() {
-                "nothing the PV default hides".to_string()
-            } else {
-                format!(
-                    "{}: {}",
-                    mechanism.cannot_hide.len(),
-                    wrap(&mechanism.cannot_hide, 15)
-                )
-            }
+            counted(&mechanism.cannot_hide, 15, "nothing the PV default hides")
         );
     }
     for n in &mechanism.notes {
@@ -820,13 +826,7 @@ fn inspect_model(out: &mut String, m: &ModelVerdict, mechanism: &MechanismReport
     if let Some(c) = &m.faulting_check {
         let _ = writeln!(out, "  faulting:    {c}");
     }
-    let list = |v: &[String]| {
-        if v.is_empty() {
-            "-".to_string()
-        } else {
-            v.join(" ")
-        }
-    };
+    let list = |v: &[String]| joined(v, "-");
     let _ = writeln!(out, "  expected:    {}", list(&m.expected));
     let _ = writeln!(out, "  present:     {}", list(&m.present));
     let _ = writeln!(out, "  effective:   {}", list(&m.effective));
@@ -849,11 +849,7 @@ fn inspect_model(out: &mut String, m: &ModelVerdict, mechanism: &MechanismReport
     let _ = writeln!(
         out,
         "  cannot hide from a PV guest at the PV default: {}",
-        if m.cannot_hide.is_empty() {
-            "nothing".to_string()
-        } else {
-            format!("{}: {}", m.cannot_hide.len(), wrap(&m.cannot_hide, 4))
-        }
+        counted(&m.cannot_hide, 4, "nothing")
     );
     if !m.not_shown.is_empty() {
         let _ = writeln!(
