@@ -2,7 +2,7 @@
 //!
 //! The crate never executes `cpuid` itself: every CPUID value reaches it through a
 //! [`CpuidSource`]. The test hypervisor implements it with the real instruction, the dump parser
-//! ([`crate::dump`]) with a recorded processor, and tests with whatever they need.
+//! (`dump`, feature `dumps`) with a recorded processor, and tests with whatever they need.
 
 use core::fmt;
 

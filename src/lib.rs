@@ -7,6 +7,7 @@ extern crate std;
 
 pub mod abi;
 pub mod cpuid;
+#[cfg(feature = "dumps")]
 pub mod dump;
 pub mod feature;
 pub mod featureset;
@@ -14,7 +15,7 @@ pub mod hardware;
 pub mod host;
 pub mod levelling;
 pub mod msr;
-pub mod nospec;
+pub(crate) mod nospec;
 pub mod policy;
 #[cfg(feature = "silicon-model")]
 pub mod silicon;

@@ -35,8 +35,9 @@ pub const AMD_OVERRIDE_LEAF7: u32 = 0xc001_1002;
 pub const AMD_OVERRIDE_LEAF6: u32 = 0xc001_1003;
 
 /// Every MSR levelling owns: the faulting enumeration and controls and every vendor mask. A
-/// guest's access to one never reaches hardware ([`crate::levelling::trap::is_levelling_msr`]); the QEMU
-/// shim intercepts these (and MSR_ARCH_CAPABILITIES) for the silicon model.
+/// guest's access to one never reaches hardware (the trap handlers' `guest_rdmsr` and
+/// `guest_wrmsr`); the QEMU shim intercepts these (and MSR_ARCH_CAPABILITIES) for the silicon
+/// model.
 pub const LEVELLING_MSRS: [u32; 13] = [
     PLATFORM_INFO,
     MISC_FEATURES_ENABLES,

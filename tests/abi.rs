@@ -21,7 +21,7 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
 use xen_levelling::abi::dispatch::{Caller, CopyFault, GuestCopy, do_domctl, do_sysctl, errno};
-use xen_levelling::abi::domain::{Domain, DomainError, DomainTable, Host};
+use xen_levelling::abi::domain::{Domain, DomainError, DomainTable, Domains, Host, PolicyUpdate};
 use xen_levelling::abi::{
     DOMCTL_GET_CPU_POLICY, DOMCTL_GET_LEVELLING, DOMCTL_INTERFACE_VERSION, DOMCTL_SET_CPU_POLICY,
     Payload, SYSCTL_GET_CPU_FEATURESET, SYSCTL_GET_CPU_LEVELLING_CAPS, SYSCTL_GET_CPU_POLICY,
@@ -496,7 +496,7 @@ fn neg(e: i32) -> i64 {
 
 /// A valid payload for every command, so only the envelope can be at fault.
 fn every_command(env: &mut Env) -> (Vec<XenSysctl>, Vec<XenDomctl>) {
-    let (leaves, msrs) = serialise(&env.domain(PV).policy);
+    let (leaves, msrs) = serialise(env.domain(PV).policy());
     env.mem.put_array(LEAVES, &leaves);
     env.mem.put_array(MSRS, &msrs);
     let sysctls = vec![
@@ -708,7 +708,7 @@ fn a_set_with_a_read_only_envelope_is_atomic() {
     let before = env.snapshot();
     let ret = do_domctl(&env.host, &mut env.domains, DOM0, &mut env.mem, ENVELOPE);
     if ret == 0 {
-        assert_eq!(env.domain(PV).policy.featureset(), policy.featureset());
+        assert_eq!(env.domain(PV).policy().featureset(), policy.featureset());
     } else {
         assert_unchanged(&before, &env.snapshot(), &format!("returned {ret}"));
     }
@@ -1113,7 +1113,7 @@ fn get_cpu_policy_reads_the_domains_policy() {
     let pv = s.recalculate(DomainKind::Pv, &s.pv_default).unwrap();
     let hvm = s.recalculate(DomainKind::HvmHap, &s.hvm_default).unwrap();
     for (domid, want) in [(0, pv), (PV, pv), (HVM, hvm)] {
-        assert_eq!(env.domain(domid).policy, want);
+        assert_eq!(*env.domain(domid).policy(), want);
         let (ret, out) = env.get_policy(domid, dom_policy(120, 2, SENTINEL));
         assert_eq!(ret, 0, "dom{domid}");
         assert_eq!(out.nr_leaves as usize, want.nr_serialised_leaves());
@@ -1209,9 +1209,9 @@ fn changes(before: &[Domain], after: &[Domain]) -> String {
     let mut out = Vec::new();
     for (b, a) in before.iter().zip(after) {
         let mut parts = Vec::new();
-        if b.policy != a.policy {
-            let (bl, bm) = serialise(&b.policy);
-            let (al, am) = serialise(&a.policy);
+        if b.policy() != a.policy() {
+            let (bl, bm) = serialise(b.policy());
+            let (al, am) = serialise(a.policy());
             let gone: Vec<_> = bl.iter().filter(|l| !al.contains(l)).collect();
             let came: Vec<_> = al.iter().filter(|l| !bl.contains(l)).collect();
             parts.push(format!("policy (leaves {gone:x?} -> {came:x?})"));
@@ -1219,16 +1219,16 @@ fn changes(before: &[Domain], after: &[Domain]) -> String {
                 parts.push(format!("msrs {bm:x?} -> {am:x?}"));
             }
         }
-        if b.levelling != a.levelling {
+        if b.levelling() != a.levelling() {
             parts.push("levelling".to_string());
         }
-        if (b.domid, b.kind, b.role, b.best_effort, b.running)
-            != (a.domid, a.kind, a.role, a.best_effort, a.running)
+        if (b.domid(), b.kind(), b.role(), b.best_effort(), b.running())
+            != (a.domid(), a.kind(), a.role(), a.best_effort(), a.running())
         {
             parts.push(format!("identity/state {b:?}"));
         }
         if !parts.is_empty() {
-            out.push(format!("dom{}: {}", b.domid, parts.join(", ")));
+            out.push(format!("dom{}: {}", b.domid(), parts.join(", ")));
         }
     }
     out.join("; ")
@@ -1245,7 +1245,7 @@ fn set_cpu_policy_changes_policy_and_levelling_together() {
         let mut env = Env::new(file);
         let policy = smaller_pv_policy(&env.host);
         let before = env.domain(PV);
-        assert_ne!(before.policy, policy, "{file}");
+        assert_ne!(*before.policy(), policy, "{file}");
         let (leaves, msrs) = serialise(&policy);
         let (ret, out) = env.set_arrays(PV, &leaves, &msrs);
         assert_eq!(ret, 0, "{file}");
@@ -1257,29 +1257,83 @@ fn set_cpu_policy_changes_policy_and_levelling_together() {
         );
         assert_eq!(out, dom_policy(leaves.len() as u32, 2, SENTINEL));
         let after = env.domain(PV);
-        assert_eq!(after.policy, policy, "{file}");
+        assert_eq!(*after.policy(), policy, "{file}");
         let levelling = env
             .host
             .levelling
             .assess(DomainKind::Pv, DomainRole::Guest, &policy);
-        assert_eq!(after.levelling, levelling, "{file}");
+        assert_eq!(*after.levelling(), levelling, "{file}");
         if matches!(env.host.levelling.mechanism(), Mechanism::Masking(_)) {
-            assert_ne!(after.levelling.masks, before.levelling.masks, "{file}");
+            assert_ne!(after.levelling().masks, before.levelling().masks, "{file}");
         } else {
-            assert!(after.levelling.faulting, "{file}");
+            assert!(after.levelling().faulting, "{file}");
         }
         // Nothing else changed: the other domains, and this one's identity.
         assert_eq!(
-            (after.domid, after.kind, after.role),
+            (after.domid(), after.kind(), after.role()),
             (PV, DomainKind::Pv, DomainRole::Guest)
         );
-        assert!(!after.running && !after.best_effort);
+        assert!(!after.running() && !after.best_effort());
         for d in [0, HVM, PV_BEST_EFFORT] {
             assert_eq!(env.domain(d), Env::new(file).domain(d));
         }
         // And it reads back as it was set.
         assert_eq!(env.read_back(PV), (leaves, msrs));
     }
+}
+
+/// An embedder's own registry, which derives state from each domain's policy (here the
+/// featureset its trap handlers would answer from): what `Domains::set_policy` hands it.
+struct Embedder {
+    table: DomainTable<8>,
+    derived: Vec<(u16, Featureset)>,
+}
+
+impl Domains for Embedder {
+    fn domain(&self, domid: u16) -> Option<&Domain> {
+        self.table.domain(domid)
+    }
+
+    fn set_policy(&mut self, domid: u16, update: PolicyUpdate) -> Result<(), DomainError> {
+        self.derived.push((domid, update.policy().featureset()));
+        self.table.set_policy(domid, update)
+    }
+}
+
+/// The dispatcher hands an embedder every accepted policy (once, with its levelling) and
+/// never a rejected one, so that what the embedder derives cannot fall behind.
+#[test]
+fn an_embedder_hears_of_every_accepted_policy_and_of_no_other() {
+    let mut env = Env::new(SKYLAKE);
+    let mut embedder = Embedder {
+        table: env.domains.clone(),
+        derived: Vec::new(),
+    };
+    let policy = smaller_pv_policy(&env.host);
+    let (leaves, msrs) = serialise(&policy);
+    env.mem.put_array(LEAVES, &leaves);
+    env.mem.put_array(MSRS, &msrs);
+    let set = |env: &mut Env, embedder: &mut Embedder, nr_leaves: usize| {
+        let p = dom_policy(nr_leaves as u32, msrs.len() as u32, SENTINEL);
+        env.mem
+            .put(ENVELOPE, &domctl_op(DOMCTL_SET_CPU_POLICY, PV, &p));
+        do_domctl(&env.host, embedder, DOM0, &mut env.mem, ENVELOPE)
+    };
+    // Rejected: more leaves than a policy holds.
+    assert_eq!(
+        set(&mut env, &mut embedder, MAX_SERIALISED_LEAVES + 1),
+        -i64::from(errno::E2BIG)
+    );
+    assert!(embedder.derived.is_empty());
+    assert_eq!(set(&mut env, &mut embedder, leaves.len()), 0);
+    assert_eq!(embedder.derived, [(PV, policy.featureset())]);
+    let d = *embedder.table.domain(PV).unwrap();
+    assert_eq!(*d.policy(), policy);
+    let levelling = env
+        .host
+        .levelling
+        .assess(DomainKind::Pv, DomainRole::Guest, &policy);
+    assert_eq!(*d.levelling(), levelling);
 }
 
 /// An empty set is a no-op, and so is setting a domain's own arrays back, once its policy
@@ -1338,7 +1392,7 @@ fn a_new_domains_policy_is_already_recalculated() {
 fn set_cpu_policy_merges_into_the_current_policy() {
     // Only leaf 1 given: the rest stays the domain's.
     let mut env = Env::new(SANDY_BRIDGE_E);
-    let mut leaf1 = serialise(&env.domain(PV).policy)
+    let mut leaf1 = serialise(env.domain(PV).policy())
         .0
         .into_iter()
         .find(|l| l.leaf == 1)
@@ -1346,11 +1400,11 @@ fn set_cpu_policy_merges_into_the_current_policy() {
     leaf1.c &= !Feature::AVX.mask();
     let (ret, _) = env.set_arrays(PV, &[leaf1], &[]);
     assert_eq!(ret, 0);
-    let p = env.domain(PV).policy;
+    let p = *env.domain(PV).policy();
     assert!(!p.featureset().contains(Feature::AVX));
     assert!(p.featureset().contains(Feature::SSE4_2));
     assert_eq!(
-        env.domain(PV).levelling,
+        *env.domain(PV).levelling(),
         env.host
             .levelling
             .assess(DomainKind::Pv, DomainRole::Guest, &p)
@@ -1393,7 +1447,7 @@ fn entry(leaves: &mut [XenCpuidLeaf], leaf: u32, subleaf: u32) -> &mut XenCpuidL
 #[test]
 fn too_many_entries_are_e2big() {
     let mut env = Env::new(SKYLAKE);
-    let (mut leaves, msrs) = serialise(&env.domain(PV).policy);
+    let (mut leaves, msrs) = serialise(env.domain(PV).policy());
     // 121 valid entries: the count alone is at fault.
     while leaves.len() < 121 {
         leaves.push(leaves[1]);
@@ -1427,7 +1481,7 @@ fn too_many_entries_are_e2big() {
 #[test]
 fn leaves_a_policy_cannot_hold_are_erange_with_the_leaf() {
     let mut env = Env::new(SKYLAKE);
-    let (good, msrs) = serialise(&env.domain(PV).policy);
+    let (good, msrs) = serialise(env.domain(PV).policy());
     let bad = |leaf, subleaf| XenCpuidLeaf {
         leaf,
         subleaf,
@@ -1479,7 +1533,7 @@ fn leaves_a_policy_cannot_hold_are_erange_with_the_leaf() {
 #[test]
 fn bad_msr_entries_are_rejected_with_the_msr() {
     let mut env = Env::new(SKYLAKE);
-    let (leaves, msrs) = serialise(&env.domain(PV).policy);
+    let (leaves, msrs) = serialise(env.domain(PV).policy());
     let pi = msrs[0];
     let ac = msrs[1];
     assert_eq!((pi.idx, ac.idx), (MSR_PLATFORM_INFO, MSR_ARCH_CAPABILITIES));
@@ -1574,7 +1628,7 @@ fn a_policy_beyond_the_max_is_einval_with_where() {
     for file in [SKYLAKE, SANDY_BRIDGE_E, GENOA] {
         let mut env = Env::new(file);
         let s = env.host.system;
-        let (good, msrs) = serialise(&env.domain(PV).policy);
+        let (good, msrs) = serialise(env.domain(PV).policy());
         let mut cases: Vec<(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>, ErrFields)> = Vec::new();
         // VMX / SVM are HVM features: never in PV max.
         let (virt, home) = if s.host.vendor() == Vendor::Intel {
@@ -1619,11 +1673,14 @@ fn a_policy_beyond_the_max_is_einval_with_where() {
             assert_set_fails(&mut env, PV, &leaves, &msrs, errno::EINVAL, err);
         }
         // The same feature is fine for the HVM guest: the check is against its kind's max.
-        let (mut l, m) = serialise(&env.domain(HVM).policy);
+        let (mut l, m) = serialise(env.domain(HVM).policy());
         assert!(s.hvm_max.featureset().contains(virt), "{file}");
         entry(&mut l, home, NO_SUBLEAF).c |= virt.mask();
         assert_eq!(env.set_arrays(HVM, &l, &m).0, 0, "{file}");
-        assert!(env.domain(HVM).policy.featureset().contains(virt), "{file}");
+        assert!(
+            env.domain(HVM).policy().featureset().contains(virt),
+            "{file}"
+        );
     }
 }
 
@@ -1632,7 +1689,7 @@ fn a_started_domain_is_eexist() {
     let mut env = Env::new(SKYLAKE);
     // Faulting hides everything: a guest at its default starts without best effort.
     env.domains.start(PV).unwrap();
-    assert!(env.domain(PV).running);
+    assert!(env.domain(PV).running());
     let policy = smaller_pv_policy(&env.host);
     let (leaves, msrs) = serialise(&policy);
     let before = env.snapshot();
@@ -1761,7 +1818,7 @@ fn level_to_intel_pool(env: &mut Env, domid: u16) -> CpuPolicy {
     let (leaves, msrs) = serialise(&policy);
     let (ret, _) = env.set_arrays(domid, &leaves, &msrs);
     assert_eq!(ret, 0);
-    assert_eq!(env.domain(domid).policy, policy);
+    assert_eq!(*env.domain(domid).policy(), policy);
     policy
 }
 
@@ -1771,7 +1828,7 @@ fn sandy_bridge_e_cannot_hide_everything_from_a_pool_levelled_guest() {
     level_to_intel_pool(&mut env, PV);
     let d = env.domain(PV);
     assert!(
-        !d.levelling.unenforceable.is_empty(),
+        !d.levelling().unenforceable.is_empty(),
         "masks cannot hide every word"
     );
     // The extension reports it.
@@ -1784,17 +1841,17 @@ fn sandy_bridge_e_cannot_hide_everything_from_a_pool_levelled_guest() {
     assert_eq!(out.nr_features, 19);
     assert_eq!(
         env.mem.words(WORDS, 19),
-        d.levelling.unenforceable.words().to_vec()
+        d.levelling().unenforceable.words().to_vec()
     );
     assert_eq!(
         env.mem.words(WORDS2, 19),
-        d.levelling.not_shown.words().to_vec()
+        d.levelling().not_shown.words().to_vec()
     );
     // Fail closed: start refuses, naming the features, and nothing changes.
     let before = env.snapshot();
     match env.domains.start(PV) {
         Err(DomainError::Unenforceable(u)) => {
-            assert_eq!(u.features, d.levelling.unenforceable);
+            assert_eq!(u.features, d.levelling().unenforceable);
             assert_eq!(u.mechanism, env.host.levelling.mechanism());
         }
         other => panic!("started: {other:?}"),
@@ -1879,7 +1936,7 @@ fn get_levelling_size_query_short_buffers_and_bad_arguments() {
     assert_eq!((ret, out.nr_features), (0, 19));
     assert_eq!(
         env.mem.words(WORDS, 19),
-        d.levelling.unenforceable.words().to_vec()
+        d.levelling().unenforceable.words().to_vec()
     );
     // Short buffers: what fits, then -ENOBUFS.
     for nr in [0, 4, 18] {
@@ -1890,11 +1947,11 @@ fn get_levelling_size_query_short_buffers_and_bad_arguments() {
         let n = nr as usize;
         assert_eq!(
             env.mem.words(WORDS, n),
-            d.levelling.unenforceable.words()[..n].to_vec()
+            d.levelling().unenforceable.words()[..n].to_vec()
         );
         assert_eq!(
             env.mem.words(WORDS2, n),
-            d.levelling.not_shown.words()[..n].to_vec()
+            d.levelling().not_shown.words()[..n].to_vec()
         );
         assert_eq!(env.mem.peek(WORDS + 4 * n as u64, 4), vec![FILL; 4]);
         assert_eq!(env.mem.peek(WORDS2 + 4 * n as u64, 4), vec![FILL; 4]);
@@ -1965,7 +2022,7 @@ fn a_hand_encoded_set_cpu_policy_is_read_at_xens_offsets() {
     env.mem.poke(ENVELOPE, &b);
     let ret = do_domctl(&env.host, &mut env.domains, DOM0, &mut env.mem, ENVELOPE);
     assert_eq!(ret, 0);
-    assert_eq!(env.domain(PV).policy, policy);
+    assert_eq!(*env.domain(PV).policy(), policy);
     // Success: the envelope's bytes are as the guest wrote them.
     assert_eq!(env.mem.peek(ENVELOPE, 144), b.to_vec());
     // A bad leaf: err_leaf @40, err_subleaf @44, err_msr @48 (envelope offsets).
@@ -2124,7 +2181,7 @@ proptest! {
         let (leaves, msrs) = serialise(&policy);
         let (ret, _) = env.set_arrays(a, &leaves, &msrs);
         prop_assert_eq!(ret, 0);
-        prop_assert_eq!(env.domain(a).policy, policy);
+        prop_assert_eq!(*env.domain(a).policy(), policy);
         // get(a) -> set(b) -> get(b).
         let got_a = env.read_back(a);
         let (ret, out) = env.set_arrays(b, &got_a.0, &got_a.1);
@@ -2133,8 +2190,8 @@ proptest! {
         let got_b = env.read_back(b);
         prop_assert_eq!(&got_a, &got_b);
         let (da, db) = (env.domain(a), env.domain(b));
-        prop_assert_eq!(da.policy, db.policy);
-        prop_assert_eq!(da.levelling, db.levelling);
+        prop_assert_eq!(da.policy(), db.policy());
+        prop_assert_eq!(da.levelling(), db.levelling());
         // And setting a's own arrays back on a changes nothing.
         let before = env.snapshot();
         prop_assert_eq!(env.set_arrays(a, &got_a.0, &got_a.1).0, 0);
@@ -2498,18 +2555,18 @@ proptest! {
         } else if f.domctl && f.cmd == DOMCTL_SET_CPU_POLICY {
             // Only the target can have changed, and only its policy and levelling, together.
             for (b, a) in before.iter().zip(&after) {
-                if a.domid != f.domain {
+                if a.domid() != f.domain {
                     prop_assert!(a == b, "{}", changes(&[*b], &[*a]));
                     continue;
                 }
                 prop_assert_eq!(
-                    (a.kind, a.role, a.best_effort, a.running),
-                    (b.kind, b.role, b.best_effort, b.running)
+                    (a.kind(), a.role(), a.best_effort(), a.running()),
+                    (b.kind(), b.role(), b.best_effort(), b.running())
                 );
-                prop_assert!(!a.running);
-                let max = env.host.system.max_for(a.kind).unwrap();
-                prop_assert!(check_compatible(&max, &a.policy).is_ok());
-                prop_assert_eq!(a.levelling, env.host.levelling.assess(a.kind, a.role, &a.policy));
+                prop_assert!(!a.running());
+                let max = env.host.system.max_for(a.kind()).unwrap();
+                prop_assert!(check_compatible(&max, a.policy()).is_ok());
+                prop_assert_eq!(*a.levelling(), env.host.levelling.assess(a.kind(), a.role(), a.policy()));
             }
         } else {
             prop_assert!(after == before, "{}", changes(&before, &after));

@@ -18,6 +18,7 @@ use xen_levelling::levelling::generation::{
 };
 use xen_levelling::levelling::masks::{MaskKind, MaskMsrs};
 use xen_levelling::levelling::probe::{FaultingCheck, FaultingControl};
+use xen_levelling::policy::RawMsrs;
 use xen_levelling::{CpuPolicy, Vendor};
 
 const TABLE: &str = include_str!("../data/generations.tbl");
@@ -133,12 +134,19 @@ fn documented(vendor: Vendor, family: u32, model: u32) -> (Vec<(MaskKind, u32)>,
     }
 }
 
-#[test]
-fn the_table_agrees_with_the_documentation_on_every_bundled_cpu() {
-    for file in dumps::bundled() {
+/// Each bundled dump with its raw policy and the MSRs it recorded.
+fn bundled_cpus() -> impl Iterator<Item = (dumps::DumpFile, RawMsrs, CpuPolicy)> {
+    dumps::bundled().into_iter().map(|file| {
         let text = file.text();
         let dump = Aida64Dump::parse(&text).unwrap();
         let raw = CpuPolicy::from_source(&dump, dump.raw_msrs());
+        (file, dump.raw_msrs(), raw)
+    })
+}
+
+#[test]
+fn the_table_agrees_with_the_documentation_on_every_bundled_cpu() {
+    for (file, _, raw) in bundled_cpus() {
         let sig = raw.signature();
         let generation = Generation::of(raw.vendor(), sig)
             .unwrap_or_else(|| panic!("{}: in no generation", file.name));
@@ -162,10 +170,9 @@ fn the_table_agrees_with_the_documentation_on_every_bundled_cpu() {
 /// generation has, less masks with nothing to hide on that CPU.
 fn documented_mechanism(stem: &str) -> Mechanism {
     let masks = |list: &[(MaskKind, u32)]| {
-        let mut m = MaskMsrs::default();
-        for &(kind, index) in list {
-            m.0[kind.index()] = Some(index);
-        }
+        let m = list
+            .iter()
+            .fold(MaskMsrs::default(), |m, &(kind, index)| m.with(kind, index));
         Mechanism::Masking(m)
     };
     let faulting = |control| Mechanism::Faulting {
@@ -211,18 +218,37 @@ fn documented_mechanism(stem: &str) -> Mechanism {
 
 #[test]
 fn the_tables_promise_is_the_documented_mechanism_on_every_bundled_cpu() {
-    for file in dumps::bundled() {
-        let text = file.text();
-        let dump = Aida64Dump::parse(&text).unwrap();
-        let raw = CpuPolicy::from_source(&dump, dump.raw_msrs());
+    for (file, recorded, raw) in bundled_cpus() {
         let stem = &file.name[..file.name.find("_CPUID").unwrap()];
         assert_eq!(
-            expected_mechanism(&raw, dump.raw_msrs()),
+            expected_mechanism(&raw, recorded),
             documented_mechanism(stem),
             "{}",
             file.name
         );
     }
+}
+
+/// The stable names `levelctl`'s JSON carries come from the family the MSRs belong to, so a
+/// SandyBridge whose 0x134 has nothing to hide is still V3, and a Bulldozer with its leaf 6
+/// override is still AMD's.
+#[test]
+fn mechanisms_are_named_by_the_family_of_their_msrs() {
+    for (stem, name) in [
+        ("GenuineIntel0010676_Penryn", "intel-mask-v1"),
+        ("GenuineIntel00106A2_Nehalem-EP", "intel-mask-v2"),
+        ("GenuineIntel00206A7_SandyBridge2", "intel-mask-v3"),
+        ("GenuineIntel00206D7_SandyBridgeE_00", "intel-mask-v3"),
+        ("AuthenticAMD0100F21_K10_Barcelona", "amd-override"),
+        ("AuthenticAMD0600F12_K15_Interlagos", "amd-override"),
+        ("HygonGenuine0900F02_Hygon", "amd-override"),
+        ("AuthenticAMD0A10F11_K19_Genoa_02", "faulting"),
+        ("GenuineIntel00306A9_IvyBridge", "faulting"),
+    ] {
+        assert_eq!(documented_mechanism(stem).name(), name, "{stem}");
+    }
+    assert_eq!(Mechanism::None.name(), "none");
+    assert_eq!(Mechanism::Masking(MaskMsrs::default()).name(), "none");
 }
 
 #[test]

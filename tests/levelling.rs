@@ -12,6 +12,7 @@ use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature::KNOWN;
 use xen_levelling::hardware::Hardware;
 use xen_levelling::host::{Host, HostConfig};
+use xen_levelling::levelling::domain::EXPOSED_BY_DESIGN;
 use xen_levelling::levelling::generation::expected_mechanism;
 use xen_levelling::levelling::msr::LEVELLING_MSRS;
 use xen_levelling::levelling::trap::{
@@ -196,18 +197,6 @@ fn cpuid_words() -> Featureset {
     fs
 }
 
-/// Native CPUID shows these by design, whatever the policy (fast-forwarded or host topology).
-fn exposed_by_design() -> Featureset {
-    Featureset::of(&[
-        Feature::OSXSAVE,
-        Feature::OSPKE,
-        Feature::APIC,
-        Feature::HTT,
-        Feature::X2APIC,
-        Feature::CMP_LEGACY,
-    ])
-}
-
 fn vcpu(domain: &DomainLevelling) -> SwitchTo<'_> {
     SwitchTo::Vcpu {
         domain,
@@ -294,7 +283,8 @@ fn levelled_guests_see_their_policy_and_the_rest_is_the_fail_closed_list() {
 
         let seen = seen_at_cpl3(&host, &policy);
         let wanted = policy.featureset() & cpuid_words();
-        let exposed = exposed_by_design();
+        // Native CPUID shows these by design, whatever the policy (fast-forwarded or host topology).
+        let exposed = Featureset::of(&EXPOSED_BY_DESIGN);
         let leaked = (seen - wanted - exposed) & KNOWN;
         let hidden = (wanted - seen - exposed) & KNOWN;
         let name = &host.file;
@@ -548,15 +538,15 @@ fn a_mask_msr_that_starts_faulting_fails_closed() {
         .unwrap();
     domains.start(0).unwrap();
     domains.start(1).unwrap();
-    let guest = domains.get(1).unwrap().levelling;
-    let dom0 = domains.get(0).unwrap().levelling;
+    let guest = domains.get(1).unwrap().levelling();
+    let dom0 = domains.get(0).unwrap().levelling();
     assert!(domains.unguaranteed(&abi_host.levelling).next().is_none());
 
     // As after a microcode update: the leaf 1 mask starts raising #GP.
     assert!(host.model.fail_msr(0x132));
     let fault = host
         .cpu
-        .switch_to(&abi_host.levelling, &mut host.model, vcpu(&guest))
+        .switch_to(&abi_host.levelling, &mut host.model, vcpu(guest))
         .unwrap_err();
     assert_eq!(fault.msr, 0x132);
     // The other masks were still written.
@@ -573,7 +563,7 @@ fn a_mask_msr_that_starts_faulting_fails_closed() {
     // defaults (its write never happened), the others are put back.
     for _ in 0..3 {
         host.cpu
-            .switch_to(&abi_host.levelling, &mut host.model, vcpu(&dom0))
+            .switch_to(&abi_host.levelling, &mut host.model, vcpu(dom0))
             .unwrap();
         let leaf1 = host.model.cpuid_at(3, 1, 0).unwrap();
         assert_eq!(
@@ -588,7 +578,7 @@ fn a_mask_msr_that_starts_faulting_fails_closed() {
     // The running guest is reported; a new levelled PV guest is refused (fail closed) ...
     let unguaranteed: Vec<u16> = domains
         .unguaranteed(&abi_host.levelling)
-        .map(|d| d.domid)
+        .map(|d| d.domid())
         .collect();
     assert_eq!(unguaranteed, [1]);
     domains

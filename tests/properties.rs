@@ -1414,38 +1414,4 @@ proptest! {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// 8. Speculation hardening.
-
-proptest! {
-    #![proptest_config(config())]
-
-    /// The clamp keeps an in-bounds index and turns any other into 0: in bounds for every
-    /// input with a non-empty table, never an index the table lacks.
-    #[test]
-    fn nospec_index_is_in_bounds(
-        i in prop_oneof![0..200usize, any::<usize>(), Just(usize::MAX)],
-        size in prop_oneof![1..200usize, 1..=isize::MAX as usize],
-    ) {
-        let clamped = xen_levelling::nospec::index(i, size);
-        prop_assert!(clamped < size, "index({:#x}, {:#x}) = {:#x}", i, size, clamped);
-        prop_assert_eq!(clamped, if i < size { i } else { 0 });
-        prop_assert_eq!(xen_levelling::nospec::mask(i, size) == !0, i < size);
-    }
-}
-
-#[test]
-fn nospec_index_edges() {
-    use xen_levelling::nospec::{index, mask};
-    let max = isize::MAX as usize;
-    for size in [1, 2, 6, 63, 64, 0x22, max - 1, max] {
-        for i in [0, 1, size - 1, size, size + 1, max, max + 1, usize::MAX] {
-            let expected = if i < size { i } else { 0 };
-            assert_eq!(index(i, size), expected, "index({i:#x}, {size:#x})");
-        }
-    }
-    // An empty table has no index at all: the mask says so for every input.
-    for i in [0, 1, max, usize::MAX] {
-        assert_eq!(mask(i, 0), 0, "mask({i:#x}, 0)");
-    }
-}
+// 8. Speculation hardening: `nospec`'s own unit tests (the module is internal).

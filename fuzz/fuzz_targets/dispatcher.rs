@@ -425,18 +425,18 @@ fn check_after_set(w: &World, domid: u16, caller: Caller) {
     let max = w
         .host
         .system
-        .max_for(d.kind)
+        .max_for(d.kind())
         .expect("set succeeded, so there is a max");
-    if let Err(e) = check_compatible(&max, &d.policy) {
+    if let Err(e) = check_compatible(&max, d.policy()) {
         panic!("after set_cpu_policy, the policy exceeds its max: {e}");
     }
     assert_eq!(
-        d.levelling,
-        levelling_of(w.host, d.kind, d.role, &d.policy),
+        *d.levelling(),
+        levelling_of(w.host, d.kind(), d.role(), d.policy()),
         "levelling not recomputed with the policy"
     );
     // Round trip through the hypercalls on scratch memory.
-    let (leaves, msrs) = serialise(&d.policy);
+    let (leaves, msrs) = serialise(d.policy());
     let mut mem = GuestMem {
         base: BASE,
         bytes: vec![0; 4096],
@@ -477,13 +477,13 @@ fn check_after_set(w: &World, domid: u16, caller: Caller) {
             out.err_leaf,
             out.err_subleaf,
             out.err_msr,
-            d.kind,
+            d.kind(),
             w.host_file,
-            check_compatible(&max, &d.policy).map_err(|e| e.to_string())
+            check_compatible(&max, d.policy()).map_err(|e| e.to_string())
         );
     }
     let again = domains.get(domid).expect("still there");
-    assert_eq!(again.policy, d.policy, "set(get()) changed the policy");
+    assert_eq!(again.policy(), d.policy(), "set(get()) changed the policy");
 }
 
 /// Known findings are reported once and then tolerated, so that a long run can find others;
@@ -548,7 +548,7 @@ fn domctl_checked(w: &mut World, caller: Caller, arg: u64, before: &[Domain]) {
                 let mut env = [0u8; XenDomctl::SIZE];
                 if w.mem.copy_from_guest(arg, &mut env).is_ok() {
                     let out = XenDomctlCpuPolicy::from_union(&XenDomctl::decode(&env).u);
-                    let expected = w.domains.get(op.domain).expect("get succeeded").policy;
+                    let expected = w.domains.get(op.domain).expect("get succeeded").policy();
                     check_readback(
                         &w.mem,
                         p.leaves,
@@ -620,7 +620,7 @@ fn run(input: Input) {
                         let p = w
                             .domains
                             .get(domid)
-                            .map_or(host.system.pv_default, |d| d.policy);
+                            .map_or(host.system.pv_default, |d| *d.policy());
                         let mut l = serialise(&p).0;
                         apply_edits(&mut l, &edits);
                         l
@@ -655,7 +655,7 @@ fn run(input: Input) {
                         let p = w
                             .domains
                             .get(domid)
-                            .map_or(host.system.pv_default, |d| d.policy);
+                            .map_or(host.system.pv_default, |d| *d.policy());
                         let mut m = serialise(&p).1;
                         for (i, idx, flags, val) in edits.into_iter().take(4) {
                             if m.is_empty() {

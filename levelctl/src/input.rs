@@ -429,120 +429,140 @@ fn apply_disabled(host: &mut Host, disabled: Featureset) {
     host.disabled |= disabled;
 }
 
+/// The `key: value` items of a XAPI `cpu_info` text (`;` or newlines between them), each with
+/// its line.
+struct CpuInfoItems<'a> {
+    file: &'a str,
+    /// Where an item that is missing is reported: the last line.
+    last_line: usize,
+    items: Vec<(usize, String, String)>,
+}
+
+impl<'a> CpuInfoItems<'a> {
+    fn parse(text: &str, file: &'a str) -> Result<CpuInfoItems<'a>, InputError> {
+        let mut items: Vec<(usize, String, String)> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let number = i + 1;
+            for piece in line.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                let Some((key, value)) = piece.split_once(':') else {
+                    return Err(InputError::new(
+                        file,
+                        number,
+                        format!("`{piece}` is not a `key: value` item"),
+                    ));
+                };
+                let key = key.trim().to_string();
+                if items.iter().any(|(_, k, _)| *k == key) {
+                    return Err(InputError::new(
+                        file,
+                        number,
+                        format!("key `{key}` given twice"),
+                    ));
+                }
+                items.push((number, key, value.trim().to_string()));
+            }
+        }
+        Ok(CpuInfoItems {
+            file,
+            last_line: text.lines().count().max(1),
+            items,
+        })
+    }
+
+    /// The item `key`: (line, key, value).
+    fn get(&self, key: &str) -> Option<&(usize, String, String)> {
+        self.items.iter().find(|(_, k, _)| k == key)
+    }
+
+    fn error(&self, line: usize, message: String) -> InputError {
+        InputError::new(self.file, line, message)
+    }
+
+    /// The item `key`, which must be there (`what` says what it is).
+    fn required(&self, key: &str, what: &str) -> Result<&(usize, String, String), InputError> {
+        self.get(key)
+            .ok_or_else(|| self.error(self.last_line, format!("no `{key}` ({what})")))
+    }
+
+    /// The XAPI featureset `key`, if given, with the number of words it was written with.
+    fn featureset(&self, key: &str) -> Result<Option<(Featureset, usize)>, InputError> {
+        let Some((line, _, value)) = self.get(key) else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            return Err(self.error(*line, format!("`{key}` is empty")));
+        }
+        let fs = Featureset::parse_xapi(value)
+            .map_err(|e| self.error(*line, format!("`{key}` value: {e}")))?;
+        Ok(Some((fs, value.split('-').count())))
+    }
+
+    /// The default (`default_key`, else the max) and max (`max_key`, required) featuresets of a
+    /// guest type; a default with features the max lacks is an error.
+    fn domain_sets(
+        &self,
+        max_key: &str,
+        default_key: &str,
+        known_words: &mut usize,
+    ) -> Result<DomainSets, InputError> {
+        let Some((max, words)) = self.featureset(max_key)? else {
+            return Err(self.error(
+                self.last_line,
+                format!("no `{max_key}` (XAPI's featureset for that guest type)"),
+            ));
+        };
+        *known_words = (*known_words).max(words);
+        let default = match self.featureset(default_key)? {
+            Some((default, words)) => {
+                *known_words = (*known_words).max(words);
+                default
+            }
+            None => max,
+        };
+        let extra = default - max;
+        if !extra.is_empty() {
+            let line = self.get(default_key).map_or(1, |(l, _, _)| *l);
+            return Err(self.error(
+                line,
+                format!(
+                    "`{default_key}` (default) has features its max set lacks: {}",
+                    extra.names()
+                ),
+            ));
+        }
+        Ok(DomainSets { default, max })
+    }
+
+    /// The decimal number `key`, if given.
+    fn number(&self, key: &str) -> Result<Option<u32>, InputError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((line, _, v)) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| self.error(*line, format!("`{key}` is not a decimal number: `{v}`"))),
+        }
+    }
+}
+
 fn parse_cpu_info(
     text: &str,
     file: &str,
     name: Option<String>,
     disabled: Featureset,
 ) -> Result<Loaded, InputError> {
-    let mut items: Vec<(usize, String, String)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let number = i + 1;
-        for piece in line.split(';') {
-            let piece = piece.trim();
-            if piece.is_empty() {
-                continue;
-            }
-            let Some((key, value)) = piece.split_once(':') else {
-                return Err(InputError::new(
-                    file,
-                    number,
-                    format!("`{piece}` is not a `key: value` item"),
-                ));
-            };
-            let key = key.trim().to_string();
-            if let Some((_, _, _)) = items.iter().find(|(_, k, _)| *k == key) {
-                return Err(InputError::new(
-                    file,
-                    number,
-                    format!("key `{key}` given twice"),
-                ));
-            }
-            items.push((number, key, value.trim().to_string()));
-        }
-    }
-    let get = |key: &str| items.iter().find(|(_, k, _)| k == key);
-    let required = |key: &str, what: &str| {
-        get(key).ok_or_else(|| {
-            InputError::new(
-                file,
-                text.lines().count().max(1),
-                format!("no `{key}` ({what})"),
-            )
-        })
-    };
-    let (vline, _, vtext) = required("vendor", "the CPU vendor string")?;
-    let vendor = parse_vendor(vtext).ok_or_else(|| {
-        InputError::new(
-            file,
-            *vline,
-            format!("vendor `{vtext}` is not one Xen levels"),
-        )
-    })?;
+    let items = CpuInfoItems::parse(text, file)?;
+    let (vline, _, vtext) = items.required("vendor", "the CPU vendor string")?;
+    let vendor = parse_vendor(vtext)
+        .ok_or_else(|| items.error(*vline, format!("vendor `{vtext}` is not one Xen levels")))?;
     let mut known_words = 0;
-    let mut featureset = |key: &str| -> Result<Option<Featureset>, InputError> {
-        let Some((line, _, value)) = get(key) else {
-            return Ok(None);
-        };
-        if value.is_empty() {
-            return Err(InputError::new(file, *line, format!("`{key}` is empty")));
-        }
-        let fs = Featureset::parse_xapi(value)
-            .map_err(|e| InputError::new(file, *line, format!("`{key}` value: {e}")))?;
-        known_words = known_words.max(value.split('-').count());
-        Ok(Some(fs))
-    };
-    let pv_max = featureset("features_pv")?;
-    let hvm_max = featureset("features_hvm")?;
-    let pv_default = featureset("features_pv_host")?;
-    let hvm_default = featureset("features_hvm_host")?;
-    let (Some(pv_max), Some(hvm_max)) = (pv_max, hvm_max) else {
-        let missing = if pv_max.is_none() {
-            "features_pv"
-        } else {
-            "features_hvm"
-        };
-        return Err(InputError::new(
-            file,
-            text.lines().count().max(1),
-            format!("no `{missing}` (XAPI's featureset for that guest type)"),
-        ));
-    };
-    let pv = DomainSets {
-        default: pv_default.unwrap_or(pv_max),
-        max: pv_max,
-    };
-    let hvm = DomainSets {
-        default: hvm_default.unwrap_or(hvm_max),
-        max: hvm_max,
-    };
-    for (key, sets) in [("features_pv_host", &pv), ("features_hvm_host", &hvm)] {
-        let extra = sets.default - sets.max;
-        if !extra.is_empty() {
-            let line = get(key).map_or(1, |(l, _, _)| *l);
-            return Err(InputError::new(
-                file,
-                line,
-                format!(
-                    "`{key}` (default) has features its max set lacks: {}",
-                    extra.names()
-                ),
-            ));
-        }
-    }
-    let number = |key: &str| -> Result<Option<u32>, InputError> {
-        match get(key) {
-            None => Ok(None),
-            Some((line, _, v)) => v.parse().map(Some).map_err(|_| {
-                InputError::new(
-                    file,
-                    *line,
-                    format!("`{key}` is not a decimal number: `{v}`"),
-                )
-            }),
-        }
-    };
-    let signature = match (number("family")?, number("model")?, number("stepping")?) {
+    let pv = items.domain_sets("features_pv", "features_pv_host", &mut known_words)?;
+    let hvm = items.domain_sets("features_hvm", "features_hvm_host", &mut known_words)?;
+    let signature = match (
+        items.number("family")?,
+        items.number("model")?,
+        items.number("stepping")?,
+    ) {
         (Some(family), Some(model), Some(stepping)) => Some(CpuSignature {
             family,
             model,
@@ -554,7 +574,7 @@ fn parse_cpu_info(
         name: name.unwrap_or_else(|| default_name(file)),
         vendor,
         signature,
-        brand: get("modelname").map(|(_, _, v)| v.clone()),
+        brand: items.get("modelname").map(|(_, _, v)| v.clone()),
         source: Source {
             kind: SourceKind::XapiCpuInfo,
             file: file.to_string(),
@@ -674,17 +694,14 @@ fn json_line(text: &str, after: &str, needle: &str) -> usize {
     }
 }
 
-fn parse_report(
-    text: &str,
-    file: &str,
-    name: Option<String>,
-    disabled: Featureset,
-) -> Result<Loaded, InputError> {
-    let json_error =
-        |e: serde_json::Error| InputError::new(file, e.line().max(1), format!("JSON: {e}"));
-    // Check the header first, so that a newer report is refused for its version and not for
-    // fields this build does not know.
-    let value: serde_json::Value = serde_json::from_str(text).map_err(json_error)?;
+fn json_error(file: &str, e: serde_json::Error) -> InputError {
+    InputError::new(file, e.line().max(1), format!("JSON: {e}"))
+}
+
+/// A host report's `format` and `version`, checked before anything else, so that a newer
+/// report is refused for its version and not for fields this build does not know.
+fn check_report_header(text: &str, file: &str) -> Result<(), InputError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| json_error(file, e))?;
     let format = value.get("format").and_then(|v| v.as_str());
     if format != Some(HostReport::FORMAT) {
         return Err(InputError::new(
@@ -713,53 +730,58 @@ fn parse_report(
             ));
         }
     }
-    let report: HostReport = serde_json::from_str(text).map_err(json_error)?;
-    let vendor = parse_vendor(&report.vendor).ok_or_else(|| {
-        InputError::new(
-            file,
-            json_line(text, "vendor", "vendor"),
-            format!("vendor `{}` is not one Xen levels", report.vendor),
-        )
-    })?;
-    let known_words = report.featureset_words.unwrap_or(NR_WORDS);
-    if known_words == 0 {
-        return Err(InputError::new(
-            file,
-            json_line(text, "featureset_words", "featureset_words"),
-            "`featureset_words` must be at least 1",
-        ));
-    }
-    let read = |key: &str, list: &[String]| -> Result<Featureset, InputError> {
-        let mut fs = Featureset::EMPTY;
-        for item in list {
-            let single = !item.is_empty() && !item.contains([',', ' ', '\t', '\n']);
-            let feature = single
-                .then(|| Featureset::parse_names(item).ok())
-                .flatten()
-                .and_then(|f| f.first());
-            let Some(feature) = feature else {
-                return Err(InputError::new(
-                    file,
-                    json_line(text, key, item),
-                    format!("featuresets.{key}: `{item}` is not a feature name (or `word:bit`)"),
-                ));
-            };
-            if feature.word() >= known_words {
-                return Err(InputError::new(
-                    file,
-                    json_line(text, key, item),
-                    format!(
-                        "featuresets.{key}: `{item}` is in word {}, but the report says the \
-                         host knows {known_words} words",
-                        feature.word()
-                    ),
-                ));
-            }
-            fs.insert(feature);
+    Ok(())
+}
+
+/// `featuresets.<key>`: feature names (or `word:bit`), each in the `known_words` the report
+/// claims.
+fn read_report_featureset(
+    text: &str,
+    file: &str,
+    key: &str,
+    list: &[String],
+    known_words: usize,
+) -> Result<Featureset, InputError> {
+    let mut fs = Featureset::EMPTY;
+    for item in list {
+        let single = !item.is_empty() && !item.contains([',', ' ', '\t', '\n']);
+        let feature = single
+            .then(|| Featureset::parse_names(item).ok())
+            .flatten()
+            .and_then(|f| f.first());
+        let Some(feature) = feature else {
+            return Err(InputError::new(
+                file,
+                json_line(text, key, item),
+                format!("featuresets.{key}: `{item}` is not a feature name (or `word:bit`)"),
+            ));
+        };
+        if feature.word() >= known_words {
+            return Err(InputError::new(
+                file,
+                json_line(text, key, item),
+                format!(
+                    "featuresets.{key}: `{item}` is in word {}, but the report says the host \
+                     knows {known_words} words",
+                    feature.word()
+                ),
+            ));
         }
-        Ok(fs)
-    };
-    let sets = &report.featuresets;
+        fs.insert(feature);
+    }
+    Ok(fs)
+}
+
+/// A host report's PV and HVM featuresets (a missing max is the default) and its hardware
+/// set; a default with features its max lacks is an error.
+fn report_featuresets(
+    text: &str,
+    file: &str,
+    sets: &ReportFeaturesets,
+    known_words: usize,
+) -> Result<(DomainSets, DomainSets, Option<Featureset>), InputError> {
+    let read =
+        |key: &str, list: &[String]| read_report_featureset(text, file, key, list, known_words);
     let pv_default = read("pv_default", &sets.pv_default)?;
     let hvm_default = read("hvm_default", &sets.hvm_default)?;
     let pv_max = match &sets.pv_max {
@@ -790,6 +812,43 @@ fn parse_report(
             ));
         }
     }
+    Ok((
+        DomainSets {
+            default: pv_default,
+            max: pv_max,
+        },
+        DomainSets {
+            default: hvm_default,
+            max: hvm_max,
+        },
+        hardware,
+    ))
+}
+
+fn parse_report(
+    text: &str,
+    file: &str,
+    name: Option<String>,
+    disabled: Featureset,
+) -> Result<Loaded, InputError> {
+    check_report_header(text, file)?;
+    let report: HostReport = serde_json::from_str(text).map_err(|e| json_error(file, e))?;
+    let vendor = parse_vendor(&report.vendor).ok_or_else(|| {
+        InputError::new(
+            file,
+            json_line(text, "vendor", "vendor"),
+            format!("vendor `{}` is not one Xen levels", report.vendor),
+        )
+    })?;
+    let known_words = report.featureset_words.unwrap_or(NR_WORDS);
+    if known_words == 0 {
+        return Err(InputError::new(
+            file,
+            json_line(text, "featureset_words", "featureset_words"),
+            "`featureset_words` must be at least 1",
+        ));
+    }
+    let (pv, hvm, hardware) = report_featuresets(text, file, &report.featuresets, known_words)?;
     let reported_disabled = match &report.cpuid_option {
         None => Featureset::EMPTY,
         Some(opt) => parse_cpuid_option(opt).map_err(|e| {
@@ -828,14 +887,8 @@ fn parse_report(
         hardware,
         disabled: reported_disabled,
         cpuid_faulting: report.cpuid_faulting,
-        pv: DomainSets {
-            default: pv_default,
-            max: pv_max,
-        },
-        hvm: DomainSets {
-            default: hvm_default,
-            max: hvm_max,
-        },
+        pv,
+        hvm,
     };
     apply_disabled(&mut host, disabled);
     Ok(Loaded { host, facts: None })

@@ -11,15 +11,19 @@
 //!   boot is assessed against what native CPUID would then show.
 //!
 //! HVM guests need none of this: every CPUID they execute exits to Xen.
+//!
+//! Both judge with the core's own [`Mechanism`], the type the hypervisor probes into; its
+//! stable [`Mechanism::name`] is what the JSON carries (`faulting`, `intel-mask-v1` ...
+//! `intel-mask-v3`, `amd-override`, `none`, and `unknown` for a vendor Xen does not level).
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use xen_levelling::cpuid::Signature;
 use xen_levelling::feature::{KNOWN, WORDS};
 use xen_levelling::host::HostConfig;
 use xen_levelling::levelling::generation::{Generation, PlatformInfoPresence};
-use xen_levelling::levelling::masks::{MaskKind, MaskMsrs, expected_mask_msrs};
-use xen_levelling::levelling::probe::FaultingCheck;
-use xen_levelling::levelling::{DomainRole, LevellingCaps, Mechanism as CoreMechanism};
+use xen_levelling::levelling::masks::{MaskMsrs, expected_mask_msrs};
+use xen_levelling::levelling::probe::{FaultingCheck, FaultingControl};
+use xen_levelling::levelling::{DomainRole, LevellingCaps, Mechanism};
 use xen_levelling::policy::RawMsrs;
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::silicon::SiliconModel;
@@ -28,47 +32,44 @@ use xen_levelling::{CpuidSource, Featureset, Vendor};
 use crate::model::CpuSignature;
 use crate::report::names;
 
-/// A levelling mechanism for PV guests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mechanism {
-    /// CPUID faulting: every PV CPUID traps and Xen answers from the guest's policy.
-    Faulting,
-    /// Intel Penryn-era AND mask of leaf 1 (MSR 0x478).
-    IntelMaskV1,
-    /// Intel Nehalem/Westmere AND masks of leaves 1 and 0x80000001 (MSRs 0x130, 0x131).
-    IntelMaskV2,
-    /// Intel SandyBridge AND masks of leaves 1, 0x80000001 and 0xD:1 (MSRs 0x132-0x134).
-    IntelMaskV3,
-    /// AMD/Hygon override MSRs.
-    AmdOverride,
-    /// Nothing: a PV guest sees the host's CPUID; Xen refuses such guests unless told to do
-    /// its best.
-    None,
-    /// The vendor is not one Xen levels.
-    Unknown,
+/// The stable name of `mechanism` ([`Mechanism::name`]), `unknown` for `None` (a vendor Xen
+/// does not level).
+pub fn name(mechanism: Option<&Mechanism>) -> &'static str {
+    mechanism.map_or("unknown", Mechanism::name)
 }
 
-impl Mechanism {
-    /// A short description.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Mechanism::Faulting => "CPUID faulting",
-            Mechanism::IntelMaskV1 => "Intel mask MSR V1 (0x478)",
-            Mechanism::IntelMaskV2 => "Intel mask MSRs V2 (0x130, 0x131)",
-            Mechanism::IntelMaskV3 => "Intel mask MSRs V3 (0x132, 0x133, 0x134)",
-            Mechanism::AmdOverride => "AMD override MSRs",
-            Mechanism::None => "none",
-            Mechanism::Unknown => "unknown",
-        }
+/// A short description of `mechanism` (`None`: a vendor Xen does not level), by its kind.
+pub fn describe(mechanism: Option<&Mechanism>) -> &'static str {
+    match name(mechanism) {
+        "faulting" => "CPUID faulting",
+        "intel-mask-v1" => "Intel mask MSR V1 (0x478)",
+        "intel-mask-v2" => "Intel mask MSRs V2 (0x130, 0x131)",
+        "intel-mask-v3" => "Intel mask MSRs V3 (0x132, 0x133, 0x134)",
+        "amd-override" => "AMD override MSRs",
+        other => other,
     }
+}
+
+/// `mechanism`'s stable name in JSON.
+fn serialize_name<S: Serializer>(mechanism: &Mechanism, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(mechanism.name())
+}
+
+/// `mechanism`'s stable name in JSON, `unknown` for a vendor Xen does not level.
+fn serialize_name_or_unknown<S: Serializer>(
+    mechanism: &Option<Mechanism>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name(mechanism.as_ref()))
 }
 
 /// What [`assess`] concludes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MechanismReport {
-    /// The mechanism.
-    pub mechanism: Mechanism,
+    /// The mechanism (`None`: the vendor is not one Xen levels). Faulting here is
+    /// [`FaultingCheck::ByGeneration`]; masks are the generation's mask MSRs.
+    #[serde(serialize_with = "serialize_name_or_unknown")]
+    pub mechanism: Option<Mechanism>,
     /// How sure: always "by generation, not yet verified on the model" for now.
     pub basis: String,
     /// The faulting enumeration, when the input shows it.
@@ -98,17 +99,19 @@ fn is_msr_word(word: usize) -> bool {
 }
 
 /// The mechanism a set of expected (or effective) mask MSRs amounts to.
-fn masking(vendor: Vendor, masks: &MaskMsrs) -> Mechanism {
+fn masking(masks: &MaskMsrs) -> Mechanism {
     if masks.is_empty() {
         Mechanism::None
-    } else if vendor.is_amd_like() {
-        Mechanism::AmdOverride
-    } else if masks.get(MaskKind::Xsave1).is_some() {
-        Mechanism::IntelMaskV3
-    } else if masks.get(MaskKind::Extd1).is_some() {
-        Mechanism::IntelMaskV2
     } else {
-        Mechanism::IntelMaskV1
+        Mechanism::Masking(*masks)
+    }
+}
+
+/// Faulting as the generation and enumeration promise it (not probed).
+fn faulting_by_generation(vendor: Vendor) -> Mechanism {
+    Mechanism::Faulting {
+        control: FaultingControl::of(vendor),
+        check: FaultingCheck::ByGeneration,
     }
 }
 
@@ -135,6 +138,26 @@ fn faulting_msr(vendor: Vendor) -> String {
     }
 }
 
+/// Where the faulting enumeration comes from (`MSR 0xCE[31] = 1`, `CPUID.80000021H:EAX[17] =
+/// 0`), or why it is unknown.
+fn enumeration(vendor: Vendor, faulting_enumerated: Option<bool>) -> String {
+    match (vendor, faulting_enumerated) {
+        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, Some(on)) => {
+            format!("MSR 0xCE (PLATFORM_INFO) bit 31 = {}", u8::from(on))
+        }
+        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, None) => {
+            "MSR 0xCE not in this input: faulting cannot be confirmed".to_string()
+        }
+        (Vendor::Amd | Vendor::Hygon, Some(on)) => {
+            format!("CPUID.80000021H:EAX[17] (CpuidUserDis) = {}", u8::from(on))
+        }
+        (Vendor::Amd | Vendor::Hygon, None) => {
+            "CPUID.80000021H not in this input: faulting cannot be confirmed".to_string()
+        }
+        (Vendor::Unknown, _) => "unknown vendor".to_string(),
+    }
+}
+
 /// Judge the mechanism for a CPU by its generation. `hardware` is the CPU's own featureset
 /// and `pv_default` what Xen offers PV guests by default; with both, the report lists what the
 /// mechanism could not hide. Without `max_basic_leaf` (inputs without CPUID), an AMD CPU is
@@ -153,21 +176,7 @@ pub fn assess(
         stepping: 0,
     });
     let mut notes = Vec::new();
-    let enumeration = match (vendor, faulting_enumerated) {
-        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, Some(on)) => {
-            format!("MSR 0xCE (PLATFORM_INFO) bit 31 = {}", u8::from(on))
-        }
-        (Vendor::Intel | Vendor::Centaur | Vendor::Shanghai, None) => {
-            "MSR 0xCE not in this input: faulting cannot be confirmed".to_string()
-        }
-        (Vendor::Amd | Vendor::Hygon, Some(on)) => {
-            format!("CPUID.80000021H:EAX[17] (CpuidUserDis) = {}", u8::from(on))
-        }
-        (Vendor::Amd | Vendor::Hygon, None) => {
-            "CPUID.80000021H not in this input: faulting cannot be confirmed".to_string()
-        }
-        (Vendor::Unknown, _) => "unknown vendor".to_string(),
-    };
+    let enumeration = enumeration(vendor, faulting_enumerated);
     let leaf7_features = (hardware.unwrap_or_default() | pv_default).word(5) != 0;
     let max_leaf = max_basic_leaf.unwrap_or(if leaf7_features { 7 } else { 1 });
     let core_sig = Signature {
@@ -175,10 +184,8 @@ pub fn assess(
         model: sig.model,
         stepping: sig.stepping,
     };
-    let generation = Generation::of(vendor, core_sig);
     // Leaf 6 ECX only decides the AMD family 15h thermal MSR, which masks no featureset word.
     let masks = expected_mask_msrs(vendor, core_sig, max_leaf, 1);
-    let by_masks = masking(vendor, &masks);
     if vendor == Vendor::Intel && sig.family == 0xf {
         notes.push(
             "Xen skips the faulting probe on family 0xF (Netburst) unless it runs virtualised: \
@@ -186,45 +193,8 @@ pub fn assess(
                 .to_string(),
         );
     }
-    let (mechanism, generation) = match (vendor, faulting_enumerated) {
-        (Vendor::Unknown, _) => (Mechanism::Unknown, "unknown vendor".to_string()),
-        (_, Some(true)) => (
-            Mechanism::Faulting,
-            "CPUID faulting is enumerated; faulting wins over masks".to_string(),
-        ),
-        (_, _) if by_masks != Mechanism::None => (
-            by_masks,
-            format!(
-                "family {:#x} model {:#x} ({}): this generation has {}",
-                sig.family,
-                sig.model,
-                generation.map_or("unknown generation", |g| g.name),
-                by_masks.describe()
-            ),
-        ),
-        (Vendor::Intel, None)
-            if generation.is_some_and(|g| g.platform_info == PlatformInfoPresence::Faulting) =>
-        {
-            (
-                Mechanism::Faulting,
-                format!(
-                    "family 6 model {:#x} ({}): this generation has CPUID faulting (expected, \
-                     not enumerated in this input)",
-                    sig.model,
-                    generation.map_or("", |g| g.name)
-                ),
-            )
-        }
-        _ => (
-            Mechanism::None,
-            format!(
-                "family {:#x} model {:#x}: no mask MSRs for this generation and no faulting \
-                 enumerated",
-                sig.family, sig.model
-            ),
-        ),
-    };
-    if mechanism == Mechanism::AmdOverride {
+    let (mechanism, generation) = judge(vendor, sig, faulting_enumerated, &masks);
+    if mechanism.is_some_and(|m| m.name() == "amd-override") {
         if sig.family >= 0x15 {
             notes.push("AMD masking is not fully effective from family 0x15 on".to_string());
         }
@@ -235,27 +205,14 @@ pub fn assess(
         );
     }
     let (msrs, words) = match mechanism {
-        Mechanism::Faulting => (vec![faulting_msr(vendor)], (0..WORDS.len()).collect()),
-        Mechanism::None | Mechanism::Unknown => (Vec::new(), Vec::new()),
-        _ => (mask_msr_names(&masks), mask_words(&masks)),
+        Some(Mechanism::Faulting { .. }) => {
+            (vec![faulting_msr(vendor)], (0..WORDS.len()).collect())
+        }
+        Some(Mechanism::Masking(masks)) => (mask_msr_names(&masks), mask_words(&masks)),
+        Some(Mechanism::None) | None => (Vec::new(), Vec::new()),
     };
     let (cannot_hide, can_hide) = match hardware {
-        Some(hw) => {
-            let hidden = (hw & KNOWN) - pv_default;
-            let mut cannot = Featureset::EMPTY;
-            let mut can = 0;
-            for f in hidden.iter() {
-                if is_msr_word(f.word()) {
-                    continue;
-                }
-                if words.contains(&f.word()) {
-                    can += 1;
-                } else {
-                    cannot.insert(f);
-                }
-            }
-            (names(&cannot), can)
-        }
+        Some(hw) => hiding(hw, pv_default, &words),
         None => (Vec::new(), 0),
     };
     if !cannot_hide.is_empty() {
@@ -279,10 +236,86 @@ pub fn assess(
     }
 }
 
+/// The mechanism the generation of a CPU with signature `sig` promises, and why: faulting
+/// where enumerated (or, on Intel, expected of the generation), else the generation's `masks`.
+fn judge(
+    vendor: Vendor,
+    sig: CpuSignature,
+    faulting_enumerated: Option<bool>,
+    masks: &MaskMsrs,
+) -> (Option<Mechanism>, String) {
+    let generation = Generation::of(
+        vendor,
+        Signature {
+            family: sig.family,
+            model: sig.model,
+            stepping: sig.stepping,
+        },
+    );
+    let by_masks = masking(masks);
+    match (vendor, faulting_enumerated) {
+        (Vendor::Unknown, _) => (None, "unknown vendor".to_string()),
+        (_, Some(true)) => (
+            Some(faulting_by_generation(vendor)),
+            "CPUID faulting is enumerated; faulting wins over masks".to_string(),
+        ),
+        (_, _) if by_masks != Mechanism::None => (
+            Some(by_masks),
+            format!(
+                "family {:#x} model {:#x} ({}): this generation has {}",
+                sig.family,
+                sig.model,
+                generation.map_or("unknown generation", |g| g.name),
+                describe(Some(&by_masks))
+            ),
+        ),
+        (Vendor::Intel, None)
+            if generation.is_some_and(|g| g.platform_info == PlatformInfoPresence::Faulting) =>
+        {
+            (
+                Some(faulting_by_generation(vendor)),
+                format!(
+                    "family 6 model {:#x} ({}): this generation has CPUID faulting (expected, \
+                     not enumerated in this input)",
+                    sig.model,
+                    generation.map_or("", |g| g.name)
+                ),
+            )
+        }
+        _ => (
+            Some(Mechanism::None),
+            format!(
+                "family {:#x} model {:#x}: no mask MSRs for this generation and no faulting \
+                 enumerated",
+                sig.family, sig.model
+            ),
+        ),
+    }
+}
+
+/// Of the host features `hardware` has and `pv_default` hides: the names of those outside the
+/// mechanism's `words` (a PV guest sees them natively), and how many it can hide. Words that
+/// mirror an MSR never leak through CPUID.
+fn hiding(hardware: Featureset, pv_default: Featureset, words: &[usize]) -> (Vec<String>, usize) {
+    let hidden = (hardware & KNOWN) - pv_default;
+    let mut cannot = Featureset::EMPTY;
+    let mut can = 0;
+    for f in hidden.iter().filter(|f| !is_msr_word(f.word())) {
+        if words.contains(&f.word()) {
+            can += 1;
+        } else {
+            cannot.insert(f);
+        }
+    }
+    (names(&cannot), can)
+}
+
 /// What booting the core's levelling on the silicon model of a CPU found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ModelVerdict {
-    /// The mechanism probing chose.
+    /// The mechanism probing chose (for masks named by the generation's mask MSRs, not only
+    /// those that proved worth using: see `msrs`).
+    #[serde(serialize_with = "serialize_name")]
     pub mechanism: Mechanism,
     /// How it was established.
     pub basis: String,
@@ -350,24 +383,25 @@ pub fn on_model(booted: &xen_levelling::host::Host) -> ModelVerdict {
     let report = levelling.report;
     let vendor = report.vendor;
     let (mechanism, faulting_check, msrs, words) = match report.mechanism {
-        CoreMechanism::Faulting { check, .. } => (
-            Mechanism::Faulting,
+        faulting @ Mechanism::Faulting { check, .. } => (
+            faulting,
             Some(match check {
                 FaultingCheck::Verified => "verified: CPL 3 CPUID faults with it on, not off",
                 FaultingCheck::Unverifiable => "enumerated and accepted, effect not checkable",
+                FaultingCheck::ByGeneration => "expected by generation, not probed",
             }),
             vec![faulting_msr(vendor)],
             (0..WORDS.len()).collect::<Vec<_>>(),
         ),
         // Name the generation by what it has, not by what proved worth using (a mask with
         // nothing to hide is left untested).
-        CoreMechanism::Masking(masks) => (
-            masking(vendor, &report.expected_masks),
+        Mechanism::Masking(masks) => (
+            masking(&report.expected_masks),
             None,
             mask_msr_names(&masks),
             mask_words(&masks),
         ),
-        CoreMechanism::None => (Mechanism::None, None, Vec::new(), Vec::new()),
+        Mechanism::None => (Mechanism::None, None, Vec::new(), Vec::new()),
     };
     let d = levelling.assess(DomainKind::Pv, DomainRole::Guest, pv_default);
     ModelVerdict {

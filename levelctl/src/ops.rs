@@ -190,90 +190,21 @@ impl Pool {
     /// are usage errors; anything that would refuse the change is listed in
     /// [`ChangeReport::blockers`].
     pub fn plan(&self, change: &Change) -> Result<ChangeReport, Error> {
-        let name = change.host_name().to_string();
         let mut blockers = Vec::new();
         let mut host_sets = Vec::new();
-        let after: Vec<Host> = match change {
-            Change::Join(host) => {
-                if self.find_host(&host.name).is_some() {
-                    return Err(usage(format!(
-                        "pool {} already has a host `{}` (use --name to pick another)",
-                        self.name, host.name
-                    )));
-                }
-                if let Some(vendor) = self.vendor()
-                    && vendor != host.vendor
-                {
-                    blockers.push(format!(
-                        "CPUs differ: {} is {}, pool {} is {} (a pool has one vendor)",
-                        host.name, host.vendor, self.name, vendor
-                    ));
-                }
-                let mut after = self.hosts.clone();
-                after.push((**host).clone());
-                after
-            }
-            Change::Leave(host) => {
-                self.host(host)?;
-                for vm in self.resident(host) {
-                    blockers.push(format!(
-                        "VM {} is running on {host} (evacuate the host first)",
-                        vm.name
-                    ));
-                }
-                self.hosts
-                    .iter()
-                    .filter(|h| &h.name != host)
-                    .cloned()
-                    .collect()
-            }
+        let after = match change {
+            Change::Join(host) => self.after_join(host, &mut blockers)?,
+            Change::Leave(host) => self.after_leave(host, &mut blockers)?,
             Change::Reboot(new) => {
                 let old = self.host(&new.name)?;
-                if new.vendor != old.vendor {
-                    blockers.push(format!(
-                        "{} now reports a {} CPU, the pool is {}",
-                        new.name, new.vendor, old.vendor
-                    ));
-                }
-                for vm in self.resident(&new.name) {
-                    blockers.push(format!(
-                        "VM {} is running on {} (evacuate the host first)",
-                        vm.name, new.name
-                    ));
-                }
-                for guest in GuestType::ALL {
-                    for (set, before, now) in [
-                        ("default", old.default_for(guest), new.default_for(guest)),
-                        ("max", old.max_for(guest), new.max_for(guest)),
-                    ] {
-                        let lost = before - now;
-                        let gained = now - before;
-                        if !lost.is_empty() || !gained.is_empty() {
-                            host_sets.push(SetChange {
-                                guest,
-                                set: set.to_string(),
-                                lost: names(&lost),
-                                gained: names(&gained),
-                            });
-                        }
-                    }
-                }
-                self.hosts
-                    .iter()
-                    .map(|h| {
-                        if h.name == new.name {
-                            (**new).clone()
-                        } else {
-                            h.clone()
-                        }
-                    })
-                    .collect()
+                host_sets = set_changes(old, new);
+                self.after_reboot(new, &mut blockers)?
             }
         };
         let mut report = ChangeReport {
             pool: self.name.clone(),
             change: change.verb().to_string(),
-            host: name,
+            host: change.host_name().to_string(),
             applied: false,
             blockers,
             host_sets,
@@ -290,6 +221,70 @@ impl Pool {
             report.vms = self.impacts(&after);
         }
         Ok(report)
+    }
+
+    /// The hosts once `host` joined; a vendor other than the pool's blocks it.
+    fn after_join(&self, host: &Host, blockers: &mut Vec<String>) -> Result<Vec<Host>, Error> {
+        if self.find_host(&host.name).is_some() {
+            return Err(usage(format!(
+                "pool {} already has a host `{}` (use --name to pick another)",
+                self.name, host.name
+            )));
+        }
+        if let Some(vendor) = self.vendor()
+            && vendor != host.vendor
+        {
+            blockers.push(format!(
+                "CPUs differ: {} is {}, pool {} is {} (a pool has one vendor)",
+                host.name, host.vendor, self.name, vendor
+            ));
+        }
+        let mut after = self.hosts.clone();
+        after.push(host.clone());
+        Ok(after)
+    }
+
+    /// The hosts once `host` left; VMs running on it block it.
+    fn after_leave(&self, host: &str, blockers: &mut Vec<String>) -> Result<Vec<Host>, Error> {
+        self.host(host)?;
+        blockers.extend(self.residents_in_the_way(host));
+        Ok(self
+            .hosts
+            .iter()
+            .filter(|h| h.name != host)
+            .cloned()
+            .collect())
+    }
+
+    /// The hosts once `new` rebooted in place of its namesake; another vendor, or VMs running
+    /// on it, block it.
+    fn after_reboot(&self, new: &Host, blockers: &mut Vec<String>) -> Result<Vec<Host>, Error> {
+        let old = self.host(&new.name)?;
+        if new.vendor != old.vendor {
+            blockers.push(format!(
+                "{} now reports a {} CPU, the pool is {}",
+                new.name, new.vendor, old.vendor
+            ));
+        }
+        blockers.extend(self.residents_in_the_way(&new.name));
+        Ok(self
+            .hosts
+            .iter()
+            .map(|h| if h.name == new.name { new } else { h })
+            .cloned()
+            .collect())
+    }
+
+    /// A blocker for each VM running on `host`.
+    fn residents_in_the_way(&self, host: &str) -> Vec<String> {
+        self.resident(host)
+            .map(|vm| {
+                format!(
+                    "VM {} is running on {host} (evacuate the host first)",
+                    vm.name
+                )
+            })
+            .collect()
     }
 
     /// Make `change`, or refuse it (vendor, VMs in the way) without changing anything.
@@ -682,79 +677,20 @@ impl Pool {
             )));
         }
         let Some(pool_vendor) = self.vendor() else {
-            return Err(refused(
-                "import",
+            return Err(refused_import(
                 &req.name,
                 format!("pool {} has no hosts", self.name),
-                Vec::new(),
-                None,
-                Vec::new(),
             ));
         };
         let vendor = req.vendor.unwrap_or(pool_vendor);
-        let (featureset, origin, host_name, check) = match &req.featureset {
-            None => {
-                let host = match req.host.as_deref() {
-                    Some(h) => self.host(h)?,
-                    None => self.least_loaded(None),
-                };
-                let fs = host.max_for(req.guest);
-                let cpu = VmCpu::starting(req.guest, vendor, fs);
-                let c = check::check(&self.name, &req.name, &cpu, host);
-                if c.vendor_mismatch.is_some() {
-                    return Err(refused(
-                        "import",
-                        &req.name,
-                        c.summary(),
-                        vec![c],
-                        None,
-                        Vec::new(),
-                    ));
-                }
-                let origin = Origin::LandingHost {
-                    host: host.name.clone(),
-                };
-                (fs, origin, host.name.clone(), c)
-            }
-            Some(text) => {
-                let parsed = match crate::input::parse_featureset(text) {
-                    Ok(p) => p,
-                    Err(FeaturesetError::UnknownWord { word, value }) => {
-                        return Err(refused(
-                            "import",
-                            &req.name,
-                            format!(
-                                "its featureset sets bits in word {word} ({value:#010x}), which \
-                                 no host here knows (this build knows words 0-{}); refusing \
-                                 rather than truncating",
-                                NR_WORDS - 1
-                            ),
-                            Vec::new(),
-                            None,
-                            Vec::new(),
-                        ));
-                    }
-                    Err(e) => {
-                        return Err(Error::Input(crate::error::InputError::new(
-                            "--featureset",
-                            1,
-                            e.to_string(),
-                        )));
-                    }
-                };
-                let cpu = VmCpu::starting(req.guest, vendor, parsed.featureset);
-                let to = req.host.as_deref();
-                let where_to = Placement {
-                    to,
-                    force: req.force,
-                    ..Placement::default()
-                };
-                let placed = self.place("import", &req.name, &cpu, where_to)?;
-                let origin = Origin::Recorded {
-                    words: parsed.words.unwrap_or(NR_WORDS),
-                };
-                (parsed.featureset, origin, placed.host, placed.check)
-            }
+        let Landing {
+            featureset,
+            origin,
+            host: host_name,
+            check,
+        } = match &req.featureset {
+            None => self.land_at_host_max(req, vendor)?,
+            Some(text) => self.land_recorded(req, vendor, text)?,
         };
         let mut vm = Vm::new(&req.name, req.guest, false);
         vm.power = if req.suspended {
@@ -776,6 +712,81 @@ impl Pool {
             .notes
             .push("a reboot replaces the imported featureset with the pool level".to_string());
         Ok(report)
+    }
+
+    /// An imported VM without a featureset: the max of the host it lands on (the named one,
+    /// or the least loaded), refused only for another vendor.
+    fn land_at_host_max(&self, req: &ImportRequest, vendor: Vendor) -> Result<Landing, Error> {
+        let host = match req.host.as_deref() {
+            Some(h) => self.host(h)?,
+            None => self.least_loaded(None),
+        };
+        let featureset = host.max_for(req.guest);
+        let cpu = VmCpu::starting(req.guest, vendor, featureset);
+        let check = check::check(&self.name, &req.name, &cpu, host);
+        if check.vendor_mismatch.is_some() {
+            return Err(refused(
+                "import",
+                &req.name,
+                check.summary(),
+                vec![check],
+                None,
+                Vec::new(),
+            ));
+        }
+        Ok(Landing {
+            featureset,
+            origin: Origin::LandingHost {
+                host: host.name.clone(),
+            },
+            host: host.name.clone(),
+            check,
+        })
+    }
+
+    /// An imported VM with the featureset it recorded (`text`), placed like a migration.
+    fn land_recorded(
+        &self,
+        req: &ImportRequest,
+        vendor: Vendor,
+        text: &str,
+    ) -> Result<Landing, Error> {
+        let parsed = match crate::input::parse_featureset(text) {
+            Ok(p) => p,
+            Err(FeaturesetError::UnknownWord { word, value }) => {
+                return Err(refused_import(
+                    &req.name,
+                    format!(
+                        "its featureset sets bits in word {word} ({value:#010x}), which no host \
+                         here knows (this build knows words 0-{}); refusing rather than \
+                         truncating",
+                        NR_WORDS - 1
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(Error::Input(crate::error::InputError::new(
+                    "--featureset",
+                    1,
+                    e.to_string(),
+                )));
+            }
+        };
+        let cpu = VmCpu::starting(req.guest, vendor, parsed.featureset);
+        let where_to = Placement {
+            to: req.host.as_deref(),
+            force: req.force,
+            ..Placement::default()
+        };
+        let placed = self.place("import", &req.name, &cpu, where_to)?;
+        Ok(Landing {
+            featureset: parsed.featureset,
+            origin: Origin::Recorded {
+                words: parsed.words.unwrap_or(NR_WORDS),
+            },
+            host: placed.host,
+            check: placed.check,
+        })
     }
 
     /// Plan (and unless `dry_run`, carry out) moving every running VM off `host`. Refused,
@@ -1064,6 +1075,42 @@ fn record_force(
             above_level,
         });
     }
+}
+
+/// Where an imported VM lands, and with what.
+struct Landing {
+    featureset: Featureset,
+    origin: Origin,
+    host: String,
+    check: HostCheck,
+}
+
+/// An import refused for `reason` alone (no host check to show).
+fn refused_import(vm: &str, reason: String) -> Error {
+    refused("import", vm, reason, Vec::new(), None, Vec::new())
+}
+
+/// How a host's default and max featuresets changed across a reboot, per guest type.
+fn set_changes(old: &Host, new: &Host) -> Vec<SetChange> {
+    let mut changes = Vec::new();
+    for guest in GuestType::ALL {
+        for (set, before, now) in [
+            ("default", old.default_for(guest), new.default_for(guest)),
+            ("max", old.max_for(guest), new.max_for(guest)),
+        ] {
+            let lost = before - now;
+            let gained = now - before;
+            if !lost.is_empty() || !gained.is_empty() {
+                changes.push(SetChange {
+                    guest,
+                    set: set.to_string(),
+                    lost: names(&lost),
+                    gained: names(&gained),
+                });
+            }
+        }
+    }
+    changes
 }
 
 fn level_change(before: &[Host], after: &[Host], guest: GuestType) -> LevelChange {

@@ -7,7 +7,7 @@
 //! call (`-EPERM`). `set_cpu_policy` is atomic: on any error the domain's policy and
 //! levelling are exactly as before; on success both change together.
 
-use super::domain::{Domains, Host, levelling_of};
+use super::domain::{Domains, Host, PolicyUpdate, levelling_of};
 use super::{
     DOMCTL_GET_CPU_POLICY, DOMCTL_GET_LEVELLING, DOMCTL_INTERFACE_VERSION, DOMCTL_SET_CPU_POLICY,
     Payload, SYSCTL_GET_CPU_FEATURESET, SYSCTL_GET_CPU_LEVELLING_CAPS, SYSCTL_GET_CPU_POLICY,
@@ -105,6 +105,18 @@ fn to_return(r: Result<()>) -> i64 {
     }
 }
 
+/// Xen's order: an interface version other than `expected` is `-EACCES` whoever calls; then
+/// only the control domain may call (`-EPERM`).
+fn admit(caller: Caller, version: u32, expected: u32) -> Result<()> {
+    if version != expected {
+        return Err(errno::EACCES);
+    }
+    if !caller.control {
+        return Err(errno::EPERM);
+    }
+    Ok(())
+}
+
 /// `__HYPERVISOR_sysctl(arg)`: returns 0 or a negative errno.
 pub fn do_sysctl(host: &Host, caller: Caller, mem: &mut impl GuestCopy, arg: u64) -> i64 {
     to_return(sysctl(host, caller, mem, arg))
@@ -112,12 +124,7 @@ pub fn do_sysctl(host: &Host, caller: Caller, mem: &mut impl GuestCopy, arg: u64
 
 fn sysctl(host: &Host, caller: Caller, mem: &mut impl GuestCopy, arg: u64) -> Result<()> {
     let mut op: XenSysctl = read(mem, arg)?;
-    if op.interface_version != SYSCTL_INTERFACE_VERSION {
-        return Err(errno::EACCES);
-    }
-    if !caller.control {
-        return Err(errno::EPERM);
-    }
+    admit(caller, op.interface_version, SYSCTL_INTERFACE_VERSION)?;
     let ret = match op.cmd {
         SYSCTL_GET_CPU_LEVELLING_CAPS => {
             let caps = XenSysctlCpuLevellingCaps {
@@ -146,7 +153,7 @@ fn sysctl(host: &Host, caller: Caller, mem: &mut impl GuestCopy, arg: u64) -> Re
 }
 
 /// Current `LCAP_*` bits to the pre-4.22 public `XEN_SYSCTL_CPU_LEVELCAP_*` bits.
-pub fn public_levelling_caps(caps: LevellingCaps) -> u32 {
+pub(crate) fn public_levelling_caps(caps: LevellingCaps) -> u32 {
     let map = [
         (LevellingCaps::FAULTING, levelcap::FAULTING),
         (LevellingCaps::MASK_1CD, levelcap::ECX | levelcap::EDX),
@@ -166,30 +173,34 @@ pub fn public_levelling_caps(caps: LevellingCaps) -> u32 {
         .fold(0, |acc, (_, bits)| acc | bits)
 }
 
-fn featureset_index(index: u32) -> Result<SystemPolicy> {
-    // Note Xen's numbering: 2 and 3 are the default sets, the max sets came later as 4 and 5.
-    Ok(match index {
-        0 => SystemPolicy::Raw,
-        1 => SystemPolicy::Host,
-        2 => SystemPolicy::PvDefault,
-        3 => SystemPolicy::HvmDefault,
-        4 => SystemPolicy::PvMax,
-        5 => SystemPolicy::HvmMax,
-        _ => return Err(errno::EINVAL),
-    })
-}
+/// The featureset sysctl's indexes. Note Xen's numbering: 2 and 3 are the default sets, the
+/// max sets came later as 4 and 5.
+pub const FEATURESET_INDEXES: [SystemPolicy; 6] = [
+    SystemPolicy::Raw,
+    SystemPolicy::Host,
+    SystemPolicy::PvDefault,
+    SystemPolicy::HvmDefault,
+    SystemPolicy::PvMax,
+    SystemPolicy::HvmMax,
+];
 
-fn policy_index(index: u32) -> Result<SystemPolicy> {
-    // The policy sysctl orders them differently from the featureset sysctl.
-    Ok(match index {
-        0 => SystemPolicy::Raw,
-        1 => SystemPolicy::Host,
-        2 => SystemPolicy::PvMax,
-        3 => SystemPolicy::HvmMax,
-        4 => SystemPolicy::PvDefault,
-        5 => SystemPolicy::HvmDefault,
-        _ => return Err(errno::EINVAL),
-    })
+/// The policy sysctl's indexes: another order than the featureset sysctl's.
+pub const POLICY_INDEXES: [SystemPolicy; 6] = [
+    SystemPolicy::Raw,
+    SystemPolicy::Host,
+    SystemPolicy::PvMax,
+    SystemPolicy::HvmMax,
+    SystemPolicy::PvDefault,
+    SystemPolicy::HvmDefault,
+];
+
+/// The system policy `index` names in `indexes`; any other index is `-EINVAL`.
+fn system_policy(indexes: &[SystemPolicy; 6], index: u32) -> Result<SystemPolicy> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| indexes.get(i))
+        .copied()
+        .ok_or(errno::EINVAL)
 }
 
 fn get_featureset(
@@ -202,7 +213,10 @@ fn get_featureset(
         p.nr_features = NR_WORDS as u32;
         return Ok(());
     }
-    let fs = host.system.get(featureset_index(p.index)?).featureset();
+    let fs = host
+        .system
+        .get(system_policy(&FEATURESET_INDEXES, p.index)?)
+        .featureset();
     let nr = (p.nr_features as usize).min(NR_WORDS);
     write_words(mem, p.features, &fs.words()[..nr])?;
     p.nr_features = nr as u32;
@@ -230,7 +244,7 @@ fn get_system_policy(
     if p.rsvd != 0 {
         return Err(errno::EINVAL);
     }
-    let policy = host.system.get(policy_index(p.index)?);
+    let policy = host.system.get(system_policy(&POLICY_INDEXES, p.index)?);
     put_policy(
         policy,
         mem,
@@ -301,18 +315,13 @@ fn domctl(
     arg: u64,
 ) -> Result<()> {
     let mut op: XenDomctl = read(mem, arg)?;
-    if op.interface_version != DOMCTL_INTERFACE_VERSION {
-        return Err(errno::EACCES);
-    }
-    if !caller.control {
-        return Err(errno::EPERM);
-    }
+    admit(caller, op.interface_version, DOMCTL_INTERFACE_VERSION)?;
     let ret = match op.cmd {
         DOMCTL_GET_CPU_POLICY => {
             let domain = domains.domain(op.domain).ok_or(errno::ESRCH)?;
             let mut p = XenDomctlCpuPolicy::from_union(&op.u);
             let r = put_policy(
-                &domain.policy,
+                domain.policy(),
                 mem,
                 p.leaves,
                 &mut p.nr_leaves,
@@ -357,7 +366,7 @@ fn set_policy(
         return Err(errno::EINVAL);
     }
     let domain = domains.domain(domid).ok_or(errno::ESRCH)?;
-    if domain.running {
+    if domain.running() {
         return Err(errno::EEXIST);
     }
     // From here on, as in Xen's update_domain_cpu_policy: the error fields start at ~0.
@@ -377,7 +386,7 @@ fn set_policy(
         *leaf = read(mem, element(p.leaves, i, XenCpuidLeaf::SIZE)?)?;
     }
     let policy = domain
-        .policy
+        .policy()
         .merged(&leaves[..nr_leaves], &[])
         .map_err(|e| record(e, p))?;
     let nr_msrs = p.nr_msrs as usize;
@@ -392,21 +401,23 @@ fn set_policy(
         .merged(&[], &msrs[..nr_msrs])
         .map_err(|e| record(e, p))?;
     policy.clear_out_of_range_leaves();
-    let max = host.system.max_for(domain.kind).ok_or(errno::EOPNOTSUPP)?;
+    let max = host
+        .system
+        .max_for(domain.kind())
+        .ok_or(errno::EOPNOTSUPP)?;
     if let Err(e) = check_compatible(&max, &policy) {
         (p.err_leaf, p.err_subleaf, p.err_msr) = (e.leaf, e.subleaf, e.msr);
         return Err(errno::EINVAL);
     }
     let policy = host
         .system
-        .recalculate(domain.kind, &policy)
+        .recalculate(domain.kind(), &policy)
         .ok_or(errno::EOPNOTSUPP)?;
-    let levelling = levelling_of(host, domain.kind, domain.role, &policy);
+    let levelling = levelling_of(host, domain.kind(), domain.role(), &policy);
     // Both change together, and only now.
-    let domain = domains.domain_mut(domid).ok_or(errno::ESRCH)?;
-    domain.policy = policy;
-    domain.levelling = levelling;
-    Ok(())
+    domains
+        .set_policy(domid, PolicyUpdate::new(policy, levelling))
+        .map_err(|_| errno::ESRCH)
 }
 
 /// errno and the (leaf, subleaf, msr) error fields for a rejected array.
@@ -433,7 +444,7 @@ fn get_levelling(
         return Err(errno::EINVAL);
     }
     let d = domains.domain(domid).ok_or(errno::ESRCH)?;
-    let l = &d.levelling;
+    let l = d.levelling();
     p.mechanism = match l.mechanism {
         Mechanism::None => 0,
         Mechanism::Faulting { .. } => 1,
@@ -442,8 +453,8 @@ fn get_levelling(
     let flag = |on: bool, bit: u32| if on { bit } else { 0 };
     p.flags = flag(l.levelled, levelling_flags::LEVELLED)
         | flag(l.faulting, levelling_flags::FAULTING)
-        | flag(d.best_effort, levelling_flags::BEST_EFFORT)
-        | flag(d.running, levelling_flags::RUNNING);
+        | flag(d.best_effort(), levelling_flags::BEST_EFFORT)
+        | flag(d.running(), levelling_flags::RUNNING);
     if p.unenforceable == 0 && p.not_shown == 0 {
         p.nr_features = NR_WORDS as u32;
         return Ok(());

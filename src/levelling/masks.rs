@@ -109,9 +109,15 @@ impl MaskKind {
 
 /// One MSR per [`MaskKind`], or `None` where the CPU has none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct MaskMsrs(pub [Option<u32>; 5]);
+pub struct MaskMsrs(pub(crate) [Option<u32>; 5]);
 
 impl MaskMsrs {
+    /// These, with `msr` for `kind`.
+    pub const fn with(mut self, kind: MaskKind, msr: u32) -> MaskMsrs {
+        self.0[kind.index()] = Some(msr);
+        self
+    }
+
     /// The MSR for `kind`.
     pub const fn get(&self, kind: MaskKind) -> Option<u32> {
         self.0[kind.index()]
@@ -146,7 +152,7 @@ pub fn expected_mask_msrs(
 
 /// Values for every mask MSR, in MSR layout (Xen's `struct cpuidmasks`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct MaskValues(pub [u64; 5]);
+pub struct MaskValues(pub(crate) [u64; 5]);
 
 impl MaskValues {
     /// The value for `kind`.
@@ -162,7 +168,7 @@ impl MaskValues {
     /// True if any value differs: branch-free, for the context switch's common case (a plain
     /// `==` on the array becomes a call to `memcmp`).
     #[inline]
-    pub fn differs_from(&self, other: &MaskValues) -> bool {
+    pub(crate) fn differs_from(&self, other: &MaskValues) -> bool {
         let mut diff = 0;
         for (a, b) in self.0.iter().zip(&other.0) {
             diff |= a ^ b;
@@ -183,7 +189,7 @@ fn fast_forward_leaf1(regs: &mut CpuidRegs, xsave: bool) {
 
 /// Boot defaults: what Xen and unlevelled domains run with (reference 3.3). `raw` is the raw
 /// CPUID of the CPU; `probed` the values the MSRs held when probed.
-pub fn boot_defaults(vendor: Vendor, raw: &CpuPolicy, probed: &MaskValues) -> MaskValues {
+pub(crate) fn boot_defaults(vendor: Vendor, raw: &CpuPolicy, probed: &MaskValues) -> MaskValues {
     let leaf = |kind: MaskKind| {
         let (l, s) = kind.leaf();
         raw.leaf(l, s).unwrap_or_default()
@@ -217,7 +223,7 @@ pub fn boot_defaults(vendor: Vendor, raw: &CpuPolicy, probed: &MaskValues) -> Ma
 /// The mask values for a domain with `policy` (reference 3.4): the defaults ANDed with the
 /// policy's features, the host's topology bits forced in (native CPUID must report the
 /// unmaskable topology leaves consistently), and the fast-forward bits set.
-pub fn domain_masks(
+pub(crate) fn domain_masks(
     vendor: Vendor,
     defaults: &MaskValues,
     host: &Featureset,
@@ -290,7 +296,7 @@ fn set_bit(regs: &mut CpuidRegs, feature: Feature) {
 
 /// Clear OSXSAVE in a leaf 1 mask value: for a PV vCPU whose virtual CR4.OSXSAVE is clear, so
 /// that hardware does not fast-forward Xen's own CR4 (`CPUID.01H:ECX[27]`).
-pub const fn without_osxsave(vendor: Vendor, leaf1_mask: u64) -> u64 {
+pub(crate) const fn without_osxsave(vendor: Vendor, leaf1_mask: u64) -> u64 {
     let bit = Feature::OSXSAVE.mask() as u64;
     // Intel keeps ECX in the low half, AMD in the high half.
     if vendor.is_amd_like() {

@@ -61,7 +61,7 @@ impl Levelling {
     /// Before the boot probe: no mechanism, nothing known about the CPU. A `const`, so that
     /// an embedder can keep the host in a `static` and boot it in place
     /// ([`crate::host::Host::boot_in_place`]).
-    pub const UNPROBED: Levelling = Levelling {
+    pub(crate) const UNPROBED: Levelling = Levelling {
         report: ProbeReport::NOTHING,
         defaults: MaskValues([0; 5]),
         config: LevellingConfig { level_dom0: false },

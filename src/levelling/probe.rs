@@ -58,6 +58,16 @@ pub enum FaultingControl {
 }
 
 impl FaultingControl {
+    /// The control `vendor`'s CPUs have: AMD's and Hygon's `HWCR[35]`, everyone else's
+    /// `MSR_MISC_FEATURES_ENABLES[0]`.
+    pub const fn of(vendor: Vendor) -> FaultingControl {
+        if vendor.is_amd_like() {
+            FaultingControl::Amd
+        } else {
+            FaultingControl::Intel
+        }
+    }
+
     /// The MSR and the bit in it.
     pub const fn msr_and_bit(self) -> (u32, u64) {
         match self {
@@ -78,6 +88,9 @@ pub enum FaultingCheck {
     /// Enumerated and the MSR accepts the bit, but this `Hardware` cannot run CPL 3 code to
     /// check the effect (as Xen, which never checks).
     Unverifiable,
+    /// Not probed: what the CPU's generation and its enumeration promise (a toolstack judging a
+    /// CPU it does not run on).
+    ByGeneration,
 }
 
 /// The levelling mechanism in use.
@@ -96,6 +109,42 @@ pub enum Mechanism {
     None,
 }
 
+impl Mechanism {
+    /// A stable short name, the same for every CPU of a kind (`levelctl`'s JSON carries it):
+    /// `faulting`; for masks the family their MSRs belong to, `intel-mask-v1` (0x478),
+    /// `intel-mask-v2` (0x130, 0x131), `intel-mask-v3` (0x132-0x134) or `amd-override`
+    /// (0xC0011002-0xC0011005); `none`.
+    pub fn name(&self) -> &'static str {
+        let Mechanism::Masking(masks) = self else {
+            return match self {
+                Mechanism::Faulting { .. } => "faulting",
+                _ => "none",
+            };
+        };
+        let has = |family: &[u32]| masks.kinds().any(|(_, index)| family.contains(&index));
+        if has(&[
+            msr::AMD_OVERRIDE_LEAF1,
+            msr::AMD_OVERRIDE_EXTD1,
+            msr::AMD_OVERRIDE_LEAF6,
+            msr::AMD_OVERRIDE_LEAF7,
+        ]) {
+            "amd-override"
+        } else if has(&[
+            msr::INTEL_MASK_V3_LEAF1,
+            msr::INTEL_MASK_V3_EXTD1,
+            msr::INTEL_MASK_V3_XSAVE1,
+        ]) {
+            "intel-mask-v3"
+        } else if has(&[msr::INTEL_MASK_V2_LEAF1, msr::INTEL_MASK_V2_EXTD1]) {
+            "intel-mask-v2"
+        } else if has(&[msr::INTEL_MASK_V1_LEAF1]) {
+            "intel-mask-v1"
+        } else {
+            "none"
+        }
+    }
+}
+
 /// `CPUID faulting (Intel MSR 0x140, verified)`, `mask MSRs 1cd=0x132 e1cd=0x133`, `none`.
 impl core::fmt::Display for Mechanism {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -105,6 +154,7 @@ impl core::fmt::Display for Mechanism {
                 let how = match check {
                     FaultingCheck::Verified => "verified",
                     FaultingCheck::Unverifiable => "enumerated, effect not checkable here",
+                    FaultingCheck::ByGeneration => "expected by generation, not probed",
                 };
                 write!(f, "CPUID faulting (MSR {msr:#x}, {how})")
             }
@@ -157,7 +207,7 @@ pub struct ProbeReport {
 
 impl ProbeReport {
     /// Before probing: nothing expected, present or used.
-    pub const NOTHING: ProbeReport = ProbeReport {
+    pub(crate) const NOTHING: ProbeReport = ProbeReport {
         vendor: Vendor::Unknown,
         signature: Signature {
             family: 0,

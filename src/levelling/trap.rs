@@ -14,9 +14,9 @@ use crate::policy::guest::{CpuidEntry, CpuidTable, GuestContext};
 use crate::policy::system::DomainKind;
 
 /// `CPUID`: `0F A2`.
-pub const CPUID_OPCODE: [u8; 2] = [0x0f, 0xa2];
+pub(crate) const CPUID_OPCODE: [u8; 2] = [0x0f, 0xa2];
 /// Xen's forced-emulation prefix, `ud2; .ascii "xen"` (`XEN_EMULATE_PREFIX`).
-pub const FORCED_EMULATION_PREFIX: [u8; 5] = [0x0f, 0x0b, 0x78, 0x65, 0x6e];
+pub(crate) const FORCED_EMULATION_PREFIX: [u8; 5] = [0x0f, 0x0b, 0x78, 0x65, 0x6e];
 
 /// The prefix and the CPUID it forces, as `handle_ud` fetches them in one read.
 const FORCED_CPUID: [u8; 7] = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2];
@@ -259,7 +259,7 @@ pub enum MsrAccess {
 }
 
 /// Whether `msr` is one of the levelling MSRs, which guests never reach on hardware.
-pub const fn is_levelling_msr(msr: u32) -> bool {
+pub(crate) const fn is_levelling_msr(msr: u32) -> bool {
     let mut i = 0;
     while i < msr::LEVELLING_MSRS.len() {
         if msr::LEVELLING_MSRS[i] == msr {

@@ -7,7 +7,7 @@
 //! OSXSAVE and OSPKE from the guest's CR4, APIC IDs from the vCPU id, XSAVE sizes from XCR0.
 //!
 //! Every table entry a guest's leaf, subleaf or XCR0 selects is read through
-//! [`CpuPolicy::slot`], which clamps the index under speculation ([`crate::nospec`], Xen's
+//! [`CpuPolicy::slot`], which clamps the index under speculation (the crate's `nospec` clamp, Xen's
 //! `array_access_nospec`): a mispredicted bounds check cannot load past a leaf array.
 
 use super::system::DomainKind;

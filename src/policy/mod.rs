@@ -293,7 +293,7 @@ impl CpuPolicy {
         Slot::of(leaf, subleaf).map(|slot| self.slot_mut(slot))
     }
 
-    /// The registers in `slot`. The index is clamped under speculation ([`crate::nospec`]):
+    /// The registers in `slot`. The index is clamped under speculation (the crate's `nospec` clamp):
     /// slots come from guest- and toolstack-chosen leaves and subleaves. Panics if the index is
     /// past its array.
     pub fn slot(&self, slot: Slot) -> &CpuidRegs {

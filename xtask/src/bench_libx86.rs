@@ -88,7 +88,7 @@ pub fn run(workspace: &Workspace) -> Result<Option<String>, String> {
     std::fs::create_dir_all(pkg.join("src")).map_err(|e| e.to_string())?;
     let manifest = format!(
         "[package]\nname = \"vs-libx86\"\nversion = \"0.0.0\"\nedition = \"2024\"\npublish = false\n\n\
-         [dependencies]\nxen-levelling = {{ path = {root:?} }}\n\n[workspace]\n\n\
+         [dependencies]\nxen-levelling = {{ path = {root:?}, features = [\"dumps\"] }}\n\n[workspace]\n\n\
          [profile.release]\ncodegen-units = 1\n",
         root = root.display().to_string()
     );

@@ -7,12 +7,16 @@
 //! levelling promises ([`Oracle::Levelled`]). Every check line names the scenario, the domain
 //! and what was checked, e.g. `check pv-forced/domU1/forced/00000007.0: ok`.
 //!
-//! Every domain carries its precomputed [`DomainLevelling`] (with the fail-closed list) from
-//! creation on; [`Domain::start`] applies the crate's start rule (`abi::domain::DomainTable`'s):
-//! a levelled PV guest whose hardware cannot hide what its policy lacks is refused unless best
-//! effort was asked for ([`Domain::with_best_effort`]). `sched::add` starts every domain it is
-//! given, so a refused domain never runs.
+//! Every domain carries the crate's record of it (`abi::domain::Domain`: its policy and the
+//! precomputed [`DomainLevelling`] with the fail-closed list, which change together), the one
+//! the hypercall dispatcher reads and sets through the scheduler (`sched`'s `Domains`):
+//! the domain a toolstack creates by hypercall is the one the scheduler runs.
+//! [`Domain::start`] applies the crate's start rule (`abi::domain::Domain::start`): a levelled
+//! PV guest whose hardware cannot hide what its policy lacks is refused unless best effort was
+//! asked for ([`Domain::with_best_effort`]). `sched::add` starts every domain it is given, so a
+//! refused domain never runs; a domain the toolstack created waits until it starts it.
 
+use xen_levelling::abi::domain::{Domain as DomainRecord, PolicyUpdate};
 use xen_levelling::feature::KNOWN;
 use xen_levelling::levelling::trap::TrapContext;
 use xen_levelling::levelling::{DomainLevelling, DomainRole, Mechanism, Unenforceable};
@@ -125,10 +129,10 @@ impl<'a> DomainSpec<'a> {
     }
 }
 
-/// The parts of a [`DomainSpec`] a domain keeps (the walk list lives in its walk page).
+/// The parts of a [`DomainSpec`] a domain keeps besides its record (the walk list lives in its
+/// walk page, the policy in the record).
 struct Spec {
     name: &'static str,
-    policy: CpuPolicy,
     oracle: Oracle,
     program: Kind,
     per_result_checks: bool,
@@ -185,6 +189,8 @@ pub enum DomainState {
     Exited,
     /// Took a fault it should not have.
     Crashed,
+    /// Created by the toolstack, not started yet: it does not run.
+    Created,
     /// Refused at start (fail closed): it never ran.
     Refused,
 }
@@ -212,10 +218,9 @@ pub struct Domain {
     expected_results: u32,
     /// CPUIDs that reached Xen by a trap and were emulated.
     trapped: u32,
-    /// Its levelling, computed at creation.
-    levelling: DomainLevelling,
-    /// The toolstack accepted best effort.
-    best_effort: bool,
+    /// The crate's record: its policy and levelling (changed together through the dispatcher),
+    /// best effort, running.
+    record: DomainRecord,
     /// Why it was refused, if it was.
     refusal: Option<Unenforceable>,
     /// The CPUID the CPU reported at boot (the [`Oracle::HostCpl0`] values).
@@ -231,6 +236,45 @@ pub struct Domain {
 impl Domain {
     /// Builds the domain: its address space, its walk page, its initial registers.
     pub fn new(scenario: &'static str, spec: DomainSpec<'_>, host: &Host) -> Domain {
+        let role = if spec.hardware_domain {
+            DomainRole::Control
+        } else {
+            DomainRole::Guest
+        };
+        let record = levelling::record(spec.domid, DomainKind::Pv, role, spec.policy, false);
+        Domain::build(scenario, spec, record, host)
+    }
+
+    /// A domain the toolstack created by hypercall from `record`: it runs `entry` once the
+    /// toolstack starts it ([`Domain::start_by_toolstack`]), judged against its policy through
+    /// the forced-emulation prefix.
+    pub fn created(
+        scenario: &'static str,
+        name: &'static str,
+        record: DomainRecord,
+        entry: extern "C" fn(),
+        host: &Host,
+    ) -> Domain {
+        let spec = DomainSpec {
+            name,
+            domid: record.domid(),
+            hardware_domain: false,
+            policy: *record.policy(),
+            oracle: Oracle::Policy(CpuidEntry::ForcedEmulation),
+            program: Program::Raw { entry },
+            per_result_checks: false,
+        };
+        let mut domain = Domain::build(scenario, spec, record, host);
+        domain.state = DomainState::Created;
+        domain
+    }
+
+    fn build(
+        scenario: &'static str,
+        spec: DomainSpec<'_>,
+        record: DomainRecord,
+        host: &Host,
+    ) -> Domain {
         let space = AddressSpace::new();
         // SAFETY: the data frame was just allocated for this domain alone and is identity
         // mapped; nothing else refers to it until the domain runs.
@@ -274,13 +318,7 @@ impl Domain {
             apic_enabled: false,
             long_mode: true,
         };
-        let role = if spec.hardware_domain {
-            DomainRole::Control
-        } else {
-            DomainRole::Guest
-        };
-        let levelling = levelling::assess(DomainKind::Pv, role, &spec.policy);
-        let guest = host.guest_domain(DomainKind::Pv, spec.domid, spec.hardware_domain);
+        let guest = host.guest_domain(record.kind(), spec.domid, spec.hardware_domain);
         Domain {
             scenario,
             cpuid_context: GuestContext {
@@ -288,10 +326,9 @@ impl Domain {
                 vcpu_id: 0,
                 state: Some(vcpu),
             },
-            cpuid_table: CpuidTable::new(&spec.policy, &guest),
+            cpuid_table: CpuidTable::new(record.policy(), &guest),
             spec: Spec {
                 name: spec.name,
-                policy: spec.policy,
                 oracle: spec.oracle,
                 program: kind,
                 per_result_checks: spec.per_result_checks,
@@ -304,8 +341,7 @@ impl Domain {
             first_mismatch: None,
             expected_results,
             trapped: 0,
-            levelling,
-            best_effort: false,
+            record,
             refusal: None,
             boot: host.hardware,
             seen: Featureset::EMPTY,
@@ -325,35 +361,49 @@ impl Domain {
     /// The toolstack asks for best effort: the domain may start although the hardware cannot
     /// hide everything its policy lacks (the list stays with it).
     pub fn with_best_effort(mut self) -> Domain {
-        self.best_effort = true;
+        let r = &self.record;
+        self.record = levelling::record(r.domid(), r.kind(), r.role(), *r.policy(), true);
         self
     }
 
-    /// The start rule (the crate's `DomainTable::start`): a levelled PV guest whose
+    /// The start rule (the crate's `abi::domain::Domain::start`): a levelled PV guest whose
     /// fail-closed list is not empty is refused, unless best effort was asked for. A refused
-    /// domain never runs.
+    /// domain never runs, and reports its refusal when the run finishes.
     pub fn start(&mut self) -> Result<(), Unenforceable> {
-        let l = &self.levelling;
-        if !l.unenforceable.is_empty() && !self.best_effort {
-            let refusal = Unenforceable {
-                features: l.unenforceable,
-                mechanism: l.mechanism,
-            };
+        if let Err(refusal) = self.start_by_toolstack() {
             self.refusal = Some(refusal);
             self.state = DomainState::Refused;
             return Err(refusal);
-        }
-        self.levelling.best_effort = !self.levelling.unenforceable.is_empty();
-        if self.state == DomainState::Refused {
-            self.state = DomainState::Runnable;
         }
         self.refusal = None;
         Ok(())
     }
 
+    /// The same start rule for `domain_start`: a refusal changes nothing (the toolstack is
+    /// told, and the domain stays created).
+    pub fn start_by_toolstack(&mut self) -> Result<(), Unenforceable> {
+        self.record.start()?;
+        if matches!(self.state, DomainState::Refused | DomainState::Created) {
+            self.state = DomainState::Runnable;
+        }
+        Ok(())
+    }
+
+    /// The crate's record of it, as the hypercall dispatcher sees it.
+    pub fn record(&self) -> &DomainRecord {
+        &self.record
+    }
+
+    /// Takes the policy of an accepted `set_cpu_policy` with its levelling, and recomputes
+    /// the CPUID answers its traps use from it (Xen's `domain_cpu_policy_changed`).
+    pub fn apply(&mut self, update: PolicyUpdate) {
+        self.record.apply(update);
+        self.cpuid_table = CpuidTable::new(self.record.policy(), &self.cpuid_context.domain);
+    }
+
     /// Its precomputed levelling.
     pub fn levelling(&self) -> &DomainLevelling {
-        &self.levelling
+        self.record.levelling()
     }
 
     /// Its vCPU's virtual CR4.OSXSAVE (a PV kernel's own; hardware must not fast-forward
@@ -390,7 +440,13 @@ impl Domain {
     /// What the domain's CPUID `leaf`/`subleaf` returns when it reaches Xen through `entry`
     /// while this vCPU runs: `guest_cpuid` with the vCPU's live state.
     pub fn answer_cpuid(&self, leaf: u32, subleaf: u32, entry: CpuidEntry) -> CpuidRegs {
-        guest_cpuid_entered(&self.spec.policy, leaf, subleaf, &self.cpuid_context, entry)
+        guest_cpuid_entered(
+            self.record.policy(),
+            leaf,
+            subleaf,
+            &self.cpuid_context,
+            entry,
+        )
     }
 
     /// Counts a CPUID that reached Xen by a trap and was emulated.
@@ -410,7 +466,7 @@ impl Domain {
             }
             Oracle::HostCpl0 => Some(hardware::cpuid(leaf, subleaf)),
             Oracle::Policy(entry) => Some(self.answer_cpuid(leaf, subleaf, entry)),
-            Oracle::Levelled if self.levelling.faulting => {
+            Oracle::Levelled if self.levelling().faulting => {
                 Some(self.answer_cpuid(leaf, subleaf, CpuidEntry::Fault))
             }
             Oracle::Levelled => None,
@@ -566,7 +622,7 @@ impl Domain {
         // Forced-emulation walks trap on every CPUID; native ones exactly when faulting is on
         // for the domain (a levelled PV guest on a faulting CPU), else never.
         let forced = matches!(self.spec.program, Kind::Walk { flags } if flags & WALK_FORCED != 0);
-        let expected_traps = if forced || self.levelling.faulting {
+        let expected_traps = if forced || self.levelling().faulting {
             self.expected_results
         } else {
             0
@@ -580,7 +636,7 @@ impl Domain {
             self.finish_levelled();
         }
         // Levelled native CPUID on masks promises features, not whole leaves.
-        let per_leaf = self.spec.oracle != Oracle::Levelled || self.levelling.faulting;
+        let per_leaf = self.spec.oracle != Oracle::Levelled || self.levelling().faulting;
         if self.spec.per_result_checks || !per_leaf {
             return;
         }
@@ -608,7 +664,7 @@ impl Domain {
     /// the real instructions).
     fn finish_levelled(&self) {
         let name = Prefix(self.scenario, self.name());
-        let l = &self.levelling;
+        let l = self.levelling();
         let mut words = Featureset::EMPTY;
         for word in 0..WORD_HOMES.len() {
             if self.seen_words & 1 << word != 0 {
@@ -618,7 +674,7 @@ impl Domain {
         // OSXSAVE, OSPKE, APIC follow live state, HTT/X2APIC/CMP_LEGACY the host's topology:
         // native CPUID shows them whatever the policy says.
         let exposed = Featureset::of(&xen_levelling::levelling::domain::EXPOSED_BY_DESIGN);
-        let wanted = self.spec.policy.featureset() & words;
+        let wanted = self.record.policy().featureset() & words;
         let leaked = (self.seen - wanted - exposed) & KNOWN & words;
         let hidden = (wanted - self.seen - exposed) & KNOWN & words;
         checks::noted(
@@ -627,7 +683,7 @@ impl Domain {
             format_args!(
                 "shown but not in its policy: [{}]; fail-closed list ({}): [{}]",
                 leaked.names(),
-                if l.best_effort {
+                if self.record.best_effort() && !l.unenforceable.is_empty() {
                     "started with best effort"
                 } else {
                     "empty"

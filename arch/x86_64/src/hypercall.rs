@@ -36,7 +36,7 @@
 //! free slot, `-EOPNOTSUPP` no policy for the kind on this host (HAP without nested paging).
 //! domain_start errors: `-ESRCH` no such domain, `-EEXIST` already started, `-EINVAL` not a PV
 //! domain (this kernel runs only PV domains for the toolstack) or boot data over 4096 bytes,
-//! `-EFAULT` the boot data faulted, `-ENOSPC` no room to run another domain, and
+//! `-EFAULT` the boot data faulted, and
 //! **`-EOPNOTSUPP` refused, fail closed**: the hardware cannot hide every feature its policy
 //! lacks and it was created without [`CREATE_BEST_EFFORT`]; the toolstack reads which
 //! features with the `DOMCTL_GET_LEVELLING` extension. On any error nothing changed. A
@@ -46,22 +46,17 @@
 //! G expected E`: the guest judged `ok` itself. A non-zero tag names a CPUID register: leaf in
 //! bits 63:32, subleaf in 31:8, register (0 EAX ... 3 EDX) in 7:0.
 
-use core::mem::MaybeUninit;
-use xen_levelling::CpuPolicy;
-
 use xen_levelling::CpuidRegs;
 use xen_levelling::abi::dispatch::{Caller, CopyFault, GuestCopy, do_domctl, do_sysctl, errno};
-use xen_levelling::abi::domain::{DomainError, DomainTable, Host as AbiHost};
+use xen_levelling::abi::domain::{Domain as DomainRecord, DomainError, Domains};
 use xen_levelling::levelling::DomainRole;
-use xen_levelling::policy::guest::CpuidEntry;
 use xen_levelling::policy::system::DomainKind;
 
 use crate::checks;
-use crate::domain::{DomId, Domain, DomainSpec, Oracle, Program};
+use crate::domain::{DomId, Domain};
 use crate::idt::{Gprs, TrapFrame};
 use crate::sync::KernelCell;
-use crate::xen::Host;
-use crate::{levelling, paging, sched};
+use crate::{paging, sched, xen};
 
 /// `exit(code)`: the domain is done.
 pub const HC_EXIT: u64 = 0;
@@ -328,35 +323,19 @@ impl GuestCopy for UserCopy {
     }
 }
 
-/// How many domains the toolstack ABI keeps.
-const ABI_DOMAINS: usize = 8;
-
-/// What the toolstack hypercalls act on, installed by a scenario ([`install_abi`]).
+/// What a scenario that installed the toolstack ABI ([`install_abi`]) gave it. The domains
+/// the hypercalls act on are the scheduler's (`sched::with_registry`), the host the crate's
+/// booted one (`xen::with_core_host`).
 struct AbiState {
-    /// The system policies and the levelling mechanism, as the dispatcher sees them
-    /// ([`ABI_HOST`]).
-    host: &'static mut AbiHost,
-    /// The domains the hypercalls know ([`ABI_TABLE`]).
-    domains: &'static mut DomainTable<ABI_DOMAINS>,
-    /// The kernel's view of the host, for building the ring-3 domains that start.
-    xen: *const Host,
     /// The scenario, for check names.
     scenario: &'static str,
-    /// What a started domain runs.
+    /// What a domain the toolstack starts runs.
     guest_program: extern "C" fn(),
-    /// How many more domains may start (free scheduler slots the scenario left).
-    room: usize,
     /// Checks reported by domains other than the control domain.
     guest_checks: u32,
 }
 
 static ABI: KernelCell<Option<AbiState>> = KernelCell::new(None);
-/// The ABI's host, built in place: a host's system policies are too large to pass through
-/// the stack (the boot stack holds the whole main flow).
-static ABI_HOST: KernelCell<MaybeUninit<AbiHost>> = KernelCell::new(MaybeUninit::uninit());
-/// The ABI's domain table, built in place for the same reason.
-static ABI_TABLE: KernelCell<MaybeUninit<DomainTable<ABI_DOMAINS>>> =
-    KernelCell::new(MaybeUninit::uninit());
 
 /// The ABI state, if installed.
 ///
@@ -370,66 +349,15 @@ unsafe fn abi() -> Option<&'static mut AbiState> {
     unsafe { (*ABI.get()).as_mut() }
 }
 
-/// A domain the scenario created itself (dom0, a guest) and that the ABI should know: it is
-/// running, with `policy`.
-pub struct KnownDomain {
-    /// Its id.
-    pub domid: DomId,
-    /// dom0 or a guest.
-    pub role: DomainRole,
-    /// Its policy.
-    pub policy: CpuPolicy,
-}
-
-/// Installs the toolstack ABI for a scenario: `known` domains are entered in the table as
-/// running; domains the toolstack starts run `guest_program`, at most `room` of them.
-///
-/// The caller must keep `host` alive until [`uninstall_abi`] (the scenario's `&Host` outlives
-/// its `sched::run`).
-pub fn install_abi(
-    scenario: &'static str,
-    host: &Host,
-    known: &[KnownDomain],
-    guest_program: extern "C" fn(),
-    room: usize,
-) {
-    // SAFETY: main flow, no domain runs; the previous installation (if any) is dropped first,
-    // so nothing refers to the two statics any more; each field is written in place before
-    // the references are made.
-    let (abi_host, domains) = unsafe {
-        *ABI.get() = None;
-        let h = (*ABI_HOST.get()).as_mut_ptr();
-        (&raw mut (*h).system).write(*host.policies);
-        (&raw mut (*h).levelling).write(levelling::current());
-        let t = (*ABI_TABLE.get()).as_mut_ptr();
-        t.write(DomainTable::default());
-        (&mut *h, &mut *t)
-    };
-    for k in known {
-        let created = domains.create(abi_host, k.domid, DomainKind::Pv, k.role, false);
-        if let Err(error) = created {
-            checks::fail(
-                format_args!("{scenario}/abi-table/{}", k.domid),
-                format_args!("{error}"),
-            );
-            continue;
-        }
-        if let Some(d) = domains.get_mut(k.domid) {
-            d.policy = k.policy;
-            d.levelling =
-                xen_levelling::abi::domain::levelling_of(abi_host, d.kind, d.role, &k.policy);
-            d.running = true;
-        }
-    }
+/// Installs the toolstack ABI for a scenario: the domains it acts on are the scheduler's
+/// (those the scenario adds, those the toolstack creates); a domain the toolstack starts runs
+/// `guest_program`.
+pub fn install_abi(scenario: &'static str, guest_program: extern "C" fn()) {
     // SAFETY: main flow, no domain runs.
     unsafe {
         *ABI.get() = Some(AbiState {
-            host: abi_host,
-            domains,
-            xen: host,
             scenario,
             guest_program,
-            room,
             guest_checks: 0,
         });
     }
@@ -440,13 +368,6 @@ pub fn uninstall_abi() -> u32 {
     // SAFETY: main flow, no domain runs.
     let state = unsafe { (*ABI.get()).take() };
     state.map_or(0, |s| s.guest_checks)
-}
-
-/// A domain of the ABI table: (policy, running), for the scenario's own checks.
-pub fn abi_domain(domid: DomId) -> Option<(CpuPolicy, bool)> {
-    // SAFETY: main flow, no domain runs; values are copied out.
-    let state = unsafe { abi() }?;
-    state.domains.get(domid).map(|d| (d.policy, d.running))
 }
 
 /// sysctl, domctl, domain_create, domain_start: the caller is the running domain.
@@ -460,16 +381,15 @@ fn toolstack_call(call: Hypercall) -> u64 {
     let Some(state) = (unsafe { abi() }) else {
         return ENOSYS;
     };
-    // The mechanism as it stands now: a levelling MSR that faulted since makes new levelled
-    // guests fail closed.
-    state.host.levelling = levelling::current();
     let caller = Caller { domid, control };
     let mut mem = UserCopy { cr3 };
     match call {
-        Hypercall::Sysctl { arg } => do_sysctl(state.host, caller, &mut mem, arg) as u64,
-        Hypercall::Domctl { arg } => {
-            do_domctl(state.host, state.domains, caller, &mut mem, arg) as u64
+        Hypercall::Sysctl { arg } => {
+            xen::with_core_host(|host| do_sysctl(host, caller, &mut mem, arg)) as u64
         }
+        Hypercall::Domctl { arg } => xen::with_core_host(|host| {
+            sched::with_registry(|domains| do_domctl(host, domains, caller, &mut mem, arg))
+        }) as u64,
         Hypercall::DomainCreate { domid, kind, flags } => {
             match create(state, caller, domid, kind, flags) {
                 Ok(()) => 0,
@@ -477,7 +397,7 @@ fn toolstack_call(call: Hypercall) -> u64 {
             }
         }
         Hypercall::DomainStart { domid, data, len } => {
-            match start(state, caller, &mem, domid, data, len) {
+            match start(caller, &mem, domid, data, len) {
                 Ok(()) => 0,
                 Err(e) => neg(e),
             }
@@ -486,7 +406,8 @@ fn toolstack_call(call: Hypercall) -> u64 {
     }
 }
 
-/// `domain_create`.
+/// `domain_create`: the crate's record with the default policy of its kind, in a scheduler
+/// slot, not started.
 fn create(
     state: &mut AbiState,
     caller: Caller,
@@ -508,87 +429,78 @@ fn create(
         return Err(errno::EINVAL);
     }
     let best_effort = flags & CREATE_BEST_EFFORT != 0;
-    state
-        .domains
-        .create(state.host, domid, kind, DomainRole::Guest, best_effort)
-        .map(|_| ())
-        .map_err(|e| match e {
-            DomainError::Exists(_) => errno::EEXIST,
-            DomainError::TableFull => ENOSPC,
-            DomainError::NoPolicy => errno::EOPNOTSUPP,
-            DomainError::NoSuchDomain(_) => errno::ESRCH,
-            DomainError::Unenforceable(_) => errno::EOPNOTSUPP,
-        })
+    // Checked before the domain takes frames for its address space.
+    sched::with_registry(|domains| {
+        if domains.domain(domid).is_some() {
+            Err(DomainError::Exists(domid))
+        } else if !domains.has_room() {
+            Err(DomainError::TableFull)
+        } else {
+            Ok(())
+        }
+    })
+    .map_err(create_errno)?;
+    // The mechanism as it stands now: a levelling MSR that faulted since makes new levelled
+    // guests fail closed.
+    let record = xen::with_core_host(|host| {
+        DomainRecord::create(host, domid, kind, DomainRole::Guest, best_effort)
+    })
+    .map_err(create_errno)?;
+    let domain = Domain::created(
+        state.scenario,
+        domain_name(domid),
+        record,
+        state.guest_program,
+        xen::host(),
+    );
+    sched::add_created(domain).ok_or(ENOSPC)?;
+    Ok(())
+}
+
+fn create_errno(e: DomainError) -> i32 {
+    match e {
+        DomainError::Exists(_) => errno::EEXIST,
+        DomainError::TableFull => ENOSPC,
+        DomainError::NoPolicy | DomainError::Unenforceable(_) => errno::EOPNOTSUPP,
+        DomainError::NoSuchDomain(_) => errno::ESRCH,
+    }
 }
 
 /// `domain_start`: fail closed, then run it with its boot data.
-fn start(
-    state: &mut AbiState,
-    caller: Caller,
-    mem: &UserCopy,
-    domid: u64,
-    data: u64,
-    len: u64,
-) -> Result<(), i32> {
+fn start(caller: Caller, mem: &UserCopy, domid: u64, data: u64, len: u64) -> Result<(), i32> {
     if !caller.control {
         return Err(errno::EPERM);
     }
     let domid = u16::try_from(domid).map_err(|_| errno::ESRCH)?;
-    let d = state.domains.get(domid).ok_or(errno::ESRCH)?;
-    if d.running {
+    let (running, kind) = sched::with_registry(|domains| {
+        domains
+            .domain(domid)
+            .map(|d| (d.running(), d.kind()))
+            .ok_or(errno::ESRCH)
+    })?;
+    if running {
         return Err(errno::EEXIST);
     }
-    if d.kind != DomainKind::Pv || len > MAX_BOOT_DATA {
+    if kind != DomainKind::Pv || len > MAX_BOOT_DATA {
         return Err(errno::EINVAL);
     }
     let mut boot = [0u8; MAX_BOOT_DATA as usize];
     let boot = &mut boot[..len as usize];
     mem.copy_from_guest(data, boot).map_err(|_| errno::EFAULT)?;
-    if state.room == 0 {
-        return Err(ENOSPC);
-    }
-    state.domains.start(domid).map_err(|e| match e {
-        DomainError::Unenforceable(_) => errno::EOPNOTSUPP,
-        DomainError::NoSuchDomain(_) => errno::ESRCH,
-        _ => errno::EINVAL,
-    })?;
-    let started = state.domains.get(domid).ok_or(errno::ESRCH)?;
-    let (policy, best_effort) = (started.policy, started.best_effort);
-    state.room -= 1;
-    // SAFETY: `install_abi`'s caller keeps the host alive while the ABI is installed.
-    let host = unsafe { &*state.xen };
-    let mut domain = Domain::new(
-        state.scenario,
-        DomainSpec {
-            name: domain_name(domid),
-            domid,
-            hardware_domain: false,
-            policy,
-            oracle: Oracle::Policy(CpuidEntry::ForcedEmulation),
-            program: Program::Raw {
-                entry: state.guest_program,
-            },
-            per_result_checks: false,
-        },
-        host,
-    );
-    if best_effort {
-        // `sched::add` applies the same start rule to the kernel's domain: it must agree.
-        domain = domain.with_best_effort();
-    }
-    // SAFETY: the data frame was just allocated for this domain alone, is identity mapped and
-    // one page long; `boot` is at most a page.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            boot.as_ptr(),
-            domain.space.data_frame as *mut u8,
-            boot.len(),
-        );
-    }
-    // From the trap handler: no other scheduler reference is live (the caller's
-    // `with_current` ended), so `add` has the scheduler to itself.
-    sched::add(domain);
-    Ok(())
+    sched::with_registry(|domains| {
+        let domain = domains.find_mut(domid).ok_or(errno::ESRCH)?;
+        domain.start_by_toolstack().map_err(|_| errno::EOPNOTSUPP)?;
+        // SAFETY: the data frame was allocated for this domain alone, is identity mapped and
+        // one page long; `boot` is at most a page; the domain has not run yet.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                boot.as_ptr(),
+                domain.space.data_frame as *mut u8,
+                boot.len(),
+            );
+        }
+        Ok(())
+    })
 }
 
 /// A name for check lines.

@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | probe at boot | `xen::Host::probe` (the crate's `host::Host::boot`), [`virtualised`] | `Levelling::probe` | `probe_cpuid_faulting`, `{amd,intel}_init_levelling` |
 //! | CPU bring-up | [`install`] | `LevellingState::init` | `ctxt_switch_levelling(NULL)` on the BSP |
-//! | domain creation | [`assess`] (from `Domain::new`) | `Levelling::assess` | `domain_cpu_policy_changed` |
+//! | domain creation | [`record`] (from `Domain::new`), [`assess`] | `abi::domain::Domain::with_policy`, `Levelling::assess` | `domain_cpu_policy_changed` |
 //! | context switch | [`switch_to`], [`switch_to_idle`] (from `sched`) | `LevellingState::switch_to` | `ctxt_switch_levelling(next)` |
 //!
 //! The host-wide state is shared by every CPU behind a readers-writer lock (switches and
@@ -29,6 +29,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use xen_levelling::CpuPolicy;
+use xen_levelling::abi::domain::Domain as DomainRecord;
 use xen_levelling::hardware::{Hardware, MsrFault};
 use xen_levelling::levelling::masks::MaskKind;
 use xen_levelling::levelling::probe::FaultingCheck;
@@ -246,6 +247,20 @@ pub fn assess(kind: DomainKind, role: DomainRole, policy: &CpuPolicy) -> DomainL
         .as_ref()
         .expect("installed")
         .assess(kind, role, policy)
+}
+
+/// The crate's record of a new domain with `policy`: its levelling assessed on the host's
+/// levelling as it stands (see [`assess`]).
+pub fn record(
+    domid: u16,
+    kind: DomainKind,
+    role: DomainRole,
+    policy: CpuPolicy,
+    best_effort: bool,
+) -> DomainRecord {
+    let host = host();
+    let levelling = host.as_ref().expect("installed");
+    DomainRecord::with_policy(levelling, domid, kind, role, policy, best_effort)
 }
 
 /// How many times the switch hook ran since boot (switches to idle not counted).
@@ -523,6 +538,7 @@ impl fmt::Display for MechanismName {
                 let how = match check {
                     FaultingCheck::Verified => "verified at CPL 3",
                     FaultingCheck::Unverifiable => "unverified",
+                    FaultingCheck::ByGeneration => "by generation",
                 };
                 write!(
                     f,

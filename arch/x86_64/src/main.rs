@@ -103,7 +103,7 @@ fn kernel(cmdline: &Cmdline, start_info: u32) -> ! {
     );
     let host = xen::Host::probe(cmdline);
     smp::start_aps(start_info);
-    scenarios::run(&host, cmdline);
+    scenarios::run(host, cmdline);
     checks::finish()
 }
 

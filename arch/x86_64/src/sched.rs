@@ -14,6 +14,10 @@
 //! [`add`] starts the domain (`Domain::start`, the fail-closed rule): a refused domain stays
 //! in its slot, never runs, and reports its refusal when the run finishes.
 //!
+//! The scheduler is also the domain registry of the hypercall dispatcher: it implements the
+//! crate's `Domains` over its own domains ([`with_registry`]), so a domain the toolstack
+//! creates ([`add_created`]) is one the scheduler runs once the toolstack starts it.
+//!
 //! [`run`] enters the first domain with `xl_enter_user`, which saves the kernel's
 //! callee-saved registers and stack pointer; when the last domain finishes, the trap handler
 //! calls `xl_resume_kernel`, which returns from `xl_enter_user` as if it were a plain call.
@@ -21,15 +25,18 @@
 use core::arch::global_asm;
 use core::mem::offset_of;
 
-use crate::domain::{Domain, DomainState, UserContext};
+use xen_levelling::abi::domain::{Domain as DomainRecord, DomainError, Domains, PolicyUpdate};
+
+use crate::domain::{DomId, Domain, DomainState, UserContext};
 use crate::gdt::{USER_CS, USER_DS};
 use crate::idt::{Gprs, TrapFrame};
 use crate::percpu::{self, MAX_CPUS};
 use crate::sync::KernelCell;
 use crate::{levelling, paging, println};
 
-/// The most domains one run holds.
-pub const MAX_DOMAINS: usize = 4;
+/// The most domains one run holds (the `abi` scenario's dom0, unprivileged guest and three
+/// toolstack-created guests among them).
+pub const MAX_DOMAINS: usize = 8;
 
 /// The domains of the current run and the switch bookkeeping.
 pub struct Scheduler {
@@ -72,7 +79,39 @@ fn resume_slot() -> *mut u64 {
     unsafe { &raw mut (*KERNEL_RESUME_RSP.get())[percpu::id()] }
 }
 
+/// The dispatcher's view: each domain's crate record, by id.
+impl Domains for Scheduler {
+    fn domain(&self, domid: u16) -> Option<&DomainRecord> {
+        self.find(domid).map(Domain::record)
+    }
+
+    fn set_policy(&mut self, domid: u16, update: PolicyUpdate) -> Result<(), DomainError> {
+        self.find_mut(domid)
+            .ok_or(DomainError::NoSuchDomain(domid))?
+            .apply(update);
+        Ok(())
+    }
+}
+
 impl Scheduler {
+    /// The domain `domid` of this run.
+    pub fn find(&self, domid: DomId) -> Option<&Domain> {
+        self.domains.iter().flatten().find(|d| d.domid() == domid)
+    }
+
+    /// The domain `domid` of this run, for changing.
+    pub fn find_mut(&mut self, domid: DomId) -> Option<&mut Domain> {
+        self.domains
+            .iter_mut()
+            .flatten()
+            .find(|d| d.domid() == domid)
+    }
+
+    /// A slot is free.
+    pub fn has_room(&self) -> bool {
+        self.domains.iter().any(Option::is_none)
+    }
+
     /// The next runnable domain after `after` in round-robin order (`after` itself last).
     fn next_runnable(&self, after: Option<usize>) -> Option<usize> {
         let start = after.map_or(0, |i| i + 1);
@@ -152,14 +191,39 @@ pub fn add_on(cpu: usize, mut domain: Domain) -> usize {
     slot
 }
 
+/// A domain the toolstack created (`Domain::created`): in the registry, not started. `None`
+/// if no slot is free (the caller checks [`Scheduler::has_room`] before building it).
+pub fn add_created(domain: Domain) -> Option<usize> {
+    // SAFETY: a trap handler holding no other scheduler reference (the caller's contract).
+    let s = unsafe { scheduler() };
+    let slot = s.domains.iter().position(Option::is_none)?;
+    s.domains[slot] = Some(domain);
+    Some(slot)
+}
+
+/// Runs `f` on this CPU's domains as the dispatcher's registry (from a trap handler that
+/// holds no other scheduler reference, or the main flow while no domain runs).
+pub fn with_registry<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
+    // SAFETY: one reference at a time (the caller's contract); `f` does not call back into
+    // the scheduler.
+    f(unsafe { scheduler() })
+}
+
 /// Runs every added domain until each has exited or crashed, then calls each one's
 /// `finish` and removes them all. Returns to Xen (kernel CR3, levelling hook with `None`).
 pub fn run() {
+    run_then(|_| ());
+}
+
+/// [`run`], letting `inspect` look at the domains (the registry as the run left it) before
+/// they are removed.
+pub fn run_then<R>(inspect: impl FnOnce(&Scheduler) -> R) -> R {
     let first = {
         // SAFETY: main flow, no domain runs; the reference ends before entering ring 3.
         let s = unsafe { scheduler() };
         let Some(first) = s.next_runnable(None) else {
-            return;
+            // Nothing ran: the domains stay for the next run.
+            return inspect(s);
         };
         s.switch_to(Some(first));
         s.current_domain().context
@@ -169,12 +233,14 @@ pub fn run() {
     unsafe { xl_enter_user(&first, resume_slot()) };
     // SAFETY: main flow again; no domain runs.
     let s = unsafe { scheduler() };
+    let seen = inspect(s);
     for slot in &mut s.domains {
         if let Some(domain) = slot.take() {
             domain.finish();
         }
     }
     s.current = None;
+    seen
 }
 
 /// (domain transitions, levelling hook calls) since boot.

@@ -22,8 +22,34 @@ use crate::{levelling, println};
 pub const XEN_VERSION: (u16, u16) = (4, 6);
 
 /// The host as the crate booted it: 14 KB, so booted in place here rather than on the boot
-/// stack.
+/// stack. Its levelling is refreshed from `levelling::current()` whenever it is lent
+/// ([`with_core_host`]); everything else is only read after boot.
 static BOOTED: KernelCell<CoreHost> = KernelCell::new(CoreHost::UNBOOTED);
+/// The kernel's view of the host, written once by [`Host::probe`], then only read.
+static KERNEL_HOST: KernelCell<Option<Host>> = KernelCell::new(None);
+
+/// The kernel's view of the host ([`Host::probe`] ran).
+///
+/// # Panics
+///
+/// Before [`Host::probe`].
+pub fn host() -> &'static Host {
+    // SAFETY: written once by `probe` before any reader, then only read.
+    unsafe { (*KERNEL_HOST.get()).as_ref() }.expect("host probed at boot")
+}
+
+/// Lends `f` the host as the crate booted it, with the levelling as it stands now (a levelling
+/// MSR that faulted since boot makes new levelled guests fail closed): what the hypercall
+/// dispatcher acts on.
+pub fn with_core_host<R>(f: impl FnOnce(&CoreHost) -> R) -> R {
+    // SAFETY: after boot only this function writes the static, and only its `levelling`
+    // field, which no reference outlives (`Host::policies` refers to `system` alone); it runs
+    // on one CPU at a time (the main flow, or a hypercall handler on the boot CPU).
+    unsafe {
+        (*BOOTED.get()).levelling = levelling::current();
+        f(&*BOOTED.get())
+    }
+}
 
 /// Everything the scenarios need to know about the host (its levelling mechanism, which a
 /// later MSR fault can mark failed, is `levelling::current()`).
@@ -48,8 +74,9 @@ impl Host {
     /// instructions: the raw policy (MSR_PLATFORM_INFO only where the generation has it), the
     /// levelling probe, the system policies with faulting as probed. `cpuid=no-…` on the
     /// command line disables features as on Xen's command line. Then installs the levelling
-    /// on the boot CPU and prints a summary.
-    pub fn probe(cmdline: &Cmdline) -> Host {
+    /// on the boot CPU and prints a summary. The host lives in a static from here on
+    /// ([`host`]).
+    pub fn probe(cmdline: &Cmdline) -> &'static Host {
         let mut hw = NativeHardware;
         let disabled = match cmdline.value("cpuid").map(parse_cpuid_option) {
             Some(Ok(fs)) => fs,
@@ -97,6 +124,8 @@ impl Host {
             npt,
             cr4_osxsave: cr4.contains(x86::controlregs::Cr4::CR4_ENABLE_OS_XSAVE),
         };
+        // SAFETY: main flow on the boot CPU, once per boot, before any reader of the static.
+        let host: &'static Host = unsafe { (*KERNEL_HOST.get()).insert(host) };
         host.print();
         levelling::check_probe(crate::shim::expected_mechanism(cmdline));
         host
@@ -143,6 +172,18 @@ impl Host {
     pub fn default_domain_policy(&self, kind: DomainKind) -> Result<CpuPolicy, DomainPolicyError> {
         let fs = self.policies.default_for(kind).featureset();
         self.policies.domain_policy(kind, self.vendor, &fs)
+    }
+
+    /// [`Host::default_domain_policy`], or `None` after a failed check `check` saying why (the
+    /// scenario then stops).
+    pub fn default_policy_or_fail(
+        &self,
+        kind: DomainKind,
+        check: core::fmt::Arguments<'_>,
+    ) -> Option<CpuPolicy> {
+        self.default_domain_policy(kind)
+            .map_err(|error| crate::checks::fail(check, format_args!("{error}")))
+            .ok()
     }
 
     /// The domain facts `guest_cpuid` needs.

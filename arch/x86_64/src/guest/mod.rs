@@ -16,7 +16,7 @@ use xen_levelling::CpuPolicy;
 use xen_levelling::abi::XenCpuidLeaf;
 use xen_levelling::cpuid::NO_SUBLEAF;
 use xen_levelling::policy::serialise::MAX_SERIALISED_LEAVES;
-use xen_levelling::policy::{EXTD_BASE, XEN_LEAVES};
+use xen_levelling::policy::{EXTD_BASE, WORD_HOMES, WordHome, XEN_LEAVES};
 
 /// One CPUID query: EAX and ECX inputs.
 #[repr(C)]
@@ -92,6 +92,18 @@ pub struct WalkList {
 }
 
 impl WalkList {
+    /// Every query of `policy`, plus the home leaf of every CPUID featureset word (so that the
+    /// native view of every word is seen).
+    pub fn with_word_homes(policy: &CpuPolicy) -> WalkList {
+        let mut list = WalkList::for_policy(policy);
+        for home in WORD_HOMES {
+            if let WordHome::Cpuid { leaf, subleaf, .. } = home {
+                list.push(leaf, subleaf);
+            }
+        }
+        list
+    }
+
     /// An empty list.
     pub const fn new() -> Self {
         WalkList {

@@ -7,15 +7,16 @@
 //! read-back proving the policy did not change.
 //!
 //! The checks are the programs' own (`check abi/<domain>/<name>`); the kernel adds that the
-//! guests did report, and that the ABI table and the guest dom0 started agree.
+//! guests did report, and that the scheduler's domains (the one registry the dispatcher acts
+//! on) are as dom0 left them.
 
-use xen_levelling::levelling::DomainRole;
+use xen_levelling::abi::domain::Domains;
 use xen_levelling::policy::system::DomainKind;
 
 use crate::checks;
 use crate::domain::{Domain, DomainSpec, Oracle, Program};
 use crate::guest::toolstack::{xl_toolstack, xl_toolstack_guest, xl_toolstack_unpriv};
-use crate::hypercall::{self, KnownDomain};
+use crate::hypercall;
 use crate::sched;
 use crate::xen::Host;
 
@@ -24,34 +25,17 @@ pub const NAME: &str = "abi";
 
 /// The unprivileged guest's domain id.
 const UNPRIV_DOMID: u16 = 9;
-/// Domains dom0 may start (free scheduler slots beside dom0 and the unprivileged guest).
-const ROOM: usize = 2;
 /// The fewest checks the guests must report: the unprivileged guest's 11, and a started
 /// guest's registers of leaves 0, 1 and 0x80000001 (which every policy has) plus its summary.
 const MIN_GUEST_CHECKS: u32 = 11 + 8;
 
 /// Runs the scenario.
 pub fn run(host: &Host) {
-    let pv = match host.default_domain_policy(DomainKind::Pv) {
-        Ok(policy) => policy,
-        Err(error) => {
-            checks::fail(format_args!("{NAME}/policy"), format_args!("{error}"));
-            return;
-        }
+    let Some(pv) = host.default_policy_or_fail(DomainKind::Pv, format_args!("{NAME}/policy"))
+    else {
+        return;
     };
-    let known = [
-        KnownDomain {
-            domid: 0,
-            role: DomainRole::Control,
-            policy: host.policies.host,
-        },
-        KnownDomain {
-            domid: UNPRIV_DOMID,
-            role: DomainRole::Guest,
-            policy: pv,
-        },
-    ];
-    hypercall::install_abi(NAME, host, &known, xl_toolstack_guest, ROOM);
+    hypercall::install_abi(NAME, xl_toolstack_guest);
     let program = |entry| Program::Raw { entry };
     sched::add(Domain::new(
         NAME,
@@ -75,10 +59,11 @@ pub fn run(host: &Host) {
         // Its CPUID is not what it is here for: on a host that cannot hide features it still runs.
         .with_best_effort(),
     );
-    sched::run();
-    // What the toolstack left in the table: domU2 started (best effort), domU3 never did.
-    let started = hypercall::abi_domain(2);
-    let never = hypercall::abi_domain(3);
+    // What the toolstack left: domU2 started (best effort), domU3 never did.
+    let (started, never) = sched::run_then(|domains| {
+        let of = |domid| domains.domain(domid).map(|d| (*d.policy(), d.running()));
+        (of(2), of(3))
+    });
     checks::check(
         format_args!("{NAME}/xen/domU2-started-domU3-not"),
         matches!(started, Some((_, true))) && matches!(never, Some((_, false))),

@@ -45,12 +45,9 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
     let rounds = cmdline.number("rounds", 4).max(2);
     let after = cmdline.number("after", 4);
     let list = WalkList::of(LEAVES);
-    let policy = match host.default_domain_policy(DomainKind::Pv) {
-        Ok(policy) => policy,
-        Err(error) => {
-            checks::fail(format_args!("{NAME}/policy"), format_args!("{error}"));
-            return;
-        }
+    let Some(policy) = host.default_policy_or_fail(DomainKind::Pv, format_args!("{NAME}/policy"))
+    else {
+        return;
     };
     let walk = |flags| Program::Walk {
         list: &list,

@@ -33,12 +33,13 @@
 use core::arch::global_asm;
 use core::mem::offset_of;
 
+use xen_levelling::abi::dispatch::FEATURESET_INDEXES;
 use xen_levelling::dump::Aida64Dump;
 use xen_levelling::feature::NR_WORDS;
 use xen_levelling::host::HostConfig;
-use xen_levelling::levelling::{DomainRole, Mechanism, ProbeOptions};
+use xen_levelling::levelling::{Mechanism, ProbeOptions};
 use xen_levelling::policy::guest::CpuidEntry;
-use xen_levelling::policy::system::{DomainKind, SystemPolicy};
+use xen_levelling::policy::system::DomainKind;
 use xen_levelling::policy::{WORD_HOMES, WordHome};
 use xen_levelling::silicon::SiliconModel;
 use xen_levelling::{CpuPolicy, CpuidRegs, Feature, Featureset};
@@ -47,7 +48,7 @@ use crate::checks;
 use crate::cmdline::Cmdline;
 use crate::domain::{Domain, DomainSpec, Oracle, Program};
 use crate::guest::{MAX_WALK, WALK_FORCED, WALK_YIELD, WalkList, WalkPage};
-use crate::hypercall::{self, HC_CPUID_RESULT, HC_EXIT, HC_SYSCTL, KnownDomain};
+use crate::hypercall::{self, HC_CPUID_RESULT, HC_EXIT, HC_SYSCTL};
 use crate::idt::HYPERCALL_VECTOR;
 use crate::sync::KernelCell;
 use crate::xen::Host;
@@ -249,13 +250,8 @@ unsafe extern "C" {
 /// Out of line, as [`at_level`]: their frames must not add to every other scenario's.
 #[inline(never)]
 pub fn agent(host: &Host, cmdline: &Cmdline) {
-    let known = [KnownDomain {
-        domid: 0,
-        role: DomainRole::Control,
-        policy: host.policies.host,
-    }];
-    // No room: the agent starts no domain.
-    hypercall::install_abi(AGENT, host, &known, xl_agent, 0);
+    // The agent starts no domain: what one would run does not matter.
+    hypercall::install_abi(AGENT, xl_agent);
     let dom0 = Domain::new(
         AGENT,
         DomainSpec::dom0(host, Program::Raw { entry: xl_agent }),
@@ -305,16 +301,8 @@ fn agent_checks(host: &Host, page: &AgentPage) -> bool {
             page.rets[1], page.size_nr
         ),
     );
-    let which = [
-        SystemPolicy::Raw,
-        SystemPolicy::Host,
-        SystemPolicy::PvDefault,
-        SystemPolicy::HvmDefault,
-        SystemPolicy::PvMax,
-        SystemPolicy::HvmMax,
-    ];
     let mut all = ok && sized;
-    for (i, policy) in which.into_iter().enumerate() {
+    for (i, policy) in FEATURESET_INDEXES.into_iter().enumerate() {
         let expected = host.policies.get(policy).featureset();
         let got = agent_featureset(page, i);
         all &= checks::check(
@@ -450,17 +438,6 @@ fn print_report(cmdline: &Cmdline, page: &AgentPage) {
     println!("}}");
 }
 
-/// Every query of `policy`, plus the home leaf of every CPUID featureset word.
-fn walk_list(policy: &CpuPolicy) -> WalkList {
-    let mut list = WalkList::for_policy(policy);
-    for home in WORD_HOMES {
-        if let WordHome::Cpuid { leaf, subleaf, .. } = home {
-            list.push(leaf, subleaf);
-        }
-    }
-    list
-}
-
 /// A level from the command line (`level_pv=`/`level_hvm=`), or a failed check.
 fn level(cmdline: &Cmdline, key: &str) -> Option<Featureset> {
     let text = cmdline.value(key)?;
@@ -556,7 +533,7 @@ pub fn at_level(host: &Host, cmdline: &Cmdline) {
         return;
     }
     let mut lines: [Option<GuestLine>; 3] = [None, None, None];
-    *dom0_list = walk_list(&host.policies.raw);
+    *dom0_list = WalkList::with_word_homes(&host.policies.raw);
     sched::add(Domain::new(
         AT_LEVEL,
         DomainSpec::dom0(
@@ -576,7 +553,7 @@ pub fn at_level(host: &Host, cmdline: &Cmdline) {
         {
             Ok(policy) => {
                 check_policy_is_level("pv", &policy, &level);
-                *pv_list = walk_list(&policy);
+                *pv_list = WalkList::with_word_homes(&policy);
                 lines[0] = start_pv(host, "domU1", 1, policy, pv_list, false, best_effort);
                 lines[1] = start_pv(host, "domU2", 2, policy, pv_list, true, best_effort);
             }
@@ -787,7 +764,7 @@ fn run_hvm(
         }
     };
     check_policy_is_level("hvm", &policy, level);
-    *list = walk_list(&policy);
+    *list = WalkList::with_word_homes(&policy);
     let results = HVM_RESULTS.get() as u64;
     let fill = |page: &mut WalkPage| {
         page.fill(list, 1, 0, 0x4c00_0001);

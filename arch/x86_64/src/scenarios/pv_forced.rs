@@ -4,7 +4,6 @@
 use xen_levelling::policy::guest::CpuidEntry;
 use xen_levelling::policy::system::DomainKind;
 
-use crate::checks;
 use crate::domain::{Domain, DomainSpec, Oracle, Program};
 use crate::guest::{WALK_FORCED, WalkList};
 use crate::sched;
@@ -15,12 +14,10 @@ pub const NAME: &str = "pv-forced";
 
 /// Runs the scenario.
 pub fn run(host: &Host) {
-    let policy = match host.default_domain_policy(DomainKind::Pv) {
-        Ok(policy) => policy,
-        Err(error) => {
-            checks::fail(format_args!("{NAME}/domU1/policy"), format_args!("{error}"));
-            return;
-        }
+    let Some(policy) =
+        host.default_policy_or_fail(DomainKind::Pv, format_args!("{NAME}/domU1/policy"))
+    else {
+        return;
     };
     let list = WalkList::for_policy(&policy);
     sched::add(

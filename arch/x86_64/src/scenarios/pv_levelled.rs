@@ -20,8 +20,8 @@
 use xen_levelling::levelling::Mechanism;
 use xen_levelling::policy::guest::CpuidEntry;
 use xen_levelling::policy::system::DomainKind;
-use xen_levelling::policy::{WORD_HOMES, WordHome};
-use xen_levelling::{CpuPolicy, Feature, Featureset};
+
+use xen_levelling::{Feature, Featureset};
 
 use crate::cmdline::Cmdline;
 use crate::domain::{Domain, DomainSpec, Oracle, Program};
@@ -49,18 +49,6 @@ const LESS_2: [Feature; 4] = [
     Feature::BMI1,
 ];
 
-/// Every query of `policy`, plus the home leaf of every CPUID featureset word (so that the
-/// native view of every word is seen).
-fn walk_list(policy: &CpuPolicy) -> WalkList {
-    let mut list = WalkList::for_policy(policy);
-    for home in WORD_HOMES {
-        if let WordHome::Cpuid { leaf, subleaf, .. } = home {
-            list.push(leaf, subleaf);
-        }
-    }
-    list
-}
-
 /// Runs the scenario.
 pub fn run(host: &Host, cmdline: &Cmdline) {
     let best_effort = cmdline
@@ -81,9 +69,9 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
         );
         return;
     };
-    let dom0_list = walk_list(&host.policies.raw);
-    let list1 = walk_list(&policy1);
-    let list2 = walk_list(&policy2);
+    let dom0_list = WalkList::with_word_homes(&host.policies.raw);
+    let list1 = WalkList::with_word_homes(&policy1);
+    let list2 = WalkList::with_word_homes(&policy2);
     let walk = |list, flags| Program::Walk {
         list,
         rounds,

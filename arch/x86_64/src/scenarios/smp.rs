@@ -22,11 +22,10 @@
 //! each CPU's switch tally is judged against that CPU's own model (the MSRs that changed
 //! there, the WRMSRs its L0 served). With one CPU (no `--smp`) the scenario skips.
 
-use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use xen_levelling::abi::dispatch::{Caller, CopyFault, GuestCopy, do_domctl, errno};
-use xen_levelling::abi::domain::{DomainTable, Host as AbiHost, levelling_of};
+use xen_levelling::abi::domain::{DomainTable, levelling_of};
 use xen_levelling::abi::{
     DOMCTL_GET_CPU_POLICY, DOMCTL_INTERFACE_VERSION, DOMCTL_SET_CPU_POLICY, Payload, Wire,
     XenCpuidLeaf, XenDomctl, XenDomctlCpuPolicy,
@@ -42,7 +41,7 @@ use crate::domain::{Domain, DomainSpec, Oracle, Program};
 use crate::guest::{WALK_FORCED, WALK_YIELD, WalkList};
 use crate::percpu::{self, MAX_CPUS};
 use crate::sync::{KernelCell, SpinLock};
-use crate::xen::Host;
+use crate::xen::{self, Host};
 use crate::{checks, hardware, levelling, println, sched, smp};
 
 /// The scenario's name on the command line.
@@ -87,7 +86,7 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
     }
     run_this_cpu(0);
     smp::wait_all();
-    race(host);
+    race();
 }
 
 /// Fills every CPU's run queue; false (with a failed check) if the policies cannot be made.
@@ -197,8 +196,6 @@ const SETS_BEFORE_START: u32 = 16;
 /// How many refused sets CPU 0 waits for after the start.
 const REFUSALS_WANTED: u32 = 8;
 
-/// The ABI host the race's table uses, built in place (too large for the stack).
-static RACE_HOST: KernelCell<MaybeUninit<AbiHost>> = KernelCell::new(MaybeUninit::uninit());
 /// The table and what each side saw, behind the lock both CPUs take.
 static RACE: SpinLock<Option<Race>> = SpinLock::new(None);
 /// Successful sets so far (CPU 1 waits for a few before it starts the domain).
@@ -241,11 +238,6 @@ impl GuestCopy for Arena<'_> {
     }
 }
 
-fn abi_host() -> &'static AbiHost {
-    // SAFETY: written in place by `race` before any reference is made, then only read.
-    unsafe { (*RACE_HOST.get()).assume_init_ref() }
-}
-
 /// One domctl with `cmd` on the race domain, leaves at `leaves` (`count` of them).
 fn domctl(
     mem: &mut Arena<'_>,
@@ -274,26 +266,20 @@ fn domctl(
         domid: 0,
         control: true,
     };
-    do_domctl(abi_host(), table, caller, mem, OP)
+    xen::with_core_host(|host| do_domctl(host, table, caller, mem, OP))
 }
 
 /// CPU 0 sets policies while CPU 1 starts the domain.
-fn race(host: &Host) {
+fn race() {
     let name = format_args!("{NAME}/race");
-    // SAFETY: main flow, the APs idle; each field is written in place before any reference.
-    unsafe {
-        let h = (*RACE_HOST.get()).as_mut_ptr();
-        (&raw mut (*h).system).write(*host.policies);
-        (&raw mut (*h).levelling).write(levelling::current());
-    }
+    // CPU 0 alone lends itself the booted host (`xen::with_core_host`): CPU 1 only starts.
     let mut table = DomainTable::default();
-    if let Err(error) = table.create(
-        abi_host(),
-        RACE_DOMID,
-        DomainKind::Pv,
-        DomainRole::Guest,
-        true,
-    ) {
+    let created = xen::with_core_host(|core| {
+        table
+            .create(core, RACE_DOMID, DomainKind::Pv, DomainRole::Guest, true)
+            .map(drop)
+    });
+    if let Err(error) = created {
         checks::fail(name, format_args!("create: {error}"));
         return;
     }
@@ -331,7 +317,7 @@ fn race(host: &Host) {
         }
         leaf.encode(&mut mem.0[at..at + XenCpuidLeaf::SIZE]);
     }
-    let policy_a = table.get(RACE_DOMID).map(|d| d.policy);
+    let policy_a = table.get(RACE_DOMID).map(|d| *d.policy());
     *RACE.lock() = Some(Race {
         table,
         last_set: policy_a,
@@ -348,7 +334,7 @@ fn race(host: &Host) {
         let leaves = if i % 2 == 0 { LEAVES_B } else { LEAVES_A };
         let mut guard = RACE.lock();
         let race = guard.as_mut().expect("set up");
-        let running = race.table.get(RACE_DOMID).is_some_and(|d| d.running);
+        let running = race.table.get(RACE_DOMID).is_some_and(|d| d.running());
         let r = domctl(
             &mut mem,
             &mut race.table,
@@ -360,7 +346,7 @@ fn race(host: &Host) {
             0 => {
                 sets += 1;
                 after_start_ok += u32::from(running);
-                race.last_set = race.table.get(RACE_DOMID).map(|d| d.policy);
+                race.last_set = race.table.get(RACE_DOMID).map(|d| *d.policy());
                 SETS_OK.store(sets, Ordering::Release);
             }
             r if r == -i64::from(errno::EEXIST) => refused += 1,
@@ -399,16 +385,17 @@ fn race(host: &Host) {
     let now = race.table.get(RACE_DOMID);
     checks::noted(
         format_args!("{NAME}/race/policy-is-the-last-set"),
-        Some(policy) == race.last_set && now.is_some_and(|d| d.policy == policy && d.running),
+        Some(policy) == race.last_set && now.is_some_and(|d| *d.policy() == policy && d.running()),
         format_args!(
             "the domain runs with the policy of set {sets_before} ({})",
             if sets_before % 2 == 1 { "B" } else { "A" }
         ),
     );
-    let expected = levelling_of(abi_host(), DomainKind::Pv, DomainRole::Guest, &policy);
+    let expected =
+        xen::with_core_host(|core| levelling_of(core, DomainKind::Pv, DomainRole::Guest, &policy));
     checks::noted(
         format_args!("{NAME}/race/levelling-matches-policy"),
-        levelling == expected && now.is_some_and(|d| d.levelling == expected),
+        levelling == expected && now.is_some_and(|d| *d.levelling() == expected),
         format_args!("the started levelling is the one computed from the started policy"),
     );
 }
@@ -428,6 +415,6 @@ fn race_start(_cpu: usize) {
     if result.is_ok()
         && let Some(d) = race.table.get(RACE_DOMID)
     {
-        race.started = Some((d.policy, d.levelling, SETS_OK.load(Ordering::Relaxed)));
+        race.started = Some((*d.policy(), *d.levelling(), SETS_OK.load(Ordering::Relaxed)));
     }
 }

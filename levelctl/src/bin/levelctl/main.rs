@@ -884,40 +884,7 @@ fn changed(
 
 fn pool_command(db: &mut Db, cmd: PoolCommand) -> Result<Output, Error> {
     match cmd {
-        PoolCommand::Init { pool, files } => {
-            if !levelctl::model::valid_name(&pool) {
-                return Err(Error::State(StateError {
-                    path: pool.clone(),
-                    kind: StateErrorKind::BadName,
-                }));
-            }
-            let mut p = Pool::new(&pool);
-            let mut reports = Vec::new();
-            for file in &files {
-                let host = load(
-                    file,
-                    HostArgs {
-                        name: None,
-                        cpuid: None,
-                    },
-                )?
-                .host;
-                reports.push(p.apply(Change::Join(Box::new(host)))?);
-            }
-            let base = db.event("pool init", &pool, None);
-            let location = db.store()?.location();
-            db.write(base, |tx, ev| {
-                tx.create_pool(&p)?;
-                ev.message = format!("created pool {pool} with {}", plural(p.hosts.len(), "host"));
-                let mut text = format!("{}\n", ev.message);
-                if !p.hosts.is_empty() {
-                    text.push('\n');
-                    text.push_str(&render::levels(&p, &p.level_report(), None));
-                }
-                let json = json!({"pool": pool, "database": location, "joins": reports});
-                Ok(Output::ok(text, json))
-            })
-        }
+        PoolCommand::Init { pool, files } => pool_init(db, pool, files),
         PoolCommand::Join {
             pool,
             file,
@@ -950,25 +917,7 @@ fn pool_command(db: &mut Db, cmd: PoolCommand) -> Result<Output, Error> {
             pool,
             host,
             dry_run,
-        } => {
-            if dry_run {
-                let mut p = db.read(|tx| tx.pool(&pool))?;
-                let report = p.evacuate(&host, true)?;
-                return Ok(Output::ok(render::evacuation(&report), to_json(&report)));
-            }
-            let mut base = db.event("pool evacuate", &pool, None);
-            base.host = Some(host.clone());
-            db.write(base, |tx, ev| {
-                let mut p = tx.pool(&pool)?;
-                let report = p.evacuate(&host, false)?;
-                tx.save_pool(&p)?;
-                ev.message = format!(
-                    "evacuated {host}: {} moved",
-                    plural(report.moves.len(), "VM")
-                );
-                Ok(Output::ok(render::evacuation(&report), to_json(&report)))
-            })
-        }
+        } => pool_evacuate(db, pool, host, dry_run),
         PoolCommand::Level { pool, guest } => {
             let p = db.read(|tx| tx.pool(&pool))?;
             let reports: Vec<_> = p
@@ -992,73 +941,292 @@ fn pool_command(db: &mut Db, cmd: PoolCommand) -> Result<Output, Error> {
                 json!({"pool": p, "vendor": p.vendor().map(|v| v.to_string()), "levels": levels}),
             ))
         }
-        PoolCommand::List => {
-            let pools = db.read(|tx| {
-                tx.pool_names()?
-                    .iter()
-                    .map(|n| tx.pool(n))
-                    .collect::<Result<Vec<Pool>, Error>>()
-            })?;
-            let json: Vec<Value> = pools
-                .iter()
-                .map(|p| {
-                    json!({
-                        "pool": p.name,
-                        "vendor": p.vendor().map(|v| v.to_string()),
-                        "hosts": p.hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
-                        "vms": p.vms.len(),
-                        "running": p.vms.iter().filter(|v| v.power == PowerState::Running).count(),
-                        "suspended": p.vms.iter().filter(|v| v.power == PowerState::Suspended).count(),
-                    })
-                })
-                .collect();
-            Ok(Output::ok(render::pool_list(&pools), Value::Array(json)))
+        PoolCommand::List => pool_list(db),
+        PoolCommand::Destroy { pool, force } => pool_destroy(db, pool, force),
+    }
+}
+
+/// `pool init`: a new pool, with a host per file.
+fn pool_init(db: &mut Db, pool: String, files: Vec<PathBuf>) -> Result<Output, Error> {
+    if !levelctl::model::valid_name(&pool) {
+        return Err(Error::State(StateError {
+            path: pool.clone(),
+            kind: StateErrorKind::BadName,
+        }));
+    }
+    let mut p = Pool::new(&pool);
+    let mut reports = Vec::new();
+    for file in &files {
+        let host = load(
+            file,
+            HostArgs {
+                name: None,
+                cpuid: None,
+            },
+        )?
+        .host;
+        reports.push(p.apply(Change::Join(Box::new(host)))?);
+    }
+    let base = db.event("pool init", &pool, None);
+    let location = db.store()?.location();
+    db.write(base, |tx, ev| {
+        tx.create_pool(&p)?;
+        ev.message = format!("created pool {pool} with {}", plural(p.hosts.len(), "host"));
+        let mut text = format!("{}\n", ev.message);
+        if !p.hosts.is_empty() {
+            text.push('\n');
+            text.push_str(&render::levels(&p, &p.level_report(), None));
         }
-        PoolCommand::Destroy { pool, force } => {
-            let base = db.event("pool destroy", &pool, None);
+        let json = json!({"pool": pool, "database": location, "joins": reports});
+        Ok(Output::ok(text, json))
+    })
+}
+
+/// `pool evacuate`: move every running VM off `host`.
+fn pool_evacuate(db: &mut Db, pool: String, host: String, dry_run: bool) -> Result<Output, Error> {
+    if dry_run {
+        let mut p = db.read(|tx| tx.pool(&pool))?;
+        let report = p.evacuate(&host, true)?;
+        return Ok(Output::ok(render::evacuation(&report), to_json(&report)));
+    }
+    let mut base = db.event("pool evacuate", &pool, None);
+    base.host = Some(host.clone());
+    db.write(base, |tx, ev| {
+        let mut p = tx.pool(&pool)?;
+        let report = p.evacuate(&host, false)?;
+        tx.save_pool(&p)?;
+        ev.message = format!(
+            "evacuated {host}: {} moved",
+            plural(report.moves.len(), "VM")
+        );
+        Ok(Output::ok(render::evacuation(&report), to_json(&report)))
+    })
+}
+
+/// `pool list`.
+fn pool_list(db: &mut Db) -> Result<Output, Error> {
+    let pools = db.read(|tx| {
+        tx.pool_names()?
+            .iter()
+            .map(|n| tx.pool(n))
+            .collect::<Result<Vec<Pool>, Error>>()
+    })?;
+    let json: Vec<Value> = pools
+        .iter()
+        .map(|p| {
+            json!({
+                "pool": p.name,
+                "vendor": p.vendor().map(|v| v.to_string()),
+                "hosts": p.hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
+                "vms": p.vms.len(),
+                "running": p.vms.iter().filter(|v| v.power == PowerState::Running).count(),
+                "suspended": p.vms.iter().filter(|v| v.power == PowerState::Suspended).count(),
+            })
+        })
+        .collect();
+    Ok(Output::ok(render::pool_list(&pools), Value::Array(json)))
+}
+
+/// `pool destroy`: refused while VMs are live, unless `force`.
+fn pool_destroy(db: &mut Db, pool: String, force: bool) -> Result<Output, Error> {
+    let base = db.event("pool destroy", &pool, None);
+    db.write(base, |tx, ev| {
+        let p = tx.pool(&pool)?;
+        let live: Vec<&levelctl::Vm> = p.vms.iter().filter(|v| v.is_live()).collect();
+        if !live.is_empty() && !force {
+            return Err(Error::Refused(Box::new(levelctl::report::Refusal {
+                operation: "destroy".to_string(),
+                subject: format!("pool {pool}"),
+                reason: format!(
+                    "{} {} running or suspended: {}",
+                    plural(live.len(), "VM"),
+                    if live.len() == 1 { "is" } else { "are" },
+                    live.iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                checks: Vec::new(),
+                accepting: None,
+                details: vec![
+                    "shut them down or move them first, or destroy with --force".to_string(),
+                ],
+            })));
+        }
+        tx.delete_pool(&pool)?;
+        ev.message = format!(
+            "destroyed pool {pool}: {}, {}{}",
+            plural(p.hosts.len(), "host"),
+            plural(p.vms.len(), "VM"),
+            if live.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} live, forced)", live.len())
+            }
+        );
+        let text = format!("{}\n", ev.message);
+        Ok(Output::ok(
+            text,
+            json!({"destroyed": pool, "hosts": p.hosts.len(), "vms": p.vms.len(),
+                   "forced": !live.is_empty()}),
+        ))
+    })
+}
+
+/// `vm list`: the VMs of one pool, or of all.
+fn vm_list(db: &mut Db, pool: Option<String>) -> Result<Output, Error> {
+    let pools = db.read(|tx| match &pool {
+        Some(p) => Ok(vec![tx.pool(p)?]),
+        None => tx
+            .pool_names()?
+            .iter()
+            .map(|n| tx.pool(n))
+            .collect::<Result<Vec<Pool>, Error>>(),
+    })?;
+    let json: Vec<Value> = pools
+        .iter()
+        .flat_map(|p| {
+            p.vms.iter().map(move |v| {
+                json!({
+                    "pool": p.name,
+                    "vm": v.name,
+                    "type": v.guest,
+                    "power": v.power,
+                    "template": v.template,
+                    "host": v.host,
+                    "featureset": v.featureset.as_ref().map(Features::from),
+                    "above_level": match (v.featureset, p.level(v.guest)) {
+                        (Some(fs), Some(level)) => levelctl::report::names(&(fs - level)),
+                        _ => Vec::new(),
+                    },
+                    "forced": v.forced.iter().map(levelctl::report::ForceOut::from).collect::<Vec<_>>(),
+                })
+            })
+        })
+        .collect();
+    Ok(Output::ok(render::vm_list(&pools), Value::Array(json)))
+}
+
+/// `vm copy`: within the pool under a new name, or to another pool.
+fn vm_copy(
+    db: &mut Db,
+    pool: String,
+    vm: String,
+    to_pool: Option<String>,
+    as_name: Option<String>,
+    instantiate: bool,
+) -> Result<Output, Error> {
+    let same = to_pool.as_deref().is_none_or(|d| d == pool);
+    let name = as_name.clone().unwrap_or_else(|| vm.clone());
+    if same && as_name.is_none() {
+        return Err(Error::Usage(
+            "a copy within the same pool needs a new name (--as NAME)".to_string(),
+        ));
+    }
+    let mut base = db.event("vm copy", &pool, Some(&vm));
+    base.other_pool = to_pool.clone().filter(|_| !same);
+    db.write(base, |tx, ev| {
+        let report = if same {
+            let mut p = tx.pool(&pool)?;
+            let src = p.clone();
+            let report = ops::copy_vm(&src, &vm, &mut p, &name, instantiate)?;
+            tx.save_pool(&p)?;
+            report
+        } else {
+            let src = tx.pool(&pool)?;
+            let mut dst = tx.pool(to_pool.as_deref().unwrap_or_default())?;
+            let report = ops::copy_vm(&src, &vm, &mut dst, &name, instantiate)?;
+            tx.save_pool(&dst)?;
+            report
+        };
+        ev.message = format!("copied {vm} to {}/{name}", report.pool);
+        Ok(vm_output(report))
+    })
+}
+
+/// `vm config`: the VM's CPU configuration for xl, XAPI or libvirt.
+fn vm_config(db: &mut Db, pool: String, vm: String, format: String) -> Result<Output, Error> {
+    let p = db.read(|tx| tx.pool(&pool))?;
+    let v = p.vm(&vm)?;
+    let fs = match (v.featureset, p.level(v.guest)) {
+        (Some(fs), _) | (None, Some(fs)) => fs,
+        (None, None) => {
+            return Err(Error::Usage(format!(
+                "VM {vm} is halted and pool {pool} has no hosts: no level to start at"
+            )));
+        }
+    };
+    let offered = levelctl::interop::offered(&p.hosts, v.guest);
+    let vendor = v.vendor.or(p.vendor());
+    let text = match format.as_str() {
+        "xl" => levelctl::interop::xl_cfg(&vm, &fs, &offered),
+        "xapi" => levelctl::interop::xapi(&vm, &fs),
+        _ => levelctl::interop::libvirt(&vm, vendor, &fs, &offered),
+    };
+    let json = json!({"pool": pool, "vm": vm, "format": format, "config": text,
+                      "featureset": Features::from(&fs)});
+    Ok(Output {
+        verbatim: true,
+        ..Output::ok(text, json)
+    })
+}
+
+/// `vm import`'s request, from its arguments.
+fn import_request(
+    vm: String,
+    guest: GuestType,
+    on: Option<String>,
+    featureset: Option<String>,
+    vendor: Option<String>,
+    suspended: bool,
+    force: bool,
+) -> Result<ImportRequest, Error> {
+    let vendor = match vendor {
+        None => None,
+        Some(v) => Some(levelctl::model::parse_vendor(&v).ok_or_else(|| {
+            InputError::new("--vendor", 1, format!("`{v}` is not a vendor Xen levels"))
+        })?),
+    };
+    let featureset = featureset.map(featureset_arg).transpose()?;
+    let request = ImportRequest {
+        name: vm.clone(),
+        guest,
+        host: on,
+        vendor,
+        featureset,
+        suspended,
+        force,
+    };
+    Ok(request)
+}
+
+/// `vm migrate`: within the pool, or to another one (both pools change in one transaction).
+fn vm_migrate(
+    db: &mut Db,
+    pool: String,
+    vm: String,
+    to: Option<String>,
+    to_pool: Option<String>,
+    force: bool,
+) -> Result<Output, Error> {
+    match to_pool {
+        Some(dst_name) if dst_name != pool => {
+            let mut base = db.event("vm migrate", &pool, Some(&vm));
+            base.other_pool = Some(dst_name.clone());
             db.write(base, |tx, ev| {
-                let p = tx.pool(&pool)?;
-                let live: Vec<&levelctl::Vm> = p.vms.iter().filter(|v| v.is_live()).collect();
-                if !live.is_empty() && !force {
-                    return Err(Error::Refused(Box::new(levelctl::report::Refusal {
-                        operation: "destroy".to_string(),
-                        subject: format!("pool {pool}"),
-                        reason: format!(
-                            "{} {} running or suspended: {}",
-                            plural(live.len(), "VM"),
-                            if live.len() == 1 { "is" } else { "are" },
-                            live.iter()
-                                .map(|v| v.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                        checks: Vec::new(),
-                        accepting: None,
-                        details: vec![
-                            "shut them down or move them first, or destroy with --force"
-                                .to_string(),
-                        ],
-                    })));
-                }
-                tx.delete_pool(&pool)?;
-                ev.message = format!(
-                    "destroyed pool {pool}: {}, {}{}",
-                    plural(p.hosts.len(), "host"),
-                    plural(p.vms.len(), "VM"),
-                    if live.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({} live, forced)", live.len())
-                    }
-                );
-                let text = format!("{}\n", ev.message);
-                Ok(Output::ok(
-                    text,
-                    json!({"destroyed": pool, "hosts": p.hosts.len(), "vms": p.vms.len(),
-                           "forced": !live.is_empty()}),
-                ))
+                let mut src = tx.pool(&pool)?;
+                let mut dst = tx.pool(&dst_name)?;
+                let report = ops::migrate_between(&mut src, &vm, &mut dst, to.as_deref(), force)?;
+                // One transaction: both pools change, or neither.
+                tx.save_pool(&dst)?;
+                tx.save_pool(&src)?;
+                fill_event(ev, &report);
+                Ok(vm_output(report))
             })
         }
+        _ => with_pool(db, "vm migrate", &pool, &vm.clone(), |p| {
+            p.migrate_vm(&vm, to.as_deref(), force)
+        }),
     }
 }
 
@@ -1132,38 +1300,7 @@ fn featureset_arg(text: String) -> Result<String, Error> {
 
 fn vm_command(db: &mut Db, cmd: VmCommand) -> Result<Output, Error> {
     match cmd {
-        VmCommand::List { pool } => {
-            let pools = db.read(|tx| match &pool {
-                Some(p) => Ok(vec![tx.pool(p)?]),
-                None => tx
-                    .pool_names()?
-                    .iter()
-                    .map(|n| tx.pool(n))
-                    .collect::<Result<Vec<Pool>, Error>>(),
-            })?;
-            let json: Vec<Value> = pools
-                .iter()
-                .flat_map(|p| {
-                    p.vms.iter().map(move |v| {
-                        json!({
-                            "pool": p.name,
-                            "vm": v.name,
-                            "type": v.guest,
-                            "power": v.power,
-                            "template": v.template,
-                            "host": v.host,
-                            "featureset": v.featureset.as_ref().map(Features::from),
-                            "above_level": match (v.featureset, p.level(v.guest)) {
-                                (Some(fs), Some(level)) => levelctl::report::names(&(fs - level)),
-                                _ => Vec::new(),
-                            },
-                            "forced": v.forced.iter().map(levelctl::report::ForceOut::from).collect::<Vec<_>>(),
-                        })
-                    })
-                })
-                .collect();
-            Ok(Output::ok(render::vm_list(&pools), Value::Array(json)))
-        }
+        VmCommand::List { pool } => vm_list(db, pool),
         VmCommand::Destroy { pool, vm, force } => {
             let base = db.event("vm destroy", &pool, Some(&vm));
             db.write(base, |tx, ev| {
@@ -1211,60 +1348,14 @@ fn vm_command(db: &mut Db, cmd: VmCommand) -> Result<Output, Error> {
             to,
             to_pool,
             force,
-        } => match to_pool {
-            Some(dst_name) if dst_name != pool => {
-                let mut base = db.event("vm migrate", &pool, Some(&vm));
-                base.other_pool = Some(dst_name.clone());
-                db.write(base, |tx, ev| {
-                    let mut src = tx.pool(&pool)?;
-                    let mut dst = tx.pool(&dst_name)?;
-                    let report =
-                        ops::migrate_between(&mut src, &vm, &mut dst, to.as_deref(), force)?;
-                    // One transaction: both pools change, or neither.
-                    tx.save_pool(&dst)?;
-                    tx.save_pool(&src)?;
-                    fill_event(ev, &report);
-                    Ok(vm_output(report))
-                })
-            }
-            _ => with_pool(db, "vm migrate", &pool, &vm.clone(), |p| {
-                p.migrate_vm(&vm, to.as_deref(), force)
-            }),
-        },
+        } => vm_migrate(db, pool, vm, to, to_pool, force),
         VmCommand::Copy {
             pool,
             vm,
             to_pool,
             as_name,
             instantiate,
-        } => {
-            let same = to_pool.as_deref().is_none_or(|d| d == pool);
-            let name = as_name.clone().unwrap_or_else(|| vm.clone());
-            if same && as_name.is_none() {
-                return Err(Error::Usage(
-                    "a copy within the same pool needs a new name (--as NAME)".to_string(),
-                ));
-            }
-            let mut base = db.event("vm copy", &pool, Some(&vm));
-            base.other_pool = to_pool.clone().filter(|_| !same);
-            db.write(base, |tx, ev| {
-                let report = if same {
-                    let mut p = tx.pool(&pool)?;
-                    let src = p.clone();
-                    let report = ops::copy_vm(&src, &vm, &mut p, &name, instantiate)?;
-                    tx.save_pool(&p)?;
-                    report
-                } else {
-                    let src = tx.pool(&pool)?;
-                    let mut dst = tx.pool(to_pool.as_deref().unwrap_or_default())?;
-                    let report = ops::copy_vm(&src, &vm, &mut dst, &name, instantiate)?;
-                    tx.save_pool(&dst)?;
-                    report
-                };
-                ev.message = format!("copied {vm} to {}/{name}", report.pool);
-                Ok(vm_output(report))
-            })
-        }
+        } => vm_copy(db, pool, vm, to_pool, as_name, instantiate),
         VmCommand::Import {
             pool,
             vm,
@@ -1275,49 +1366,12 @@ fn vm_command(db: &mut Db, cmd: VmCommand) -> Result<Output, Error> {
             suspended,
             force,
         } => {
-            let vendor = match vendor {
-                None => None,
-                Some(v) => Some(levelctl::model::parse_vendor(&v).ok_or_else(|| {
-                    InputError::new("--vendor", 1, format!("`{v}` is not a vendor Xen levels"))
-                })?),
-            };
-            let featureset = featureset.map(featureset_arg).transpose()?;
-            let request = ImportRequest {
-                name: vm.clone(),
-                guest,
-                host: on,
-                vendor,
-                featureset,
-                suspended,
-                force,
-            };
-            with_pool(db, "vm import", &pool, &vm, |p| p.import_vm(&request))
-        }
-        VmCommand::Config { pool, vm, format } => {
-            let p = db.read(|tx| tx.pool(&pool))?;
-            let v = p.vm(&vm)?;
-            let fs = match (v.featureset, p.level(v.guest)) {
-                (Some(fs), _) | (None, Some(fs)) => fs,
-                (None, None) => {
-                    return Err(Error::Usage(format!(
-                        "VM {vm} is halted and pool {pool} has no hosts: no level to start at"
-                    )));
-                }
-            };
-            let offered = levelctl::interop::offered(&p.hosts, v.guest);
-            let vendor = v.vendor.or(p.vendor());
-            let text = match format.as_str() {
-                "xl" => levelctl::interop::xl_cfg(&vm, &fs, &offered),
-                "xapi" => levelctl::interop::xapi(&vm, &fs),
-                _ => levelctl::interop::libvirt(&vm, vendor, &fs, &offered),
-            };
-            let json = json!({"pool": pool, "vm": vm, "format": format, "config": text,
-                              "featureset": Features::from(&fs)});
-            Ok(Output {
-                verbatim: true,
-                ..Output::ok(text, json)
+            let request = import_request(vm, guest, on, featureset, vendor, suspended, force)?;
+            with_pool(db, "vm import", &pool, &request.name.clone(), |p| {
+                p.import_vm(&request)
             })
         }
+        VmCommand::Config { pool, vm, format } => vm_config(db, pool, vm, format),
         VmCommand::Explain {
             pool,
             vm,

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use levelctl::GuestType;
 use levelctl::check::{HostCheck, MissingFeature};
 use levelctl::input::{CpuidFacts, Loaded, ParsedFeatureset};
-use levelctl::mechanism::MechanismReport;
+use levelctl::mechanism::{self as levelling, MechanismReport, ModelVerdict};
 use levelctl::model::{Host, Pool, PowerState};
 use levelctl::report::{
     self, ChangeReport, EvacuationReport, Explanation, LevelReport, Refusal, VmImpact, VmReport,
@@ -715,6 +715,27 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
     if !opt.is_empty() {
         let _ = writeln!(out, "  booted with cpuid={opt}");
     }
+    inspect_featuresets(&mut out, loaded);
+    inspect_mechanism(&mut out, h.hardware.is_some(), mechanism);
+    match &loaded.facts {
+        Some(f) => inspect_model(&mut out, &f.model, mechanism),
+        None => {
+            let _ = writeln!(
+                out,
+                "  (no CPUID data in this input: the silicon model cannot be run)"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "HVM guests: exact on every CPU (CPUID always exits to Xen)"
+    );
+    out
+}
+
+/// `inspect`'s table of featuresets.
+fn inspect_featuresets(out: &mut String, loaded: &Loaded) {
+    let h = &loaded.host;
     let _ = writeln!(out, "\nfeaturesets:");
     let mut t = Table::new(&["SET", "COUNT", "XAPI STRING"]);
     if let Some(hw) = &h.hardware {
@@ -744,10 +765,32 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
         ]);
     }
     out.push_str(&t.render(2));
+}
+
+/// `v` joined by spaces, or `empty`.
+fn joined(v: &[String], empty: &str) -> String {
+    if v.is_empty() {
+        empty.to_string()
+    } else {
+        v.join(" ")
+    }
+}
+
+/// `N: a, b, c` (continued lines indented by `indent`), or `empty`.
+fn counted(v: &[String], indent: usize, empty: &str) -> String {
+    if v.is_empty() {
+        empty.to_string()
+    } else {
+        format!("{}: {}", v.len(), wrap(v, indent))
+    }
+}
+
+/// `inspect`'s judgement by generation.
+fn inspect_mechanism(out: &mut String, has_hardware: bool, mechanism: &MechanismReport) {
     let _ = writeln!(
         out,
         "\nlevelling mechanism for PV guests: {} ({})",
-        mechanism.mechanism.describe(),
+        levelling::describe(mechanism.mechanism.as_ref()),
         mechanism.basis
     );
     let _ = writeln!(out, "  enumeration: {}", mechanism.enumeration);
@@ -758,104 +801,70 @@ pub fn inspect(loaded: &Loaded, mechanism: &MechanismReport) -> String {
     let _ = writeln!(
         out,
         "  can hide:    words {}",
-        if mechanism.hideable_words.is_empty() {
-            "none".to_string()
-        } else {
-            mechanism.hideable_words.join(" ")
-        }
+        joined(&mechanism.hideable_words, "none")
     );
-    if h.hardware.is_some() {
+    if has_hardware {
         let _ = writeln!(
             out,
             "  cannot hide: {}",
-            if mechanism.cannot_hide.is_empty() {
-                "nothing the PV default hides".to_string()
-            } else {
-                format!(
-                    "{}: {}",
-                    mechanism.cannot_hide.len(),
-                    wrap(&mechanism.cannot_hide, 15)
-                )
-            }
+            counted(&mechanism.cannot_hide, 15, "nothing the PV default hides")
         );
     }
     for n in &mechanism.notes {
         let _ = writeln!(out, "  note: {n}");
     }
-    match &loaded.facts {
-        Some(f) => {
-            let m = &f.model;
-            let _ = writeln!(
-                out,
-                "\non the silicon model: {} ({})",
-                m.mechanism.describe(),
-                m.basis
-            );
-            if let Some(c) = &m.faulting_check {
-                let _ = writeln!(out, "  faulting:    {c}");
-            }
-            let list = |v: &[String]| {
-                if v.is_empty() {
-                    "-".to_string()
-                } else {
-                    v.join(" ")
-                }
-            };
-            let _ = writeln!(out, "  expected:    {}", list(&m.expected));
-            let _ = writeln!(out, "  present:     {}", list(&m.present));
-            let _ = writeln!(out, "  effective:   {}", list(&m.effective));
-            if !m.untested.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  untested:    {} (nothing on this CPU to hide with it)",
-                    list(&m.untested)
-                );
-            }
-            if !m.ineffective.is_empty() {
-                let _ = writeln!(out, "  INEFFECTIVE: {}", list(&m.ineffective));
-            }
-            if !m.missing.is_empty() {
-                let _ = writeln!(out, "  missing:     {}", list(&m.missing));
-            }
-            if !m.msrs.is_empty() {
-                let _ = writeln!(out, "  MSRs:        {}", m.msrs.join("; "));
-            }
-            let _ = writeln!(
-                out,
-                "  cannot hide from a PV guest at the PV default: {}",
-                if m.cannot_hide.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    format!("{}: {}", m.cannot_hide.len(), wrap(&m.cannot_hide, 4))
-                }
-            );
-            if !m.not_shown.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  not shown natively (safe): {}",
-                    wrap(&m.not_shown, 4)
-                );
-            }
-            if m.mechanism != mechanism.mechanism {
-                let _ = writeln!(
-                    out,
-                    "  note: the model disagrees with the judgement by generation ({})",
-                    mechanism.mechanism.describe()
-                );
-            }
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "  (no CPUID data in this input: the silicon model cannot be run)"
-            );
-        }
+}
+
+/// `inspect`'s verdict of the silicon model, and whether it agrees with `mechanism`.
+fn inspect_model(out: &mut String, m: &ModelVerdict, mechanism: &MechanismReport) {
+    let _ = writeln!(
+        out,
+        "\non the silicon model: {} ({})",
+        levelling::describe(Some(&m.mechanism)),
+        m.basis
+    );
+    if let Some(c) = &m.faulting_check {
+        let _ = writeln!(out, "  faulting:    {c}");
+    }
+    let list = |v: &[String]| joined(v, "-");
+    let _ = writeln!(out, "  expected:    {}", list(&m.expected));
+    let _ = writeln!(out, "  present:     {}", list(&m.present));
+    let _ = writeln!(out, "  effective:   {}", list(&m.effective));
+    if !m.untested.is_empty() {
+        let _ = writeln!(
+            out,
+            "  untested:    {} (nothing on this CPU to hide with it)",
+            list(&m.untested)
+        );
+    }
+    if !m.ineffective.is_empty() {
+        let _ = writeln!(out, "  INEFFECTIVE: {}", list(&m.ineffective));
+    }
+    if !m.missing.is_empty() {
+        let _ = writeln!(out, "  missing:     {}", list(&m.missing));
+    }
+    if !m.msrs.is_empty() {
+        let _ = writeln!(out, "  MSRs:        {}", m.msrs.join("; "));
     }
     let _ = writeln!(
         out,
-        "HVM guests: exact on every CPU (CPUID always exits to Xen)"
+        "  cannot hide from a PV guest at the PV default: {}",
+        counted(&m.cannot_hide, 4, "nothing")
     );
-    out
+    if !m.not_shown.is_empty() {
+        let _ = writeln!(
+            out,
+            "  not shown natively (safe): {}",
+            wrap(&m.not_shown, 4)
+        );
+    }
+    if levelling::name(Some(&m.mechanism)) != levelling::name(mechanism.mechanism.as_ref()) {
+        let _ = writeln!(
+            out,
+            "  note: the model disagrees with the judgement by generation ({})",
+            levelling::describe(mechanism.mechanism.as_ref())
+        );
+    }
 }
 
 /// `pool list`.
