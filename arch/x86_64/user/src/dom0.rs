@@ -3,6 +3,8 @@
 //! and starts them; then walks every error path of set_cpu_policy, each followed by a
 //! read-back (into C) that must still be B.
 
+use core::ffi::CStr;
+
 use xen_levelling::Feature;
 use xen_levelling::abi::dispatch::errno::{
     E2BIG, EACCES, EEXIST, EFAULT, EINVAL, ENOBUFS, ENOSYS, EOPNOTSUPP, EOVERFLOW, ERANGE, ESRCH,
@@ -17,16 +19,15 @@ use xen_levelling::cpuid::NO_SUBLEAF;
 use xen_levelling::feature::NR_WORDS;
 use xen_levelling::msr::PLATFORM_INFO;
 use xen_levelling::policy::serialise::{MAX_SERIALISED_LEAVES, MAX_SERIALISED_MSRS};
-use xl_user::{CREATE_BEST_EFFORT, DATA_PAGE_SIZE, KIND_PV, USER_CODE};
+use xl_user::{CREATE_BEST_EFFORT, DATA_PAGE_SIZE, HC_DOMCTL, HC_SYSCTL, KIND_PV, USER_CODE};
 
 use crate::boot_data::{BootData, Expectation};
-use crate::hypercall::{check_eq, check_ret, check_tagged, err, exit};
+use crate::hypercall::{call, check_eq, check_name, check_ret, check_tagged, err, exit};
 use crate::policy::PolicyBuffer;
 use crate::toolstack::{self, ERR_FIELDS_POISON, Toolstack};
 use crate::{ABORT, xl_toolstack};
 
-/// Xen's system policy and featureset index of the PV default
-/// (`XEN_SYSCTL_cpu_policy_pv_default`).
+/// The system policy index of the PV default (`XEN_SYSCTL_cpu_policy_pv_default`).
 const PV_DEFAULT: u32 = 4;
 /// The featureset index of the PV default (`XEN_SYSCTL_cpu_featureset_pv`).
 const FEATURESET_PV: u32 = 2;
@@ -82,6 +83,31 @@ const EXPECT: [(u32, u32, u32, u32, u32); 11] = [
     (0xd, 1, 1, EAX, !0),                              // CPUID.0DH.1:EAX
 ];
 const _: () = assert!(EXPECT.len() <= crate::boot_data::EXPECT_SLOTS);
+
+/// The check names of one refused set_cpu_policy.
+struct Refusal {
+    /// `<case>-<errno>`: what it returned.
+    returns: &'static CStr,
+    /// `<case>-err-leaf`, `<case>-err-subleaf`, `<case>-err-msr`: its error fields.
+    err_fields: [&'static CStr; 3],
+    /// `<case>-unchanged`: the domain's policy after it.
+    unchanged: &'static CStr,
+}
+
+/// The [`Refusal`] of `case`, refused with the errno named `errno` (lower case).
+macro_rules! refusal {
+    ($case:literal, $errno:literal) => {
+        Refusal {
+            returns: check_name!($case, "-", $errno),
+            err_fields: [
+                check_name!($case, "-err-leaf"),
+                check_name!($case, "-err-subleaf"),
+                check_name!($case, "-err-msr"),
+            ],
+            unchanged: check_name!($case, "-unchanged"),
+        }
+    };
+}
 
 /// dom0's state: its calls, its three policies and its data page.
 struct Dom0 {
@@ -411,20 +437,12 @@ impl Dom0 {
         let a_msrs = (self.a.msrs_address(), self.a.nr_msrs);
         let too_many = (a_leaves.0, MAX_SERIALISED_LEAVES as u32 + 1);
         let ret = self.ts.set_policy(3, too_many, a_msrs);
-        check_ret(c"error/too-many-leaves-e2big", ret, err(E2BIG));
-        self.check_err_fields(
-            [
-                c"error/too-many-leaves-err-leaf",
-                c"error/too-many-leaves-err-subleaf",
-                c"error/too-many-leaves-err-msr",
-            ],
-            [NONE, NONE, NONE],
-        );
-        self.check_unchanged(c"error/too-many-leaves-unchanged", 3);
+        let case = refusal!("error/too-many-leaves", "e2big");
+        self.check_refused(3, case, (ret, E2BIG), Some([NONE, NONE, NONE]));
         let too_many = (a_msrs.0, MAX_SERIALISED_MSRS as u32 + 1);
         let ret = self.ts.set_policy(3, a_leaves, too_many);
-        check_ret(c"error/too-many-msrs-e2big", ret, err(E2BIG));
-        self.check_unchanged(c"error/too-many-msrs-unchanged", 3);
+        let case = refusal!("error/too-many-msrs", "e2big");
+        self.check_refused(3, case, (ret, E2BIG), None);
 
         // A good leaf that changes the policy, then a bad one (leaf 1 has no subleaves):
         // -ERANGE naming the bad one, and the good one not applied either.
@@ -437,19 +455,12 @@ impl Dom0 {
         let ret = self
             .ts
             .set_policy(3, (leaves.as_mut_ptr() as u64, 2), (a_msrs.0, 0));
-        check_ret(c"error/bad-leaf-erange", ret, err(ERANGE));
-        self.check_err_fields(
-            [
-                c"error/bad-leaf-err-leaf",
-                c"error/bad-leaf-err-subleaf",
-                c"error/bad-leaf-err-msr",
-            ],
-            [1, 5, NONE],
-        );
-        self.check_unchanged(c"error/bad-leaf-unchanged", 3);
+        let case = refusal!("error/bad-leaf", "erange");
+        self.check_refused(3, case, (ret, ERANGE), Some([1, 5, NONE]));
 
-        // MSRs: non-zero flags -EINVAL, a PLATFORM_INFO value over 32 bits -EOVERFLOW, an MSR
-        // no policy holds -ERANGE; each names the MSR.
+        // MSRs: non-zero flags -EINVAL, a PLATFORM_INFO (MSR CEh) value over 32 bits
+        // -EOVERFLOW (Xen's policy keeps 32 bits of it), an MSR no policy holds -ERANGE; each
+        // names the MSR.
         let platform_info = u64::from(PLATFORM_INFO);
         let flags = XenMsrEntry {
             idx: PLATFORM_INFO,
@@ -457,54 +468,26 @@ impl Dom0 {
             val: 0,
         };
         let ret = self.set_one_msr(flags);
-        check_ret(c"error/msr-flags-einval", ret, err(EINVAL));
-        self.check_err_fields(
-            [
-                c"error/msr-flags-err-leaf",
-                c"error/msr-flags-err-subleaf",
-                c"error/msr-flags-err-msr",
-            ],
-            [NONE, NONE, platform_info],
-        );
-        self.check_unchanged(c"error/msr-flags-unchanged", 3);
+        let case = refusal!("error/msr-flags", "einval");
+        self.check_refused(3, case, (ret, EINVAL), Some([NONE, NONE, platform_info]));
         let over_32_bits = XenMsrEntry {
             idx: PLATFORM_INFO,
             flags: 0,
             val: 1 << 32,
         };
         let ret = self.set_one_msr(over_32_bits);
-        check_ret(
-            c"error/platform-info-overflow-eoverflow",
-            ret,
-            err(EOVERFLOW),
-        );
-        self.check_err_fields(
-            [
-                c"error/platform-info-overflow-err-leaf",
-                c"error/platform-info-overflow-err-subleaf",
-                c"error/platform-info-overflow-err-msr",
-            ],
-            [NONE, NONE, platform_info],
-        );
-        self.check_unchanged(c"error/platform-info-overflow-unchanged", 3);
+        let case = refusal!("error/platform-info-overflow", "eoverflow");
+        self.check_refused(3, case, (ret, EOVERFLOW), Some([NONE, NONE, platform_info]));
         let unknown = XenMsrEntry {
             idx: 0x1234,
             flags: 0,
             val: 0,
         };
         let ret = self.set_one_msr(unknown);
-        check_ret(c"error/unknown-msr-erange", ret, err(ERANGE));
-        self.check_err_fields(
-            [
-                c"error/unknown-msr-err-leaf",
-                c"error/unknown-msr-err-subleaf",
-                c"error/unknown-msr-err-msr",
-            ],
-            [NONE, NONE, 0x1234],
-        );
-        self.check_unchanged(c"error/unknown-msr-unchanged", 3);
+        let case = refusal!("error/unknown-msr", "erange");
+        self.check_refused(3, case, (ret, ERANGE), Some([NONE, NONE, 0x1234]));
 
-        // A feature the PV max policy lacks: -EINVAL naming leaf 1.
+        // A feature the PV max policy lacks: -EINVAL naming leaf 1 (only the leaf is checked).
         let mut leaf1 = self.b_leaf1_without_edx();
         leaf1.c |= HVM_ONLY_1C;
         let ret = self
@@ -525,11 +508,11 @@ impl Dom0 {
         let nr_leaves = self.a.nr_leaves;
         let a_msrs = (self.a.msrs_address(), self.a.nr_msrs);
         let ret = self.ts.set_policy(3, (UNMAPPED, nr_leaves), a_msrs);
-        check_ret(c"error/leaves-unmapped-efault", ret, err(EFAULT));
-        self.check_unchanged(c"error/leaves-unmapped-unchanged", 3);
+        let case = refusal!("error/leaves-unmapped", "efault");
+        self.check_refused(3, case, (ret, EFAULT), None);
         let ret = self.ts.set_policy(3, (KERNEL_ADDRESS, nr_leaves), a_msrs);
-        check_ret(c"error/leaves-at-kernel-address-efault", ret, err(EFAULT));
-        self.check_unchanged(c"error/leaves-at-kernel-address-unchanged", 3);
+        let case = refusal!("error/leaves-at-kernel-address", "efault");
+        self.check_refused(3, case, (ret, EFAULT), None);
 
         // The last entry of the data page: a second one would be in the unmapped page after.
         let size = core::mem::size_of::<XenCpuidLeaf>() as u64;
@@ -538,17 +521,13 @@ impl Dom0 {
         // used by nothing else of this program) and aligned for a `XenCpuidLeaf`.
         unsafe { core::ptr::write(last as *mut XenCpuidLeaf, self.b_leaf1_without_edx()) };
         let ret = self.ts.set_policy(3, (last, 2), (a_msrs.0, 0));
-        check_ret(
-            c"error/leaves-crossing-into-unmapped-efault",
-            ret,
-            err(EFAULT),
-        );
-        self.check_unchanged(c"error/leaves-crossing-into-unmapped-unchanged", 3);
+        let case = refusal!("error/leaves-crossing-into-unmapped", "efault");
+        self.check_refused(3, case, (ret, EFAULT), None);
 
         let a_leaves = (self.a.leaves_address(), nr_leaves);
         let ret = self.ts.set_policy(3, a_leaves, (KERNEL_ADDRESS, 1));
-        check_ret(c"error/msrs-at-kernel-address-efault", ret, err(EFAULT));
-        self.check_unchanged(c"error/msrs-at-kernel-address-unchanged", 3);
+        let case = refusal!("error/msrs-at-kernel-address", "efault");
+        self.check_refused(3, case, (ret, EFAULT), None);
         let code = xl_toolstack as *const () as u64;
         let ret = self.ts.get_policy(3, code, self.c.msrs_address());
         check_ret(
@@ -556,9 +535,9 @@ impl Dom0 {
             ret,
             err(EFAULT),
         );
-        let ret = crate::hypercall::call(xl_user::HC_DOMCTL, [KERNEL_ADDRESS, 0, 0, 0, 0]);
+        let ret = call(HC_DOMCTL, [KERNEL_ADDRESS, 0, 0, 0, 0]);
         check_ret(c"error/domctl-at-kernel-address-efault", ret, err(EFAULT));
-        let ret = crate::hypercall::call(xl_user::HC_SYSCTL, [UNMAPPED, 0, 0, 0, 0]);
+        let ret = call(HC_SYSCTL, [UNMAPPED, 0, 0, 0, 0]);
         check_ret(c"error/sysctl-unmapped-efault", ret, err(EFAULT));
     }
 
@@ -583,8 +562,8 @@ impl Dom0 {
         check_ret(c"error/sysctl-unknown-command-enosys", ret, err(ENOSYS));
 
         let ret = self.ts.set_policy_from(2, &mut self.a);
-        check_ret(c"error/set-running-domain-eexist", ret, err(EEXIST));
-        self.check_unchanged(c"error/set-running-domain-unchanged", 2);
+        let case = refusal!("error/set-running-domain", "eexist");
+        self.check_refused(2, case, (ret, EEXIST), None);
         let ret = self.ts.set_policy_from(0, &mut self.a);
         check_ret(c"error/set-itself-einval", ret, err(EINVAL));
         let ret = self.ts.set_policy_from(42, &mut self.a);
@@ -611,7 +590,7 @@ impl Dom0 {
 
     /// Reads `domain`'s policy into C and checks it is B: `name` reports 0 when it is, the
     /// read-back's error when that failed, and 1 when the policies differ.
-    fn check_unchanged(&mut self, name: &core::ffi::CStr, domain: u16) {
+    fn check_unchanged(&mut self, name: &CStr, domain: u16) {
         let ret = self.ts.get_policy_into(domain, &mut self.c);
         let got = match ret {
             0 => u64::from(!self.c.same_as(&self.b)),
@@ -620,11 +599,22 @@ impl Dom0 {
         check_eq(name, got, 0);
     }
 
-    /// Checks the last domctl's error fields (leaf, subleaf, MSR), one check each.
-    fn check_err_fields(&self, names: [&core::ffi::CStr; 3], expected: [u64; 3]) {
-        let got = self.ts.err_fields();
-        for ((name, got), expected) in names.into_iter().zip(got).zip(expected) {
-            check_eq(name, u64::from(got), expected);
+    /// Checks a refused set_cpu_policy on `domain`: it returned `-errno`, its error fields
+    /// (leaf, subleaf, MSR) read `err_fields` where given, and `domain`'s policy is still B.
+    fn check_refused(
+        &mut self,
+        domain: u16,
+        case: Refusal,
+        (ret, errno): (i64, i32),
+        err_fields: Option<[u64; 3]>,
+    ) {
+        check_ret(case.returns, ret, err(errno));
+        if let Some(expected) = err_fields {
+            let got = self.ts.err_fields();
+            for ((name, got), expected) in case.err_fields.into_iter().zip(got).zip(expected) {
+                check_eq(name, u64::from(got), expected);
+            }
         }
+        self.check_unchanged(case.unchanged, domain);
     }
 }

@@ -43,6 +43,19 @@ pub fn check_tagged(name: &CStr, ok: bool, got: u64, expected: u64, tag: u64) {
     call(HC_CHECK, [name, u64::from(ok), got, expected, tag]);
 }
 
+/// A check name joined from literal pieces at compile time, as a `&'static CStr`.
+macro_rules! check_name {
+    ($($piece:literal),+ $(,)?) => {
+        const {
+            match core::ffi::CStr::from_bytes_with_nul(concat!($($piece),+, "\0").as_bytes()) {
+                Ok(name) => name,
+                Err(_) => panic!("a check name with a NUL inside"),
+            }
+        }
+    };
+}
+pub(crate) use check_name;
+
 /// Reports check `name`: `got == expected`.
 pub fn check_eq(name: &CStr, got: u64, expected: u64) {
     check_tagged(name, got == expected, got, expected, 0);
