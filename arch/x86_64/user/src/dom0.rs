@@ -1,7 +1,7 @@
 //! dom0's toolstack: reads the levelling caps, a featureset and the PV default policy;
-//! builds a guest policy from it (policy A); creates guests, sets A, reads it back (policy B)
-//! and starts them; then walks every error path of set_cpu_policy, each followed by a
-//! read-back (into C) that must still be B.
+//! builds a guest policy from it (A, [`Dom0::built`]); creates guests, sets A, reads it back
+//! (B, [`Dom0::read_back`]) and starts them; then walks every error path of set_cpu_policy,
+//! each followed by a read-back (C, [`Dom0::reread`]) that must still be B.
 
 use core::ffi::CStr;
 
@@ -112,12 +112,12 @@ macro_rules! refusal {
 /// dom0's state: its calls, its three policies and its data page.
 struct Dom0 {
     ts: Toolstack,
-    /// The policy it builds and sets.
-    a: PolicyBuffer,
-    /// What it reads back after setting A.
-    b: PolicyBuffer,
-    /// Every later read-back, compared with B.
-    c: PolicyBuffer,
+    /// The policy it builds and sets (A).
+    built: PolicyBuffer,
+    /// What it reads back after setting A (B).
+    read_back: PolicyBuffer,
+    /// Every later read-back, compared with B (C).
+    reread: PolicyBuffer,
     /// Its data page: the page after it is not mapped.
     data: u64,
 }
@@ -126,9 +126,9 @@ struct Dom0 {
 pub extern "C" fn run(data: u64) -> ! {
     let mut dom0 = Dom0 {
         ts: Toolstack::new(),
-        a: PolicyBuffer::EMPTY,
-        b: PolicyBuffer::EMPTY,
-        c: PolicyBuffer::EMPTY,
+        built: PolicyBuffer::EMPTY,
+        read_back: PolicyBuffer::EMPTY,
+        reread: PolicyBuffer::EMPTY,
         data,
     };
     let featureset = dom0.system();
@@ -250,8 +250,8 @@ impl Dom0 {
         // Refetch A (the short-buffer call may have left part of it).
         let ret = self.system_policy_into_a(PV_DEFAULT, MAX_SERIALISED_LEAVES as u32);
         check_ret(c"sysctl/policy-pv-default-again", ret, 0);
-        self.a.nr_leaves = nr_leaves;
-        self.a.nr_msrs = nr_msrs;
+        self.built.nr_leaves = nr_leaves;
+        self.built.nr_msrs = nr_msrs;
         featureset
     }
 
@@ -262,8 +262,8 @@ impl Dom0 {
             nr_leaves,
             nr_msrs: MAX_SERIALISED_MSRS as u32,
             rsvd: 0,
-            leaves: self.a.leaves_address(),
-            msrs: self.a.msrs_address(),
+            leaves: self.built.leaves_address(),
+            msrs: self.built.msrs_address(),
         };
         self.ts.sysctl(SYSCTL_GET_CPU_POLICY, &payload)
     }
@@ -271,9 +271,9 @@ impl Dom0 {
     /// Checks that the featureset and policy A agree, then makes A the guest policy: the PV
     /// default minus [`REMOVE_1C`] and [`REMOVE_7B`].
     fn build_policy(&mut self, featureset: &[u32; FEATURESET_ROOM]) {
-        let found = self.a.find(1, NO_SUBLEAF).is_some();
+        let found = self.built.find(1, NO_SUBLEAF).is_some();
         check_tagged(c"sysctl/policy-has-leaf-1", found, u64::from(found), 0, 0);
-        let Some(leaf1) = self.a.find_mut(1, NO_SUBLEAF) else {
+        let Some(leaf1) = self.built.find_mut(1, NO_SUBLEAF) else {
             exit(ABORT)
         };
         // Xen's featureset word 0 is CPUID.01H:EDX, word 1 CPUID.01H:ECX.
@@ -288,7 +288,7 @@ impl Dom0 {
             u64::from(featureset[0]),
         );
         leaf1.c &= !REMOVE_1C;
-        if let Some(leaf7) = self.a.find_mut(7, 0) {
+        if let Some(leaf7) = self.built.find_mut(7, 0) {
             leaf7.b &= !REMOVE_7B;
         }
     }
@@ -304,7 +304,7 @@ impl Dom0 {
         check_ret(c"create/bad-kind-einval", ret, err(EINVAL));
         let ret = toolstack::create(5, KIND_PV, 2);
         check_ret(c"create/bad-flags-einval", ret, err(EINVAL));
-        let ret = self.ts.set_policy_from(1, &mut self.a);
+        let ret = self.ts.set_policy_from(1, &mut self.built);
         check_ret(c"domctl/set-policy-domU1", ret, 0);
         check_eq(
             c"domctl/set-policy-success-leaves-err-fields",
@@ -321,9 +321,9 @@ impl Dom0 {
             u64::from(size.nr_leaves),
             MAX_SERIALISED_LEAVES as u64,
         );
-        let ret = self.ts.get_policy_into(1, &mut self.b);
+        let ret = self.ts.get_policy_into(1, &mut self.read_back);
         check_ret(c"domctl/get-policy-domU1", ret, 0);
-        let found = self.b.find(1, NO_SUBLEAF).copied();
+        let found = self.read_back.find(1, NO_SUBLEAF).copied();
         check_tagged(
             c"domctl/read-back-has-leaf-1",
             found.is_some(),
@@ -342,7 +342,7 @@ impl Dom0 {
             u64::from(leaf1.d & KEEP_1D),
             u64::from(KEEP_1D),
         );
-        let leaf7b = self.b.find(7, 0).map_or(0, |leaf7| leaf7.b);
+        let leaf7b = self.read_back.find(7, 0).map_or(0, |leaf7| leaf7.b);
         check_eq(
             c"domctl/read-back-lacks-removed-leaf7-ebx",
             u64::from(leaf7b & REMOVE_7B),
@@ -382,7 +382,7 @@ impl Dom0 {
     fn boot_data(&self) -> BootData {
         let mut boot = BootData::default();
         for (leaf, serialised, subleaf, register, mask) in EXPECT {
-            if let Some(entry) = self.b.find(leaf, serialised) {
+            if let Some(entry) = self.read_back.find(leaf, serialised) {
                 let value = [entry.a, entry.b, entry.c, entry.d][register as usize] & mask;
                 boot.push(Expectation {
                     leaf,
@@ -400,7 +400,7 @@ impl Dom0 {
     fn domu2(&mut self, boot: &BootData) {
         let ret = toolstack::create(2, KIND_PV, CREATE_BEST_EFFORT);
         check_ret(c"create/domU2-best-effort", ret, 0);
-        let ret = self.ts.set_policy_from(2, &mut self.a);
+        let ret = self.ts.set_policy_from(2, &mut self.built);
         check_ret(c"domctl/set-policy-domU2", ret, 0);
         self.check_unchanged(c"domctl/domU2-reads-back-as-domU1", 2);
         let mut boot = *boot;
@@ -416,7 +416,7 @@ impl Dom0 {
     /// identity.
     fn domu3(&mut self) {
         check_ret(c"create/domU3", toolstack::create(3, KIND_PV, 0), 0);
-        let ret = self.ts.set_policy_from(3, &mut self.a);
+        let ret = self.ts.set_policy_from(3, &mut self.built);
         check_ret(c"domctl/set-policy-domU3", ret, 0);
         self.check_unchanged(c"domctl/domU3-reads-back-as-domU1", 3);
         let ret = toolstack::start(3, KERNEL_ADDRESS, 8);
@@ -425,7 +425,7 @@ impl Dom0 {
             ret,
             err(EFAULT),
         );
-        let ret = self.ts.set_policy_from(3, &mut self.b);
+        let ret = self.ts.set_policy_from(3, &mut self.read_back);
         check_ret(c"domctl/set-read-back-policy", ret, 0);
         self.check_unchanged(c"domctl/set-get-is-identity", 3);
     }
@@ -433,8 +433,8 @@ impl Dom0 {
     /// Too many leaves or MSRs, a bad leaf, bad MSRs, a feature the PV max policy lacks:
     /// each refused with the error fields naming what was wrong, and nothing changed.
     fn bad_counts_and_entries(&mut self) {
-        let a_leaves = (self.a.leaves_address(), self.a.nr_leaves);
-        let a_msrs = (self.a.msrs_address(), self.a.nr_msrs);
+        let a_leaves = (self.built.leaves_address(), self.built.nr_leaves);
+        let a_msrs = (self.built.msrs_address(), self.built.nr_msrs);
         let too_many = (a_leaves.0, MAX_SERIALISED_LEAVES as u32 + 1);
         let ret = self.ts.set_policy(3, too_many, a_msrs);
         let case = refusal!("error/too-many-leaves", "e2big");
@@ -451,7 +451,7 @@ impl Dom0 {
             subleaf: 5,
             ..Default::default()
         };
-        let mut leaves = [self.b_leaf1_without_edx(), bad_subleaf];
+        let mut leaves = [self.read_back_leaf1_without_edx(), bad_subleaf];
         let ret = self
             .ts
             .set_policy(3, (leaves.as_mut_ptr() as u64, 2), (a_msrs.0, 0));
@@ -488,7 +488,7 @@ impl Dom0 {
         self.check_refused(3, case, (ret, ERANGE), Some([NONE, NONE, 0x1234]));
 
         // A feature the PV max policy lacks: -EINVAL naming leaf 1 (only the leaf is checked).
-        let mut leaf1 = self.b_leaf1_without_edx();
+        let mut leaf1 = self.read_back_leaf1_without_edx();
         leaf1.c |= HVM_ONLY_1C;
         let ret = self
             .ts
@@ -505,8 +505,8 @@ impl Dom0 {
     /// Buffers that fault: unmapped, a kernel address, an array running off the data page, a
     /// read-back into read-only code, the domctl and sysctl themselves at bad addresses.
     fn bad_addresses(&mut self) {
-        let nr_leaves = self.a.nr_leaves;
-        let a_msrs = (self.a.msrs_address(), self.a.nr_msrs);
+        let nr_leaves = self.built.nr_leaves;
+        let a_msrs = (self.built.msrs_address(), self.built.nr_msrs);
         let ret = self.ts.set_policy(3, (UNMAPPED, nr_leaves), a_msrs);
         let case = refusal!("error/leaves-unmapped", "efault");
         self.check_refused(3, case, (ret, EFAULT), None);
@@ -519,17 +519,22 @@ impl Dom0 {
         let last = self.data + DATA_PAGE_SIZE - size;
         // SAFETY: `last` is within this domain's data page (mapped writable, a page long,
         // used by nothing else of this program) and aligned for a `XenCpuidLeaf`.
-        unsafe { core::ptr::write(last as *mut XenCpuidLeaf, self.b_leaf1_without_edx()) };
+        unsafe {
+            core::ptr::write(
+                last as *mut XenCpuidLeaf,
+                self.read_back_leaf1_without_edx(),
+            )
+        };
         let ret = self.ts.set_policy(3, (last, 2), (a_msrs.0, 0));
         let case = refusal!("error/leaves-crossing-into-unmapped", "efault");
         self.check_refused(3, case, (ret, EFAULT), None);
 
-        let a_leaves = (self.a.leaves_address(), nr_leaves);
+        let a_leaves = (self.built.leaves_address(), nr_leaves);
         let ret = self.ts.set_policy(3, a_leaves, (KERNEL_ADDRESS, 1));
         let case = refusal!("error/msrs-at-kernel-address", "efault");
         self.check_refused(3, case, (ret, EFAULT), None);
         let code = xl_toolstack as *const () as u64;
-        let ret = self.ts.get_policy(3, code, self.c.msrs_address());
+        let ret = self.ts.get_policy(3, code, self.reread.msrs_address());
         check_ret(
             c"error/read-back-into-read-only-code-efault",
             ret,
@@ -561,14 +566,14 @@ impl Dom0 {
         let ret = ts.sysctl(UNKNOWN_COMMAND, &XenSysctlCpuLevellingCaps::default());
         check_ret(c"error/sysctl-unknown-command-enosys", ret, err(ENOSYS));
 
-        let ret = self.ts.set_policy_from(2, &mut self.a);
+        let ret = self.ts.set_policy_from(2, &mut self.built);
         let case = refusal!("error/set-running-domain", "eexist");
         self.check_refused(2, case, (ret, EEXIST), None);
-        let ret = self.ts.set_policy_from(0, &mut self.a);
+        let ret = self.ts.set_policy_from(0, &mut self.built);
         check_ret(c"error/set-itself-einval", ret, err(EINVAL));
-        let ret = self.ts.set_policy_from(42, &mut self.a);
+        let ret = self.ts.set_policy_from(42, &mut self.built);
         check_ret(c"error/set-no-such-domain-esrch", ret, err(ESRCH));
-        let ret = self.ts.get_policy_into(42, &mut self.c);
+        let ret = self.ts.get_policy_into(42, &mut self.reread);
         check_ret(c"error/get-no-such-domain-esrch", ret, err(ESRCH));
         self.check_unchanged(c"error/after-all-errors-domU3-unchanged", 3);
     }
@@ -576,13 +581,13 @@ impl Dom0 {
     /// set_cpu_policy(domU3) with no leaves and the one MSR `msr`.
     fn set_one_msr(&mut self, msr: XenMsrEntry) -> i64 {
         let mut msrs = [msr];
-        let leaves = (self.a.leaves_address(), 0);
+        let leaves = (self.built.leaves_address(), 0);
         self.ts.set_policy(3, leaves, (msrs.as_mut_ptr() as u64, 1))
     }
 
     /// B's leaf 1 with EDX cleared: a change nobody could miss.
-    fn b_leaf1_without_edx(&self) -> XenCpuidLeaf {
-        let Some(&leaf1) = self.b.find(1, NO_SUBLEAF) else {
+    fn read_back_leaf1_without_edx(&self) -> XenCpuidLeaf {
+        let Some(&leaf1) = self.read_back.find(1, NO_SUBLEAF) else {
             exit(ABORT)
         };
         XenCpuidLeaf { d: 0, ..leaf1 }
@@ -591,9 +596,9 @@ impl Dom0 {
     /// Reads `domain`'s policy into C and checks it is B: `name` reports 0 when it is, the
     /// read-back's error when that failed, and 1 when the policies differ.
     fn check_unchanged(&mut self, name: &CStr, domain: u16) {
-        let ret = self.ts.get_policy_into(domain, &mut self.c);
+        let ret = self.ts.get_policy_into(domain, &mut self.reread);
         let got = match ret {
-            0 => u64::from(!self.c.same_as(&self.b)),
+            0 => u64::from(!self.reread.same_as(&self.read_back)),
             error => error as u64,
         };
         check_eq(name, got, 0);
