@@ -68,11 +68,11 @@ pub const STEPS: &[Step] = &[
         run: crate::conformance::gate_step,
     },
     Step {
-        name: "cargo fmt --manifest-path arch/x86_64/Cargo.toml --check",
+        name: "cargo fmt --manifest-path arch/x86_64/Cargo.toml --all --check",
         run: qemu::fmt_check,
     },
     Step {
-        name: "cargo clippy --manifest-path arch/x86_64/Cargo.toml --target x86_64-unknown-none -- -D warnings",
+        name: "cargo clippy --manifest-path arch/x86_64/Cargo.toml --workspace --target x86_64-unknown-none -- -D warnings",
         run: qemu::clippy,
     },
     Step {

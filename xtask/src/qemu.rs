@@ -234,15 +234,23 @@ fn target_dir(workspace: &Workspace) -> PathBuf {
     workspace.root().join(KERNEL_TARGET_DIR)
 }
 
-/// `cargo fmt --check` of the kernel package.
+/// `cargo fmt --check` of the kernel's workspace: the kernel and its ring-3 programs
+/// (`arch/x86_64/user`).
 pub fn fmt_check(workspace: &Workspace) -> Result<(), String> {
     process::run(&mut kernel_cargo(
         workspace,
-        &["fmt", "--manifest-path", &manifest(workspace), "--check"],
+        &[
+            "fmt",
+            "--manifest-path",
+            &manifest(workspace),
+            "--all",
+            "--check",
+        ],
     ))
 }
 
-/// `cargo clippy -- -D warnings` of the kernel package for its target.
+/// `cargo clippy -- -D warnings` of the kernel's workspace (the kernel and its ring-3
+/// programs) for its target.
 pub fn clippy(workspace: &Workspace) -> Result<(), String> {
     let target_dir = target_dir(workspace);
     process::run(&mut kernel_cargo(
@@ -251,6 +259,7 @@ pub fn clippy(workspace: &Workspace) -> Result<(), String> {
             "clippy",
             "--manifest-path",
             &manifest(workspace),
+            "--workspace",
             "--target",
             KERNEL_TARGET,
             "--target-dir",

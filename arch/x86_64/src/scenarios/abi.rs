@@ -1,4 +1,4 @@
-//! `abi`: the hypercall ABI end to end. dom0's ring-3 toolstack (`guest/toolstack.rs`) reads
+//! `abi`: the hypercall ABI end to end. dom0's ring-3 toolstack (`user/src/dom0.rs`) reads
 //! the levelling caps, a featureset and the PV default policy through sysctls, builds a guest
 //! policy in its own memory, creates guests, sets the policy (domctl 83), reads it back
 //! (domctl 82) and starts them (fail closed unless best effort); each started guest checks

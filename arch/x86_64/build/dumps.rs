@@ -1,8 +1,6 @@
-//! Hands the linker script `linker/kernel.ld` to the link of the kernel binary, and embeds
-//! every CPUID dump of the repository's `data/cpuid-dumps/` for the silicon shim: it writes
-//! `$OUT_DIR/dumps.rs`, a sorted table of `(file stem, include_str!(file))`, which
-//! `src/shim/mod.rs` includes. A dump is a `*_CPUID*.txt` file (the folder's README,
-//! FORMAT.md and SHA256SUMS are not).
+//! The CPUID dumps the silicon shim embeds: `$OUT_DIR/dumps.rs`, a sorted table of
+//! `(file stem, include_str!(file))`, which `src/shim/mod.rs` includes. A dump is a
+//! `*_CPUID*.txt` file (the folder's README, FORMAT.md and SHA256SUMS are not).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,15 +8,8 @@ use std::path::{Path, PathBuf};
 /// The dumps folder, relative to this package.
 const DUMPS: &str = "../../data/cpuid-dumps";
 
-fn main() {
-    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let script = manifest.join("../../linker/kernel.ld");
-    let script = script
-        .canonicalize()
-        .unwrap_or_else(|error| panic!("{}: {error}", script.display()));
-    println!("cargo::rerun-if-changed={}", script.display());
-    println!("cargo::rustc-link-arg-bins=-T{}", script.display());
-
+/// Writes `out/dumps.rs` from the package at `manifest`.
+pub fn write(manifest: &Path, out: &Path) {
     let dumps = manifest.join(DUMPS);
     let dumps = dumps.canonicalize().unwrap_or_else(|error| {
         panic!(
@@ -27,7 +18,6 @@ fn main() {
         )
     });
     println!("cargo::rerun-if-changed={}", dumps.display());
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
     std::fs::write(out.join("dumps.rs"), dump_table(&dumps))
         .unwrap_or_else(|error| panic!("writing dumps.rs: {error}"));
 }
