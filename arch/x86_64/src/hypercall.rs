@@ -58,40 +58,15 @@ use crate::idt::{Gprs, TrapFrame};
 use crate::sync::KernelCell;
 use crate::{paging, sched, xen};
 
-/// `exit(code)`: the domain is done.
-pub const HC_EXIT: u64 = 0;
-/// `yield()`: let the next domain run.
-pub const HC_YIELD: u64 = 1;
-/// `report(check, ok, detail0, detail1)`: a check the guest judged itself.
-pub const HC_REPORT: u64 = 2;
-/// `cpuid_result(leaf, subleaf, a, b, c, d)`: what a CPUID returned to the guest.
-pub const HC_CPUID_RESULT: u64 = 3;
-/// `sysctl(arg)`: Xen's `__HYPERVISOR_sysctl`.
-pub const HC_SYSCTL: u64 = 35;
-/// `domctl(arg)`: Xen's `__HYPERVISOR_domctl`.
-pub const HC_DOMCTL: u64 = 36;
-/// `domain_create(domid, kind, flags)`.
-pub const HC_DOMAIN_CREATE: u64 = 64;
-/// `domain_start(domid, boot data, length)`.
-pub const HC_DOMAIN_START: u64 = 65;
-/// `check(name, ok, got, expected, tag)`.
-pub const HC_CHECK: u64 = 66;
-/// `nop()`: returns 0 at once.
-pub const HC_NOP: u64 = 67;
-/// `bench(id, value)`: records a benchmark figure.
-pub const HC_BENCH: u64 = 68;
+// The numbers and flags, one list shared with the ring-3 programs.
+pub use xl_user::{
+    CREATE_BEST_EFFORT, HC_BENCH, HC_CHECK, HC_CPUID_RESULT, HC_DOMAIN_CREATE, HC_DOMAIN_START,
+    HC_DOMCTL, HC_EXIT, HC_NOP, HC_REPORT, HC_SYSCTL, HC_YIELD, KIND_HVM_HAP, KIND_HVM_SHADOW,
+    KIND_PV,
+};
 
-/// [`HC_DOMAIN_CREATE`] flag: the domain may start although the hardware cannot hide every
-/// feature its policy lacks (best effort, never the default).
-pub const CREATE_BEST_EFFORT: u64 = 1 << 0;
-/// [`HC_DOMAIN_CREATE`] kinds.
-pub const KIND_PV: u64 = 0;
-/// HVM on hardware-assisted paging.
-pub const KIND_HVM_HAP: u64 = 1;
-/// HVM on shadow paging.
-pub const KIND_HVM_SHADOW: u64 = 2;
 /// The most boot data [`HC_DOMAIN_START`] copies: one data page.
-pub const MAX_BOOT_DATA: u64 = 4096;
+pub const MAX_BOOT_DATA: u64 = xl_user::DATA_PAGE_SIZE;
 
 /// Returned in RAX for an unknown hypercall (`-ENOSYS`).
 pub const ENOSYS: u64 = (-38i64) as u64;

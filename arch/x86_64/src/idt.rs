@@ -15,8 +15,8 @@ use x86::dtables::{DescriptorTablePointer, lidt};
 use crate::gdt::{IST_DOUBLE_FAULT, IST_NMI_MC, KERNEL_CS};
 use crate::sync::KernelCell;
 
-/// The hypercall vector: `int 0x82` from ring 3.
-pub const HYPERCALL_VECTOR: u8 = 0x82;
+// The hypercall vector: `int 0x82` from ring 3 (shared with the ring-3 programs).
+pub use xl_user::HYPERCALL_VECTOR;
 
 /// Exception vectors the kernel names.
 pub mod vector {

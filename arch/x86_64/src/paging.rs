@@ -49,14 +49,12 @@ pub static KERNEL_PD: KernelCell<PageTable> = KernelCell::new(PageTable([0; 512]
 /// How much the kernel identity-maps, and so how far [`read_user`] may follow a frame.
 pub const IDENTITY_LIMIT: u64 = 1 << 30;
 
+// Where the `.user_text` pages appear in every domain (`USER_CODE`), its data page (its walk
+// list and parameters) and the top of its stack: the layout the ring-3 programs are linked for.
+pub use xl_user::{USER_CODE, USER_DATA, USER_STACK_TOP};
 /// The first user virtual address (PML4 slot 1).
-pub const USER_BASE: u64 = 0x0000_0080_0000_0000;
-/// Where the `.user_text` pages appear in every domain.
-pub const USER_CODE: u64 = USER_BASE;
-/// The domain's data page (its walk list and parameters).
-pub const USER_DATA: u64 = USER_BASE + 0x10_0000;
-/// The top of the domain's stack.
-pub const USER_STACK_TOP: u64 = USER_BASE + 0x20_0000;
+pub const USER_BASE: u64 = USER_CODE;
+const _: () = assert!(USER_BASE == 1 << 39, "the user half starts at PML4 slot 1");
 /// Pages of user stack.
 const USER_STACK_PAGES: u64 = 4;
 
