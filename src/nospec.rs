@@ -23,9 +23,21 @@ pub fn mask(index: usize, size: usize) -> usize {
 
 /// `index` if `index < size`, else 0; branch-free, so it holds under speculation. Callers
 /// still check the bound architecturally: this only decides what a mispredicted path loads.
+///
+/// Clamp before any architectural check of `index`: once a check dominates it, the compiler
+/// knows `index < size` and folds the mask to all ones. After a check, use [`at`] or
+/// [`at_mut`], which hide the index from the compiler first.
 #[inline(always)]
 pub fn index(index: usize, size: usize) -> usize {
     index & mask(index, size)
+}
+
+/// [`index`] on an index the compiler may already know to be in bounds (a check before the
+/// call): the index goes through an optimisation barrier first, so the mask is computed.
+#[inline(always)]
+fn index_checked(i: usize, size: usize) -> usize {
+    let i = core::hint::black_box(i);
+    i & mask(i, size)
 }
 
 /// `&table[i]`, with `i` clamped under speculation. Panics like indexing when `i` is out of
@@ -33,7 +45,7 @@ pub fn index(index: usize, size: usize) -> usize {
 #[inline(always)]
 pub fn at<T>(table: &[T], i: usize) -> &T {
     assert!(i < table.len(), "index {i} past a table of {}", table.len());
-    &table[index(i, table.len())]
+    &table[index_checked(i, table.len())]
 }
 
 /// `&mut table[i]`, with `i` clamped under speculation. Panics like indexing when `i` is out
@@ -42,7 +54,7 @@ pub fn at<T>(table: &[T], i: usize) -> &T {
 pub fn at_mut<T>(table: &mut [T], i: usize) -> &mut T {
     assert!(i < table.len(), "index {i} past a table of {}", table.len());
     let len = table.len();
-    &mut table[index(i, len)]
+    &mut table[index_checked(i, len)]
 }
 
 #[cfg(test)]
