@@ -166,17 +166,41 @@ pub fn markdown(result: &Result<Option<String>, String>) -> String {
     md
 }
 
-/// Where a ratio above 1.0 comes from, and the design that would remove it.
+/// What each side does, where a ratio above 1.0 comes from, and the design that would
+/// remove it.
 const WHY: &str = "
-Where the crate is dearer than libx86 it does more. The compatibility check compares the 19 \
-feature words of both policies (the crate's documented extension: a guest feature the host \
-lacks is refused, naming it) where Xen compares four fields; \"compatible\" gathers the \
-words from both policies on every call, \"compatible (words kept)\" once per policy (`CompatWords`). \
-Reaching 1.0x needs the words kept inside `CpuPolicy` itself, updated by every setter, so that \
-the check is 19 ANDs on data already in cache. The all-or-nothing `merged` deserialise copies \
-the policy first so that a rejected array changes nothing (the crate's guarantee); \
-`merge_arrays`, which merges in place as Xen's `copy_from_buffer` does, is the like-for-like \
-figure.
+What each side does, on the same serialised arrays (the crate writes them; libx86 reads them \
+back and must produce the identical array before anything is timed): *serialise* is \
+`CpuPolicy::write_leaves` against `x86_cpuid_copy_to_buffer`; *deserialise (fresh)* is \
+`CpuPolicy::from_arrays` (a zeroed policy, the leaves and MSRs merged, the policy returned) \
+against `memset` of the C policy and `x86_cpuid_copy_from_buffer` + \
+`x86_msr_copy_from_buffer`; *into existing* is `merge_arrays` (in place, entries before a \
+bad one kept, as in Xen) against the same two libx86 calls; *merged copy* is `merged` (a copy \
+of the policy, then the merge: all or nothing) against them too; *compatible* is \
+`check_compatible` against `x86_cpu_policies_are_compatible`. Each sample is a batch sized to \
+take about 200 us, the same count for both sides, the sides alternating which runs first; \
+the crate's results are kept by reference, as libx86's stay in its buffer. The numbers move \
+by 10-30% between runs on this shared two-core machine (other jobs run beside the bench): \
+read the ratios, taken within one round of interleaved samples, not the absolute times.
+
+Where the crate is dearer than libx86 it does more. Every deserialised entry's index is \
+clamped under speculation by `nospec::at_mut` (the index goes through an optimisation \
+barrier, then the mask): until this run the compiler had folded that clamp away after the \
+bounds check (it knew the index was in range, so the mask was a constant), and the earlier \
+deserialise figures (0.9-1.0x) were without it; libx86's `array_index_nospec` is two \
+instructions of inline asm, the crate's (no asm outside `arch/`) two stack round trips and \
+five instructions. The fresh deserialise also copies the 1968-byte policy once into the \
+returned value (the merge runs on a local), and the merged copy copies it twice. The \
+compatibility check compares the 19 feature words of both policies (the crate's documented \
+extension: a guest feature the host lacks is refused, naming it) where Xen compares four \
+fields; \"compatible\" gathers the words from both policies on every call, \"compatible \
+(words kept)\" once per policy (`CompatWords`). The design that meets 1.0x: keep the feature \
+words inside `CpuPolicy`, updated by every setter, so that the check is 19 AND-NOTs on data \
+already in cache; a flat leaf store in `CpuPolicy` (one array that every (leaf, subleaf) \
+indexes by arithmetic, as the CPUID table does) so that a deserialised entry is one range \
+check, one clamp and one 16-byte store with no dispatch on the leaf; and a fresh \
+deserialise that fills the caller's policy in place (`*p = EMPTY` then the merge) instead of \
+returning one by value.
 ";
 
 #[cfg(test)]

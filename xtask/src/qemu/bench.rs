@@ -494,9 +494,10 @@ fn explain(w: &mut String, results: &[BootFigures]) {
          trap's {} (entry stub, dispatch, `iretq`), {} reading the 7 instruction bytes (the \
          crate's `handle_ud` fetches them at once; the kernel copies straight from the user \
          page under `stac`, with an exception-table fixup, and walks the page tables only on a \
-         fault), {} in `guest_cpuid` itself, {} in the rest of `handle_ud` (decode, the \
+         fault), {} in the CPUID table's lookup itself (the call, the clamped row, the read from \
+         the table or the vCPU's overlay), {} in the rest of `handle_ud` (decode, the \
          virtual-faulting check, the frame), {} for `Domain::trap_context` (it lends the \
-         vCPU's kept `GuestContext`) and {} of kernel glue \
+         vCPU's kept `GuestContext` and CPUID overlay) and {} of kernel glue \
          (`sched::with_current`, the frame in and out).\n",
         r.boot.label,
         count(forced),
@@ -510,15 +511,15 @@ fn explain(w: &mut String, results: &[BootFigures]) {
     let _ = writeln!(
         w,
         "**PV, <= 1.5x the bare trap: not met, and not meetable in instructions.** The target \
-         leaves {:.1} instructions over the bare trap; `guest_cpuid` alone takes {} (leaf 0; more \
-         for leaf 1, and leaf 0xD computes the XSAVE size component by component). The target \
+         leaves {:.1} instructions over the bare trap; the table lookup alone takes {} (leaf 0; \
+         every leaf within 1 of it since the per-vCPU overlay). The target \
          is one of time: under icount the exception delivery and the `iretq` count one \
          instruction each, whereas on hardware they are most of a trap's cost (hundreds of \
          cycles), and `guest_cpuid` takes nanoseconds on the host (`guest_cpuid/*` in the \
          criterion table above). Cut so far: one 7-byte fetch instead of two, no \
-         `GuestContext` copy per trap, XSAVE sizes summed over the enabled components only \
-         (leaf 0xD had been the dearest), and the trap context lent \
-         rather than built per trap.\n",
+         `GuestContext` copy per trap, the trap context lent rather than built per trap, and the \
+         per-vCPU overlay of the dynamic rows (leaves 1, 7.0 and 0xD no dearer than leaf 0; \
+         the overlay is recomputed only when the vCPU's state changes).\n",
         trap * 0.5,
         count(cpuid),
     );
@@ -528,7 +529,9 @@ fn explain(w: &mut String, results: &[BootFigures]) {
             "**HVM, <= 1.3x the bare exit: not met, for the same reason.** The bare VMMCALL exit \
              is {} instructions (VMRUN and #VMEXIT count one each; the world switch's register \
              save and restore and the exit loop are the rest); a CPUID exit is {}: {} more, of \
-             which `guest_cpuid` is {}, against a budget of {:.1}.\n",
+             which the table lookup is {}, against a budget of {:.1} (the exit handler no longer \
+             builds a `GuestContext` per exit: it compares the VMCB's CR4 and EFER bits with \
+             those the vCPU's overlay was computed from, and refreshes it when they moved).\n",
             count(nop),
             count(exit),
             count(exit - nop),
