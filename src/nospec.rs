@@ -32,12 +32,26 @@ pub fn index(index: usize, size: usize) -> usize {
     index & mask(index, size)
 }
 
+/// `Some(index)` if `index < size`, else `None`: the bound check and the clamp in one. The
+/// check's flag becomes a mask (data, through an optimisation barrier), the branch tests the
+/// mask and the index returned is ANDed with it: on a mispredicted `Some` path it is 0.
+///
+/// Like [`index`], for an index no check has bounded yet (else the compiler folds the flag
+/// to true): the check this makes is the first.
+#[inline(always)]
+pub fn checked(index: usize, size: usize) -> Option<usize> {
+    let mask = core::hint::black_box(usize::from(index < size).wrapping_neg());
+    if mask == 0 { None } else { Some(index & mask) }
+}
+
 /// [`index`] on an index the compiler may already know to be in bounds (a check before the
 /// call): the index goes through an optimisation barrier first, so the mask is computed.
 #[inline(always)]
 fn index_checked(i: usize, size: usize) -> usize {
     let i = core::hint::black_box(i);
-    i & mask(i, size)
+    // The compare's flag becomes data (all ones or 0: `cmp; sbb` or `setb; neg`); the barrier
+    // keeps it data, so the AND cannot become a select and then a branch.
+    i & core::hint::black_box(usize::from(i < size).wrapping_neg())
 }
 
 /// `&table[i]`, with `i` clamped under speculation. Panics like indexing when `i` is out of
@@ -80,5 +94,14 @@ mod tests {
         }
         assert_eq!(index(5, 6), 5);
         assert_eq!(index(7, 6), 0);
+        for (i, size, expected) in [
+            (0, 1, Some(0)),
+            (5, 6, Some(5)),
+            (6, 6, None),
+            (0, 0, None),
+            (usize::MAX, 6, None),
+        ] {
+            assert_eq!(super::checked(i, size), expected, "checked({i:#x}, {size})");
+        }
     }
 }

@@ -53,8 +53,54 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Times `crate_op` and `xen_op` in alternating batches; (crate ns, Xen ns) medians.
+/// `--count POLICY OP`: operation number OP (0-based, in the order printed) of POLICY runs
+/// this many times on each side, untimed, inside [`count_crate`] and [`count_xen`], for an
+/// instruction counter (`valgrind --tool=callgrind`) to attribute and divide.
+const COUNT_CALLS: u32 = 1000;
+
+/// The policy and operation `--count` asked for.
+fn count_mode() -> Option<(String, usize)> {
+    let args: Vec<String> = std::env::args().collect();
+    match &args[2..] {
+        [flag, policy, op] if flag == "--count" => Some((policy.clone(), op.parse().ok()?)),
+        _ => None,
+    }
+}
+
+// The two differ by the constant they pass to `black_box` (one instruction a call on each
+// side), or the compiler would fold them into one function and the counter could not tell
+// the sides apart.
+#[inline(never)]
+fn count_crate(op: &mut dyn FnMut()) {
+    (0..COUNT_CALLS).for_each(|_| {
+        op();
+        black_box(0u8);
+    });
+}
+
+#[inline(never)]
+fn count_xen(op: &mut dyn FnMut()) {
+    (0..COUNT_CALLS).for_each(|_| {
+        op();
+        black_box(1u8);
+    });
+}
+
+/// Operations raced so far in this policy (for `--count`).
+static OP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Times `crate_op` and `xen_op` in alternating batches; (crate ns, Xen ns) medians. Under
+/// `--count`, runs the operation asked for [`COUNT_CALLS`] times a side instead (and every
+/// other not at all).
 fn race(mut crate_op: impl FnMut(), mut xen_op: impl FnMut()) -> (f64, f64) {
+    let op = OP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some((_, wanted)) = count_mode() {
+        if op == wanted {
+            count_crate(&mut crate_op);
+            count_xen(&mut xen_op);
+        }
+        return (0.0, 0.0);
+    }
     // Warm both up, then size the batch from the faster side's time.
     let warm = sample(1000, &mut crate_op).min(sample(1000, &mut xen_op));
     let batch = (SAMPLE_NS / warm.max(0.1)).clamp(1000.0, 1_000_000.0) as u32;
@@ -122,6 +168,10 @@ fn main() {
         ("Genoa", "AuthenticAMD0A10F11_K19_Genoa_02_CPUID.txt"),
         ("SapphireRapids", "GenuineIntel00806F8_SapphireRapids_05_CPUID.txt"),
     ] {
+        if count_mode().is_some_and(|(policy, _)| policy != name) {
+            continue;
+        }
+        OP.store(0, std::sync::atomic::Ordering::Relaxed);
         let s = system(&dumps, file);
         let max = s.hvm_max;
         let guest = s.hvm_default;
