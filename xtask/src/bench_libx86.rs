@@ -319,8 +319,9 @@ check the compiler cannot drop after it: about 7 instructions an entry. Until th
 compiler had folded the crate's clamp away after the bounds check (it knew the index was in \
 range, so the mask was a constant), and the deserialise figures before it (0.9-1.3x in time, \
 depending on the run) were without it. *Fresh* adds the zeroing on both sides and, on the \
-crate's, the copy of the 1968-byte policy into the value `from_arrays` returns; *merged copy* copies the policy in and \
-out (all or nothing, the crate's guarantee; `merge_arrays` is the like-for-like). \
+crate's, the copy of the 1968-byte policy into the value `from_arrays` returns; *merged \
+copy* copies the policy in and out (all or nothing, the crate's guarantee; `merge_arrays` is \
+the like-for-like). \
 *Compatible*: the crate compares the 19 feature words of both policies (the crate's \
 documented extension: a guest feature the host lacks is refused, naming it) where Xen \
 compares four fields; \"compatible\" gathers the words from both policies on every call, \
