@@ -6,7 +6,7 @@ use std::mem::size_of;
 use xen_levelling::CpuPolicy;
 use xen_levelling::abi::domain::Domain;
 use xen_levelling::levelling::{DomainLevelling, Levelling, LevellingState};
-use xen_levelling::policy::guest::CpuidTable;
+use xen_levelling::policy::guest::{CpuidOverlay, CpuidTable};
 
 fn main() {
     for (name, bytes) in [
@@ -14,6 +14,10 @@ fn main() {
         (
             "CpuidTable (per domain: its CPUID answers, for the trap handlers)",
             size_of::<CpuidTable>(),
+        ),
+        (
+            "CpuidOverlay (per vCPU: its answers to the rows that follow its state)",
+            size_of::<CpuidOverlay>(),
         ),
         ("DomainLevelling (per domain)", size_of::<DomainLevelling>()),
         ("Domain (policy + levelling + flags)", size_of::<Domain>()),

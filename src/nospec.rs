@@ -23,9 +23,35 @@ pub fn mask(index: usize, size: usize) -> usize {
 
 /// `index` if `index < size`, else 0; branch-free, so it holds under speculation. Callers
 /// still check the bound architecturally: this only decides what a mispredicted path loads.
+///
+/// Clamp before any architectural check of `index`: once a check dominates it, the compiler
+/// knows `index < size` and folds the mask to all ones. After a check, use [`at`] or
+/// [`at_mut`], which hide the index from the compiler first.
 #[inline(always)]
 pub fn index(index: usize, size: usize) -> usize {
     index & mask(index, size)
+}
+
+/// `Some(index)` if `index < size`, else `None`: the bound check and the clamp in one. The
+/// check's flag becomes a mask (data, through an optimisation barrier), the branch tests the
+/// mask and the index returned is ANDed with it: on a mispredicted `Some` path it is 0.
+///
+/// Like [`index`], for an index no check has bounded yet (else the compiler folds the flag
+/// to true): the check this makes is the first.
+#[inline(always)]
+pub fn checked(index: usize, size: usize) -> Option<usize> {
+    let mask = core::hint::black_box(usize::from(index < size).wrapping_neg());
+    if mask == 0 { None } else { Some(index & mask) }
+}
+
+/// [`index`] on an index the compiler may already know to be in bounds (a check before the
+/// call): the index goes through an optimisation barrier first, so the mask is computed.
+#[inline(always)]
+fn index_checked(i: usize, size: usize) -> usize {
+    let i = core::hint::black_box(i);
+    // The compare's flag becomes data (all ones or 0: `cmp; sbb` or `setb; neg`); the barrier
+    // keeps it data, so the AND cannot become a select and then a branch.
+    i & core::hint::black_box(usize::from(i < size).wrapping_neg())
 }
 
 /// `&table[i]`, with `i` clamped under speculation. Panics like indexing when `i` is out of
@@ -33,7 +59,7 @@ pub fn index(index: usize, size: usize) -> usize {
 #[inline(always)]
 pub fn at<T>(table: &[T], i: usize) -> &T {
     assert!(i < table.len(), "index {i} past a table of {}", table.len());
-    &table[index(i, table.len())]
+    &table[index_checked(i, table.len())]
 }
 
 /// `&mut table[i]`, with `i` clamped under speculation. Panics like indexing when `i` is out
@@ -42,7 +68,7 @@ pub fn at<T>(table: &[T], i: usize) -> &T {
 pub fn at_mut<T>(table: &mut [T], i: usize) -> &mut T {
     assert!(i < table.len(), "index {i} past a table of {}", table.len());
     let len = table.len();
-    &mut table[index(i, len)]
+    &mut table[index_checked(i, len)]
 }
 
 #[cfg(test)]
@@ -68,6 +94,15 @@ mod tests {
         }
         assert_eq!(index(5, 6), 5);
         assert_eq!(index(7, 6), 0);
+        for (i, size, expected) in [
+            (0, 1, Some(0)),
+            (5, 6, Some(5)),
+            (6, 6, None),
+            (0, 0, None),
+            (usize::MAX, 6, None),
+        ] {
+            assert_eq!(super::checked(i, size), expected, "checked({i:#x}, {size})");
+        }
     }
 
     #[test]

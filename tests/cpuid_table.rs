@@ -1,7 +1,9 @@
 //! The per-domain CPUID table answers exactly what `guest_cpuid` does: for every leaf and
 //! subleaf (and past every range), every dump's PV and HVM default and max policies (and
 //! variants with lowered maxima and Xen leaf limits), PV guests, the PV hardware domain and
-//! HVM guests, a set of vCPU states (not running included) and every entry path.
+//! HVM guests, a set of vCPU states (not running included) and every entry path. Each state's
+//! answers come from a vCPU overlay refreshed from the state before it, as an embedder
+//! refreshes a running vCPU's, so a refresh that left anything of the old state would show.
 
 mod common;
 
@@ -127,12 +129,17 @@ fn variants(p: &CpuPolicy) -> Vec<CpuPolicy> {
 fn check(policy: &CpuPolicy, domain: &GuestDomain, queries: &[(u32, u32)], what: &str) {
     let table = CpuidTable::new(policy, domain);
     for vcpu_id in [0, 3, 0x80] {
-        for state in states() {
+        let mut overlay = None;
+        // Every state after every other one, and back.
+        let states = states();
+        for state in states.iter().chain(states.iter().rev()).copied() {
             let ctx = GuestContext {
                 domain: *domain,
                 vcpu_id,
                 state,
             };
+            let overlay = overlay.get_or_insert_with(|| table.overlay(&ctx));
+            table.refresh(overlay, &ctx);
             for entry in [
                 CpuidEntry::VmExit,
                 CpuidEntry::Fault,
@@ -140,7 +147,7 @@ fn check(policy: &CpuPolicy, domain: &GuestDomain, queries: &[(u32, u32)], what:
             ] {
                 for &(leaf, subleaf) in queries {
                     let expected = guest_cpuid_entered(policy, leaf, subleaf, &ctx, entry);
-                    let got = table.cpuid(leaf, subleaf, &ctx, entry);
+                    let got = table.cpuid(overlay, leaf, subleaf, entry);
                     assert_eq!(
                         got, expected,
                         "{what}: leaf {leaf:#x} subleaf {subleaf:#x}, {domain:?}, vCPU {vcpu_id} \
@@ -235,12 +242,15 @@ proptest! {
             }),
         };
         let table = CpuidTable::new(&p, &domain);
+        // Refreshed from a vCPU that is not running, then from the state itself.
+        let mut overlay = table.overlay(&GuestContext { state: None, vcpu_id: 1, ..ctx });
+        table.refresh(&mut overlay, &ctx);
         let mut all = queries();
         all.extend(extra);
         for (leaf, subleaf) in all {
             for entry in [CpuidEntry::VmExit, CpuidEntry::Fault, CpuidEntry::ForcedEmulation] {
                 prop_assert_eq!(
-                    table.cpuid(leaf, subleaf, &ctx, entry),
+                    table.cpuid(&overlay, leaf, subleaf, entry),
                     guest_cpuid_entered(&p, leaf, subleaf, &ctx, entry),
                     "leaf {:#x} subleaf {:#x} {:?}", leaf, subleaf, entry
                 );

@@ -146,8 +146,10 @@ fn native_cpuid_at_cpl3(host: &Machine, policy: &CpuPolicy, leaf: u32, subleaf: 
         Err(_) => {
             let guest = guest_context(host, DomainKind::Pv);
             let cpuid = CpuidTable::new(policy, &guest.domain);
+            let overlay = cpuid.overlay(&guest);
             let ctx = TrapContext {
                 cpuid: &cpuid,
+                overlay: &overlay,
                 guest: &guest,
                 cpl: 3,
                 virtual_faulting: false,

@@ -81,8 +81,11 @@ fn context(
     }));
     // The domain's CPUID table, built from its policy as an embedder does when it sets it.
     let cpuid = Box::leak(Box::new(CpuidTable::new(policy, &guest.domain)));
+    // The vCPU's overlay, as an embedder builds it with the vCPU.
+    let overlay = Box::leak(Box::new(cpuid.overlay(guest)));
     TrapContext {
         cpuid,
+        overlay,
         guest,
         cpl,
         virtual_faulting,

@@ -250,8 +250,10 @@ fuzz_target!(|input: Input| {
         state,
     };
     let cpuid = CpuidTable::new(&policy, &guest.domain);
+    let overlay = cpuid.overlay(&guest);
     let ctx = TrapContext {
         cpuid: &cpuid,
+        overlay: &overlay,
         guest: &guest,
         cpl: input.cpl % 4,
         virtual_faulting: input.virtual_faulting,

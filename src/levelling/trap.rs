@@ -10,7 +10,7 @@
 use super::msr;
 use crate::cpuid::CpuidRegs;
 use crate::policy::CpuPolicy;
-use crate::policy::guest::{CpuidEntry, CpuidTable, GuestContext};
+use crate::policy::guest::{CpuidEntry, CpuidOverlay, CpuidTable, GuestContext};
 use crate::policy::system::DomainKind;
 
 /// `CPUID`: `0F A2`.
@@ -125,9 +125,13 @@ pub struct TrapContext<'a> {
     /// The domain's CPUID answers, built from its policy when the policy was set
     /// ([`CpuidTable::new`]): what `guest_cpuid` returns, without deriving it on every trap.
     pub cpuid: &'a CpuidTable,
+    /// The vCPU's answers to the table's rows that follow its state ([`CpuidTable::overlay`]),
+    /// refreshed by the embedder whenever that state changes.
+    pub overlay: &'a CpuidOverlay,
     /// The domain and vCPU; `state` describes the vCPU as it trapped. Borrowed: an embedder
     /// keeps one per vCPU and lends it, instead of building one on every trap. Its `domain`
-    /// must be the one `cpuid` was built for (the table holds what it needs of it).
+    /// must be the one `cpuid` was built for (the table holds what it needs of it), its
+    /// vCPU and state the ones `overlay` was last refreshed for.
     pub guest: &'a GuestContext,
     /// The privilege level the guest was at.
     pub cpl: u8,
@@ -149,7 +153,7 @@ impl TrapContext<'_> {
     fn emulate(&self, frame: &mut impl CpuidRegisters, entry: CpuidEntry, length: u64) {
         let (leaf, subleaf) = (frame.rax() as u32, frame.rcx() as u32);
         let rip = frame.rip();
-        frame.set_cpuid(self.cpuid.cpuid(leaf, subleaf, self.guest, entry));
+        frame.set_cpuid(self.cpuid.cpuid(self.overlay, leaf, subleaf, entry));
         frame.set_rip(rip.wrapping_add(length));
     }
 }

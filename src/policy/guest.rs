@@ -17,7 +17,7 @@ use crate::feature::Feature;
 use crate::featureset::Featureset;
 
 mod table;
-pub use table::{CpuidTable, Patch};
+pub use table::{CpuidOverlay, CpuidTable, Patch};
 
 /// How many Xen leaves there are by default (`XEN_CPUID_MAX_NUM_LEAVES`).
 pub const XEN_LEAF_COUNT: u32 = 5;

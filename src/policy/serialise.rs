@@ -296,36 +296,44 @@ impl CpuPolicy {
         for l in leaves {
             // The array the entry's leaf lives in and the index in it: leaves without
             // subleaves must say so with NO_SUBLEAF, nothing else; the others must name a
-            // subleaf their array holds.
+            // subleaf their array holds. Each arm stores into its own array, whose length the
+            // clamp then knows as a constant.
             let (leaf, subleaf) = (l.leaf, l.subleaf);
-            let (table, index): (&mut [CpuidRegs], u32) = if leaf < NR_BASIC as u32 {
+            // A subleaf's and an extended leaf's range test is also the clamp of the index it
+            // admits (`nospec::checked`: no check has bounded them before); a basic leaf is
+            // clamped after its test, by `nospec::at_mut`.
+            let stored = if leaf < NR_BASIC as u32 {
                 match leaf {
-                    0x4 => (&mut self.cache, subleaf),
-                    0x7 => (&mut self.feat, subleaf),
-                    0xb => (&mut self.topo, subleaf),
-                    0xd => (&mut self.xstate, subleaf),
-                    _ if subleaf == NO_SUBLEAF => (&mut self.basic, leaf),
-                    _ => (&mut [], 0),
+                    0x4 => store(&mut self.cache, subleaf, l),
+                    0x7 => store(&mut self.feat, subleaf, l),
+                    0xb => store(&mut self.topo, subleaf, l),
+                    0xd => store(&mut self.xstate, subleaf, l),
+                    _ if subleaf == NO_SUBLEAF => {
+                        *nospec::at_mut(&mut self.basic, leaf as usize) = regs_of(l);
+                        true
+                    }
+                    _ => false,
                 }
-            } else if leaf.wrapping_sub(EXTD_BASE) < NR_EXTD as u32 && subleaf == NO_SUBLEAF {
-                (&mut self.extd, leaf.wrapping_sub(EXTD_BASE))
-            } else if leaf == XEN_LEAVES && subleaf == NO_SUBLEAF {
+            } else if subleaf != NO_SUBLEAF {
+                false
+            } else if let Some(i) = nospec::checked(leaf.wrapping_sub(EXTD_BASE) as usize, NR_EXTD)
+            {
+                put(&mut self.extd, Some(i), l)
+            } else if leaf == XEN_LEAVES {
                 self.hv_limit = l.a as u8;
-                continue;
-            } else if leaf == XEN_LEAVES_RELOCATED && subleaf == NO_SUBLEAF {
+                true
+            } else if leaf == XEN_LEAVES_RELOCATED {
                 self.hv2_limit = l.a as u8;
-                continue;
+                true
             } else {
-                (&mut [], 0)
+                false
             };
-            if index as usize >= table.len() {
+            if !stored {
                 return Err(PolicyArrayError::LeafOutOfRange {
                     leaf: l.leaf,
                     subleaf: l.subleaf,
                 });
             }
-            // The index comes from the caller's array: clamped under speculation.
-            *nospec::at_mut(table, index as usize) = CpuidRegs::new(l.a, l.b, l.c, l.d);
         }
         Ok(())
     }
@@ -357,4 +365,31 @@ impl CpuPolicy {
         }
         Ok(())
     }
+}
+
+/// `table[subleaf]` = the registers of `entry` if the subleaf is in the table (false if
+/// not), the subleaf clamped under speculation: it comes from the caller's array.
+#[inline(always)]
+fn store(table: &mut [CpuidRegs], subleaf: u32, entry: &XenCpuidLeaf) -> bool {
+    let len = table.len();
+    put(table, nospec::checked(subleaf as usize, len), entry)
+}
+
+/// `table[index]` = the registers of `entry`, for an index `nospec::checked` admitted; false
+/// for `None`. The registers are read here, where they are stored: one 16-byte copy rather
+/// than four values kept in registers across the dispatch on the leaf.
+#[inline(always)]
+fn put(table: &mut [CpuidRegs], index: Option<usize>, entry: &XenCpuidLeaf) -> bool {
+    match index.and_then(|i| table.get_mut(i)) {
+        Some(slot) => {
+            *slot = regs_of(entry);
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn regs_of(entry: &XenCpuidLeaf) -> CpuidRegs {
+    CpuidRegs::new(entry.a, entry.b, entry.c, entry.d)
 }

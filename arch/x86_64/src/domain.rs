@@ -21,7 +21,7 @@ use xen_levelling::feature::KNOWN;
 use xen_levelling::levelling::trap::TrapContext;
 use xen_levelling::levelling::{DomainLevelling, DomainRole, Mechanism, Unenforceable};
 use xen_levelling::policy::guest::{
-    CpuidEntry, CpuidTable, GuestContext, VcpuState, guest_cpuid_entered,
+    CpuidEntry, CpuidOverlay, CpuidTable, GuestContext, VcpuState, guest_cpuid_entered,
 };
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling::policy::{WORD_HOMES, WordHome};
@@ -206,6 +206,9 @@ pub struct Domain {
     /// Its CPUID answers, computed from its policy when the domain was built: what every
     /// trapped CPUID is answered from.
     cpuid_table: CpuidTable,
+    /// Its vCPU's answers to the table's rows that follow the vCPU's state, computed with the
+    /// vCPU (which never changes its CR4, XCR0 or mode here: nothing else refreshes it).
+    cpuid_overlay: CpuidOverlay,
     /// Its page tables and frames.
     pub space: AddressSpace,
     /// Its registers while it is not running.
@@ -319,14 +322,17 @@ impl Domain {
             long_mode: true,
         };
         let guest = host.guest_domain(record.kind(), spec.domid, spec.hardware_domain);
+        let cpuid_context = GuestContext {
+            domain: guest,
+            vcpu_id: 0,
+            state: Some(vcpu),
+        };
+        let cpuid_table = CpuidTable::new(record.policy(), &guest);
         Domain {
             scenario,
-            cpuid_context: GuestContext {
-                domain: guest,
-                vcpu_id: 0,
-                state: Some(vcpu),
-            },
-            cpuid_table: CpuidTable::new(record.policy(), &guest),
+            cpuid_overlay: cpuid_table.overlay(&cpuid_context),
+            cpuid_context,
+            cpuid_table,
             spec: Spec {
                 name: spec.name,
                 oracle: spec.oracle,
@@ -395,10 +401,13 @@ impl Domain {
     }
 
     /// Takes the policy of an accepted `set_cpu_policy` with its levelling, and recomputes
-    /// the CPUID answers its traps use from it (Xen's `domain_cpu_policy_changed`).
+    /// the CPUID answers its traps use from it, the vCPU's dynamic rows too (Xen's
+    /// `domain_cpu_policy_changed`).
     pub fn apply(&mut self, update: PolicyUpdate) {
         self.record.apply(update);
         self.cpuid_table = CpuidTable::new(self.record.policy(), &self.cpuid_context.domain);
+        self.cpuid_table
+            .refresh(&mut self.cpuid_overlay, &self.cpuid_context);
     }
 
     /// Its precomputed levelling.
@@ -416,6 +425,7 @@ impl Domain {
     pub fn trap_context(&self, cpl: u8) -> TrapContext<'_> {
         TrapContext {
             cpuid: &self.cpuid_table,
+            overlay: &self.cpuid_overlay,
             guest: &self.cpuid_context,
             cpl,
             virtual_faulting: false,

@@ -17,7 +17,7 @@ use xen_levelling::CpuidRegs;
 use xen_levelling::levelling::trap::{
     self, CpuidFrame, CpuidRegisters, GuestMemory, MemoryFault, TrapContext, TrapOutcome,
 };
-use xen_levelling::policy::guest::CpuidTable;
+use xen_levelling::policy::guest::{CpuidOverlay, CpuidTable};
 
 use crate::idt::TrapFrame;
 use crate::paging;
@@ -156,15 +156,17 @@ pub fn hvm_cpuid_exit(ctx: &TrapContext<'_>, leaf: u32, subleaf: u32, rip: u64) 
     }
 }
 
-/// A trap context for an HVM vCPU whose domain's CPUID answers are `cpuid` (no virtual
-/// faulting: our guest never turns it on).
+/// A trap context for an HVM vCPU whose domain's CPUID answers are `cpuid` and its own
+/// `overlay` (no virtual faulting: our guest never turns it on).
 pub fn hvm_context<'a>(
     cpuid: &'a CpuidTable,
+    overlay: &'a CpuidOverlay,
     guest: &'a xen_levelling::policy::guest::GuestContext,
     cpl: u8,
 ) -> TrapContext<'a> {
     TrapContext {
         cpuid,
+        overlay,
         guest,
         cpl,
         virtual_faulting: false,

@@ -12,7 +12,7 @@
 //! not call `Levelling::switch_to`; Xen's `ctxt_switch_levelling` likewise only handles PV.
 
 use xen_levelling::policy::guest::{
-    CpuidEntry, CpuidTable, GuestContext, GuestDomain, VcpuState, guest_cpuid,
+    CpuidEntry, CpuidOverlay, CpuidTable, GuestContext, GuestDomain, VcpuState, guest_cpuid,
 };
 use xen_levelling::{CpuPolicy, CpuidRegs};
 
@@ -45,32 +45,89 @@ struct HvmRun {
     policy: CpuPolicy,
     /// The CPUID answers of `policy`, computed once for the run.
     table: CpuidTable,
-    domain: GuestDomain,
-    host_cr4_osxsave: bool,
+    /// The vCPU as the overlay was last computed for it.
+    guest: GuestContext,
+    /// The vCPU's answers to the table's rows that follow its state.
+    overlay: CpuidOverlay,
+    /// The VMCB's CR4 and EFER bits the overlay was computed from ([`VCPU_BITS`]).
+    overlay_bits: (u64, u64),
     cpuid_exits: u64,
     results: u64,
 }
 
+/// The CR4 and EFER bits the answers follow: CR4.OSXSAVE, CR4.PKE; EFER.LMA.
+const VCPU_BITS: (u64, u64) = (CR4_OSXSAVE | CR4_PKE, EFER_LMA);
+
 impl HvmRun {
-    /// The guest context from its live state in `vmcb`.
-    fn context(&self, vmcb: &Vmcb) -> GuestContext {
-        let cr4 = vmcb.get64(offset::CR4);
-        GuestContext {
-            domain: self.domain,
+    fn new(policy: CpuPolicy, domain: GuestDomain, host_cr4_osxsave: bool) -> HvmRun {
+        let table = CpuidTable::new(&policy, &domain);
+        let guest = GuestContext {
+            domain,
             vcpu_id: 0,
             state: Some(VcpuState {
                 entry: CpuidEntry::VmExit,
-                cr4_osxsave: cr4 & CR4_OSXSAVE != 0,
-                cr4_pke: cr4 & CR4_PKE != 0,
-                kernel_mode: vmcb.get8(offset::CPL) == 0,
-                host_cr4_osxsave: self.host_cr4_osxsave,
+                cr4_osxsave: false,
+                cr4_pke: false,
+                // Unused for HVM: the trap context's CPL says whether the kernel asked.
+                kernel_mode: true,
+                host_cr4_osxsave,
                 xcr0: 0x1, // XCR0 at reset: x87 only (the guest never writes it)
                 xss: 0,
                 // QEMU's IA32_APIC_BASE resets to 0xFEE00900: EN (bit 11) set.
                 apic_enabled: true,
-                long_mode: vmcb.get64(offset::EFER) & EFER_LMA != 0,
+                long_mode: false,
             }),
+        };
+        HvmRun {
+            scenario: "",
+            policy,
+            overlay: table.overlay(&guest),
+            table,
+            guest,
+            overlay_bits: (0, 0),
+            cpuid_exits: 0,
+            results: 0,
         }
+    }
+
+    /// Brings the overlay up to the vCPU's state in `vmcb`. Nothing intercepts this guest's
+    /// CR4 and EFER writes (XCR0, XSS and IA32_APIC_BASE it never writes), so each CPUID exit
+    /// compares the bits the answers follow with those the overlay was computed from: two
+    /// loads and a compare, and a refresh only when they moved.
+    #[inline]
+    fn follow_vcpu(&mut self, vmcb: &Vmcb) {
+        let bits = (
+            vmcb.get64(offset::CR4) & VCPU_BITS.0,
+            vmcb.get64(offset::EFER) & VCPU_BITS.1,
+        );
+        if bits != self.overlay_bits {
+            self.refresh(bits);
+        }
+    }
+
+    /// The guest context read afresh from `vmcb`, for judging results: independent of what
+    /// the overlay was computed from.
+    fn live_context(&self, vmcb: &Vmcb) -> GuestContext {
+        let (cr4, efer) = (vmcb.get64(offset::CR4), vmcb.get64(offset::EFER));
+        let mut guest = self.guest;
+        if let Some(state) = &mut guest.state {
+            state.cr4_osxsave = cr4 & CR4_OSXSAVE != 0;
+            state.cr4_pke = cr4 & CR4_PKE != 0;
+            state.kernel_mode = vmcb.get8(offset::CPL) == 0;
+            state.long_mode = efer & EFER_LMA != 0;
+        }
+        guest
+    }
+
+    #[inline(never)]
+    fn refresh(&mut self, (cr4, efer): (u64, u64)) {
+        if let Some(state) = &mut self.guest.state {
+            state.cr4_osxsave = cr4 & CR4_OSXSAVE != 0;
+            state.cr4_pke = cr4 & CR4_PKE != 0;
+            state.long_mode = efer & EFER_LMA != 0;
+        }
+        self.table.refresh(&mut self.overlay, &self.guest);
+        self.overlay_bits = (cr4, efer);
     }
 }
 
@@ -163,12 +220,7 @@ fn run_guest(
     let mut gprs = init_vmcb(vmcb, program, page as *const WalkPage as u64);
     let mut run = HvmRun {
         scenario,
-        policy,
-        table: CpuidTable::new(&policy, &domain),
-        domain,
-        host_cr4_osxsave,
-        cpuid_exits: 0,
-        results: 0,
+        ..HvmRun::new(policy, domain, host_cr4_osxsave)
     };
     let mut exits = 0;
     let finished = loop {
@@ -209,8 +261,8 @@ fn handle_exit(run: &mut HvmRun, vmcb: &mut Vmcb, gprs: &mut Gprs) -> Exit {
             run.cpuid_exits += 1;
             let (leaf, subleaf) = (gprs.rax as u32, gprs.rcx as u32);
             let cpl = vmcb.get8(offset::CPL);
-            let guest = run.context(vmcb);
-            let ctx = emulate::hvm_context(&run.table, &guest, cpl);
+            run.follow_vcpu(vmcb);
+            let ctx = emulate::hvm_context(&run.table, &run.overlay, &run.guest, cpl);
             match emulate::hvm_cpuid_exit(&ctx, leaf, subleaf, rip) {
                 HvmCpuid::Emulated { regs, rip } => {
                     gprs.rax = u64::from(regs.a);
@@ -299,7 +351,7 @@ fn handle_exit(run: &mut HvmRun, vmcb: &mut Vmcb, gprs: &mut Gprs) -> Exit {
 /// Judges one reported CPUID result against `guest_cpuid` on the guest's policy.
 fn cpuid_result(run: &mut HvmRun, vmcb: &Vmcb, leaf: u32, subleaf: u32, got: CpuidRegs) {
     run.results += 1;
-    let expected = guest_cpuid(&run.policy, leaf, subleaf, &run.context(vmcb));
+    let expected = guest_cpuid(&run.policy, leaf, subleaf, &run.live_context(vmcb));
     checks::cpuid(
         format_args!("{}/hvm/vmexit/{}", run.scenario, Leaf(leaf, subleaf)),
         expected,

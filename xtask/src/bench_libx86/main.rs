@@ -34,15 +34,18 @@ unsafe extern "C" {
 }
 
 const ROUNDS: usize = 201;
-const BATCH: u32 = 2000;
+/// Each sample runs for about this long (the batch is sized per operation, the same for both
+/// sides): long against the clock's resolution and the timing calls, short against a
+/// scheduler's time slice on a shared machine.
+const SAMPLE_NS: f64 = 200_000.0;
 
-/// ns per call of `f`, one batch.
-fn sample(mut f: impl FnMut()) -> f64 {
+/// ns per call of `f`, one batch of `batch` calls.
+fn sample(batch: u32, mut f: impl FnMut()) -> f64 {
     let t = Instant::now();
-    for _ in 0..BATCH {
+    for _ in 0..batch {
         f();
     }
-    t.elapsed().as_nanos() as f64 / f64::from(BATCH)
+    t.elapsed().as_nanos() as f64 / f64::from(batch)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -50,17 +53,66 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Times `crate_op` and `xen_op` in alternating batches; (crate ns, Xen ns) medians.
+/// `--count POLICY OP`: operation number OP (0-based, in the order printed) of POLICY runs
+/// this many times on each side, untimed, inside [`count_crate`] and [`count_xen`], for an
+/// instruction counter (`valgrind --tool=callgrind`) to attribute and divide.
+const COUNT_CALLS: u32 = 1000;
+
+/// The policy and operation `--count` asked for.
+fn count_mode() -> Option<(String, usize)> {
+    let args: Vec<String> = std::env::args().collect();
+    match &args[2..] {
+        [flag, policy, op] if flag == "--count" => Some((policy.clone(), op.parse().ok()?)),
+        _ => None,
+    }
+}
+
+// The two differ by the constant they pass to `black_box` (one instruction a call on each
+// side), or the compiler would fold them into one function and the counter could not tell
+// the sides apart.
+#[inline(never)]
+fn count_crate(op: &mut dyn FnMut()) {
+    (0..COUNT_CALLS).for_each(|_| {
+        op();
+        black_box(0u8);
+    });
+}
+
+#[inline(never)]
+fn count_xen(op: &mut dyn FnMut()) {
+    (0..COUNT_CALLS).for_each(|_| {
+        op();
+        black_box(1u8);
+    });
+}
+
+/// Operations raced so far in this policy (for `--count`).
+static OP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Times `crate_op` and `xen_op` in alternating batches; (crate ns, Xen ns) medians. Under
+/// `--count`, runs the operation asked for [`COUNT_CALLS`] times a side instead (and every
+/// other not at all).
 fn race(mut crate_op: impl FnMut(), mut xen_op: impl FnMut()) -> (f64, f64) {
+    let op = OP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some((_, wanted)) = count_mode() {
+        if op == wanted {
+            count_crate(&mut crate_op);
+            count_xen(&mut xen_op);
+        }
+        return (0.0, 0.0);
+    }
+    // Warm both up, then size the batch from the faster side's time.
+    let warm = sample(1000, &mut crate_op).min(sample(1000, &mut xen_op));
+    let batch = (SAMPLE_NS / warm.max(0.1)).clamp(1000.0, 1_000_000.0) as u32;
     let (mut c, mut x) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         // Alternate which goes first, so neither always runs on a warmer cache.
         if round % 2 == 0 {
-            c.push(sample(&mut crate_op));
-            x.push(sample(&mut xen_op));
+            c.push(sample(batch, &mut crate_op));
+            x.push(sample(batch, &mut xen_op));
         } else {
-            x.push(sample(&mut xen_op));
-            c.push(sample(&mut crate_op));
+            x.push(sample(batch, &mut xen_op));
+            c.push(sample(batch, &mut crate_op));
         }
     }
     (median(c), median(x))
@@ -116,6 +168,10 @@ fn main() {
         ("Genoa", "AuthenticAMD0A10F11_K19_Genoa_02_CPUID.txt"),
         ("SapphireRapids", "GenuineIntel00806F8_SapphireRapids_05_CPUID.txt"),
     ] {
+        if count_mode().is_some_and(|(policy, _)| policy != name) {
+            continue;
+        }
+        OP.store(0, std::sync::atomic::Ordering::Relaxed);
         let s = system(&dumps, file);
         let max = s.hvm_max;
         let guest = s.hvm_default;
@@ -152,7 +208,9 @@ fn main() {
         rows.push(("serialise", c, x));
         let (c, x) = race(
             || {
-                black_box(CpuPolicy::from_arrays(black_box(&leaves), black_box(&msrs)).unwrap());
+                // By reference: the policy stays where `from_arrays` built it (the C side
+                // likewise leaves it in its buffer and returns a code).
+                black_box(&CpuPolicy::from_arrays(black_box(&leaves), black_box(&msrs)));
             },
             || {
                 // SAFETY: as above.
@@ -176,7 +234,7 @@ fn main() {
         rows.push(("deserialise (into existing)", c, x));
         let (c, x) = race(
             || {
-                black_box(black_box(&max).merged(black_box(&leaves), black_box(&msrs)).unwrap());
+                black_box(&black_box(&max).merged(black_box(&leaves), black_box(&msrs)));
             },
             || {
                 // SAFETY: as above.

@@ -248,9 +248,9 @@ fn pv_breakdown(host: &Host, pv: &CpuPolicy) {
     for (name, leaf, subleaf) in LEAVES {
         let cpuid = measure(&mut || {
             black_box(ctx.cpuid.cpuid(
+                ctx.overlay,
                 black_box(leaf),
                 black_box(subleaf),
-                ctx.guest,
                 CpuidEntry::ForcedEmulation,
             ));
         });
@@ -612,15 +612,17 @@ fn hvm_breakdown(policy: &CpuPolicy, domain: xen_levelling::policy::guest::Guest
             long_mode: true,
         }),
     };
+    // The vCPU's overlay, as the exit handler keeps it (refreshed when CR4 or EFER move).
+    let overlay = table.overlay(&guest);
     let t0 = rdtsc();
     let t1 = black_box(rdtsc());
     let overhead = t1.wrapping_sub(t0);
     for (name, leaf, subleaf) in LEAVES {
         let t0 = rdtsc();
         black_box(table.cpuid(
+            &overlay,
             black_box(leaf),
             black_box(subleaf),
-            &guest,
             CpuidEntry::VmExit,
         ));
         let t1 = rdtsc();
