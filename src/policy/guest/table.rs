@@ -278,7 +278,8 @@ pub struct CpuidTable {
 /// One vCPU's answers to the rows of its domain's [`CpuidTable`] that depend on the vCPU's
 /// state (its id, CR4, XCR0, XSS, EFER, IA32_APIC_BASE, and for PV whether its kernel runs).
 /// Built with [`CpuidTable::overlay`]; whoever changes that state calls
-/// [`CpuidTable::refresh`] before the vCPU's next CPUID. 260 bytes.
+/// [`CpuidTable::refresh`] before the vCPU's next CPUID, and so does whoever gives the domain a
+/// new table (a new policy): the overlay's rows come from the table's. 260 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuidOverlay {
     rows: [CpuidRegs; OVERLAY_ROWS],
