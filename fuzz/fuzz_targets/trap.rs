@@ -24,15 +24,19 @@ use xen_levelling::abi::XenCpuidLeaf;
 use xen_levelling::featureset::Featureset;
 use xen_levelling::levelling::msr;
 use xen_levelling::levelling::trap::{
-    CPUID_OPCODE, CpuidFrame, FORCED_EMULATION_PREFIX, GuestMemory, MsrAccess, TrapContext,
-    TrapOutcome, guest_rdmsr, guest_wrmsr, handle_cpuid_exit, handle_gp, handle_ud,
-    is_levelling_msr,
+    CpuidFrame, GuestMemory, MsrAccess, TrapContext, TrapOutcome, guest_rdmsr, guest_wrmsr,
+    handle_cpuid_exit, handle_gp, handle_ud,
 };
 use xen_levelling::policy::guest::{
     CpuidEntry, CpuidTable, GuestContext, GuestDomain, VcpuState, guest_cpuid,
 };
 use xen_levelling::policy::system::DomainKind;
 use xen_levelling_fuzz::CodeMem;
+
+/// CPUID's encoding (`0F A2`), and Xen's forced-emulation prefix before it (`ud2` then
+/// the bytes of "xen"): the oracle's own copies, not the decoder's.
+const CPUID_OPCODE: [u8; 2] = [0x0f, 0xa2];
+const FORCED_EMULATION_PREFIX: [u8; 5] = [0x0f, 0x0b, b'x', b'e', b'n'];
 
 #[derive(Arbitrary, Debug)]
 enum Rip {
@@ -326,7 +330,7 @@ fuzz_target!(|input: Input| {
         MsrIndex::Levelling(i) => LEVELLING_MSRS[i as usize % LEVELLING_MSRS.len()],
         MsrIndex::Raw(r) => r,
     };
-    let owned = is_levelling_msr(index);
+    let owned = LEVELLING_MSRS.contains(&index);
     let read = guest_rdmsr(&policy, input.virtual_faulting, index);
     assert_eq!(read.is_some(), owned, "rdmsr {index:#x}: ownership");
     let mut vf = input.virtual_faulting;
