@@ -47,15 +47,19 @@ impl fmt::Display for Unenforceable {
 
 impl core::error::Error for Unenforceable {}
 
-/// Everything a guest's CPUID may show whatever its level says: [`EXPOSED_BY_DESIGN`] and the
+/// Everything a guest's CPUID may show whatever its level says: [`EXPOSED_BY_DESIGN`], the
 /// host's FPU behaviour that every domain policy copies
-/// ([`crate::policy::system::FPU_BEHAVIOUR`]). Leave these out when comparing what a guest
-/// saw with a pool level.
+/// ([`crate::policy::system::FPU_BEHAVIOUR`]), and on AMD the copies of CPUID.01H:EDX in
+/// CPUID.80000001H:EDX that every AMD domain policy carries (the unnamed bits of
+/// [`crate::feature::COMMON_1D`] in word 2, which say nothing leaf 1 does not). Leave these out
+/// when comparing what a guest saw, or the policy it was given, with a pool level.
 pub fn not_levelled() -> Featureset {
     let mut fs = Featureset::of(&EXPOSED_BY_DESIGN);
     for f in crate::policy::system::FPU_BEHAVIOUR {
         fs.insert(f);
     }
+    let amd_copies = crate::feature::COMMON_1D & !KNOWN.word(2);
+    fs.set_word(2, fs.word(2) | amd_copies);
     fs
 }
 

@@ -94,6 +94,11 @@ pub const STEPS: &[Step] = &[
         run: qemu::matrix::run,
     },
     Step {
+        // The README's first command: both pools levelled end to end, every check held.
+        name: "cargo xtask run (the main job)",
+        run: |ws| crate::run::run(ws, &[]),
+    },
+    Step {
         name: "cargo xtask xen-policies --cached (where target/xen/ holds real Xen's captures)",
         run: crate::xen::gate_step,
     },
