@@ -40,10 +40,10 @@ pub struct LevellingConfig {
 }
 
 /// What the host's CPU offers for levelling, found once at boot and read by every CPU. Only
-/// [`crate::host::Host::boot`] makes one, from its probe and the host policy's features; the
-/// embedder reads it, records a faulted levelling MSR through the host
-/// ([`crate::host::Host::mark_levelling_failed`]) and, on a copy, may choose whether dom0 is
-/// levelled ([`Levelling::set_level_dom0`]).
+/// [`crate::host::Host::boot`] makes one, from its probe and the host policy's features. The
+/// embedder reads it; records a levelling MSR that faulted ([`Levelling::mark_failed`] on a
+/// copy it keeps, [`crate::host::Host::mark_levelling_failed`] on the host's own); and may
+/// choose, on a copy, whether dom0 is levelled ([`Levelling::set_level_dom0`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Levelling {
     /// What probing found.
