@@ -25,8 +25,8 @@ fn model(file: &str) -> (SiliconModel, SystemPolicies, Levelling) {
     let text = std::fs::read_to_string(format!("{DUMPS}{file}")).unwrap();
     let dump = Aida64Dump::parse(&text).unwrap();
     let mut model = SiliconModel::new(&dump, dump.raw_msrs());
-    let Host { system, levelling } = Host::boot(&mut model, HostConfig::default());
-    (model, system, levelling)
+    let host = Host::boot(&mut model, HostConfig::default());
+    (model, *host.system(), *host.levelling())
 }
 
 fn context() -> GuestContext {

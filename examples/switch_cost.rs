@@ -29,18 +29,18 @@ fn main() {
         let mut hw = SiliconModel::new(&dump, dump.raw_msrs());
         let host = Host::boot(&mut hw, HostConfig::default());
         let guest =
-            host.levelling
-                .assess(DomainKind::Pv, DomainRole::Guest, &host.system.pv_default);
-        let mut cpu = LevellingState::init(&host.levelling, &mut hw).unwrap();
+            host.levelling()
+                .assess(DomainKind::Pv, DomainRole::Guest, &host.system().pv_default);
+        let mut cpu = LevellingState::init(host.levelling(), &mut hw).unwrap();
         let next = SwitchTo::Vcpu {
             domain: &guest,
             cr4_osxsave: true,
             virtual_faulting: false,
         };
-        cpu.switch_to(&host.levelling, &mut hw, next).unwrap();
+        cpu.switch_to(host.levelling(), &mut hw, next).unwrap();
         for _ in 0..CALLS {
             black_box(
-                cpu.switch_to(&host.levelling, &mut hw, black_box(next))
+                cpu.switch_to(host.levelling(), &mut hw, black_box(next))
                     .unwrap(),
             );
         }

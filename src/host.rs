@@ -4,7 +4,7 @@
 
 use crate::feature::Feature;
 use crate::featureset::Featureset;
-use crate::hardware::{Hardware, HardwareCpuid};
+use crate::hardware::{Hardware, HardwareCpuid, MsrFault};
 use crate::levelling::{Levelling, LevellingConfig, ProbeOptions};
 use crate::policy::system::{HostOptions, SpecCtrlOptions, SystemPolicies};
 use crate::policy::{CpuPolicy, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, RawMsrs};
@@ -36,13 +36,22 @@ impl Default for HostConfig {
     }
 }
 
-/// What the hypervisor knows about the host: its system policies and levelling.
+/// What the hypervisor knows about the host: its system policies and levelling, derived
+/// together at boot and read-only after it (the policies depend on what the probe found, the
+/// levelling on the host policy's features). The one change a running host sees is a
+/// levelling MSR that faults: [`Host::mark_levelling_failed`].
+///
+/// Neither part can be replaced from outside:
+///
+/// ```compile_fail,E0616
+/// use xen_levelling::host::Host;
+/// let mut host = Host::UNBOOTED;
+/// host.levelling = *Host::UNBOOTED.levelling();
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Host {
-    /// Raw, host, PV/HVM max and default.
-    pub system: SystemPolicies,
-    /// The levelling mechanism.
-    pub levelling: Levelling,
+    system: SystemPolicies,
+    levelling: Levelling,
 }
 
 impl Host {
@@ -79,6 +88,22 @@ impl Host {
         self.system.derive_into(&raw, options);
         self.levelling
             .set_host_features(&self.system.host.featureset());
+    }
+
+    /// Raw, host, PV/HVM max and default policies.
+    pub fn system(&self) -> &SystemPolicies {
+        &self.system
+    }
+
+    /// The levelling mechanism probing found, and whether it has failed since.
+    pub fn levelling(&self) -> &Levelling {
+        &self.levelling
+    }
+
+    /// Record that a levelling MSR faulted ([`Levelling::mark_failed`]): from now on new
+    /// levelled PV guests fail closed.
+    pub fn mark_levelling_failed(&mut self, fault: MsrFault) {
+        self.levelling.mark_failed(fault);
     }
 }
 

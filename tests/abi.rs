@@ -98,7 +98,7 @@ fn intel_pool_level() -> Featureset {
     *LEVEL.get_or_init(|| {
         dump_files("GenuineIntel")
             .iter()
-            .map(|f| host(f).system.pv_default.featureset())
+            .map(|f| host(f).system().pv_default.featureset())
             .fold(Featureset::FULL, |a, b| a & b)
             .closed()
     })
@@ -688,11 +688,11 @@ fn a_read_only_envelope_is_efault_for_the_gets() {
 #[test]
 fn a_set_with_a_read_only_envelope_is_atomic() {
     let mut env = Env::new(SANDY_BRIDGE_E);
-    let mut fs = env.host.system.pv_default.featureset();
+    let mut fs = env.host.system().pv_default.featureset();
     fs.remove(Feature::AVX);
     let policy = env
         .host
-        .system
+        .system()
         .domain_policy(DomainKind::Pv, Vendor::Intel, &fs)
         .unwrap();
     let (leaves, msrs) = serialise(&policy);
@@ -792,7 +792,7 @@ fn levelling_caps_give_the_pre_4_22_bits_of_each_mechanism() {
             assert_eq!(caps, *documented, "{file}: {caps:#x}");
         }
         // Faulting and masking never both: Xen prefers faulting.
-        let faulting = matches!(env.host.levelling.mechanism(), Mechanism::Faulting { .. });
+        let faulting = matches!(env.host.levelling().mechanism(), Mechanism::Faulting { .. });
         assert_eq!(caps == levelcap::FAULTING, faulting, "{file}");
         // Only the 4-byte `caps` is OUT: the rest of the union is as the caller left it.
         assert_eq!(op.u[0] >> 32, 0x1111_2222, "{file}");
@@ -822,7 +822,7 @@ fn featureset_by_index(s: &SystemPolicies, index: u32) -> Featureset {
 fn every_featureset_index_returns_its_policy() {
     for file in [SKYLAKE, SANDY_BRIDGE_E, GENOA, PENRYN] {
         let mut env = Env::new(file);
-        let s = env.host.system;
+        let s = *env.host.system();
         // The indices are told apart only if the sets differ: they do on these hosts.
         assert_ne!(s.pv_default.featureset(), s.pv_max.featureset(), "{file}");
         assert_ne!(s.hvm_default.featureset(), s.hvm_max.featureset(), "{file}");
@@ -882,7 +882,7 @@ fn the_featureset_size_query_does_not_look_at_the_index() {
 #[test]
 fn a_short_featureset_buffer_is_enobufs_after_writing_what_fits() {
     let mut env = Env::new(SANDY_BRIDGE_E);
-    let s = env.host.system;
+    let s = *env.host.system();
     for index in 0..6 {
         let want = featureset_by_index(&s, index);
         for nr in [0, 1, 5, 18] {
@@ -951,7 +951,7 @@ fn policy_by_index(s: &SystemPolicies, index: u32) -> CpuPolicy {
 fn every_system_policy_index_returns_its_policy() {
     for file in [SKYLAKE, SANDY_BRIDGE_E, GENOA, PENRYN] {
         let mut env = Env::new(file);
-        let s = env.host.system;
+        let s = *env.host.system();
         for index in 0..6 {
             let want = policy_by_index(&s, index);
             let (want_leaves, want_msrs) = serialise(&want);
@@ -980,7 +980,7 @@ fn every_system_policy_index_returns_its_policy() {
 #[test]
 fn null_policy_handles_ask_for_the_most_there_can_be() {
     let mut env = Env::new(GENOA);
-    let s = env.host.system;
+    let s = *env.host.system();
     for index in 0..6 {
         let p = XenSysctlCpuPolicy {
             leaves: 0,
@@ -1015,7 +1015,7 @@ fn null_policy_handles_ask_for_the_most_there_can_be() {
 #[test]
 fn a_short_policy_buffer_is_enobufs_and_leaves_the_count() {
     let mut env = Env::new(SKYLAKE);
-    let s = env.host.system;
+    let s = *env.host.system();
     for index in 0..6 {
         let n = policy_by_index(&s, index).nr_serialised_leaves() as u32;
         for short in [0, 1, n - 1] {
@@ -1108,7 +1108,7 @@ fn a_policy_buffer_that_faults_is_efault() {
 #[test]
 fn get_cpu_policy_reads_the_domains_policy() {
     let mut env = Env::new(SANDY_BRIDGE_E);
-    let s = env.host.system;
+    let s = *env.host.system();
     // A new domain's policy is its kind's default, recalculated per domain.
     let pv = s.recalculate(DomainKind::Pv, &s.pv_default).unwrap();
     let hvm = s.recalculate(DomainKind::HvmHap, &s.hvm_default).unwrap();
@@ -1180,7 +1180,7 @@ fn get_cpu_policy_reads_the_domains_policy() {
 /// The PV default less a few leaf 1 features every host here has (SSE4.1 goes with its
 /// dependents), as a toolstack would build it.
 fn smaller_pv_policy(host: &Host) -> CpuPolicy {
-    let default = host.system.pv_default.featureset();
+    let default = host.system().pv_default.featureset();
     let mut fs = default;
     for f in [
         Feature::SSE4_1,
@@ -1196,8 +1196,8 @@ fn smaller_pv_policy(host: &Host) -> CpuPolicy {
         default.word(1),
         "nothing removed from leaf 1 ECX"
     );
-    host.system
-        .domain_policy(DomainKind::Pv, host.system.host.vendor(), &fs)
+    host.system()
+        .domain_policy(DomainKind::Pv, host.system().host.vendor(), &fs)
         .unwrap()
 }
 
@@ -1260,13 +1260,17 @@ fn set_cpu_policy_changes_policy_and_levelling_together() {
         assert_eq!(*after.policy(), policy, "{file}");
         let levelling = env
             .host
-            .levelling
+            .levelling()
             .assess(DomainKind::Pv, DomainRole::Guest, &policy);
         assert_eq!(*after.levelling(), levelling, "{file}");
-        if matches!(env.host.levelling.mechanism(), Mechanism::Masking(_)) {
-            assert_ne!(after.levelling().masks, before.levelling().masks, "{file}");
+        if matches!(env.host.levelling().mechanism(), Mechanism::Masking(_)) {
+            assert_ne!(
+                after.levelling().masks(),
+                before.levelling().masks(),
+                "{file}"
+            );
         } else {
-            assert!(after.levelling().faulting, "{file}");
+            assert!(after.levelling().faulting(), "{file}");
         }
         // Nothing else changed: the other domains, and this one's identity.
         assert_eq!(
@@ -1331,7 +1335,7 @@ fn an_embedder_hears_of_every_accepted_policy_and_of_no_other() {
     assert_eq!(*d.policy(), policy);
     let levelling = env
         .host
-        .levelling
+        .levelling()
         .assess(DomainKind::Pv, DomainRole::Guest, &policy);
     assert_eq!(*d.levelling(), levelling);
 }
@@ -1406,7 +1410,7 @@ fn set_cpu_policy_merges_into_the_current_policy() {
     assert_eq!(
         *env.domain(PV).levelling(),
         env.host
-            .levelling
+            .levelling()
             .assess(DomainKind::Pv, DomainRole::Guest, &p)
     );
 }
@@ -1627,7 +1631,7 @@ type ErrFields = (u32, u32, u32);
 fn a_policy_beyond_the_max_is_einval_with_where() {
     for file in [SKYLAKE, SANDY_BRIDGE_E, GENOA] {
         let mut env = Env::new(file);
-        let s = env.host.system;
+        let s = *env.host.system();
         let (good, msrs) = serialise(env.domain(PV).policy());
         let mut cases: Vec<(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>, ErrFields)> = Vec::new();
         // VMX / SVM are HVM features: never in PV max.
@@ -1812,7 +1816,7 @@ fn arrays_that_fault_are_efault_and_change_nothing() {
 fn level_to_intel_pool(env: &mut Env, domid: u16) -> CpuPolicy {
     let policy = env
         .host
-        .system
+        .system()
         .domain_policy(DomainKind::Pv, Vendor::Intel, &intel_pool_level())
         .unwrap();
     let (leaves, msrs) = serialise(&policy);
@@ -1828,7 +1832,7 @@ fn sandy_bridge_e_cannot_hide_everything_from_a_pool_levelled_guest() {
     level_to_intel_pool(&mut env, PV);
     let d = env.domain(PV);
     assert!(
-        !d.levelling().unenforceable.is_empty(),
+        !d.levelling().unenforceable().is_empty(),
         "masks cannot hide every word"
     );
     // The extension reports it.
@@ -1841,18 +1845,18 @@ fn sandy_bridge_e_cannot_hide_everything_from_a_pool_levelled_guest() {
     assert_eq!(out.nr_features, 19);
     assert_eq!(
         env.mem.words(WORDS, 19),
-        d.levelling().unenforceable.words().to_vec()
+        d.levelling().unenforceable().words().to_vec()
     );
     assert_eq!(
         env.mem.words(WORDS2, 19),
-        d.levelling().not_shown.words().to_vec()
+        d.levelling().not_shown().words().to_vec()
     );
     // Fail closed: start refuses, naming the features, and nothing changes.
     let before = env.snapshot();
     match env.domains.start(PV) {
         Err(DomainError::Unenforceable(u)) => {
-            assert_eq!(u.features, d.levelling().unenforceable);
-            assert_eq!(u.mechanism, env.host.levelling.mechanism());
+            assert_eq!(u.features, d.levelling().unenforceable());
+            assert_eq!(u.mechanism, env.host.levelling().mechanism());
         }
         other => panic!("started: {other:?}"),
     }
@@ -1867,7 +1871,7 @@ fn sandy_bridge_e_cannot_hide_everything_from_a_pool_levelled_guest() {
         levelling_flags::LEVELLED | levelling_flags::BEST_EFFORT | levelling_flags::RUNNING
     );
     // Once running, its policy is fixed.
-    let (leaves, msrs) = serialise(&env.host.system.pv_default);
+    let (leaves, msrs) = serialise(&env.host.system().pv_default);
     assert_set_fails(
         &mut env,
         PV_BEST_EFFORT,
@@ -1936,7 +1940,7 @@ fn get_levelling_size_query_short_buffers_and_bad_arguments() {
     assert_eq!((ret, out.nr_features), (0, 19));
     assert_eq!(
         env.mem.words(WORDS, 19),
-        d.levelling().unenforceable.words().to_vec()
+        d.levelling().unenforceable().words().to_vec()
     );
     // Short buffers: what fits, then -ENOBUFS.
     for nr in [0, 4, 18] {
@@ -1947,11 +1951,11 @@ fn get_levelling_size_query_short_buffers_and_bad_arguments() {
         let n = nr as usize;
         assert_eq!(
             env.mem.words(WORDS, n),
-            d.levelling().unenforceable.words()[..n].to_vec()
+            d.levelling().unenforceable().words()[..n].to_vec()
         );
         assert_eq!(
             env.mem.words(WORDS2, n),
-            d.levelling().not_shown.words()[..n].to_vec()
+            d.levelling().not_shown().words()[..n].to_vec()
         );
         assert_eq!(env.mem.peek(WORDS + 4 * n as u64, 4), vec![FILL; 4]);
         assert_eq!(env.mem.peek(WORDS2 + 4 * n as u64, 4), vec![FILL; 4]);
@@ -2050,7 +2054,7 @@ fn a_hand_encoded_set_cpu_policy_is_read_at_xens_offsets() {
 #[test]
 fn hand_encoded_sysctls_are_read_and_written_at_xens_offsets() {
     let mut env = Env::new(SKYLAKE);
-    let s = env.host.system;
+    let s = *env.host.system();
     // struct xen_sysctl: cmd @0, interface_version @4, union @8. The featureset payload:
     // index @0, nr_features @4, features @8.
     let mut b = [0xeeu8; 136];
@@ -2145,17 +2149,17 @@ fn random_policy(
     keep: &[u32; NR_WORDS],
     canonical: bool,
 ) -> CpuPolicy {
-    let default = host.system.default_for(kind);
+    let default = host.system().default_for(kind);
     if canonical {
-        return host.system.recalculate(kind, &default).unwrap();
+        return host.system().recalculate(kind, &default).unwrap();
     }
     let mut words = *default.featureset().words();
     for (w, k) in words.iter_mut().zip(keep) {
         *w &= k;
     }
     let fs = Featureset::from_words(words).closed();
-    host.system
-        .domain_policy(kind, host.system.host.vendor(), &fs)
+    host.system()
+        .domain_policy(kind, host.system().host.vendor(), &fs)
         .unwrap()
 }
 
@@ -2564,9 +2568,9 @@ proptest! {
                     (b.kind(), b.role(), b.best_effort(), b.running())
                 );
                 prop_assert!(!a.running());
-                let max = env.host.system.max_for(a.kind()).unwrap();
+                let max = env.host.system().max_for(a.kind()).unwrap();
                 prop_assert!(check_compatible(&max, a.policy()).is_ok());
-                prop_assert_eq!(*a.levelling(), env.host.levelling.assess(a.kind(), a.role(), a.policy()));
+                prop_assert_eq!(*a.levelling(), env.host.levelling().assess(a.kind(), a.role(), a.policy()));
             }
         } else {
             prop_assert!(after == before, "{}", changes(&before, &after));

@@ -19,10 +19,10 @@ use xen_levelling::levelling::trap::{
     CpuidFrame, GuestMemory, MemoryFault, TrapContext, TrapOutcome, handle_gp,
 };
 use xen_levelling::levelling::{
-    DomainLevelling, DomainRole, Levelling, LevellingCaps, LevellingState, Mechanism, SwitchTo,
+    DomainLevelling, DomainRole, LevellingCaps, LevellingState, Mechanism, SwitchTo,
 };
 use xen_levelling::policy::guest::{CpuidEntry, CpuidTable, GuestContext, GuestDomain, VcpuState};
-use xen_levelling::policy::system::{DomainKind, SystemPolicies};
+use xen_levelling::policy::system::DomainKind;
 use xen_levelling::policy::{CpuPolicy, WORD_HOMES, WordHome};
 use xen_levelling::silicon::SiliconModel;
 use xen_levelling::{CpuidRegs, Feature, Featureset, Vendor};
@@ -37,8 +37,8 @@ struct Machine {
     expected: Mechanism,
     model: SiliconModel,
     raw_model: CpuPolicy,
-    system: SystemPolicies,
-    levelling: Levelling,
+    /// What "Xen" booted on the model.
+    xen: Host,
     cpu: LevellingState,
 }
 
@@ -51,15 +51,14 @@ fn boot(file: &DumpFile, emulator_quirk: bool) -> Machine {
         model = model.with_emulator_quirk();
     }
     let raw_model = *model.raw();
-    let Host { system, levelling } = Host::boot(&mut model, HostConfig::default());
-    let cpu = LevellingState::init(&levelling, &mut model).unwrap();
+    let xen = Host::boot(&mut model, HostConfig::default());
+    let cpu = LevellingState::init(xen.levelling(), &mut model).unwrap();
     Machine {
         file: file.name.clone(),
         expected: expected_mechanism(&raw_model, dump.raw_msrs()),
         model,
         raw_model,
-        system,
-        levelling,
+        xen,
         cpu,
     }
 }
@@ -75,8 +74,8 @@ fn hosts(emulator_quirk: bool) -> Vec<Machine> {
 fn pool_level(hosts: &[Machine], vendor: Vendor) -> Featureset {
     hosts
         .iter()
-        .filter(|h| h.system.host.vendor() == vendor)
-        .map(|h| h.system.pv_default.featureset())
+        .filter(|h| h.xen.system().host.vendor() == vendor)
+        .map(|h| h.xen.system().pv_default.featureset())
         .fold(Featureset::FULL, |a, b| a & b)
         .closed()
 }
@@ -84,14 +83,16 @@ fn pool_level(hosts: &[Machine], vendor: Vendor) -> Featureset {
 /// A levelled PV guest of `host` at its vendor's pool level (`all` the hosts to level over):
 /// its policy, and its levelling with best effort (so the fail-closed list is kept, not refused).
 fn pool_guest(host: &Machine, all: &[Machine]) -> (CpuPolicy, DomainLevelling) {
-    let vendor = host.system.host.vendor();
+    let vendor = host.xen.system().host.vendor();
     let level = pool_level(all, vendor);
     let policy = host
-        .system
+        .xen
+        .system()
         .domain_policy(DomainKind::Pv, vendor, &level)
         .unwrap();
     let levelling = host
-        .levelling
+        .xen
+        .levelling()
         .domain_levelling(DomainKind::Pv, DomainRole::Guest, &policy, true)
         .unwrap();
     (policy, levelling)
@@ -119,7 +120,7 @@ fn guest_context(host: &Machine, kind: DomainKind) -> GuestContext {
             kind,
             domid: 1,
             hardware_domain: false,
-            host_features: host.system.host.featureset(),
+            host_features: host.xen.system().host.featureset(),
             host_paddr_bits: 46,
             xen_version: (4, 23),
         },
@@ -210,8 +211,13 @@ fn vcpu(domain: &DomainLevelling) -> SwitchTo<'_> {
 #[test]
 fn probing_finds_each_generations_mechanism() {
     for host in hosts(false) {
-        assert_eq!(host.levelling.mechanism(), host.expected, "{}", host.file);
-        let report = &host.levelling.report;
+        assert_eq!(
+            host.xen.levelling().mechanism(),
+            host.expected,
+            "{}",
+            host.file
+        );
+        let report = &host.xen.levelling().report();
         assert!(
             report.ineffective().is_empty(),
             "{}: {:?}",
@@ -225,7 +231,7 @@ fn probing_finds_each_generations_mechanism() {
 #[test]
 fn emulator_quirks_are_detected_not_trusted() {
     for host in hosts(true) {
-        let report = &host.levelling.report;
+        let report = &host.xen.levelling().report();
         assert_eq!(report.mechanism, Mechanism::None, "{}", host.file);
         assert!(report.effective.is_empty(), "{}", host.file);
         // The mask MSRs look present (every MSR reads 0 and takes writes) but do nothing.
@@ -240,25 +246,30 @@ fn emulator_quirks_are_detected_not_trusted() {
         }
         // And a levelled PV guest is refused: nothing can hide the hardware's features.
         let level = pool_level(
-            &hosts_of_vendor(host.system.host.vendor()),
-            host.system.host.vendor(),
+            &hosts_of_vendor(host.xen.system().host.vendor()),
+            host.xen.system().host.vendor(),
         );
         let policy = host
-            .system
-            .domain_policy(DomainKind::Pv, host.system.host.vendor(), &level)
+            .xen
+            .system()
+            .domain_policy(DomainKind::Pv, host.xen.system().host.vendor(), &level)
             .unwrap();
-        let refused =
-            host.levelling
-                .domain_levelling(DomainKind::Pv, DomainRole::Guest, &policy, false);
+        let refused = host.xen.levelling().domain_levelling(
+            DomainKind::Pv,
+            DomainRole::Guest,
+            &policy,
+            false,
+        );
         assert!(refused.is_err(), "{}", host.file);
         let unenforceable = refused.unwrap_err().features;
         assert!(!unenforceable.is_empty());
         let best = host
-            .levelling
+            .xen
+            .levelling()
             .domain_levelling(DomainKind::Pv, DomainRole::Guest, &policy, true)
             .unwrap();
         assert!(
-            best.best_effort && best.unenforceable == unenforceable,
+            best.best_effort() && best.unenforceable() == unenforceable,
             "{}",
             host.file
         );
@@ -269,7 +280,7 @@ fn hosts_of_vendor(vendor: Vendor) -> Vec<Machine> {
     dumps::all()
         .iter()
         .map(|f| boot(f, false))
-        .filter(|h| h.system.host.vendor() == vendor)
+        .filter(|h| h.xen.system().host.vendor() == vendor)
         .collect()
 }
 
@@ -279,7 +290,7 @@ fn levelled_guests_see_their_policy_and_the_rest_is_the_fail_closed_list() {
     for mut host in hosts(false) {
         let (policy, d) = pool_guest(&host, &all);
         host.cpu
-            .switch_to(&host.levelling, &mut host.model, vcpu(&d))
+            .switch_to(host.xen.levelling(), &mut host.model, vcpu(&d))
             .unwrap();
         host.model.set_cr4_osxsave(true);
 
@@ -292,19 +303,19 @@ fn levelled_guests_see_their_policy_and_the_rest_is_the_fail_closed_list() {
         let name = &host.file;
         assert_eq!(
             leaked,
-            d.unenforceable,
+            d.unenforceable(),
             "{name}: leaked {} vs list {}",
             leaked.names(),
-            d.unenforceable.names()
+            d.unenforceable().names()
         );
         assert_eq!(
             hidden,
-            d.not_shown,
+            d.not_shown(),
             "{name}: not shown {} vs {}",
             hidden.names(),
-            d.not_shown.names()
+            d.not_shown().names()
         );
-        match host.levelling.mechanism() {
+        match host.xen.levelling().mechanism() {
             Mechanism::Faulting { .. } => {
                 assert_eq!(
                     seen & !exposed,
@@ -333,24 +344,25 @@ fn xen_and_dom0_see_the_full_host() {
     for mut host in hosts(false) {
         let (_, guest) = pool_guest(&host, &all);
         let dom0 = host
-            .levelling
+            .xen
+            .levelling()
             .domain_levelling(
                 DomainKind::Pv,
                 DomainRole::Control,
-                &host.system.pv_default,
+                &host.xen.system().pv_default,
                 false,
             )
             .unwrap();
-        assert!(!dom0.levelled && !dom0.faulting, "{}", host.file);
+        assert!(!dom0.levelled() && !dom0.faulting(), "{}", host.file);
         // OSXSAVE and OSPKE follow the live CR4, not the CPU: left out of the comparison.
         let dynamic = Featureset::of(&[Feature::OSXSAVE, Feature::OSPKE]);
         let full = (host.raw_model.featureset() & cpuid_words()) - dynamic;
         // Guest, then dom0: dom0's ring-3 native CPUID is the host's.
         host.cpu
-            .switch_to(&host.levelling, &mut host.model, vcpu(&guest))
+            .switch_to(host.xen.levelling(), &mut host.model, vcpu(&guest))
             .unwrap();
         host.cpu
-            .switch_to(&host.levelling, &mut host.model, vcpu(&dom0))
+            .switch_to(host.xen.levelling(), &mut host.model, vcpu(&dom0))
             .unwrap();
         let mut dom0_sees = Featureset::EMPTY;
         let mut xen_sees = Featureset::EMPTY;
@@ -370,10 +382,10 @@ fn xen_and_dom0_see_the_full_host() {
         assert_eq!(dom0_sees - dynamic, full, "{}: dom0", host.file);
         // Guest, then Xen itself at CPL 0.
         host.cpu
-            .switch_to(&host.levelling, &mut host.model, vcpu(&guest))
+            .switch_to(host.xen.levelling(), &mut host.model, vcpu(&guest))
             .unwrap();
         host.cpu
-            .switch_to(&host.levelling, &mut host.model, SwitchTo::Xen)
+            .switch_to(host.xen.levelling(), &mut host.model, SwitchTo::Xen)
             .unwrap();
         for (word, home) in WORD_HOMES.iter().enumerate() {
             if let WordHome::Cpuid { leaf, subleaf, reg } = *home {
@@ -385,17 +397,17 @@ fn xen_and_dom0_see_the_full_host() {
         }
         assert_eq!(xen_sees - dynamic, full, "{}: Xen", host.file);
         // Configured to level dom0 (current Xen), dom0 is levelled like a guest.
-        let mut levelled = host.levelling;
-        levelled.config.level_dom0 = true;
+        let mut levelled = *host.xen.levelling();
+        levelled.set_level_dom0(true);
         let dom0 = levelled
             .domain_levelling(
                 DomainKind::Pv,
                 DomainRole::Control,
-                &host.system.pv_default,
+                &host.xen.system().pv_default,
                 true,
             )
             .unwrap();
-        assert!(dom0.levelled, "{}", host.file);
+        assert!(dom0.levelled(), "{}", host.file);
     }
 }
 
@@ -418,22 +430,31 @@ struct SwitchRun {
 /// Random switches between Xen, idle, dom0, two guests with the same policy, a guest at the
 /// host default, and an HVM guest with and without its virtual faulting.
 fn random_switches(host: &mut Machine, level: &Featureset, count: usize, seed: u64) -> SwitchRun {
-    let vendor = host.system.host.vendor();
-    let lev = host.levelling;
+    let vendor = host.xen.system().host.vendor();
+    let lev = host.xen.levelling();
     let pool = host
-        .system
+        .xen
+        .system()
         .domain_policy(DomainKind::Pv, vendor, level)
         .unwrap();
     let levelled =
         |kind, role, policy: &CpuPolicy| lev.domain_levelling(kind, role, policy, true).unwrap();
     let guest_a = levelled(DomainKind::Pv, DomainRole::Guest, &pool);
     let guest_b = guest_a;
-    let richer = levelled(DomainKind::Pv, DomainRole::Guest, &host.system.pv_default);
-    let dom0 = levelled(DomainKind::Pv, DomainRole::Control, &host.system.pv_default);
+    let richer = levelled(
+        DomainKind::Pv,
+        DomainRole::Guest,
+        &host.xen.system().pv_default,
+    );
+    let dom0 = levelled(
+        DomainKind::Pv,
+        DomainRole::Control,
+        &host.xen.system().pv_default,
+    );
     let hvm = levelled(
         DomainKind::HvmHap,
         DomainRole::Guest,
-        &host.system.hvm_default,
+        &host.xen.system().hvm_default,
     );
     let domains = [&guest_a, &guest_b, &richer, &dom0, &hvm];
     let mut rng = seed;
@@ -460,7 +481,7 @@ fn random_switches(host: &mut Machine, level: &Featureset, count: usize, seed: u
         };
         let before = msr_snapshot(&host.model);
         let writes_before = host.model.writes();
-        let stats = host.cpu.switch_to(&lev, &mut host.model, next).unwrap();
+        let stats = host.cpu.switch_to(lev, &mut host.model, next).unwrap();
         let after = msr_snapshot(&host.model);
         let differing = before.iter().zip(&after).filter(|(b, a)| b != a).count();
         let written = host.model.writes() - writes_before;
@@ -471,7 +492,7 @@ fn random_switches(host: &mut Machine, level: &Featureset, count: usize, seed: u
         );
         assert_eq!(stats.msr_writes as usize, written, "{}", host.file);
         if let SwitchTo::Vcpu { domain, .. } = next
-            && domain.faulting
+            && domain.faulting()
         {
             assert!(
                 host.model.cpuid_at(3, 0, 0).is_err(),
@@ -490,31 +511,33 @@ fn random_switches(host: &mut Machine, level: &Featureset, count: usize, seed: u
 fn switches_write_exactly_the_msrs_that_differ() {
     let all = hosts(false);
     for mut host in hosts(false) {
-        let level = pool_level(&all, host.system.host.vendor());
+        let level = pool_level(&all, host.xen.system().host.vendor());
         let run = random_switches(&mut host, &level, 2000, 0x2545_f491_4f6c_dd1d);
         assert_eq!(run.writes, run.lower_bound);
         // Switching between two vCPUs of the same policy writes nothing.
         let pool = host
-            .system
-            .domain_policy(DomainKind::Pv, host.system.host.vendor(), &level)
+            .xen
+            .system()
+            .domain_policy(DomainKind::Pv, host.xen.system().host.vendor(), &level)
             .unwrap();
         let d = host
-            .levelling
+            .xen
+            .levelling()
             .domain_levelling(DomainKind::Pv, DomainRole::Guest, &pool, true)
             .unwrap();
         let e = d;
         host.cpu
-            .switch_to(&host.levelling, &mut host.model, vcpu(&d))
+            .switch_to(host.xen.levelling(), &mut host.model, vcpu(&d))
             .unwrap();
         let s = host
             .cpu
-            .switch_to(&host.levelling, &mut host.model, vcpu(&e))
+            .switch_to(host.xen.levelling(), &mut host.model, vcpu(&e))
             .unwrap();
         assert_eq!(s.msr_writes, 0, "{}", host.file);
         // Idle leaves everything loaded.
         let s = host
             .cpu
-            .switch_to(&host.levelling, &mut host.model, SwitchTo::Idle)
+            .switch_to(host.xen.levelling(), &mut host.model, SwitchTo::Idle)
             .unwrap();
         assert_eq!(s.msr_writes, 0, "{}", host.file);
     }
@@ -522,15 +545,12 @@ fn switches_write_exactly_the_msrs_that_differ() {
 
 #[test]
 fn a_mask_msr_that_starts_faulting_fails_closed() {
-    use xen_levelling::abi::domain::{DomainTable, Host};
+    use xen_levelling::abi::domain::DomainTable;
     let mut host = boot(
         &dumps::bundled_file("GenuineIntel00206D7_SandyBridgeE_00_CPUID.txt"),
         false,
     );
-    let mut abi_host = Host {
-        system: host.system,
-        levelling: host.levelling,
-    };
+    let mut abi_host = host.xen;
     let mut domains = DomainTable::<4>::default();
     domains
         .create(&abi_host, 0, DomainKind::Pv, DomainRole::Control, false)
@@ -542,13 +562,13 @@ fn a_mask_msr_that_starts_faulting_fails_closed() {
     domains.start(1).unwrap();
     let guest = domains.get(1).unwrap().levelling();
     let dom0 = domains.get(0).unwrap().levelling();
-    assert!(domains.unguaranteed(&abi_host.levelling).next().is_none());
+    assert!(domains.unguaranteed(abi_host.levelling()).next().is_none());
 
     // As after a microcode update: the leaf 1 mask starts raising #GP.
     assert!(host.model.fail_msr(0x132));
     let fault = host
         .cpu
-        .switch_to(&abi_host.levelling, &mut host.model, vcpu(guest))
+        .switch_to(abi_host.levelling(), &mut host.model, vcpu(guest))
         .unwrap_err();
     assert_eq!(fault.msr, 0x132);
     // The other masks were still written.
@@ -559,13 +579,13 @@ fn a_mask_msr_that_starts_faulting_fails_closed() {
         .filter(|w| w.msr != 0x132 && !w.faulted)
         .count();
     assert!(others >= 1, "{:?}", host.model.write_log());
-    abi_host.levelling.mark_failed(fault);
+    abi_host.mark_levelling_failed(fault);
 
     // Xen and dom0 keep running with the full host: the faulting MSR still holds the
     // defaults (its write never happened), the others are put back.
     for _ in 0..3 {
         host.cpu
-            .switch_to(&abi_host.levelling, &mut host.model, vcpu(dom0))
+            .switch_to(abi_host.levelling(), &mut host.model, vcpu(dom0))
             .unwrap();
         let leaf1 = host.model.cpuid_at(3, 1, 0).unwrap();
         assert_eq!(
@@ -574,12 +594,12 @@ fn a_mask_msr_that_starts_faulting_fails_closed() {
             "dom0 sees the host's leaf 1"
         );
         host.cpu
-            .switch_to(&abi_host.levelling, &mut host.model, SwitchTo::Xen)
+            .switch_to(abi_host.levelling(), &mut host.model, SwitchTo::Xen)
             .unwrap();
     }
     // The running guest is reported; a new levelled PV guest is refused (fail closed) ...
     let unguaranteed: Vec<u16> = domains
-        .unguaranteed(&abi_host.levelling)
+        .unguaranteed(abi_host.levelling())
         .map(|d| d.domid())
         .collect();
     assert_eq!(unguaranteed, [1]);
@@ -607,8 +627,8 @@ fn write_mechanism_matrix() {
     let quirky = hosts(true);
     let mut rows = Vec::new();
     for (mut host, quirk) in hosts(false).into_iter().zip(&quirky) {
-        let sig = host.system.host.signature();
-        let vendor = host.system.host.vendor();
+        let sig = host.xen.system().host.signature();
+        let vendor = host.xen.system().host.vendor();
         let level = pool_level(&all, vendor);
         let (_, d) = pool_guest(&host, &all);
         let run = random_switches(&mut host, &level, 1000, 0x9e37_79b9_7f4a_7c15);
@@ -621,10 +641,10 @@ fn write_mechanism_matrix() {
             sig.family,
             sig.model,
             sig.stepping,
-            mechanism_json(host.levelling.mechanism()),
-            mechanism_json(quirk.levelling.mechanism()),
-            quirk.levelling.report.ineffective(),
-            d.unenforceable.iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(","),
+            mechanism_json(host.xen.levelling().mechanism()),
+            mechanism_json(quirk.xen.levelling().mechanism()),
+            quirk.xen.levelling().report().ineffective(),
+            d.unenforceable().iter().map(|f| format!("\"{f}\"")).collect::<Vec<_>>().join(","),
             run.switches,
             run.writes,
             run.lower_bound,
@@ -665,10 +685,11 @@ fn a_pv_kernel_without_cr4_osxsave_does_not_see_xens() {
         // A levelled guest, and dom0, which is not levelled but is a PV kernel all the same.
         for role in [DomainRole::Guest, DomainRole::Control] {
             let mut host = boot(&dumps::bundled_file(file), false);
-            let d = host
-                .levelling
-                .assess(DomainKind::Pv, role, &host.system.pv_default);
-            assert!(d.xsave, "{file}");
+            let d =
+                host.xen
+                    .levelling()
+                    .assess(DomainKind::Pv, role, &host.xen.system().pv_default);
+            assert!(d.xsave(), "{file}");
             host.model.set_cr4_osxsave(true); // Xen's own CR4
             let osxsave = |host: &Machine| {
                 host.model.cpuid_at(3, 1, 0).unwrap().c & Feature::OSXSAVE.mask() != 0
@@ -680,7 +701,7 @@ fn a_pv_kernel_without_cr4_osxsave_does_not_see_xens() {
                     virtual_faulting: false,
                 };
                 host.cpu
-                    .switch_to(&host.levelling, &mut host.model, next)
+                    .switch_to(host.xen.levelling(), &mut host.model, next)
                     .unwrap();
                 assert_eq!(
                     osxsave(&host),
@@ -700,9 +721,9 @@ fn arch_capabilities_reach_the_raw_policy_through_the_model() {
         false,
     );
     assert_eq!(host.model.rdmsr_safe(0x10a), Ok(0x28_fdeb));
-    assert_eq!(host.system.raw.arch_caps(), 0x28_fdeb);
+    assert_eq!(host.xen.system().raw.arch_caps(), 0x28_fdeb);
     assert!(
-        host.system.raw.featureset().contains(Feature::EIBRS),
+        host.xen.system().raw.featureset().contains(Feature::EIBRS),
         "MSR 0x10A[1]"
     );
     // No ARCH_CAPS enumerated (Penryn): the MSR does not exist.
@@ -720,7 +741,7 @@ fn mechanisms_describe_themselves() {
         false,
     );
     assert_eq!(
-        sandy.levelling.mechanism().to_string(),
+        sandy.xen.levelling().mechanism().to_string(),
         "mask MSRs 1cd=0x132 e1cd=0x133 Da1=0x134"
     );
     let genoa = boot(
@@ -728,7 +749,7 @@ fn mechanisms_describe_themselves() {
         false,
     );
     assert_eq!(
-        genoa.levelling.mechanism().to_string(),
+        genoa.xen.levelling().mechanism().to_string(),
         "CPUID faulting (MSR 0xc0010015, verified)"
     );
     assert_eq!(Mechanism::None.to_string(), "none");

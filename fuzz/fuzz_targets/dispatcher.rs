@@ -367,7 +367,7 @@ fn policy_for_sysctl_index(host: &Host, index: u32) -> Option<&CpuPolicy> {
         5 => SystemPolicy::HvmDefault,
         _ => return None,
     };
-    Some(host.system.get(which))
+    Some(host.system().get(which))
 }
 
 /// Do the regions `[a, a+la)` and `[b, b+lb)` overlap (in u128 so nothing wraps)?
@@ -620,13 +620,13 @@ fn run(input: Input) {
                         let p = w
                             .domains
                             .get(domid)
-                            .map_or(host.system.pv_default, |d| *d.policy());
+                            .map_or(host.system().pv_default, |d| *d.policy());
                         let mut l = serialise(&p).0;
                         apply_edits(&mut l, &edits);
                         l
                     }
                     LeafSource::System { which, edits } => {
-                        let mut l = serialise(host.system.get(system_policy(which))).0;
+                        let mut l = serialise(host.system().get(system_policy(which))).0;
                         apply_edits(&mut l, &edits);
                         l
                     }
@@ -655,7 +655,7 @@ fn run(input: Input) {
                         let p = w
                             .domains
                             .get(domid)
-                            .map_or(host.system.pv_default, |d| *d.policy());
+                            .map_or(host.system().pv_default, |d| *d.policy());
                         let mut m = serialise(&p).1;
                         for (i, idx, flags, val) in edits.into_iter().take(4) {
                             if m.is_empty() {

@@ -67,7 +67,7 @@ pub fn boot_model(mut model: SiliconModel, file: &'static str, o: BootOptions) -
         ..HostConfig::default()
     };
     let host = Host::boot(&mut model, config);
-    let cpu = LevellingState::init(&host.levelling, &mut model).ok()?;
+    let cpu = LevellingState::init(host.levelling(), &mut model).ok()?;
     Some(Booted {
         file,
         host,
@@ -109,7 +109,7 @@ pub fn real_policies() -> &'static [CpuPolicy] {
     POLICIES.get_or_init(|| {
         let mut v: Vec<CpuPolicy> = Vec::new();
         for b in &hosts()[..DUMPS.len() * 2] {
-            let s = &b.host.system;
+            let s = b.host.system();
             for p in [
                 s.raw,
                 s.host,

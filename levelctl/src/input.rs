@@ -361,8 +361,8 @@ fn derive_host(src: &impl CpuidSource, d: Derive) -> Result<Loaded, InputError> 
         _ => None,
     };
     let booted = crate::mechanism::boot(src, d.msrs, d.disabled);
-    let p = booted.system;
-    let probed = booted.levelling.faulting();
+    let p = *booted.system();
+    let probed = booted.levelling().faulting();
     if let Some(enumerated) = faulting
         && enumerated != probed
     {

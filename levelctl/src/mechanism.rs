@@ -378,9 +378,9 @@ pub fn boot(
 /// PV guest at the booted PV default policy assessed against what native CPUID would then
 /// show.
 pub fn on_model(booted: &xen_levelling::host::Host) -> ModelVerdict {
-    let levelling = booted.levelling;
-    let pv_default = &booted.system.pv_default;
-    let report = levelling.report;
+    let levelling = booted.levelling();
+    let pv_default = &booted.system().pv_default;
+    let report = levelling.report();
     let vendor = report.vendor;
     let (mechanism, faulting_check, msrs, words) = match report.mechanism {
         faulting @ Mechanism::Faulting { check, .. } => (
@@ -416,7 +416,7 @@ pub fn on_model(booted: &xen_levelling::host::Host) -> ModelVerdict {
         missing: caps(report.missing()),
         msrs,
         hideable_words: words.iter().map(|&w| WORDS[w].name.to_string()).collect(),
-        cannot_hide: names(&d.unenforceable),
-        not_shown: names(&d.not_shown),
+        cannot_hide: names(&d.unenforceable()),
+        not_shown: names(&d.not_shown()),
     }
 }

@@ -16,7 +16,6 @@ use super::{
     XenSysctlCpuPolicy, levelcap, levelling_flags,
 };
 use crate::feature::NR_WORDS;
-use crate::featureset::Featureset;
 use crate::levelling::{LevellingCaps, Mechanism};
 use crate::policy::CpuPolicy;
 use crate::policy::compat::check_compatible;
@@ -128,7 +127,7 @@ fn sysctl(host: &Host, caller: Caller, mem: &mut impl GuestCopy, arg: u64) -> Re
     let ret = match op.cmd {
         SYSCTL_GET_CPU_LEVELLING_CAPS => {
             let caps = XenSysctlCpuLevellingCaps {
-                caps: public_levelling_caps(host.levelling.report.effective),
+                caps: public_levelling_caps(host.levelling().report().effective),
             };
             caps.store_in_union(&mut op.u);
             Ok(())
@@ -214,7 +213,7 @@ fn get_featureset(
         return Ok(());
     }
     let fs = host
-        .system
+        .system()
         .get(system_policy(&FEATURESET_INDEXES, p.index)?)
         .featureset();
     let nr = (p.nr_features as usize).min(NR_WORDS);
@@ -244,7 +243,7 @@ fn get_system_policy(
     if p.rsvd != 0 {
         return Err(errno::EINVAL);
     }
-    let policy = host.system.get(system_policy(&POLICY_INDEXES, p.index)?);
+    let policy = host.system().get(system_policy(&POLICY_INDEXES, p.index)?);
     put_policy(
         policy,
         mem,
@@ -402,7 +401,7 @@ fn set_policy(
         .map_err(|e| record(e, p))?;
     policy.clear_out_of_range_leaves();
     let max = host
-        .system
+        .system()
         .max_for(domain.kind())
         .ok_or(errno::EOPNOTSUPP)?;
     if let Err(e) = check_compatible(&max, &policy) {
@@ -410,7 +409,7 @@ fn set_policy(
         return Err(errno::EINVAL);
     }
     let policy = host
-        .system
+        .system()
         .recalculate(domain.kind(), &policy)
         .ok_or(errno::EOPNOTSUPP)?;
     let levelling = levelling_of(host, domain.kind(), domain.role(), &policy);
@@ -445,14 +444,14 @@ fn get_levelling(
     }
     let d = domains.domain(domid).ok_or(errno::ESRCH)?;
     let l = d.levelling();
-    p.mechanism = match l.mechanism {
+    p.mechanism = match l.mechanism() {
         Mechanism::None => 0,
         Mechanism::Faulting { .. } => 1,
         Mechanism::Masking(_) => 2,
     };
     let flag = |on: bool, bit: u32| if on { bit } else { 0 };
-    p.flags = flag(l.levelled, levelling_flags::LEVELLED)
-        | flag(l.faulting, levelling_flags::FAULTING)
+    p.flags = flag(l.levelled(), levelling_flags::LEVELLED)
+        | flag(l.faulting(), levelling_flags::FAULTING)
         | flag(d.best_effort(), levelling_flags::BEST_EFFORT)
         | flag(d.running(), levelling_flags::RUNNING);
     if p.unenforceable == 0 && p.not_shown == 0 {
@@ -461,11 +460,11 @@ fn get_levelling(
     }
     let nr = (p.nr_features as usize).min(NR_WORDS);
     for (handle, fs) in [
-        (p.unenforceable, &l.unenforceable),
-        (p.not_shown, &l.not_shown),
+        (p.unenforceable, l.unenforceable()),
+        (p.not_shown, l.not_shown()),
     ] {
         if handle != 0 {
-            write_words(mem, handle, &Featureset::words(fs)[..nr])?;
+            write_words(mem, handle, &fs.words()[..nr])?;
         }
     }
     p.nr_features = nr as u32;

@@ -38,13 +38,13 @@ impl Domain {
         role: DomainRole,
         best_effort: bool,
     ) -> Result<Domain, DomainError> {
-        let default = host.system.default_for(kind);
+        let default = host.system().default_for(kind);
         let policy = host
-            .system
+            .system()
             .recalculate(kind, &default)
             .ok_or(DomainError::NoPolicy)?;
         Ok(Domain::with_policy(
-            &host.levelling,
+            host.levelling(),
             domid,
             kind,
             role,
@@ -113,12 +113,10 @@ impl Domain {
     /// The start rule: refused (fail closed, nothing changes) if its hardware cannot hide what
     /// its policy lacks and best effort was not asked for. From here on its policy is fixed.
     pub fn start(&mut self) -> Result<(), Unenforceable> {
-        let l = &self.levelling;
-        if !l.unenforceable.is_empty() && !self.best_effort {
-            return Err(Unenforceable {
-                features: l.unenforceable,
-                mechanism: l.mechanism,
-            });
+        if let Some(refusal) = self.levelling.refusal()
+            && !self.best_effort
+        {
+            return Err(refusal);
         }
         self.running = true;
         Ok(())
@@ -276,9 +274,9 @@ impl<const N: usize> DomainTable<N> {
             let l = &d.levelling;
             failed
                 && d.running
-                && l.levelled
+                && l.levelled()
                 && d.kind == DomainKind::Pv
-                && l.mechanism != crate::levelling::Mechanism::None
+                && l.mechanism() != crate::levelling::Mechanism::None
         })
     }
 
@@ -300,5 +298,5 @@ pub fn levelling_of(
     role: DomainRole,
     policy: &CpuPolicy,
 ) -> DomainLevelling {
-    host.levelling.assess(kind, role, policy)
+    host.levelling().assess(kind, role, policy)
 }

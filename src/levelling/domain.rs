@@ -75,33 +75,96 @@ pub const EXPOSED_BY_DESIGN: [Feature; 6] = [
     Feature::CMP_LEGACY,
 ];
 
-/// A domain's levelling, precomputed.
+/// A domain's levelling, precomputed from its policy by [`Levelling::assess`] (or
+/// [`Levelling::domain_levelling`]) and read-only after: the mask values, the faulting switch
+/// and the fail-closed list stay those of the policy they were computed from:
+///
+/// ```compile_fail,E0616
+/// use xen_levelling::host::Host;
+/// use xen_levelling::levelling::DomainRole;
+/// use xen_levelling::policy::system::DomainKind;
+/// let host = Host::UNBOOTED;
+/// let policy = host.system().pv_default;
+/// let mut guest = host.levelling().assess(DomainKind::Pv, DomainRole::Guest, &policy);
+/// guest.unenforceable = xen_levelling::Featureset::EMPTY;
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomainLevelling {
+    kind: DomainKind,
+    mechanism: Mechanism,
+    levelled: bool,
+    faulting: bool,
+    masks: MaskValues,
+    masks_without_osxsave: MaskValues,
+    xsave: bool,
+    unenforceable: Featureset,
+    not_shown: Featureset,
+    best_effort: bool,
+}
+
+impl DomainLevelling {
     /// PV or HVM.
-    pub kind: DomainKind,
-    /// The host's mechanism, when this was computed.
-    pub mechanism: Mechanism,
+    pub fn kind(&self) -> DomainKind {
+        self.kind
+    }
+
+    /// The host's mechanism when this was computed (none once a levelling MSR had faulted).
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
     /// This domain's CPUIDs are levelled (a guest, or dom0 when configured).
-    pub levelled: bool,
+    pub fn levelled(&self) -> bool {
+        self.levelled
+    }
+
     /// Faulting is on while it runs (a levelled PV domain on faulting hardware).
-    pub faulting: bool,
+    pub fn faulting(&self) -> bool {
+        self.faulting
+    }
+
     /// The mask values loaded while it runs (the defaults for unlevelled and HVM domains).
-    pub masks: MaskValues,
+    pub fn masks(&self) -> &MaskValues {
+        &self.masks
+    }
+
     /// What to load instead while the vCPU's CR4.OSXSAVE is clear: for every PV domain,
     /// levelled or not, OSXSAVE cleared in the leaf 1 mask, so that hardware does not
     /// fast-forward Xen's own CR4 to a kernel that has not enabled XSAVE; for HVM domains the
-    /// same as `masks`. Precomputed, so the switch only picks one.
-    pub masks_without_osxsave: MaskValues,
+    /// same as [`DomainLevelling::masks`]. Precomputed, so the switch only picks one.
+    pub fn masks_without_osxsave(&self) -> &MaskValues {
+        &self.masks_without_osxsave
+    }
+
     /// Its policy has XSAVE: OSXSAVE may be fast-forwarded when its CR4.OSXSAVE is set.
-    pub xsave: bool,
+    pub fn xsave(&self) -> bool {
+        self.xsave
+    }
+
     /// Features native CPUID shows that the policy lacks (refused unless best effort).
-    pub unenforceable: Featureset,
+    pub fn unenforceable(&self) -> Featureset {
+        self.unenforceable
+    }
+
     /// Policy features native CPUID does not show (an AND mask cannot add them): the guest
     /// sees fewer features than its policy, which is safe.
-    pub not_shown: Featureset,
-    /// The domain was started despite `unenforceable` being non-empty.
-    pub best_effort: bool,
+    pub fn not_shown(&self) -> Featureset {
+        self.not_shown
+    }
+
+    /// It was computed with best effort accepted although
+    /// [`DomainLevelling::unenforceable`] is not empty.
+    pub fn best_effort(&self) -> bool {
+        self.best_effort
+    }
+
+    /// The refusal of a start without best effort, if the hardware cannot hide everything.
+    pub fn refusal(&self) -> Option<Unenforceable> {
+        (!self.unenforceable.is_empty()).then_some(Unenforceable {
+            features: self.unenforceable,
+            mechanism: self.mechanism,
+        })
+    }
 }
 
 impl Levelling {
@@ -116,12 +179,9 @@ impl Levelling {
         best_effort: bool,
     ) -> Result<DomainLevelling, Unenforceable> {
         let mut d = self.assess(kind, role, policy);
-        if !d.unenforceable.is_empty() {
+        if let Some(refusal) = d.refusal() {
             if !best_effort {
-                return Err(Unenforceable {
-                    features: d.unenforceable,
-                    mechanism: d.mechanism,
-                });
+                return Err(refusal);
             }
             d.best_effort = true;
         }

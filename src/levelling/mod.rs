@@ -1,6 +1,6 @@
 //! The levelling mechanism: what makes a PV guest's native CPUID show only its policy.
 //!
-//! At boot, [`Levelling::probe`] finds what the CPU offers ([`probe`]): CPUID faulting
+//! At boot, [`crate::host::Host::boot`] finds what the CPU offers ([`probe`]): CPUID faulting
 //! (every levelled CPUID traps and is emulated from the policy, [`trap`]) or vendor mask MSRs
 //! ([`masks`]), each verified by effect. When a domain's policy is set,
 //! [`Levelling::domain_levelling`] precomputes its [`DomainLevelling`]: faulting on or off, the
@@ -39,15 +39,19 @@ pub struct LevellingConfig {
     pub level_dom0: bool,
 }
 
-/// What the host's CPU offers for levelling, found once at boot and read by every CPU.
+/// What the host's CPU offers for levelling, found once at boot and read by every CPU. Only
+/// [`crate::host::Host::boot`] makes one, from its probe and the host policy's features. The
+/// embedder reads it; records a levelling MSR that faulted ([`Levelling::mark_failed`] on a
+/// copy it keeps, [`crate::host::Host::mark_levelling_failed`] on the host's own); and may
+/// choose, on a copy, whether dom0 is levelled ([`Levelling::set_level_dom0`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Levelling {
     /// What probing found.
-    pub report: ProbeReport,
-    /// The mask values Xen and unlevelled domains run with.
-    pub defaults: MaskValues,
+    report: ProbeReport,
+    /// The mask values Xen and unlevelled domains run with (from the probed values).
+    defaults: MaskValues,
     /// Host-wide choices.
-    pub config: LevellingConfig,
+    config: LevellingConfig,
     /// The raw CPUID the CPU reports without levelling: what a PV guest sees natively where
     /// nothing hides it.
     raw: CpuPolicy,
@@ -74,7 +78,7 @@ impl Levelling {
     /// levelling is loaded. The host features start as the raw ones; once the host policy is
     /// derived (it needs to know whether faulting works), give it with
     /// [`Levelling::set_host_features`].
-    pub fn probe(
+    pub(crate) fn probe(
         hw: &mut impl Hardware,
         raw: &CpuPolicy,
         options: ProbeOptions,
@@ -94,7 +98,7 @@ impl Levelling {
 
     /// The host's features, after `cpuid=no-…`: the topology bits forced into every domain's
     /// masks come from these.
-    pub fn set_host_features(&mut self, host: &Featureset) {
+    pub(crate) fn set_host_features(&mut self, host: &Featureset) {
         self.host = *host;
     }
 
@@ -128,6 +132,45 @@ impl Levelling {
     /// The fault that broke the mechanism, if one did.
     pub fn failure(&self) -> Option<MsrFault> {
         self.failure
+    }
+
+    /// What probing found, expected versus found.
+    pub fn report(&self) -> &ProbeReport {
+        &self.report
+    }
+
+    /// The mask values Xen and unlevelled domains run with: the firmware's values as probed,
+    /// with what Xen adds at boot.
+    pub fn defaults(&self) -> &MaskValues {
+        &self.defaults
+    }
+
+    /// Host-wide choices.
+    pub fn config(&self) -> LevellingConfig {
+        self.config
+    }
+
+    /// Level dom0 like a guest, or give it full host features. Only the levelling of domains
+    /// assessed from now on depends on it ([`Levelling::assess`]): a hypervisor chooses before
+    /// it creates dom0 (as Xen's command line does), or on a copy to see what either choice
+    /// gives.
+    ///
+    /// ```
+    /// use xen_levelling::host::Host;
+    /// use xen_levelling::levelling::DomainRole;
+    /// use xen_levelling::policy::system::DomainKind;
+    /// let host = Host::UNBOOTED;
+    /// let policy = host.system().pv_default;
+    /// let mut levelling = *host.levelling();
+    /// let dom0 = levelling.assess(DomainKind::Pv, DomainRole::Control, &policy);
+    /// assert!(!dom0.levelled());
+    /// levelling.set_level_dom0(true);
+    /// let dom0 = levelling.assess(DomainKind::Pv, DomainRole::Control, &policy);
+    /// assert!(dom0.levelled());
+    /// assert!(!host.levelling().config().level_dom0, "the host's own is unchanged");
+    /// ```
+    pub fn set_level_dom0(&mut self, level_dom0: bool) {
+        self.config.level_dom0 = level_dom0;
     }
 
     /// The CPU vendor.

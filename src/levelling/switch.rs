@@ -71,7 +71,7 @@ impl LevellingState {
             Mechanism::None => Mode::Nothing,
         };
         let mut state = LevellingState {
-            masks: levelling.defaults,
+            masks: *levelling.defaults(),
             faulting_msr: 0,
             mode,
         };
@@ -86,7 +86,7 @@ impl LevellingState {
             }
             Mechanism::Masking(msrs) => {
                 for (kind, index) in msrs.kinds() {
-                    write_mask(hw, levelling, index, levelling.defaults.get(kind))?;
+                    write_mask(hw, levelling, index, levelling.defaults().get(kind))?;
                 }
             }
             Mechanism::None => {}
@@ -116,8 +116,9 @@ impl LevellingState {
         };
         match self.mode {
             Mode::Faulting { msr, bit } => {
-                let enable = domain
-                    .is_some_and(|d| d.faulting || (d.kind != DomainKind::Pv && virtual_faulting));
+                let enable = domain.is_some_and(|d| {
+                    d.faulting() || (d.kind() != DomainKind::Pv && virtual_faulting)
+                });
                 let value = if enable {
                     self.faulting_msr | bit
                 } else {
@@ -130,9 +131,9 @@ impl LevellingState {
             Mode::Masking => {
                 let target = match domain {
                     // A PV kernel that has not set CR4.OSXSAVE must not see Xen's fast-forwarded.
-                    Some(d) if !cr4_osxsave => &d.masks_without_osxsave,
-                    Some(d) => &d.masks,
-                    None => &levelling.defaults,
+                    Some(d) if !cr4_osxsave => d.masks_without_osxsave(),
+                    Some(d) => d.masks(),
+                    None => levelling.defaults(),
                 };
                 // The common case, nothing to change: one comparison. (Values of kinds this
                 // CPU has no MSR for are kept equal to the defaults, so they never differ.)

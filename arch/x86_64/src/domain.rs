@@ -476,7 +476,7 @@ impl Domain {
             }
             Oracle::HostCpl0 => Some(hardware::cpuid(leaf, subleaf)),
             Oracle::Policy(entry) => Some(self.answer_cpuid(leaf, subleaf, entry)),
-            Oracle::Levelled if self.levelling().faulting => {
+            Oracle::Levelled if self.levelling().faulting() => {
                 Some(self.answer_cpuid(leaf, subleaf, CpuidEntry::Fault))
             }
             Oracle::Levelled => None,
@@ -632,7 +632,7 @@ impl Domain {
         // Forced-emulation walks trap on every CPUID; native ones exactly when faulting is on
         // for the domain (a levelled PV guest on a faulting CPU), else never.
         let forced = matches!(self.spec.program, Kind::Walk { flags } if flags & WALK_FORCED != 0);
-        let expected_traps = if forced || self.levelling().faulting {
+        let expected_traps = if forced || self.levelling().faulting() {
             self.expected_results
         } else {
             0
@@ -646,7 +646,7 @@ impl Domain {
             self.finish_levelled();
         }
         // Levelled native CPUID on masks promises features, not whole leaves.
-        let per_leaf = self.spec.oracle != Oracle::Levelled || self.levelling().faulting;
+        let per_leaf = self.spec.oracle != Oracle::Levelled || self.levelling().faulting();
         if self.spec.per_result_checks || !per_leaf {
             return;
         }
@@ -689,28 +689,28 @@ impl Domain {
         let hidden = (wanted - self.seen - exposed) & KNOWN & words;
         checks::noted(
             format_args!("{name}/native-leaks-exactly-the-fail-closed-list"),
-            leaked == l.unenforceable & words,
+            leaked == l.unenforceable() & words,
             format_args!(
                 "shown but not in its policy: [{}]; fail-closed list ({}): [{}]",
                 leaked.names(),
-                if self.record.best_effort() && !l.unenforceable.is_empty() {
+                if self.record.best_effort() && !l.unenforceable().is_empty() {
                     "started with best effort"
                 } else {
                     "empty"
                 },
-                l.unenforceable.names()
+                l.unenforceable().names()
             ),
         );
         checks::noted(
             format_args!("{name}/native-hides-only-not-shown"),
-            hidden == l.not_shown & words,
+            hidden == l.not_shown() & words,
             format_args!(
                 "in its policy but not shown: [{}]; expected [{}]",
                 hidden.names(),
-                l.not_shown.names()
+                l.not_shown().names()
             ),
         );
-        if let Mechanism::Masking(masks) = l.mechanism {
+        if let Mechanism::Masking(masks) = l.mechanism() {
             // On every word a mask covers, nothing beyond the policy shows.
             let mut extra = Featureset::EMPTY;
             for (kind, _) in masks.kinds() {

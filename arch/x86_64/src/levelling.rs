@@ -300,7 +300,7 @@ fn switch(next: SwitchTo<'_>, target: Target) {
     };
     // One atomic step from "armed, 0 left" to disarmed, so that of CPUs switching at once
     // exactly one fires it and none underflows the count.
-    if matches!(next, SwitchTo::Vcpu { domain, .. } if domain.levelled)
+    if matches!(next, SwitchTo::Vcpu { domain, .. } if domain.levelled())
         && ARMED_AFTER.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| match left {
             u64::MAX => None,
             0 => Some(u64::MAX),
@@ -566,7 +566,7 @@ impl fmt::Display for MechanismName {
 /// must be present and effective.
 pub fn check_probe(expected: Option<Mechanism>) {
     let host = current();
-    let report = &host.report;
+    let report = &host.report();
     println!(
         "xen: levelling: {}; expected {} present {} effective {} ineffective {} untested {}",
         MechanismName(report.mechanism),

@@ -22,8 +22,8 @@ use crate::{levelling, println};
 pub const XEN_VERSION: (u16, u16) = (4, 6);
 
 /// The host as the crate booted it: 14 KB, so booted in place here rather than on the boot
-/// stack. Its levelling is refreshed from `levelling::current()` whenever it is lent
-/// ([`with_core_host`]); everything else is only read after boot.
+/// stack. A levelling failure recorded since boot (`levelling::failure()`) is marked on it
+/// whenever it is lent ([`with_core_host`]); everything else is only read after boot.
 static BOOTED: KernelCell<CoreHost> = KernelCell::new(CoreHost::UNBOOTED);
 /// The kernel's view of the host, written once by [`Host::probe`], then only read.
 static KERNEL_HOST: KernelCell<Option<Host>> = KernelCell::new(None);
@@ -42,11 +42,13 @@ pub fn host() -> &'static Host {
 /// MSR that faulted since boot makes new levelled guests fail closed): what the hypercall
 /// dispatcher acts on.
 pub fn with_core_host<R>(f: impl FnOnce(&CoreHost) -> R) -> R {
-    // SAFETY: after boot only this function writes the static, and only its `levelling`
-    // field, which no reference outlives (`Host::policies` refers to `system` alone); it runs
-    // on one CPU at a time (the main flow, or a hypercall handler on the boot CPU).
+    // SAFETY: after boot only this function writes the static, and only to record a levelling
+    // failure, which touches no policy (`Host::policies` refers to the policies alone); it
+    // runs on one CPU at a time (the main flow, or a hypercall handler on the boot CPU).
     unsafe {
-        (*BOOTED.get()).levelling = levelling::current();
+        if let Some(fault) = levelling::failure() {
+            (*BOOTED.get()).mark_levelling_failed(fault);
+        }
         f(&*BOOTED.get())
     }
 }
@@ -111,14 +113,14 @@ impl Host {
             host.boot_in_place(&mut hw, config);
             host
         };
-        if let Err(fault) = levelling::install(booted.levelling) {
+        if let Err(fault) = levelling::install(*booted.levelling()) {
             println!("xen: levelling: bring-up faulted ({fault}); mechanism marked failed");
         }
         // SAFETY: reading CR4 has no side effect.
         let cr4 = unsafe { x86::controlregs::cr4() };
         let host = Host {
             hardware,
-            policies: &booted.system,
+            policies: booted.system(),
             vendor: hardware.vendor(),
             svm,
             npt,

@@ -80,18 +80,18 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
     // domU1 is levelled: started without best effort where the mechanism hides everything
     // (a faulting CPU), with best effort where masks cannot (as a toolstack would).
     let mut d1 = Domain::new(NAME, guest("domU1", 1), host);
-    if !d1.levelling().unenforceable.is_empty() {
+    if !d1.levelling().unenforceable().is_empty() {
         d1 = d1.with_best_effort();
     }
     running[1] = Some(("domU1", *d1.levelling()));
     // The MSR that fails: the faulting control, or the first mask MSR whose value domU1
     // needs changed (so that the next switch to it must write it).
-    let defaults = levelling::current().defaults;
+    let defaults = *levelling::current().defaults();
     let msr = match mechanism {
         Mechanism::Faulting { control, .. } => Some(control.msr_and_bit().0),
         Mechanism::Masking(masks) => masks
             .kinds()
-            .find(|&(kind, _)| d1.levelling().masks.get(kind) != defaults.get(kind))
+            .find(|&(kind, _)| d1.levelling().masks().get(kind) != defaults.get(kind))
             .map(|(_, index)| index),
         Mechanism::None => None,
     };
@@ -136,9 +136,9 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
     // `DomainTable::unguaranteed` rule on the domains that ran.
     for (name, l) in running.iter().flatten() {
         let unguaranteed = failure.is_some()
-            && l.levelled
-            && l.kind == DomainKind::Pv
-            && l.mechanism != Mechanism::None;
+            && l.levelled()
+            && l.kind() == DomainKind::Pv
+            && l.mechanism() != Mechanism::None;
         let expected = *name == "domU1";
         checks::noted(
             format_args!("{NAME}/{name}/levelling-guaranteed"),
@@ -164,7 +164,7 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
         format_args!(
             "a new levelled PV guest without best effort is {}; its fail-closed list: [{}]",
             if refused { "refused" } else { "started" },
-            d2.levelling().unenforceable.names()
+            d2.levelling().unenforceable().names()
         ),
     );
     sched::add(Domain::new(NAME, dom0("dom0-after"), host));

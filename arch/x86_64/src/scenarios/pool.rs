@@ -623,9 +623,9 @@ fn start_pv(
         cpuid: if forced { "forced" } else { "native" },
         started: "yes",
         policy: policy.featureset(),
-        unenforceable: l.unenforceable,
-        not_shown: l.not_shown,
-        mechanism: Some(l.mechanism),
+        unenforceable: l.unenforceable(),
+        not_shown: l.not_shown(),
+        mechanism: Some(l.mechanism()),
     };
     if forced {
         line.unenforceable = Featureset::EMPTY;
@@ -634,10 +634,10 @@ fn start_pv(
         return Some(line);
     }
     let refused = domain.start().err();
-    let must_refuse = l.mechanism == Mechanism::None;
+    let must_refuse = l.mechanism() == Mechanism::None;
     checks::noted(
         format_args!("{AT_LEVEL}/{name}/fail-closed"),
-        refused.is_some() != l.unenforceable.is_empty() && (refused.is_some() || !must_refuse),
+        refused.is_some() != l.unenforceable().is_empty() && (refused.is_some() || !must_refuse),
         format_args!(
             "{} (fail-closed list [{}])",
             if refused.is_some() {
@@ -645,7 +645,7 @@ fn start_pv(
             } else {
                 "started"
             },
-            l.unenforceable.names()
+            l.unenforceable().names()
         ),
     );
     if refused.is_some() {
@@ -719,7 +719,7 @@ fn dump_host(host: &Host, name: &str) -> Option<&'static Host> {
     // SAFETY: main flow; this static is used here only, once per boot.
     let dumped = unsafe { &mut *DUMP_HOST.get() }.insert(Host {
         hardware,
-        policies: &booted.system,
+        policies: booted.system(),
         vendor: hardware.vendor(),
         svm,
         npt,

@@ -121,8 +121,8 @@ pub fn run(host: &Host, cmdline: &Cmdline) {
 /// A refused domain is started with best effort if that was asked for.
 fn start(mut domain: Domain, best_effort: bool) -> Option<Domain> {
     let name = domain.name();
-    let list = domain.levelling().unenforceable;
-    let mechanism = domain.levelling().mechanism;
+    let list = domain.levelling().unenforceable();
+    let mechanism = domain.levelling().mechanism();
     let refused = domain.start().err();
     let must_refuse = mechanism == Mechanism::None;
     checks::noted(
