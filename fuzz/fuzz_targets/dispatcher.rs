@@ -424,7 +424,7 @@ fn check_after_set(w: &World, domid: u16, caller: Caller) {
     let d = *w.domains.get(domid).expect("the domain exists");
     let max = w
         .host
-        .system
+        .system()
         .max_for(d.kind())
         .expect("set succeeded, so there is a max");
     if let Err(e) = check_compatible(&max, d.policy()) {
