@@ -189,6 +189,14 @@ pub struct CpuPolicy {
     platform_info: u32,
     /// MSR_ARCH_CAPABILITIES as the domain sees it.
     arch_caps: u64,
+    /// What the compatibility check reads, kept current by every change to the fields above
+    /// (a function of them: equal policies have equal words). Each `pub` method that
+    /// changes a leaf or an MSR brings it up to date before it returns: the setters word by
+    /// word, [`CpuPolicy::leaf_mut`] and [`CpuPolicy::slot_mut`] through their guard's
+    /// `Drop`, everything else (the merges, the clearing, the derivations in [`system`]) with
+    /// [`CpuPolicy::reseal`]. `compat::tests::the_kept_words_follow_every_mutator` applies
+    /// random sequences of every mutator and compares, and lists them.
+    compat: compat::CompatWords,
 }
 
 impl Default for CpuPolicy {
@@ -210,6 +218,7 @@ impl CpuPolicy {
         hv2_limit: 0,
         platform_info: 0,
         arch_caps: 0,
+        compat: compat::CompatWords::EMPTY,
     };
 
     /// Read a processor through `source` the way Xen fills its raw policy
@@ -279,7 +288,14 @@ impl CpuPolicy {
         if p.featureset().contains(crate::feature::Feature::ARCH_CAPS) {
             p.arch_caps = msrs.arch_caps.unwrap_or(0);
         }
+        p.reseal();
         p
+    }
+
+    /// Gather the kept compatibility words afresh from the leaves and MSRs: the last step of
+    /// every method that writes the fields directly.
+    fn reseal(&mut self) {
+        self.compat = compat::CompatWords::gather(self);
     }
 
     /// The registers stored for `(leaf, subleaf)`, or `None` if the table has no slot for it.
@@ -288,8 +304,12 @@ impl CpuPolicy {
         Slot::of(leaf, subleaf).map(|slot| *self.slot(slot))
     }
 
-    /// The registers for `(leaf, subleaf)`, for writing.
-    pub fn leaf_mut(&mut self, leaf: u32, subleaf: u32) -> Option<&mut CpuidRegs> {
+    /// The registers for `(leaf, subleaf)`, for writing: a guard that derefs to them and,
+    /// when dropped, brings the policy's kept compatibility words ([`compat::CompatWords`])
+    /// up to date with them. Keep it no longer than the write (a second `leaf_mut` of the
+    /// same policy waits for the first guard's drop); a guard leaked with `mem::forget` leaves
+    /// the kept words stale, and [`compat::check_compatible`] reading them wrong.
+    pub fn leaf_mut(&mut self, leaf: u32, subleaf: u32) -> Option<LeafMut<'_>> {
         Slot::of(leaf, subleaf).map(|slot| self.slot_mut(slot))
     }
 
@@ -307,9 +327,24 @@ impl CpuPolicy {
         }
     }
 
-    /// The registers in `slot`, for writing; the index is clamped under speculation as in
-    /// [`CpuPolicy::slot`].
-    pub fn slot_mut(&mut self, slot: Slot) -> &mut CpuidRegs {
+    /// The registers in `slot`, for writing, through the guard [`CpuPolicy::leaf_mut`]
+    /// returns; the index is clamped under speculation as in [`CpuPolicy::slot`].
+    pub fn slot_mut(&mut self, slot: Slot) -> LeafMut<'_> {
+        let compat = &mut self.compat;
+        let regs = match slot {
+            Slot::Basic(i) => nospec::at_mut(&mut self.basic, i),
+            Slot::Cache(i) => nospec::at_mut(&mut self.cache, i),
+            Slot::Feat(i) => nospec::at_mut(&mut self.feat, i),
+            Slot::Topo(i) => nospec::at_mut(&mut self.topo, i),
+            Slot::Xstate(i) => nospec::at_mut(&mut self.xstate, i),
+            Slot::Extd(i) => nospec::at_mut(&mut self.extd, i),
+        };
+        LeafMut { regs, compat, slot }
+    }
+
+    /// The registers in `slot`, for writing, with no guard: for the module's own
+    /// derivations, which [`CpuPolicy::reseal`] before the policy leaves them.
+    fn regs_mut(&mut self, slot: Slot) -> &mut CpuidRegs {
         match slot {
             Slot::Basic(i) => nospec::at_mut(&mut self.basic, i),
             Slot::Cache(i) => nospec::at_mut(&mut self.cache, i),
@@ -337,7 +372,7 @@ impl CpuPolicy {
 
     /// Set the highest basic leaf.
     pub fn set_max_basic_leaf(&mut self, max: u32) {
-        self.basic[0].a = max;
+        self.slot_mut(Slot::Basic(0)).a = max;
     }
 
     /// The highest leaf 7 subleaf (CPUID.07H.0:EAX).
@@ -347,7 +382,7 @@ impl CpuPolicy {
 
     /// Set the highest leaf 7 subleaf.
     pub fn set_max_feat_subleaf(&mut self, max: u32) {
-        self.feat[0].a = max;
+        self.slot_mut(Slot::Feat(0)).a = max;
     }
 
     /// The highest extended leaf (CPUID.80000000H:EAX).
@@ -357,7 +392,7 @@ impl CpuPolicy {
 
     /// Set the highest extended leaf.
     pub fn set_max_extd_leaf(&mut self, max: u32) {
-        self.extd[0].a = max;
+        self.slot_mut(Slot::Extd(0)).a = max;
     }
 
     /// The Xen leaves' limits: (at 0x40000000, at 0x40000100). 0 means the default, 5.
@@ -384,11 +419,11 @@ impl CpuPolicy {
 
     /// Offer or withdraw CPUID faulting (`MSR_PLATFORM_INFO[31]`).
     pub fn set_cpuid_faulting(&mut self, on: bool) {
-        self.platform_info = if on {
+        self.set_platform_info(if on {
             self.platform_info | PLATFORM_INFO_CPUID_FAULTING
         } else {
             self.platform_info & !PLATFORM_INFO_CPUID_FAULTING
-        };
+        });
     }
 
     /// MSR_ARCH_CAPABILITIES as the policy holds it.
@@ -399,11 +434,13 @@ impl CpuPolicy {
     /// Set MSR_PLATFORM_INFO as the policy holds it, all 32 bits (Xen's `platform_info.raw`).
     pub fn set_platform_info(&mut self, value: u32) {
         self.platform_info = value;
+        self.compat.note_platform_info(value);
     }
 
     /// Set MSR_ARCH_CAPABILITIES as the policy holds it.
     pub fn set_arch_caps(&mut self, value: u64) {
         self.arch_caps = value;
+        self.compat.note_arch_caps(value);
     }
 
     /// XCR0 components the CPU supports (CPUID.0DH.0:EDX:EAX).
@@ -464,6 +501,7 @@ impl CpuPolicy {
         for (word, home) in WORD_HOMES.iter().enumerate() {
             self.set_word(*home, fs.word(word));
         }
+        self.reseal();
     }
 
     fn word(&self, home: WordHome) -> u32 {
@@ -479,8 +517,8 @@ impl CpuPolicy {
     fn set_word(&mut self, home: WordHome, value: u32) {
         match home {
             WordHome::Cpuid { leaf, subleaf, reg } => {
-                if let Some(regs) = self.leaf_mut(leaf, subleaf) {
-                    *reg.get_mut(regs) = value;
+                if let Some(slot) = Slot::of(leaf, subleaf) {
+                    *reg.get_mut(self.regs_mut(slot)) = value;
                 }
             }
             WordHome::ArchCapsLow => self.arch_caps = self.arch_caps & !0xffff_ffff | value as u64,
@@ -550,6 +588,35 @@ impl CpuPolicy {
             .iter_mut()
             .skip(max_extd + 1)
             .for_each(|r| *r = CpuidRegs::ZERO);
+        self.reseal();
+    }
+}
+
+/// A policy's registers lent for writing ([`CpuPolicy::leaf_mut`], [`CpuPolicy::slot_mut`]):
+/// derefs to them; its `Drop` brings the policy's kept compatibility words up to date.
+#[derive(Debug)]
+pub struct LeafMut<'a> {
+    regs: &'a mut CpuidRegs,
+    compat: &'a mut compat::CompatWords,
+    slot: Slot,
+}
+
+impl core::ops::Deref for LeafMut<'_> {
+    type Target = CpuidRegs;
+    fn deref(&self) -> &CpuidRegs {
+        self.regs
+    }
+}
+
+impl core::ops::DerefMut for LeafMut<'_> {
+    fn deref_mut(&mut self) -> &mut CpuidRegs {
+        self.regs
+    }
+}
+
+impl Drop for LeafMut<'_> {
+    fn drop(&mut self) {
+        self.compat.note(self.slot, self.regs);
     }
 }
 
