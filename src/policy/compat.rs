@@ -77,17 +77,22 @@ impl fmt::Display for Incompatibility {
 
 impl core::error::Error for Incompatibility {}
 
-/// Where the compatibility check's words sit in [`CompatWords`]: the 19 featureset words
-/// (0-18), then MSR_PLATFORM_INFO (19), each a subset test.
-const PLATFORM_INFO_WORD: usize = NR_WORDS;
-/// The subset-tested words: the featureset, then MSR_PLATFORM_INFO.
-const NR_SUBSET_WORDS: usize = NR_WORDS + 1;
+/// MSR_PLATFORM_INFO's place among the subset-tested words, after the 19 featureset words.
+pub(super) const PLATFORM_INFO_WORD: usize = NR_WORDS;
+/// The subset-tested words: the featureset, then MSR_PLATFORM_INFO (what a [`CpuPolicy`]
+/// keeps, next to its leaves).
+pub(super) const NR_KEPT_WORDS: usize = NR_WORDS + 1;
 
-/// What the compatibility check reads of a policy: the vendor string, the max leaves,
-/// MSR_PLATFORM_INFO and the featureset words. Every [`CpuPolicy`] keeps its own, current
-/// after every change (its setters, [`CpuPolicy::leaf_mut`]'s guard, the merges, the
-/// derivations), so [`check_compatible`] reads them with no gathering; [`CompatWords::of`]
-/// is a copy of them, for a toolstack that keeps a policy's words apart from the policy.
+/// AMD's copies of CPUID.01H:EDX in CPUID.80000001H:EDX (featureset word 2) are no feature
+/// (Xen's per-domain `recalculate_misc` makes them in domain policies, system policies have
+/// none): the kept word 2 is without them.
+pub(super) const WORD_2_KEEP: u32 = !crate::feature::COMMON_1D;
+
+/// What the compatibility check reads of a policy, in one value: the vendor string, the max
+/// leaves, MSR_PLATFORM_INFO and the featureset words, for a toolstack that keeps a policy's
+/// words apart from the policy ([`CompatWords::of`], [`CompatWords::accepts`]).
+/// [`check_compatible`] needs none: every [`CpuPolicy`] keeps its featureset words and
+/// MSR_PLATFORM_INFO side by side, current after every change.
 ///
 /// Laid out for the check: 20 words that must be a subset of the max policy's (the 19
 /// featureset words, CPUID.80000001H:EDX without AMD's copies of CPUID.01H:EDX, and
@@ -98,93 +103,70 @@ const NR_SUBSET_WORDS: usize = NR_WORDS + 1;
 #[repr(C, align(16))]
 pub struct CompatWords {
     /// Featureset words 0-18, then MSR_PLATFORM_INFO.
-    subset: [u32; NR_SUBSET_WORDS],
+    subset: [u32; NR_KEPT_WORDS],
     /// CPUID.00H:EBX, ECX, EDX (the vendor string), then 0.
     vendor: [u32; 4],
     /// CPUID.00H:EAX, CPUID.07H.0:EAX, CPUID.80000000H:EAX, then 0.
     maxima: [u32; 4],
 }
 
-/// AMD's copies of CPUID.01H:EDX in CPUID.80000001H:EDX (featureset word 2) are no feature
-/// (Xen's per-domain `recalculate_misc` makes them in domain policies, system policies have
-/// none): the kept word 2 is without them.
-const WORD_2_KEEP: u32 = !crate::feature::COMMON_1D;
+/// Bring the kept words homed in `slot` up to date with its registers `r` (the slot
+/// [`CpuPolicy::leaf_mut`]'s guard lent out). Where each word lives: [`super::WORD_HOMES`],
+/// which `CpuPolicy::feature_words` follows too; the property test below checks the two
+/// agree.
+pub(super) fn note(w: &mut [u32; NR_KEPT_WORDS], slot: Slot, r: &CpuidRegs) {
+    match slot {
+        // CPUID.01H:EDX word 0, CPUID.01H:ECX word 1.
+        Slot::Basic(1) => (w[0], w[1]) = (r.d, r.c),
+        // CPUID.07H.0: EBX word 5, ECX word 6, EDX word 9.
+        Slot::Feat(0) => (w[5], w[6], w[9]) = (r.b, r.c, r.d),
+        // CPUID.07H.1: EAX word 10, EBX word 12, ECX word 14, EDX word 15.
+        Slot::Feat(1) => (w[10], w[12], w[14], w[15]) = (r.a, r.b, r.c, r.d),
+        // CPUID.07H.2:EDX word 13.
+        Slot::Feat(2) => w[13] = r.d,
+        // CPUID.0DH.1:EAX word 4.
+        Slot::Xstate(1) => w[4] = r.a,
+        // CPUID.80000001H:EDX word 2 (without the copies of CPUID.01H:EDX), ECX word 3.
+        Slot::Extd(1) => (w[2], w[3]) = (r.d & WORD_2_KEEP, r.c),
+        // CPUID.80000007H:EDX word 7.
+        Slot::Extd(7) => w[7] = r.d,
+        // CPUID.80000008H:EBX word 8.
+        Slot::Extd(8) => w[8] = r.b,
+        // CPUID.80000021H: EAX word 11, ECX word 18.
+        Slot::Extd(0x21) => (w[11], w[18]) = (r.a, r.c),
+        _ => {}
+    }
+}
+
+/// True if `guest` is within `max`: [`check_compatible`]'s passing case, on the words the
+/// policies keep and their leaf 0, leaf 7.0 and leaf 0x80000000, no gathering and no
+/// branch (the 20 AND-NOTs folded as 16-byte vectors).
+#[inline(always)]
+fn policy_accepts(max: &CpuPolicy, guest: &CpuPolicy) -> bool {
+    let mut bad = 0;
+    for (g, m) in guest.kept.iter().zip(&max.kept) {
+        bad |= g & !m;
+    }
+    // CPUID.00H:EBX:EDX:ECX: the vendor string, equal.
+    let (g0, m0) = (&guest.basic[0], &max.basic[0]);
+    bad |= (g0.b ^ m0.b) | (g0.c ^ m0.c) | (g0.d ^ m0.d);
+    // CPUID.00H:EAX, CPUID.07H.0:EAX and CPUID.80000000H:EAX: the max leaves, not above.
+    (bad == 0)
+        & (g0.a <= m0.a)
+        & (guest.feat[0].a <= max.feat[0].a)
+        & (guest.extd[0].a <= max.extd[0].a)
+}
 
 impl CompatWords {
-    /// The words of a policy with every leaf and MSR zero.
-    pub(super) const EMPTY: CompatWords = CompatWords {
-        subset: [0; NR_SUBSET_WORDS],
-        vendor: [0; 4],
-        maxima: [0; 4],
-    };
-
-    /// The words of `p`, as `p` keeps them: a copy, no gathering.
-    #[inline]
+    /// The words of `p`: the featureset words and MSR_PLATFORM_INFO it keeps (a copy), its
+    /// vendor string and max leaves.
     pub fn of(p: &CpuPolicy) -> CompatWords {
-        p.compat
-    }
-
-    /// The words of `p` gathered from its leaves and MSRs (what [`CpuPolicy`] keeps, made
-    /// afresh): the featureset is Xen's `x86_cpu_policy_to_featureset`.
-    pub(super) fn gather(p: &CpuPolicy) -> CompatWords {
-        let mut subset = [0; NR_SUBSET_WORDS];
-        subset[..NR_WORDS].copy_from_slice(&p.feature_words());
-        subset[2] &= WORD_2_KEEP;
-        subset[PLATFORM_INFO_WORD] = p.platform_info;
         let leaf0 = &p.basic[0];
         CompatWords {
-            subset,
+            subset: p.kept,
             vendor: [leaf0.b, leaf0.c, leaf0.d, 0],
             maxima: [leaf0.a, p.feat[0].a, p.extd[0].a, 0],
         }
-    }
-
-    /// Bring the words homed in `slot` up to date with its registers `r` (the slot
-    /// [`CpuPolicy::leaf_mut`]'s guard lent out). Where each word lives: [`super::WORD_HOMES`],
-    /// which `CpuPolicy::feature_words` follows too; a test checks the two agree.
-    pub(super) fn note(&mut self, slot: Slot, r: &CpuidRegs) {
-        let w = &mut self.subset;
-        match slot {
-            // CPUID.00H: EAX the max basic leaf, EBX:EDX:ECX the vendor string.
-            Slot::Basic(0) => {
-                self.vendor = [r.b, r.c, r.d, 0];
-                self.maxima[0] = r.a;
-            }
-            // CPUID.01H:EDX word 0, CPUID.01H:ECX word 1.
-            Slot::Basic(1) => (w[0], w[1]) = (r.d, r.c),
-            // CPUID.07H.0:EAX the max subleaf; EBX word 5, ECX word 6, EDX word 9.
-            Slot::Feat(0) => {
-                self.maxima[1] = r.a;
-                (w[5], w[6], w[9]) = (r.b, r.c, r.d);
-            }
-            // CPUID.07H.1: EAX word 10, EBX word 12, ECX word 14, EDX word 15.
-            Slot::Feat(1) => (w[10], w[12], w[14], w[15]) = (r.a, r.b, r.c, r.d),
-            // CPUID.07H.2:EDX word 13.
-            Slot::Feat(2) => w[13] = r.d,
-            // CPUID.0DH.1:EAX word 4.
-            Slot::Xstate(1) => w[4] = r.a,
-            // CPUID.80000000H:EAX the max extended leaf.
-            Slot::Extd(0) => self.maxima[2] = r.a,
-            // CPUID.80000001H:EDX word 2 (without the copies of CPUID.01H:EDX), ECX word 3.
-            Slot::Extd(1) => (w[2], w[3]) = (r.d & WORD_2_KEEP, r.c),
-            // CPUID.80000007H:EDX word 7.
-            Slot::Extd(7) => w[7] = r.d,
-            // CPUID.80000008H:EBX word 8.
-            Slot::Extd(8) => w[8] = r.b,
-            // CPUID.80000021H: EAX word 11, ECX word 18.
-            Slot::Extd(0x21) => (w[11], w[18]) = (r.a, r.c),
-            _ => {}
-        }
-    }
-
-    /// MSR_PLATFORM_INFO changed to `value`.
-    pub(super) fn note_platform_info(&mut self, value: u32) {
-        self.subset[PLATFORM_INFO_WORD] = value;
-    }
-
-    /// MSR_ARCH_CAPABILITIES changed to `value`: featureset words 16 (low half) and 17.
-    pub(super) fn note_arch_caps(&mut self, value: u64) {
-        (self.subset[16], self.subset[17]) = (value as u32, (value >> 32) as u32);
     }
 
     /// [`check_compatible`] on the policies these words were taken from: `Ok` exactly when
@@ -227,10 +209,17 @@ impl CompatWords {
 }
 
 /// Check `guest` against `max`: `Ok` if the guest asks for nothing `max` does not offer.
-/// The passing case reads the words each policy keeps ([`CompatWords`]); a failure is then
-/// explained in full (the first offending leaf or MSR, and every extra feature).
+/// The passing case reads the featureset words each policy keeps, a few vectors and no
+/// lookups; a failure is then explained in full (the first offending leaf or MSR, and every
+/// extra feature). Inlined where it is called: the passing case is a few dozen
+/// instructions, the failing one a call.
+#[inline]
 pub fn check_compatible(max: &CpuPolicy, guest: &CpuPolicy) -> Result<(), Incompatibility> {
-    max.compat.check(&guest.compat, max, guest)
+    if policy_accepts(max, guest) {
+        Ok(())
+    } else {
+        check_compatible_slow(max, guest)
+    }
 }
 
 /// [`check_compatible`]'s explanation of a failure (out of line: the passing case is the
@@ -381,7 +370,7 @@ mod tests {
     /// through [`CpuPolicy::leaf`].
     fn words_from_leaves(p: &CpuPolicy) -> CompatWords {
         let fs = p.featureset();
-        let mut subset = [0; super::NR_SUBSET_WORDS];
+        let mut subset = [0; super::NR_KEPT_WORDS];
         for (w, word) in subset.iter_mut().zip(fs.words()) {
             *w = *word;
         }
@@ -703,7 +692,7 @@ mod tests {
                 let mut out = Vec::new();
                 mutator(&mut p, op.clone(), &mut out);
                 for q in &out {
-                    prop_assert_eq!(q.compat, words_from_leaves(q), "after {:?}", op);
+                    prop_assert_eq!(CompatWords::of(q), words_from_leaves(q), "after {:?}", op);
                     prop_assert_eq!(
                         check_compatible(&previous, q),
                         check_compatible_slow(&previous, q),

@@ -181,22 +181,21 @@ pub struct CpuPolicy {
     topo: [CpuidRegs; NR_TOPO],
     xstate: [CpuidRegs; NR_XSTATE],
     extd: [CpuidRegs; NR_EXTD],
+    /// The 19 featureset words, then MSR_PLATFORM_INFO: what the compatibility check tests
+    /// for a subset. Words 16 and 17 (MSR_ARCH_CAPABILITIES, low and high half) and 19
+    /// (MSR_PLATFORM_INFO, the 32 bits Xen keeps) are where those MSRs live; the others are
+    /// copies of the registers [`WORD_HOMES`] names, word 2 without AMD's copies of
+    /// CPUID.01H:EDX (no feature). Every change to a home register updates its copy before
+    /// the changing `pub` method returns: the setters word by word, [`CpuPolicy::leaf_mut`]
+    /// and [`CpuPolicy::slot_mut`] through their guard's `Drop`, everything else (the
+    /// merges, the clearing, the derivations in [`system`]) with [`CpuPolicy::reseal`].
+    /// `compat::tests::the_kept_words_follow_every_mutator` applies random sequences of
+    /// every mutator and compares; `compat::tests::every_mutator_is_listed` lists them.
+    kept: [u32; compat::NR_KEPT_WORDS],
     /// Xen leaves limit (EAX of 0x40000000 in the serialised form); 8 bits, as Xen keeps it.
     hv_limit: u8,
     /// Relocated Xen leaves limit (EAX of 0x40000100); 8 bits.
     hv2_limit: u8,
-    /// MSR_PLATFORM_INFO as the domain sees it (Xen keeps 32 bits).
-    platform_info: u32,
-    /// MSR_ARCH_CAPABILITIES as the domain sees it.
-    arch_caps: u64,
-    /// What the compatibility check reads, kept current by every change to the fields above
-    /// (a function of them: equal policies have equal words). Each `pub` method that
-    /// changes a leaf or an MSR brings it up to date before it returns: the setters word by
-    /// word, [`CpuPolicy::leaf_mut`] and [`CpuPolicy::slot_mut`] through their guard's
-    /// `Drop`, everything else (the merges, the clearing, the derivations in [`system`]) with
-    /// [`CpuPolicy::reseal`]. `compat::tests::the_kept_words_follow_every_mutator` applies
-    /// random sequences of every mutator and compares, and lists them.
-    compat: compat::CompatWords,
 }
 
 impl Default for CpuPolicy {
@@ -216,9 +215,7 @@ impl CpuPolicy {
         extd: [CpuidRegs::ZERO; NR_EXTD],
         hv_limit: 0,
         hv2_limit: 0,
-        platform_info: 0,
-        arch_caps: 0,
-        compat: compat::CompatWords::EMPTY,
+        kept: [0; compat::NR_KEPT_WORDS],
     };
 
     /// Read a processor through `source` the way Xen fills its raw policy
@@ -282,20 +279,23 @@ impl CpuPolicy {
         for i in 1..=max {
             p.extd[i] = source.cpuid(EXTD_BASE + i as u32, 0);
         }
-        p.platform_info = msrs
-            .platform_info
-            .map_or(0, |v| v as u32 & PLATFORM_INFO_CPUID_FAULTING);
+        p.set_platform_info(
+            msrs.platform_info
+                .map_or(0, |v| v as u32 & PLATFORM_INFO_CPUID_FAULTING),
+        );
         if p.featureset().contains(crate::feature::Feature::ARCH_CAPS) {
-            p.arch_caps = msrs.arch_caps.unwrap_or(0);
+            p.set_arch_caps(msrs.arch_caps.unwrap_or(0));
         }
         p.reseal();
         p
     }
 
-    /// Gather the kept compatibility words afresh from the leaves and MSRs: the last step of
-    /// every method that writes the fields directly.
+    /// Copy every kept featureset word afresh from its home register ([`CpuPolicy::kept`]):
+    /// the last step of every method that writes the leaves directly.
     fn reseal(&mut self) {
-        self.compat = compat::CompatWords::gather(self);
+        let words = self.feature_words();
+        self.kept[..NR_WORDS].copy_from_slice(&words);
+        self.kept[2] &= compat::WORD_2_KEEP;
     }
 
     /// The registers stored for `(leaf, subleaf)`, or `None` if the table has no slot for it.
@@ -305,8 +305,8 @@ impl CpuPolicy {
     }
 
     /// The registers for `(leaf, subleaf)`, for writing: a guard that derefs to them and,
-    /// when dropped, brings the policy's kept compatibility words ([`compat::CompatWords`])
-    /// up to date with them. Keep it no longer than the write (a second `leaf_mut` of the
+    /// when dropped, brings the copies of the featureset words the policy keeps for
+    /// [`compat::check_compatible`] up to date with them. Keep it no longer than the write (a second `leaf_mut` of the
     /// same policy waits for the first guard's drop); a guard leaked with `mem::forget` leaves
     /// the kept words stale, and [`compat::check_compatible`] reading them wrong.
     pub fn leaf_mut(&mut self, leaf: u32, subleaf: u32) -> Option<LeafMut<'_>> {
@@ -330,7 +330,7 @@ impl CpuPolicy {
     /// The registers in `slot`, for writing, through the guard [`CpuPolicy::leaf_mut`]
     /// returns; the index is clamped under speculation as in [`CpuPolicy::slot`].
     pub fn slot_mut(&mut self, slot: Slot) -> LeafMut<'_> {
-        let compat = &mut self.compat;
+        let kept = &mut self.kept;
         let regs = match slot {
             Slot::Basic(i) => nospec::at_mut(&mut self.basic, i),
             Slot::Cache(i) => nospec::at_mut(&mut self.cache, i),
@@ -339,7 +339,7 @@ impl CpuPolicy {
             Slot::Xstate(i) => nospec::at_mut(&mut self.xstate, i),
             Slot::Extd(i) => nospec::at_mut(&mut self.extd, i),
         };
-        LeafMut { regs, compat, slot }
+        LeafMut { regs, kept, slot }
     }
 
     /// The registers in `slot`, for writing, with no guard: for the module's own
@@ -409,38 +409,36 @@ impl CpuPolicy {
 
     /// MSR_PLATFORM_INFO as the policy holds it.
     pub fn platform_info(&self) -> u32 {
-        self.platform_info
+        self.kept[compat::PLATFORM_INFO_WORD]
     }
 
     /// True if the policy offers CPUID faulting (`MSR_PLATFORM_INFO[31]`).
     pub fn cpuid_faulting(&self) -> bool {
-        self.platform_info & PLATFORM_INFO_CPUID_FAULTING != 0
+        self.platform_info() & PLATFORM_INFO_CPUID_FAULTING != 0
     }
 
     /// Offer or withdraw CPUID faulting (`MSR_PLATFORM_INFO[31]`).
     pub fn set_cpuid_faulting(&mut self, on: bool) {
         self.set_platform_info(if on {
-            self.platform_info | PLATFORM_INFO_CPUID_FAULTING
+            self.platform_info() | PLATFORM_INFO_CPUID_FAULTING
         } else {
-            self.platform_info & !PLATFORM_INFO_CPUID_FAULTING
+            self.platform_info() & !PLATFORM_INFO_CPUID_FAULTING
         });
     }
 
     /// MSR_ARCH_CAPABILITIES as the policy holds it.
     pub fn arch_caps(&self) -> u64 {
-        self.arch_caps
+        u64::from(self.kept[16]) | u64::from(self.kept[17]) << 32
     }
 
     /// Set MSR_PLATFORM_INFO as the policy holds it, all 32 bits (Xen's `platform_info.raw`).
     pub fn set_platform_info(&mut self, value: u32) {
-        self.platform_info = value;
-        self.compat.note_platform_info(value);
+        self.kept[compat::PLATFORM_INFO_WORD] = value;
     }
 
     /// Set MSR_ARCH_CAPABILITIES as the policy holds it.
     pub fn set_arch_caps(&mut self, value: u64) {
-        self.arch_caps = value;
-        self.compat.note_arch_caps(value);
+        (self.kept[16], self.kept[17]) = (value as u32, (value >> 32) as u32);
     }
 
     /// XCR0 components the CPU supports (CPUID.0DH.0:EDX:EAX).
@@ -483,8 +481,8 @@ impl CpuPolicy {
             self.feat[2].d,
             f1.c,
             f1.d,
-            self.arch_caps as u32,
-            (self.arch_caps >> 32) as u32,
+            self.kept[16],
+            self.kept[17],
             self.extd[0x21].c,
         ]
     }
@@ -509,8 +507,8 @@ impl CpuPolicy {
             WordHome::Cpuid { leaf, subleaf, reg } => {
                 self.leaf(leaf, subleaf).map_or(0, |r| reg.get(&r))
             }
-            WordHome::ArchCapsLow => self.arch_caps as u32,
-            WordHome::ArchCapsHigh => (self.arch_caps >> 32) as u32,
+            WordHome::ArchCapsLow => self.kept[16],
+            WordHome::ArchCapsHigh => self.kept[17],
         }
     }
 
@@ -521,10 +519,8 @@ impl CpuPolicy {
                     *reg.get_mut(self.regs_mut(slot)) = value;
                 }
             }
-            WordHome::ArchCapsLow => self.arch_caps = self.arch_caps & !0xffff_ffff | value as u64,
-            WordHome::ArchCapsHigh => {
-                self.arch_caps = self.arch_caps & 0xffff_ffff | (value as u64) << 32
-            }
+            WordHome::ArchCapsLow => self.kept[16] = value,
+            WordHome::ArchCapsHigh => self.kept[17] = value,
         }
     }
 
@@ -593,11 +589,11 @@ impl CpuPolicy {
 }
 
 /// A policy's registers lent for writing ([`CpuPolicy::leaf_mut`], [`CpuPolicy::slot_mut`]):
-/// derefs to them; its `Drop` brings the policy's kept compatibility words up to date.
+/// derefs to them; its `Drop` brings the policy's kept featureset words up to date.
 #[derive(Debug)]
 pub struct LeafMut<'a> {
     regs: &'a mut CpuidRegs,
-    compat: &'a mut compat::CompatWords,
+    kept: &'a mut [u32; compat::NR_KEPT_WORDS],
     slot: Slot,
 }
 
@@ -616,7 +612,7 @@ impl core::ops::DerefMut for LeafMut<'_> {
 
 impl Drop for LeafMut<'_> {
     fn drop(&mut self) {
-        self.compat.note(self.slot, self.regs);
+        compat::note(self.kept, self.slot, self.regs);
     }
 }
 
