@@ -149,9 +149,11 @@ fn policy_accepts(max: &CpuPolicy, guest: &CpuPolicy) -> bool {
     }
     // CPUID.00H:EBX:EDX:ECX: the vendor string, equal.
     let (g0, m0) = (&guest.basic[0], &max.basic[0]);
-    bad |= (g0.b ^ m0.b) | (g0.c ^ m0.c) | (g0.d ^ m0.d);
+    let ecx_edx = |r: &CpuidRegs| u64::from(r.c) | u64::from(r.d) << 32;
+    let vendor = u64::from(g0.b ^ m0.b) | (ecx_edx(g0) ^ ecx_edx(m0));
     // CPUID.00H:EAX, CPUID.07H.0:EAX and CPUID.80000000H:EAX: the max leaves, not above.
     (bad == 0)
+        & (vendor == 0)
         & (g0.a <= m0.a)
         & (guest.feat[0].a <= max.feat[0].a)
         & (guest.extd[0].a <= max.extd[0].a)

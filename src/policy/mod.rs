@@ -173,7 +173,11 @@ pub const WORD_HOMES: [WordHome; NR_WORDS] = [
 ];
 
 /// The CPUID leaves and MSRs a domain, or the system, may see.
+///
+/// Aligned to 16 bytes, so that the compatibility check reads the kept featureset words as
+/// aligned 16-byte vectors; 2048 bytes in all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(align(16))]
 pub struct CpuPolicy {
     basic: [CpuidRegs; NR_BASIC],
     cache: [CpuidRegs; NR_CACHE],
