@@ -174,10 +174,10 @@ pub const WORD_HOMES: [WordHome; NR_WORDS] = [
 
 /// The CPUID leaves and MSRs a domain, or the system, may see.
 ///
-/// Aligned to 16 bytes, so that the compatibility check reads the kept featureset words as
-/// aligned 16-byte vectors; 2048 bytes in all.
+/// 2036 bytes, and kept below 2048: from there glibc's `memset` and `memcpy` (the zeroing
+/// of a fresh policy, its copies) switch to `rep stosb`/`rep movsb`, slower for this size
+/// on the machines measured (`BENCHMARKS.md`), so the type is not aligned to 16 (2048).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(align(16))]
 pub struct CpuPolicy {
     basic: [CpuidRegs; NR_BASIC],
     cache: [CpuidRegs; NR_CACHE],

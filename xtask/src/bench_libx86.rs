@@ -321,11 +321,13 @@ fn instruction_table(output: &str) -> String {
          binary with `--count POLICY OP`: 1000 calls a side, inclusive counts of the two \
          calling functions): exact and the same on every run, where the times above move \
          with the machine's load. Library calls (`memset`, `memcpy`) count as the \
-         instructions they execute, which undercounts their cost (a 2048-byte copy is a few \
-         dozen vector instructions). Above 2048 bytes glibc's `memset` and `memcpy` switch \
-         to `rep stosb`/`rep movsb`, which callgrind counts an iteration an instruction (a \
-         2080-byte `CpuPolicy` tried here counted 4102 for a fresh deserialise): \
-         `CpuPolicy` stays at 2048.\n\n\
+         instructions they execute, which undercounts their cost (a 2036-byte copy is a few \
+         dozen vector instructions). From 2048 bytes glibc's `memset` and `memcpy` switch \
+         to `rep stosb`/`rep movsb`, slower for a policy here: a 2048-byte `CpuPolicy` (the \
+         2036 aligned to 16) took 358 ns in the criterion `policy/deserialise` against 211 \
+         ns at 2036 bytes, and a 2080-byte one counted 4102 instructions for a fresh \
+         deserialise (callgrind counts a `rep` iteration an instruction). `CpuPolicy` stays \
+         at 2036.\n\n\
          | policy | operation | crate instructions | Xen instructions | crate/Xen | target <= 1.0 |\n\
          |---|---|---|---|---|---|\n{rows}"
     )
@@ -359,7 +361,7 @@ range, so the mask was a constant), and the deserialise figures before it (0.9-1
 depending on the run) were without it. Both deserialisations end by copying the policy's \
 17 featureset words that live in leaves into the words it keeps for the compatibility check \
 (about 30 instructions). *Fresh* adds the zeroing on both sides and, on the crate's, the \
-copy of the 2048-byte policy into the value `from_arrays` returns; *merged copy* copies the \
+copy of the 2036-byte policy into the value `from_arrays` returns; *merged copy* copies the \
 policy in and out (all or nothing, the crate's guarantee; `merge_arrays` is the \
 like-for-like). \
 *Compatible*: the crate compares the 19 feature words of both policies and \
@@ -367,9 +369,11 @@ MSR_PLATFORM_INFO's bits (the crate's documented extension: a guest feature the 
 refused, naming it), the vendor and the three max leaves, where Xen compares the vendor, the \
 max leaves and MSR_PLATFORM_INFO. A `CpuPolicy` keeps the 20 subset-tested words side by side \
 (its setters, merges and derivations, and the guard `leaf_mut` returns, keep them current), \
-so \"compatible\" (`check_compatible`, inlined) is five aligned 16-byte AND-NOTs, two \
-vendor XORs and three comparisons, no gathering: fewer instructions than libx86, but 22 \
-loads (five vectors and six words a policy) against libx86's 12, and about 1.2x its time. \
+so \"compatible\" (`check_compatible`, inlined) is five 16-byte AND-NOTs, two \
+vendor XORs and three comparisons, no gathering: fewer instructions than libx86, but 20 \
+loads (five vectors, two vendor loads and three max leaves a policy) against libx86's 12 \
+scalar ones, and an OR-reduction of the vector (two shuffles, two ORs, a move to a \
+register) before the first branch: about 1.1-1.3x libx86's time. \
 \"compatible (words kept)\" checks two `CompatWords` copied out of the policies \
 beforehand (vendor and max leaves beside the words, seven vectors a side). The designs that would meet 1.0x for deserialise: a flat leaf store \
 in `CpuPolicy` (one array that every (leaf, subleaf) indexes by arithmetic, as the CPUID \
