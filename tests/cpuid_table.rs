@@ -208,7 +208,7 @@ proptest! {
         let mut w = words.iter().copied();
         let mut next = || w.next().unwrap_or(0);
         for &(leaf, subleaf) in &queries() {
-            if let Some(r) = p.leaf_mut(leaf, subleaf) {
+            if let Some(mut r) = p.leaf_mut(leaf, subleaf) {
                 *r = CpuidRegs::new(next(), next(), next(), next());
             }
         }

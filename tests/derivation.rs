@@ -236,14 +236,19 @@ fn misc_recalculation_on_intel() {
     // Haswell dump as such a model presents it:
     let mut hw = raw(HASWELL_XEON);
     let l0 = leaf(&hw, 0);
-    let e0 = hw.leaf_mut(0x8000_0000, 0).unwrap();
-    (e0.b, e0.c, e0.d) = (l0.b, l0.c, l0.d);
+    {
+        let mut e0 = hw.leaf_mut(0x8000_0000, 0).unwrap();
+        (e0.b, e0.c, e0.d) = (l0.b, l0.c, l0.d);
+    }
     *hw.leaf_mut(0x8000_0005, 0).unwrap() =
         CpuidRegs::new(0x01ff_01ff, 0x01ff_01ff, 0x4002_0140, 0x4002_0140);
-    let e6 = hw.leaf_mut(0x8000_0006, 0).unwrap();
-    (e6.a, e6.b, e6.d) = (0, 0x4200_4200, 0x0070_0140);
-    let e7 = hw.leaf_mut(0x8000_0007, 0).unwrap();
+    {
+        let mut e6 = hw.leaf_mut(0x8000_0006, 0).unwrap();
+        (e6.a, e6.b, e6.d) = (0, 0x4200_4200, 0x0070_0140);
+    }
+    let mut e7 = hw.leaf_mut(0x8000_0007, 0).unwrap();
     (e7.a, e7.b, e7.c) = (0, 0x1b, 0);
+    drop(e7);
     let s = SystemPolicies::derive(&hw, HostOptions::default());
     let host_e0 = leaf(&s.host, 0x8000_0000);
     assert_eq!((host_e0.b, host_e0.c, host_e0.d), (l0.b, l0.c, l0.d));
@@ -447,8 +452,9 @@ fn without_a_vpmu_leaf_0xa_is_gone_from_the_host() {
 fn lfence_dispatch_on_family_11h_extends_the_extended_leaves() {
     let mut hw = raw(BARCELONA);
     assert_eq!(hw.max_extd_leaf(), 0x8000_001a);
-    let l1 = hw.leaf_mut(1, 0).unwrap();
+    let mut l1 = hw.leaf_mut(1, 0).unwrap();
     l1.a = (l1.a & !(0xff << 20 | 0xf << 8)) | 2 << 20 | 0xf << 8;
+    drop(l1);
     assert_eq!(hw.signature().family, 0x11);
     let s = SystemPolicies::derive(&hw, HostOptions::default());
     assert!(s.host.featureset().contains(Feature::LFENCE_DISPATCH));

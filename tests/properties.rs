@@ -652,7 +652,7 @@ fn apply_max_leaves(p: &mut CpuPolicy, m: &MaxLeaves) {
         p.set_hypervisor_limits(hv, hv2);
     }
     if let Some((b, c, d)) = m.vendor {
-        let leaf0 = p.leaf_mut(0, 0).unwrap();
+        let mut leaf0 = p.leaf_mut(0, 0).unwrap();
         (leaf0.b, leaf0.c, leaf0.d) = (b, c, d);
     }
 }
@@ -730,7 +730,7 @@ fn leaf_mut_policy_raw() -> BoxedStrategy<CpuPolicy> {
                 } else {
                     subleaf
                 };
-                if let Some(slot) = p.leaf_mut(leaf, subleaf) {
+                if let Some(mut slot) = p.leaf_mut(leaf, subleaf) {
                     *slot = r;
                 }
             }
@@ -771,7 +771,7 @@ fn hardware_policy() -> BoxedStrategy<CpuPolicy> {
     raw_policy()
         .prop_map(|mut p| {
             for i in 2..NR_XSTATE as u32 {
-                let r = p.leaf_mut(0xd, i).unwrap();
+                let mut r = p.leaf_mut(0xd, i).unwrap();
                 r.a &= 0xffff;
                 r.b &= 0xffff;
             }
@@ -1232,9 +1232,10 @@ proptest! {
         if xsave_heavy {
             raw.set_max_basic_leaf(0xd);
             raw.set_featureset(&(raw.featureset() | KNOWN));
-            let l0 = raw.leaf_mut(0xd, 0).unwrap();
+            let mut l0 = raw.leaf_mut(0xd, 0).unwrap();
             l0.a |= 0x6_02ff;
             l0.d |= 1 << 30;
+            drop(l0);
             for (i, r) in components {
                 *raw.leaf_mut(0xd, i).unwrap() = r;
             }

@@ -48,10 +48,10 @@ fn policy(pokes: &[Poke]) -> CpuPolicy {
     for poke in pokes {
         match *poke {
             Cpuid(leaf, subleaf, reg, value) => {
-                let regs = p
+                let mut regs = p
                     .leaf_mut(leaf, subleaf)
                     .unwrap_or_else(|| panic!("no slot for {leaf:#x}:{subleaf}"));
-                *reg.get_mut(regs) = value;
+                *reg.get_mut(&mut regs) = value;
             }
             Poke::CpuidFaulting => p.set_cpuid_faulting(true),
         }

@@ -3,8 +3,10 @@
 
 use core::fmt;
 
-use super::{CpuPolicy, EXTD_BASE, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, WORD_HOMES, WordHome};
-use crate::cpuid::NO_SUBLEAF;
+use super::{
+    CpuPolicy, EXTD_BASE, MSR_ARCH_CAPABILITIES, MSR_PLATFORM_INFO, Slot, WORD_HOMES, WordHome,
+};
+use crate::cpuid::{CpuidRegs, NO_SUBLEAF};
 use crate::feature::NR_WORDS;
 use crate::featureset::Featureset;
 
@@ -75,31 +77,97 @@ impl fmt::Display for Incompatibility {
 
 impl core::error::Error for Incompatibility {}
 
-/// What the compatibility check reads of a policy, gathered once: the vendor string, the
-/// max leaves, MSR_PLATFORM_INFO and the featureset words. A toolstack or hypervisor that
-/// checks a policy more than once (a max policy against every domain, a domain against every
-/// host of a pool) builds it once with [`CompatWords::of`] and checks with
-/// [`CompatWords::check`]: a few comparisons and 19 AND-NOTs, no leaf lookups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// MSR_PLATFORM_INFO's place among the subset-tested words, after the 19 featureset words.
+pub(super) const PLATFORM_INFO_WORD: usize = NR_WORDS;
+/// The subset-tested words: the featureset, then MSR_PLATFORM_INFO (what a [`CpuPolicy`]
+/// keeps, next to its leaves).
+pub(super) const NR_KEPT_WORDS: usize = NR_WORDS + 1;
+
+/// AMD's copies of CPUID.01H:EDX in CPUID.80000001H:EDX (featureset word 2) are no feature
+/// (Xen's per-domain `recalculate_misc` makes them in domain policies, system policies have
+/// none): the kept word 2 is without them.
+pub(super) const WORD_2_KEEP: u32 = !crate::feature::COMMON_1D;
+
+/// What the compatibility check reads of a policy, in one value: the vendor string, the max
+/// leaves, MSR_PLATFORM_INFO and the featureset words, for a toolstack that keeps a policy's
+/// words apart from the policy ([`CompatWords::of`], [`CompatWords::accepts`]).
+/// [`check_compatible`] needs none: every [`CpuPolicy`] keeps its featureset words and
+/// MSR_PLATFORM_INFO side by side, current after every change.
+///
+/// Laid out for the check: 20 words that must be a subset of the max policy's (the 19
+/// featureset words, CPUID.80000001H:EDX without AMD's copies of CPUID.01H:EDX, and
+/// MSR_PLATFORM_INFO), four words that must be equal (the vendor string and a zero), four
+/// that must not exceed the max policy's (the three max leaves and a zero): seven 16-byte
+/// blocks, aligned, which the check reads as whole vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C, align(16))]
 pub struct CompatWords {
-    vendor: [u32; 3],
-    max_basic: u32,
-    max_feat: u32,
-    max_extd: u32,
-    platform_info: u32,
-    words: [u32; NR_WORDS],
+    /// Featureset words 0-18, then MSR_PLATFORM_INFO.
+    subset: [u32; NR_KEPT_WORDS],
+    /// CPUID.00H:EBX, ECX, EDX (the vendor string), then 0.
+    vendor: [u32; 4],
+    /// CPUID.00H:EAX, CPUID.07H.0:EAX, CPUID.80000000H:EAX, then 0.
+    maxima: [u32; 4],
+}
+
+/// Bring the kept words homed in `slot` up to date with its registers `r` (the slot
+/// [`CpuPolicy::leaf_mut`]'s guard lent out). Where each word lives: [`super::WORD_HOMES`],
+/// which `CpuPolicy::feature_words` follows too; the property test below checks the two
+/// agree.
+pub(super) fn note(w: &mut [u32; NR_KEPT_WORDS], slot: Slot, r: &CpuidRegs) {
+    match slot {
+        // CPUID.01H:EDX word 0, CPUID.01H:ECX word 1.
+        Slot::Basic(1) => (w[0], w[1]) = (r.d, r.c),
+        // CPUID.07H.0: EBX word 5, ECX word 6, EDX word 9.
+        Slot::Feat(0) => (w[5], w[6], w[9]) = (r.b, r.c, r.d),
+        // CPUID.07H.1: EAX word 10, EBX word 12, ECX word 14, EDX word 15.
+        Slot::Feat(1) => (w[10], w[12], w[14], w[15]) = (r.a, r.b, r.c, r.d),
+        // CPUID.07H.2:EDX word 13.
+        Slot::Feat(2) => w[13] = r.d,
+        // CPUID.0DH.1:EAX word 4.
+        Slot::Xstate(1) => w[4] = r.a,
+        // CPUID.80000001H:EDX word 2 (without the copies of CPUID.01H:EDX), ECX word 3.
+        Slot::Extd(1) => (w[2], w[3]) = (r.d & WORD_2_KEEP, r.c),
+        // CPUID.80000007H:EDX word 7.
+        Slot::Extd(7) => w[7] = r.d,
+        // CPUID.80000008H:EBX word 8.
+        Slot::Extd(8) => w[8] = r.b,
+        // CPUID.80000021H: EAX word 11, ECX word 18.
+        Slot::Extd(0x21) => (w[11], w[18]) = (r.a, r.c),
+        _ => {}
+    }
+}
+
+/// True if `guest` is within `max`: [`check_compatible`]'s passing case, on the words the
+/// policies keep and their leaf 0, leaf 7.0 and leaf 0x80000000, no gathering and no
+/// branch (the 20 AND-NOTs folded as 16-byte vectors).
+#[inline(always)]
+fn policy_accepts(max: &CpuPolicy, guest: &CpuPolicy) -> bool {
+    let mut bad = 0;
+    for (g, m) in guest.kept.iter().zip(&max.kept) {
+        bad |= g & !m;
+    }
+    // CPUID.00H:EBX:EDX:ECX: the vendor string, equal.
+    let (g0, m0) = (&guest.basic[0], &max.basic[0]);
+    let ecx_edx = |r: &CpuidRegs| u64::from(r.c) | u64::from(r.d) << 32;
+    let vendor = u64::from(g0.b ^ m0.b) | (ecx_edx(g0) ^ ecx_edx(m0));
+    // CPUID.00H:EAX, CPUID.07H.0:EAX and CPUID.80000000H:EAX: the max leaves, not above.
+    (bad == 0)
+        & (vendor == 0)
+        & (g0.a <= m0.a)
+        & (guest.feat[0].a <= max.feat[0].a)
+        & (guest.extd[0].a <= max.extd[0].a)
 }
 
 impl CompatWords {
-    /// The words of `p` (its featureset: Xen's `x86_cpu_policy_to_featureset`).
+    /// The words of `p`: the featureset words and MSR_PLATFORM_INFO it keeps (a copy), its
+    /// vendor string and max leaves.
     pub fn of(p: &CpuPolicy) -> CompatWords {
+        let leaf0 = &p.basic[0];
         CompatWords {
-            vendor: [p.basic[0].b, p.basic[0].c, p.basic[0].d],
-            max_basic: p.basic[0].a,
-            max_feat: p.feat[0].a,
-            max_extd: p.extd[0].a,
-            platform_info: p.platform_info,
-            words: p.feature_words(),
+            subset: p.kept,
+            vendor: [leaf0.b, leaf0.c, leaf0.d, 0],
+            maxima: [leaf0.a, p.feat[0].a, p.extd[0].a, 0],
         }
     }
 
@@ -124,29 +192,36 @@ impl CompatWords {
     /// [`check_compatible`] accepts.
     #[inline]
     pub fn accepts(&self, guest: &CompatWords) -> bool {
-        // AMD's copies of CPUID.01H:EDX in CPUID.80000001H:EDX are no feature (below): word
-        // 2 is masked. One AND-NOT per word, no branch: the compiler may vectorise it.
-        const KEEP: [u32; NR_WORDS] = {
-            let mut keep = [!0; NR_WORDS];
-            keep[2] = !crate::feature::COMMON_1D;
-            keep
-        };
-        let extra = (guest.words.iter().zip(&KEEP).zip(&self.words))
-            .fold(0, |extra, ((g, keep), max)| extra | g & keep & !max);
-        extra == 0
-            && guest.vendor == self.vendor
-            && guest.max_basic <= self.max_basic
-            && guest.max_feat <= self.max_feat
-            && guest.max_extd <= self.max_extd
-            && guest.platform_info & !self.platform_info == 0
+        // Whole blocks, no branch: one AND-NOT per subset word, one XOR per vendor word, one
+        // comparison per max leaf, all folded before the single test (the padding words are
+        // zero on both sides).
+        let mut bad = 0;
+        for (g, m) in guest.subset.iter().zip(&self.subset) {
+            bad |= g & !m;
+        }
+        for (g, m) in guest.vendor.iter().zip(&self.vendor) {
+            bad |= g ^ m;
+        }
+        let mut above = false;
+        for (g, m) in guest.maxima.iter().zip(&self.maxima) {
+            above |= g > m;
+        }
+        (bad == 0) & !above
     }
 }
 
 /// Check `guest` against `max`: `Ok` if the guest asks for nothing `max` does not offer.
-/// The passing case reads each policy's words once, without building featuresets; a failure
-/// is then explained in full (the first offending leaf or MSR, and every extra feature).
+/// The passing case reads the featureset words each policy keeps, a few vectors and no
+/// lookups; a failure is then explained in full (the first offending leaf or MSR, and every
+/// extra feature). Inlined where it is called: the passing case is a few dozen
+/// instructions, the failing one a call.
+#[inline]
 pub fn check_compatible(max: &CpuPolicy, guest: &CpuPolicy) -> Result<(), Incompatibility> {
-    CompatWords::of(max).check(&CompatWords::of(guest), max, guest)
+    if policy_accepts(max, guest) {
+        Ok(())
+    } else {
+        check_compatible_slow(max, guest)
+    }
 }
 
 /// [`check_compatible`]'s explanation of a failure (out of line: the passing case is the
@@ -213,9 +288,16 @@ fn check_compatible_slow(max: &CpuPolicy, guest: &CpuPolicy) -> Result<(), Incom
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use std::vec;
+    use std::vec::Vec;
+
     use super::{CompatWords, check_compatible, check_compatible_slow};
-    use crate::cpuid::CpuidRegs;
-    use crate::policy::CpuPolicy;
+    use crate::abi::{XenCpuidLeaf, XenMsrEntry};
+    use crate::cpuid::{CpuidRegs, CpuidSource, NO_SUBLEAF};
+    use crate::featureset::Featureset;
+    use crate::policy::system::{DomainKind, HostOptions, SystemPolicies, SystemPolicy};
+    use crate::policy::{CpuPolicy, RawMsrs, Slot, XEN_LEAVES, XEN_LEAVES_RELOCATED};
 
     /// A policy whose every register holds a different pseudo-random value.
     fn noisy(seed: &mut u64, sparse: bool) -> CpuPolicy {
@@ -229,7 +311,7 @@ mod tests {
         let mut p = CpuPolicy::EMPTY;
         for leaf in (0..0xe).chain(0x8000_0000..0x8000_0022) {
             for sub in 0..63 {
-                if let Some(r) = p.leaf_mut(leaf, sub) {
+                if let Some(mut r) = p.leaf_mut(leaf, sub) {
                     *r = CpuidRegs::new(next(), next(), next(), next());
                 }
             }
@@ -264,7 +346,7 @@ mod tests {
                 guest.set_featureset(&fs);
                 for (leaf, sub) in [(0, 0), (7, 0), (0x8000_0000, 0)] {
                     let m = max.leaf(leaf, sub).unwrap();
-                    let g = guest.leaf_mut(leaf, sub).unwrap();
+                    let mut g = guest.leaf_mut(leaf, sub).unwrap();
                     g.a = if i % 5 == 0 {
                         m.a.wrapping_add(1)
                     } else {
@@ -283,5 +365,348 @@ mod tests {
             passed += full.is_ok() as u32;
         }
         assert!(passed > 100 && passed < 3900, "{passed} passed");
+    }
+
+    /// The words [`CompatWords`] must hold for `p`, made by another road than the kept
+    /// ones: the featureset through its [`crate::policy::WORD_HOMES`] lookups, the leaves
+    /// through [`CpuPolicy::leaf`].
+    fn words_from_leaves(p: &CpuPolicy) -> CompatWords {
+        let fs = p.featureset();
+        let mut subset = [0; super::NR_KEPT_WORDS];
+        for (w, word) in subset.iter_mut().zip(fs.words()) {
+            *w = *word;
+        }
+        // CPUID.80000001H:EDX without AMD's copies of CPUID.01H:EDX.
+        subset[2] &= !crate::feature::COMMON_1D;
+        subset[19] = p.platform_info();
+        let l0 = p.leaf(0, 0).unwrap();
+        CompatWords {
+            subset,
+            vendor: [l0.b, l0.c, l0.d, 0],
+            maxima: [
+                p.max_basic_leaf(),
+                p.leaf(7, 0).unwrap().a,
+                p.leaf(0x8000_0000, 0).unwrap().a,
+                0,
+            ],
+        }
+    }
+
+    /// Every `pub` method of the policy modules that changes a policy in place, makes one or
+    /// hands one out: each is applied by [`mutator`] below, which
+    /// [`the_kept_words_follow_every_mutator`] checks. A new one fails
+    /// [`every_mutator_is_listed`] until it is added here and there.
+    const MUTATORS: &[&str] = &[
+        // mod.rs
+        "from_source",
+        "leaf_mut",
+        "slot_mut",
+        "set_max_basic_leaf",
+        "set_max_feat_subleaf",
+        "set_max_extd_leaf",
+        "set_hypervisor_limits",
+        "set_cpuid_faulting",
+        "set_platform_info",
+        "set_arch_caps",
+        "set_featureset",
+        "clear_out_of_range_leaves",
+        // serialise.rs
+        "merged",
+        "merge_arrays",
+        "from_arrays",
+        // system.rs
+        "derive",
+        "derive_into",
+        "get",
+        "max_for",
+        "default_for",
+        "domain_policy",
+        "recalculate",
+    ];
+
+    /// The names of the `pub fn`s in `source` whose signature takes `&mut self` or returns a
+    /// policy (or a guard on one).
+    fn mutators_in(source: &str) -> Vec<&str> {
+        let mut names = Vec::new();
+        for (at, _) in source.match_indices("pub fn ") {
+            let rest = &source[at + "pub fn ".len()..];
+            let signature = &rest[..rest.find('{').unwrap()];
+            let name = &rest[..rest.find(['(', '<']).unwrap()];
+            let returns = signature.split_once("->").map_or("", |(_, r)| r);
+            if signature.contains("&mut self")
+                || returns.contains("CpuPolicy")
+                || returns.contains("LeafMut")
+                || returns.contains("SystemPolicies")
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_mutator_is_listed() {
+        let mut found: Vec<&str> = [
+            include_str!("mod.rs"),
+            include_str!("serialise.rs"),
+            include_str!("system.rs"),
+            include_str!("guest.rs"),
+            include_str!("compat.rs"),
+        ]
+        .into_iter()
+        .flat_map(mutators_in)
+        .collect();
+        found.sort_unstable();
+        let mut listed = MUTATORS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(found, listed);
+    }
+
+    /// One step of a random sequence: which mutator, with what.
+    #[derive(Clone, Debug)]
+    enum Op {
+        LeafMut(u32, u32, [u32; 4]),
+        SlotMut(usize, [u32; 4]),
+        MaxBasic(u32),
+        MaxFeat(u32),
+        MaxExtd(u32),
+        HypervisorLimits(u32, u32),
+        CpuidFaulting(bool),
+        PlatformInfo(u32),
+        ArchCaps(u64),
+        Featureset([u32; crate::feature::NR_WORDS]),
+        Clear,
+        Merged(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>),
+        MergeArrays(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>),
+        FromArrays(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>),
+        FromSource(Option<u64>, Option<u64>),
+        System(usize, bool),
+    }
+
+    /// A leaf a policy has, or one it has not: the feature words' homes, the max leaves, the
+    /// vendor, their neighbours.
+    fn any_leaf() -> impl Strategy<Value = (u32, u32)> {
+        let leaf = prop_oneof![
+            0u32..0xf,
+            0x8000_0000u32..0x8000_0023,
+            Just(XEN_LEAVES),
+            Just(XEN_LEAVES_RELOCATED),
+        ];
+        (leaf, prop_oneof![0u32..4, Just(NO_SUBLEAF), Just(62u32)])
+    }
+
+    fn regs() -> impl Strategy<Value = [u32; 4]> {
+        // Sparse values as often as dense ones: max leaves in range, a few features.
+        let word = prop_oneof![any::<u32>(), 0u32..0x30, Just(0x8000_0021u32)];
+        [word.clone(), word.clone(), word.clone(), word]
+    }
+
+    fn arrays() -> impl Strategy<Value = (Vec<XenCpuidLeaf>, Vec<XenMsrEntry>)> {
+        let leaf = (any_leaf(), regs()).prop_map(|((leaf, subleaf), [a, b, c, d])| XenCpuidLeaf {
+            leaf,
+            subleaf,
+            a,
+            b,
+            c,
+            d,
+        });
+        let msr_index = prop_oneof![
+            Just(crate::policy::MSR_PLATFORM_INFO),
+            Just(crate::policy::MSR_ARCH_CAPABILITIES),
+            Just(0x10bu32),
+        ];
+        let msr = (
+            msr_index,
+            prop_oneof![8 => Just(0u32), 1 => Just(1u32)],
+            any::<u64>(),
+        )
+            .prop_map(|(idx, flags, val)| XenMsrEntry {
+                idx,
+                flags,
+                val: if val & 1 == 0 { val & 0xffff_ffff } else { val },
+            });
+        (
+            proptest::collection::vec(leaf, 0..12),
+            proptest::collection::vec(msr, 0..3),
+        )
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (any_leaf(), regs()).prop_map(|((l, s), r)| Op::LeafMut(l, s, r)),
+            2 => (0usize..6 * 63, regs()).prop_map(|(i, r)| Op::SlotMut(i, r)),
+            1 => any::<u32>().prop_map(Op::MaxBasic),
+            1 => (0u32..4).prop_map(Op::MaxFeat),
+            1 => any::<u32>().prop_map(Op::MaxExtd),
+            1 => (any::<u32>(), any::<u32>()).prop_map(|(a, b)| Op::HypervisorLimits(a, b)),
+            1 => any::<bool>().prop_map(Op::CpuidFaulting),
+            1 => any::<u32>().prop_map(Op::PlatformInfo),
+            1 => any::<u64>().prop_map(Op::ArchCaps),
+            1 => any::<[u32; crate::feature::NR_WORDS]>().prop_map(Op::Featureset),
+            1 => Just(Op::Clear),
+            1 => arrays().prop_map(|(l, m)| Op::Merged(l, m)),
+            1 => arrays().prop_map(|(l, m)| Op::MergeArrays(l, m)),
+            1 => arrays().prop_map(|(l, m)| Op::FromArrays(l, m)),
+            1 => (any::<Option<u64>>(), any::<Option<u64>>())
+                .prop_map(|(p, a)| Op::FromSource(p, a)),
+            1 => (0usize..3, any::<bool>()).prop_map(|(k, hap)| Op::System(k, hap)),
+        ]
+    }
+
+    /// A policy read as a processor: what `from_source` fills from.
+    struct AsCpu(CpuPolicy);
+
+    impl CpuidSource for AsCpu {
+        fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidRegs {
+            self.0.leaf(leaf, subleaf).unwrap_or(CpuidRegs::ZERO)
+        }
+    }
+
+    /// The slot of a flat index over every array of the table (past its end for some).
+    fn slot_of(i: usize) -> Option<Slot> {
+        let (array, n) = (i / 63, i % 63);
+        let slot = match array {
+            0 => Slot::Basic(n),
+            1 => Slot::Cache(n),
+            2 => Slot::Feat(n),
+            3 => Slot::Topo(n),
+            4 => Slot::Xstate(n),
+            _ => Slot::Extd(n),
+        };
+        Slot::of(
+            match slot {
+                Slot::Basic(n) => n as u32,
+                Slot::Cache(_) => 4,
+                Slot::Feat(_) => 7,
+                Slot::Topo(_) => 0xb,
+                Slot::Xstate(_) => 0xd,
+                Slot::Extd(n) => 0x8000_0000 + n as u32,
+            },
+            n as u32,
+        )
+        .filter(|s| *s == slot)
+    }
+
+    /// Apply `op` to `p`; every policy it makes or hands out is in `out` (`p` itself last).
+    fn mutator(p: &mut CpuPolicy, op: Op, out: &mut Vec<CpuPolicy>) {
+        match op {
+            Op::LeafMut(leaf, subleaf, [a, b, c, d]) => {
+                if let Some(mut r) = p.leaf_mut(leaf, subleaf) {
+                    // Sometimes a whole write, sometimes one register.
+                    if a & 1 == 0 {
+                        *r = CpuidRegs::new(a, b, c, d);
+                    } else {
+                        r.d ^= d;
+                    }
+                }
+            }
+            Op::SlotMut(i, [a, b, c, d]) => {
+                if let Some(slot) = slot_of(i) {
+                    p.slot_mut(slot).c = c;
+                    *p.slot_mut(slot) = CpuidRegs::new(a, b, c, d);
+                }
+            }
+            Op::MaxBasic(v) => p.set_max_basic_leaf(v),
+            Op::MaxFeat(v) => p.set_max_feat_subleaf(v),
+            Op::MaxExtd(v) => p.set_max_extd_leaf(v),
+            Op::HypervisorLimits(a, b) => p.set_hypervisor_limits(a, b),
+            Op::CpuidFaulting(on) => p.set_cpuid_faulting(on),
+            Op::PlatformInfo(v) => p.set_platform_info(v),
+            Op::ArchCaps(v) => p.set_arch_caps(v),
+            Op::Featureset(words) => {
+                let mut fs = Featureset::EMPTY;
+                for (i, w) in words.into_iter().enumerate() {
+                    fs.set_word(i, w);
+                }
+                p.set_featureset(&fs);
+            }
+            Op::Clear => p.clear_out_of_range_leaves(),
+            Op::Merged(leaves, msrs) => {
+                if let Ok(m) = p.merged(&leaves, &msrs) {
+                    out.push(m);
+                }
+            }
+            // In place, with the entries before a bad one kept: the kept words must follow
+            // those too.
+            Op::MergeArrays(leaves, msrs) => _ = p.merge_arrays(&leaves, &msrs),
+            Op::FromArrays(leaves, msrs) => {
+                if let Ok(q) = CpuPolicy::from_arrays(&leaves, &msrs) {
+                    out.push(q);
+                }
+            }
+            Op::FromSource(platform_info, arch_caps) => {
+                let msrs = RawMsrs {
+                    platform_info,
+                    arch_caps,
+                };
+                *p = CpuPolicy::from_source(&AsCpu(*p), msrs);
+            }
+            Op::System(k, hap) => {
+                let kind = [DomainKind::Pv, DomainKind::HvmHap, DomainKind::HvmShadow][k];
+                let options = HostOptions {
+                    hap,
+                    ..HostOptions::default()
+                };
+                let s = SystemPolicies::derive(p, options);
+                let mut t = SystemPolicies::EMPTY;
+                t.derive_into(p, options);
+                for which in [
+                    SystemPolicy::Raw,
+                    SystemPolicy::Host,
+                    SystemPolicy::PvMax,
+                    SystemPolicy::PvDefault,
+                    SystemPolicy::HvmMax,
+                    SystemPolicy::HvmDefault,
+                ] {
+                    out.push(*s.get(which));
+                    out.push(*t.get(which));
+                }
+                out.extend(s.max_for(kind));
+                out.push(s.default_for(kind));
+                let fs = s.default_for(kind).featureset();
+                out.extend(
+                    s.domain_policy(kind, s.get(SystemPolicy::Host).vendor(), &fs)
+                        .ok(),
+                );
+                out.extend(s.recalculate(kind, p));
+                // The next steps go on from a derived policy (a realistic one).
+                if let Some(q) = s.recalculate(kind, p) {
+                    *p = q;
+                }
+            }
+        }
+        out.push(*p);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// After any sequence of any mutators, every policy's kept words are its words
+        /// gathered afresh from its leaves, and the check on them answers as the check
+        /// from the leaves does.
+        #[test]
+        fn the_kept_words_follow_every_mutator(
+            ops in proptest::collection::vec(op(), 1..24),
+        ) {
+            let mut p = CpuPolicy::EMPTY;
+            let mut previous = CpuPolicy::EMPTY;
+            for op in ops {
+                let mut out = Vec::new();
+                mutator(&mut p, op.clone(), &mut out);
+                for q in &out {
+                    prop_assert_eq!(CompatWords::of(q), words_from_leaves(q), "after {:?}", op);
+                    prop_assert_eq!(
+                        check_compatible(&previous, q),
+                        check_compatible_slow(&previous, q),
+                        "after {:?}", op
+                    );
+                    prop_assert_eq!(
+                        check_compatible(q, q).is_ok(),
+                        check_compatible_slow(q, q).is_ok()
+                    );
+                }
+                previous = p;
+            }
+        }
     }
 }

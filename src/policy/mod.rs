@@ -173,6 +173,10 @@ pub const WORD_HOMES: [WordHome; NR_WORDS] = [
 ];
 
 /// The CPUID leaves and MSRs a domain, or the system, may see.
+///
+/// 2036 bytes, and kept below 2048: from there glibc's `memset` and `memcpy` (the zeroing
+/// of a fresh policy, its copies) switch to `rep stosb`/`rep movsb`, slower for this size
+/// on the machines measured (`BENCHMARKS.md`), so the type is not aligned to 16 (2048).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CpuPolicy {
     basic: [CpuidRegs; NR_BASIC],
@@ -181,14 +185,21 @@ pub struct CpuPolicy {
     topo: [CpuidRegs; NR_TOPO],
     xstate: [CpuidRegs; NR_XSTATE],
     extd: [CpuidRegs; NR_EXTD],
+    /// The 19 featureset words, then MSR_PLATFORM_INFO: what the compatibility check tests
+    /// for a subset. Words 16 and 17 (MSR_ARCH_CAPABILITIES, low and high half) and 19
+    /// (MSR_PLATFORM_INFO, the 32 bits Xen keeps) are where those MSRs live; the others are
+    /// copies of the registers [`WORD_HOMES`] names, word 2 without AMD's copies of
+    /// CPUID.01H:EDX (no feature). Every change to a home register updates its copy before
+    /// the changing `pub` method returns: the setters word by word, [`CpuPolicy::leaf_mut`]
+    /// and [`CpuPolicy::slot_mut`] through their guard's `Drop`, everything else (the
+    /// merges, the clearing, the derivations in [`system`]) with [`CpuPolicy::reseal`].
+    /// `compat::tests::the_kept_words_follow_every_mutator` applies random sequences of
+    /// every mutator and compares; `compat::tests::every_mutator_is_listed` lists them.
+    kept: [u32; compat::NR_KEPT_WORDS],
     /// Xen leaves limit (EAX of 0x40000000 in the serialised form); 8 bits, as Xen keeps it.
     hv_limit: u8,
     /// Relocated Xen leaves limit (EAX of 0x40000100); 8 bits.
     hv2_limit: u8,
-    /// MSR_PLATFORM_INFO as the domain sees it (Xen keeps 32 bits).
-    platform_info: u32,
-    /// MSR_ARCH_CAPABILITIES as the domain sees it.
-    arch_caps: u64,
 }
 
 impl Default for CpuPolicy {
@@ -208,8 +219,7 @@ impl CpuPolicy {
         extd: [CpuidRegs::ZERO; NR_EXTD],
         hv_limit: 0,
         hv2_limit: 0,
-        platform_info: 0,
-        arch_caps: 0,
+        kept: [0; compat::NR_KEPT_WORDS],
     };
 
     /// Read a processor through `source` the way Xen fills its raw policy
@@ -273,13 +283,23 @@ impl CpuPolicy {
         for i in 1..=max {
             p.extd[i] = source.cpuid(EXTD_BASE + i as u32, 0);
         }
-        p.platform_info = msrs
-            .platform_info
-            .map_or(0, |v| v as u32 & PLATFORM_INFO_CPUID_FAULTING);
+        p.set_platform_info(
+            msrs.platform_info
+                .map_or(0, |v| v as u32 & PLATFORM_INFO_CPUID_FAULTING),
+        );
         if p.featureset().contains(crate::feature::Feature::ARCH_CAPS) {
-            p.arch_caps = msrs.arch_caps.unwrap_or(0);
+            p.set_arch_caps(msrs.arch_caps.unwrap_or(0));
         }
+        p.reseal();
         p
+    }
+
+    /// Copy every kept featureset word afresh from its home register ([`CpuPolicy::kept`]):
+    /// the last step of every method that writes the leaves directly.
+    fn reseal(&mut self) {
+        let words = self.feature_words();
+        self.kept[..NR_WORDS].copy_from_slice(&words);
+        self.kept[2] &= compat::WORD_2_KEEP;
     }
 
     /// The registers stored for `(leaf, subleaf)`, or `None` if the table has no slot for it.
@@ -288,8 +308,12 @@ impl CpuPolicy {
         Slot::of(leaf, subleaf).map(|slot| *self.slot(slot))
     }
 
-    /// The registers for `(leaf, subleaf)`, for writing.
-    pub fn leaf_mut(&mut self, leaf: u32, subleaf: u32) -> Option<&mut CpuidRegs> {
+    /// The registers for `(leaf, subleaf)`, for writing: a guard that derefs to them and,
+    /// when dropped, brings the copies of the featureset words the policy keeps for
+    /// [`compat::check_compatible`] up to date with them. Keep it no longer than the write (a second `leaf_mut` of the
+    /// same policy waits for the first guard's drop); a guard leaked with `mem::forget` leaves
+    /// the kept words stale, and [`compat::check_compatible`] reading them wrong.
+    pub fn leaf_mut(&mut self, leaf: u32, subleaf: u32) -> Option<LeafMut<'_>> {
         Slot::of(leaf, subleaf).map(|slot| self.slot_mut(slot))
     }
 
@@ -307,9 +331,24 @@ impl CpuPolicy {
         }
     }
 
-    /// The registers in `slot`, for writing; the index is clamped under speculation as in
-    /// [`CpuPolicy::slot`].
-    pub fn slot_mut(&mut self, slot: Slot) -> &mut CpuidRegs {
+    /// The registers in `slot`, for writing, through the guard [`CpuPolicy::leaf_mut`]
+    /// returns; the index is clamped under speculation as in [`CpuPolicy::slot`].
+    pub fn slot_mut(&mut self, slot: Slot) -> LeafMut<'_> {
+        let kept = &mut self.kept;
+        let regs = match slot {
+            Slot::Basic(i) => nospec::at_mut(&mut self.basic, i),
+            Slot::Cache(i) => nospec::at_mut(&mut self.cache, i),
+            Slot::Feat(i) => nospec::at_mut(&mut self.feat, i),
+            Slot::Topo(i) => nospec::at_mut(&mut self.topo, i),
+            Slot::Xstate(i) => nospec::at_mut(&mut self.xstate, i),
+            Slot::Extd(i) => nospec::at_mut(&mut self.extd, i),
+        };
+        LeafMut { regs, kept, slot }
+    }
+
+    /// The registers in `slot`, for writing, with no guard: for the module's own
+    /// derivations, which [`CpuPolicy::reseal`] before the policy leaves them.
+    fn regs_mut(&mut self, slot: Slot) -> &mut CpuidRegs {
         match slot {
             Slot::Basic(i) => nospec::at_mut(&mut self.basic, i),
             Slot::Cache(i) => nospec::at_mut(&mut self.cache, i),
@@ -337,7 +376,7 @@ impl CpuPolicy {
 
     /// Set the highest basic leaf.
     pub fn set_max_basic_leaf(&mut self, max: u32) {
-        self.basic[0].a = max;
+        self.slot_mut(Slot::Basic(0)).a = max;
     }
 
     /// The highest leaf 7 subleaf (CPUID.07H.0:EAX).
@@ -347,7 +386,7 @@ impl CpuPolicy {
 
     /// Set the highest leaf 7 subleaf.
     pub fn set_max_feat_subleaf(&mut self, max: u32) {
-        self.feat[0].a = max;
+        self.slot_mut(Slot::Feat(0)).a = max;
     }
 
     /// The highest extended leaf (CPUID.80000000H:EAX).
@@ -357,7 +396,7 @@ impl CpuPolicy {
 
     /// Set the highest extended leaf.
     pub fn set_max_extd_leaf(&mut self, max: u32) {
-        self.extd[0].a = max;
+        self.slot_mut(Slot::Extd(0)).a = max;
     }
 
     /// The Xen leaves' limits: (at 0x40000000, at 0x40000100). 0 means the default, 5.
@@ -374,36 +413,36 @@ impl CpuPolicy {
 
     /// MSR_PLATFORM_INFO as the policy holds it.
     pub fn platform_info(&self) -> u32 {
-        self.platform_info
+        self.kept[compat::PLATFORM_INFO_WORD]
     }
 
     /// True if the policy offers CPUID faulting (`MSR_PLATFORM_INFO[31]`).
     pub fn cpuid_faulting(&self) -> bool {
-        self.platform_info & PLATFORM_INFO_CPUID_FAULTING != 0
+        self.platform_info() & PLATFORM_INFO_CPUID_FAULTING != 0
     }
 
     /// Offer or withdraw CPUID faulting (`MSR_PLATFORM_INFO[31]`).
     pub fn set_cpuid_faulting(&mut self, on: bool) {
-        self.platform_info = if on {
-            self.platform_info | PLATFORM_INFO_CPUID_FAULTING
+        self.set_platform_info(if on {
+            self.platform_info() | PLATFORM_INFO_CPUID_FAULTING
         } else {
-            self.platform_info & !PLATFORM_INFO_CPUID_FAULTING
-        };
+            self.platform_info() & !PLATFORM_INFO_CPUID_FAULTING
+        });
     }
 
     /// MSR_ARCH_CAPABILITIES as the policy holds it.
     pub fn arch_caps(&self) -> u64 {
-        self.arch_caps
+        u64::from(self.kept[16]) | u64::from(self.kept[17]) << 32
     }
 
     /// Set MSR_PLATFORM_INFO as the policy holds it, all 32 bits (Xen's `platform_info.raw`).
     pub fn set_platform_info(&mut self, value: u32) {
-        self.platform_info = value;
+        self.kept[compat::PLATFORM_INFO_WORD] = value;
     }
 
     /// Set MSR_ARCH_CAPABILITIES as the policy holds it.
     pub fn set_arch_caps(&mut self, value: u64) {
-        self.arch_caps = value;
+        (self.kept[16], self.kept[17]) = (value as u32, (value >> 32) as u32);
     }
 
     /// XCR0 components the CPU supports (CPUID.0DH.0:EDX:EAX).
@@ -446,8 +485,8 @@ impl CpuPolicy {
             self.feat[2].d,
             f1.c,
             f1.d,
-            self.arch_caps as u32,
-            (self.arch_caps >> 32) as u32,
+            self.kept[16],
+            self.kept[17],
             self.extd[0x21].c,
         ]
     }
@@ -464,6 +503,7 @@ impl CpuPolicy {
         for (word, home) in WORD_HOMES.iter().enumerate() {
             self.set_word(*home, fs.word(word));
         }
+        self.reseal();
     }
 
     fn word(&self, home: WordHome) -> u32 {
@@ -471,22 +511,20 @@ impl CpuPolicy {
             WordHome::Cpuid { leaf, subleaf, reg } => {
                 self.leaf(leaf, subleaf).map_or(0, |r| reg.get(&r))
             }
-            WordHome::ArchCapsLow => self.arch_caps as u32,
-            WordHome::ArchCapsHigh => (self.arch_caps >> 32) as u32,
+            WordHome::ArchCapsLow => self.kept[16],
+            WordHome::ArchCapsHigh => self.kept[17],
         }
     }
 
     fn set_word(&mut self, home: WordHome, value: u32) {
         match home {
             WordHome::Cpuid { leaf, subleaf, reg } => {
-                if let Some(regs) = self.leaf_mut(leaf, subleaf) {
-                    *reg.get_mut(regs) = value;
+                if let Some(slot) = Slot::of(leaf, subleaf) {
+                    *reg.get_mut(self.regs_mut(slot)) = value;
                 }
             }
-            WordHome::ArchCapsLow => self.arch_caps = self.arch_caps & !0xffff_ffff | value as u64,
-            WordHome::ArchCapsHigh => {
-                self.arch_caps = self.arch_caps & 0xffff_ffff | (value as u64) << 32
-            }
+            WordHome::ArchCapsLow => self.kept[16] = value,
+            WordHome::ArchCapsHigh => self.kept[17] = value,
         }
     }
 
@@ -550,6 +588,35 @@ impl CpuPolicy {
             .iter_mut()
             .skip(max_extd + 1)
             .for_each(|r| *r = CpuidRegs::ZERO);
+        self.reseal();
+    }
+}
+
+/// A policy's registers lent for writing ([`CpuPolicy::leaf_mut`], [`CpuPolicy::slot_mut`]):
+/// derefs to them; its `Drop` brings the policy's kept featureset words up to date.
+#[derive(Debug)]
+pub struct LeafMut<'a> {
+    regs: &'a mut CpuidRegs,
+    kept: &'a mut [u32; compat::NR_KEPT_WORDS],
+    slot: Slot,
+}
+
+impl core::ops::Deref for LeafMut<'_> {
+    type Target = CpuidRegs;
+    fn deref(&self) -> &CpuidRegs {
+        self.regs
+    }
+}
+
+impl core::ops::DerefMut for LeafMut<'_> {
+    fn deref_mut(&mut self) -> &mut CpuidRegs {
+        self.regs
+    }
+}
+
+impl Drop for LeafMut<'_> {
+    fn drop(&mut self) {
+        compat::note(self.kept, self.slot, self.regs);
     }
 }
 

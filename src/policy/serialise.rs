@@ -258,6 +258,7 @@ impl CpuPolicy {
         let mut p = *self;
         p.merge_leaves(leaves)?;
         p.merge_msrs(msrs)?;
+        p.reseal();
         Ok(p)
     }
 
@@ -270,8 +271,12 @@ impl CpuPolicy {
         leaves: &[XenCpuidLeaf],
         msrs: &[XenMsrEntry],
     ) -> Result<(), PolicyArrayError> {
-        self.merge_leaves(leaves)?;
-        self.merge_msrs(msrs)
+        // The entries merged before a bad one stay, and so the kept words follow them.
+        let merged = self
+            .merge_leaves(leaves)
+            .and_then(|()| self.merge_msrs(msrs));
+        self.reseal();
+        merged
     }
 
     /// A policy read from arrays alone (merged into [`CpuPolicy::EMPTY`]).
@@ -283,6 +288,7 @@ impl CpuPolicy {
         let mut p = CpuPolicy::EMPTY;
         p.merge_leaves(leaves)?;
         p.merge_msrs(msrs)?;
+        p.reseal();
         Ok(p)
     }
 

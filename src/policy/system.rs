@@ -244,6 +244,17 @@ impl SystemPolicies {
         self.hvm_default =
             hvm_default_policy(&self.host, &self.raw, &boot, &self.hvm_max, options.hap);
         self.options = options;
+        // The derivations write leaves directly: each policy's kept words made afresh.
+        for p in [
+            &mut self.raw,
+            &mut self.host,
+            &mut self.pv_max,
+            &mut self.pv_default,
+            &mut self.hvm_max,
+            &mut self.hvm_default,
+        ] {
+            p.reseal();
+        }
     }
 
     /// One of the policies.
@@ -357,8 +368,8 @@ fn raw_policy(hardware: &CpuPolicy) -> CpuPolicy {
     fs.remove(Feature::OSPKE); // CPUID.07H.0:ECX[4] mirrors CR4.PKE
     p.set_featureset(&fs);
     // CPUID.0DH.0:EBX and CPUID.0DH.1:EBX are sizes for the current XCR0/XSS.
-    p.slot_mut(Slot::Xstate(0)).b = 0;
-    p.slot_mut(Slot::Xstate(1)).b = 0;
+    p.regs_mut(Slot::Xstate(0)).b = 0;
+    p.regs_mut(Slot::Xstate(1)).b = 0;
     p
 }
 
@@ -443,7 +454,7 @@ fn host_policy(raw: &CpuPolicy, options: &HostOptions) -> CpuPolicy {
     recalculate_xstate(&mut p, raw);
     // CPUID.0AH: Xen's vPMU is off by default (`vpmu=` not given), and then Xen drops the
     // architectural performance monitoring leaf from the host policy. This crate has no vPMU.
-    *p.slot_mut(Slot::Basic(0xa)) = CpuidRegs::ZERO;
+    *p.regs_mut(Slot::Basic(0xa)) = CpuidRegs::ZERO;
     p.set_cpuid_faulting(options.cpuid_faulting);
     p.clear_out_of_range_leaves();
     p
@@ -663,7 +674,7 @@ fn pv_max_policy(host: &CpuPolicy, raw: &CpuPolicy, boot: &BootChoices) -> CpuPo
     max_feature_adjustments(&mut fs, host, raw);
     common_feature_adjustments(&mut fs, host);
     p.set_featureset(&fs.sanitised());
-    *p.slot_mut(Slot::Extd(0xa)) = CpuidRegs::ZERO; // CPUID.8000000AH: no SVM for PV
+    *p.regs_mut(Slot::Extd(0xa)) = CpuidRegs::ZERO; // CPUID.8000000AH: no SVM for PV
     finish(&mut p, host);
     p.set_cpuid_faulting(false);
     p
@@ -730,7 +741,7 @@ fn hvm_max_policy(host: &CpuPolicy, raw: &CpuPolicy, boot: &BootChoices, hap: bo
     // CPUID.8000000AH:EDX: nested SVM offers only what it implements (on the host's SVM
     // bit, CPUID.80000001H:ECX[2], not the guest's).
     if host.featureset().contains(Feature::SVM) {
-        let svm = p.slot_mut(Slot::Extd(0xa));
+        let svm = p.regs_mut(Slot::Extd(0xa));
         svm.d = (svm.d & NESTED_SVM_FROM_HARDWARE) | NESTED_SVM_EMULATED;
     }
     max_feature_adjustments(&mut fs, host, raw);
@@ -803,20 +814,21 @@ fn recalculate_domain_policy(mut p: CpuPolicy, max: &CpuPolicy, host: &CpuPolicy
     p.set_featureset(&fs);
     // CPUID.01H:EBX[15:8]: the host's CLFLUSH line size.
     let clflush = max.slot(Slot::Basic(1)).b & 0xff00;
-    let leaf1 = p.slot_mut(Slot::Basic(1));
+    let leaf1 = p.regs_mut(Slot::Basic(1));
     leaf1.b = (leaf1.b & !0xff00) | clflush;
     recalculate_addr_widths(&mut p, max, &fs);
     recalculate_xstate(&mut p, host);
     recalculate_misc(&mut p);
     recalculate_cache_leaves(&mut p);
-    *p.slot_mut(Slot::Basic(0xa)) = CpuidRegs::ZERO; // CPUID.0AH: no vPMU
+    *p.regs_mut(Slot::Basic(0xa)) = CpuidRegs::ZERO; // CPUID.0AH: no vPMU
     if !fs.contains(Feature::SVM) {
-        *p.slot_mut(Slot::Extd(0xa)) = CpuidRegs::ZERO; // CPUID.8000000AH: SVM features
+        *p.regs_mut(Slot::Extd(0xa)) = CpuidRegs::ZERO; // CPUID.8000000AH: SVM features
     }
     if !fs.contains(Feature::PAGE1GB) {
-        *p.slot_mut(Slot::Extd(0x19)) = CpuidRegs::ZERO; // CPUID.80000019H: 1G TLB info
+        *p.regs_mut(Slot::Extd(0x19)) = CpuidRegs::ZERO; // CPUID.80000019H: 1G TLB info
     }
     p.clear_out_of_range_leaves();
+    p.reseal();
     p
 }
 
@@ -830,7 +842,7 @@ fn recalculate_addr_widths(p: &mut CpuPolicy, max: &CpuPolicy, fs: &Featureset) 
     } else {
         32
     };
-    let e8 = p.slot_mut(Slot::Extd(8));
+    let e8 = p.regs_mut(Slot::Extd(8));
     let phys = (e8.a & 0xff).min(max_phys).max(floor);
     let lin = if fs.contains(Feature::LM) { 48 } else { 32 };
     e8.a = (e8.a & !0xffff) | lin << 8 | phys;
@@ -841,7 +853,7 @@ fn recalculate_addr_widths(p: &mut CpuPolicy, max: &CpuPolicy, fs: &Featureset) 
 fn recalculate_cache_leaves(p: &mut CpuPolicy) {
     let mut ended = false;
     for i in 0..super::NR_CACHE {
-        let leaf = p.slot_mut(Slot::Cache(i));
+        let leaf = p.regs_mut(Slot::Cache(i));
         if !ended && matches!(leaf.a & 0x1f, 1..=3) {
             leaf.a &= 0xffff_c3ff;
             leaf.d &= 0x7;
@@ -877,7 +889,7 @@ fn recalculate_xstate(p: &mut CpuPolicy, host: &CpuPolicy) {
     let fs = p.featureset();
     if !fs.contains(Feature::XSAVE) {
         for i in 0..NR_XSTATE {
-            *p.slot_mut(Slot::Xstate(i)) = CpuidRegs::ZERO;
+            *p.regs_mut(Slot::Xstate(i)) = CpuidRegs::ZERO;
         }
         return;
     }
@@ -902,13 +914,13 @@ fn recalculate_xstate(p: &mut CpuPolicy, host: &CpuPolicy) {
             // Size plus offset; saturating, as a hostile raw policy may hold anything here.
             max_size = max_size.max(component.a.saturating_add(component.b));
         }
-        *p.slot_mut(Slot::Xstate(i)) = component;
+        *p.regs_mut(Slot::Xstate(i)) = component;
     }
-    let leaf0 = p.slot_mut(Slot::Xstate(0));
+    let leaf0 = p.regs_mut(Slot::Xstate(0));
     leaf0.a = xcr0 as u32;
     leaf0.d = (xcr0 >> 32) as u32;
     leaf0.c = max_size; // CPUID.0DH.0:ECX: size for every supported XCR0 component
-    let leaf1 = p.slot_mut(Slot::Xstate(1));
+    let leaf1 = p.regs_mut(Slot::Xstate(1));
     leaf1.c = xss as u32;
     leaf1.d = (xss >> 32) as u32;
 }
@@ -918,47 +930,47 @@ fn recalculate_xstate(p: &mut CpuPolicy, host: &CpuPolicy) {
 /// commit Xen runs it on the PV and HVM max policies (the defaults inherit it) and on every
 /// domain's policy, but no longer on the host policy (Xen commit f6894fdfa8).
 fn recalculate_misc(p: &mut CpuPolicy) {
-    let leaf1 = p.slot_mut(Slot::Basic(1));
+    let leaf1 = p.regs_mut(Slot::Basic(1));
     // CPUID.01H:EAX[13:12] processor type (Intel), and the reserved EAX[15:14], EAX[31:28].
     leaf1.a &= 0x0fff_0fff;
     leaf1.b &= 0x00ff_ffff; // CPUID.01H:EBX[31:24]: initial APIC ID, set per vCPU
     // CPUID.05H MONITOR sizes, CPUID.06H thermal and power, CPUID.08H and CPUID.0CH reserved.
     for leaf in [0x5, 0x6, 0x8, 0xc] {
-        *p.slot_mut(Slot::Basic(leaf)) = CpuidRegs::ZERO;
+        *p.regs_mut(Slot::Basic(leaf)) = CpuidRegs::ZERO;
     }
     for i in 0..super::NR_TOPO {
-        *p.slot_mut(Slot::Topo(i)) = CpuidRegs::ZERO; // CPUID.0BH: topology is per domain
+        *p.regs_mut(Slot::Topo(i)) = CpuidRegs::ZERO; // CPUID.0BH: topology is per domain
     }
-    p.slot_mut(Slot::Extd(1)).d &= !feature::COMMON_1D; // CPUID.80000001H:EDX copies of leaf 1
+    p.regs_mut(Slot::Extd(1)).d &= !feature::COMMON_1D; // CPUID.80000001H:EDX copies of leaf 1
     // CPUID.80000007H:EAX/EBX/ECX: RAS and power reporting (EDX is featureset word 7).
-    let e7 = p.slot_mut(Slot::Extd(7));
+    let e7 = p.regs_mut(Slot::Extd(7));
     e7.a = 0;
     e7.b = 0;
     e7.c = 0;
-    p.slot_mut(Slot::Extd(8)).d = 0; // CPUID.80000008H:EDX
+    p.regs_mut(Slot::Extd(8)).d = 0; // CPUID.80000008H:EDX
     match p.vendor() {
         Vendor::Intel => {
             // CPUID.02H:EAX[7:0]: the number of queries of leaf 2, always 1.
-            let leaf2 = p.slot_mut(Slot::Basic(2));
+            let leaf2 = p.regs_mut(Slot::Basic(2));
             leaf2.a = (leaf2.a & !0xff) | 1;
-            *p.slot_mut(Slot::Basic(0x3)) = CpuidRegs::ZERO; // processor serial number
-            *p.slot_mut(Slot::Basic(0x9)) = CpuidRegs::ZERO; // direct cache access
+            *p.regs_mut(Slot::Basic(0x3)) = CpuidRegs::ZERO; // processor serial number
+            *p.regs_mut(Slot::Basic(0x9)) = CpuidRegs::ZERO; // direct cache access
             // CPUID.80000000H:EBX/ECX/EDX: Intel reports no vendor string here.
-            let e0 = p.slot_mut(Slot::Extd(0));
+            let e0 = p.regs_mut(Slot::Extd(0));
             e0.b = 0;
             e0.c = 0;
             e0.d = 0;
-            let e1 = p.slot_mut(Slot::Extd(1));
+            let e1 = p.regs_mut(Slot::Extd(1));
             e1.a = 0; // CPUID.80000001H:EAX/EBX are reserved on Intel
             e1.b = 0;
-            *p.slot_mut(Slot::Extd(5)) = CpuidRegs::ZERO; // CPUID.80000005H: reserved on Intel
+            *p.regs_mut(Slot::Extd(5)) = CpuidRegs::ZERO; // CPUID.80000005H: reserved on Intel
             // CPUID.80000006H: only ECX (L2 cache) is defined on Intel.
-            let e6 = p.slot_mut(Slot::Extd(6));
+            let e6 = p.regs_mut(Slot::Extd(6));
             e6.a = 0;
             e6.b = 0;
             e6.d = 0;
             // CPUID.80000008H:EAX[15:0] address widths only; ECX is reserved on Intel.
-            let e8 = p.slot_mut(Slot::Extd(8));
+            let e8 = p.regs_mut(Slot::Extd(8));
             e8.a &= 0xffff;
             e8.c = 0;
         }
@@ -966,36 +978,36 @@ fn recalculate_misc(p: &mut CpuPolicy) {
             // CPUID.02H/03H cache descriptors and serial number, CPUID.04H cache parameters,
             // CPUID.09H DCA and CPUID.0AH performance monitoring: Intel's leaves.
             for leaf in [0x2, 0x3, 0x9, 0xa] {
-                *p.slot_mut(Slot::Basic(leaf)) = CpuidRegs::ZERO;
+                *p.regs_mut(Slot::Basic(leaf)) = CpuidRegs::ZERO;
             }
             for i in 0..super::NR_CACHE {
-                *p.slot_mut(Slot::Cache(i)) = CpuidRegs::ZERO;
+                *p.regs_mut(Slot::Cache(i)) = CpuidRegs::ZERO;
             }
             let leaf0 = *p.slot(Slot::Basic(0));
             let leaf1 = *p.slot(Slot::Basic(1));
             // CPUID.80000000H:EBX/ECX/EDX repeat the vendor string of CPUID.00H.
-            let e0 = p.slot_mut(Slot::Extd(0));
+            let e0 = p.regs_mut(Slot::Extd(0));
             e0.b = leaf0.b;
             e0.c = leaf0.c;
             e0.d = leaf0.d;
-            let e1 = p.slot_mut(Slot::Extd(1));
+            let e1 = p.regs_mut(Slot::Extd(1));
             e1.a = leaf1.a; // CPUID.80000001H:EAX repeats the signature of CPUID.01H:EAX
             e1.b &= 0xff00_ffff; // CPUID.80000001H:EBX[23:16]: reserved
             e1.d |= leaf1.d & feature::COMMON_1D; // CPUID.80000001H:EDX copies of leaf 1
             // CPUID.80000008H:EAX[15:0] address widths (GuestPhysAddrSize hidden); ECX[17:12]
             // APIC ID size and ECX[7:0] core count only.
-            let e8 = p.slot_mut(Slot::Extd(8));
+            let e8 = p.regs_mut(Slot::Extd(8));
             e8.a &= 0xffff;
             e8.c &= 0x3_f0ff;
-            *p.slot_mut(Slot::Extd(9)) = CpuidRegs::ZERO; // CPUID.80000009H: reserved
+            *p.regs_mut(Slot::Extd(9)) = CpuidRegs::ZERO; // CPUID.80000009H: reserved
             // CPUID.8000000BH-80000018H (IBS, LWP and more, reserved in between); 0x19 (1G TLB)
             // and 0x1A (performance hints) pass through; 0x1B IBS, 0x1C LWP, 0x1D/0x1E
             // topology, 0x1F SEV, 0x20 platform QoS are not virtualised.
             for leaf in (0x0b..=0x18).chain(0x1b..=0x20) {
-                *p.slot_mut(Slot::Extd(leaf)) = CpuidRegs::ZERO;
+                *p.regs_mut(Slot::Extd(leaf)) = CpuidRegs::ZERO;
             }
             // CPUID.80000021H:EBX/EDX (EAX and ECX are featureset words 11 and 18).
-            let e21 = p.slot_mut(Slot::Extd(0x21));
+            let e21 = p.regs_mut(Slot::Extd(0x21));
             e21.b = 0;
             e21.d = 0;
         }

@@ -179,6 +179,41 @@ fn instruction_counts(binary: &Path, dumps: &Path) -> String {
     lines
 }
 
+/// `cargo xtask bench-libx86 --record`: run the comparison and put its section in
+/// BENCHMARKS.md in place of the one there (as `cargo xtask bench` writes it), without
+/// rerunning the other benchmarks.
+pub fn record(workspace: &Workspace) -> Result<(), String> {
+    let result = run(workspace);
+    if let Err(why) = &result {
+        return Err(why.clone());
+    }
+    let path = workspace.root().join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = replace_section(&text, &markdown(&result))?;
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("bench-libx86: wrote its section of BENCHMARKS.md");
+    Ok(())
+}
+
+/// `text` with the section that starts like `section` (its `## ` heading) replaced by
+/// `section`, up to the next `## ` heading, the blank line before it kept.
+fn replace_section(text: &str, section: &str) -> Result<String, String> {
+    let heading = section.lines().next().unwrap_or_default();
+    let start = text
+        .find(&format!("\n{heading}\n"))
+        .map(|at| at + 1)
+        .ok_or_else(|| format!("BENCHMARKS.md has no `{heading}` section"))?;
+    let end = text[start..]
+        .find("\n## ")
+        .map_or(text.len(), |at| start + at + 1);
+    let blank = if end < text.len() { "\n" } else { "" };
+    Ok(format!(
+        "{}{section}{blank}{}",
+        &text[..start],
+        &text[end..]
+    ))
+}
+
 /// The comparison as a BENCHMARKS.md section: the table the benchmark printed, with the
 /// command, or the line saying why it was skipped.
 pub fn markdown(result: &Result<Option<String>, String>) -> String {
@@ -286,8 +321,13 @@ fn instruction_table(output: &str) -> String {
          binary with `--count POLICY OP`: 1000 calls a side, inclusive counts of the two \
          calling functions): exact and the same on every run, where the times above move \
          with the machine's load. Library calls (`memset`, `memcpy`) count as the \
-         instructions they execute, which undercounts their cost (a 1968-byte copy is a few \
-         dozen vector instructions).\n\n\
+         instructions they execute, which undercounts their cost (a 2036-byte copy is a few \
+         dozen vector instructions). From 2048 bytes glibc's `memset` and `memcpy` switch \
+         to `rep stosb`/`rep movsb`, slower for a policy here: a 2048-byte `CpuPolicy` (the \
+         2036 aligned to 16) took 358 ns in the criterion `policy/deserialise` against 211 \
+         ns at 2036 bytes, and a 2080-byte one counted 4102 instructions for a fresh \
+         deserialise (callgrind counts a `rep` iteration an instruction). `CpuPolicy` stays \
+         at 2036.\n\n\
          | policy | operation | crate instructions | Xen instructions | crate/Xen | target <= 1.0 |\n\
          |---|---|---|---|---|---|\n{rows}"
     )
@@ -318,27 +358,51 @@ is the same flag made data through `black_box`, a stack store and reload, and a 
 check the compiler cannot drop after it: about 7 instructions an entry. Until this run the \
 compiler had folded the crate's clamp away after the bounds check (it knew the index was in \
 range, so the mask was a constant), and the deserialise figures before it (0.9-1.3x in time, \
-depending on the run) were without it. *Fresh* adds the zeroing on both sides and, on the \
-crate's, the copy of the 1968-byte policy into the value `from_arrays` returns; *merged \
-copy* copies the policy in and out (all or nothing, the crate's guarantee; `merge_arrays` is \
-the like-for-like). \
-*Compatible*: the crate compares the 19 feature words of both policies (the crate's \
-documented extension: a guest feature the host lacks is refused, naming it) where Xen \
-compares four fields; \"compatible\" gathers the words from both policies on every call, \
-\"compatible (words kept)\" once per policy (`CompatWords`): 69 instructions against 62, the \
-19 AND-NOTs vectorised. The designs that would meet 1.0x: for deserialise, a flat leaf store \
+depending on the run) were without it. Both deserialisations end by copying the policy's \
+17 featureset words that live in leaves into the words it keeps for the compatibility check \
+(about 30 instructions). *Fresh* adds the zeroing on both sides and, on the crate's, the \
+copy of the 2036-byte policy into the value `from_arrays` returns; *merged copy* copies the \
+policy in and out (all or nothing, the crate's guarantee; `merge_arrays` is the \
+like-for-like). \
+*Compatible*: the crate compares the 19 feature words of both policies and \
+MSR_PLATFORM_INFO's bits (the crate's documented extension: a guest feature the host lacks is \
+refused, naming it), the vendor and the three max leaves, where Xen compares the vendor, the \
+max leaves and MSR_PLATFORM_INFO. A `CpuPolicy` keeps the 20 subset-tested words side by side \
+(its setters, merges and derivations, and the guard `leaf_mut` returns, keep them current), \
+so \"compatible\" (`check_compatible`, inlined) is five 16-byte AND-NOTs, two \
+vendor XORs and three comparisons, no gathering: fewer instructions than libx86, but 20 \
+loads (five vectors, two vendor loads and three max leaves a policy) against libx86's 12 \
+scalar ones, and an OR-reduction of the vector (two shuffles, two ORs, a move to a \
+register) before the first branch: about 1.1-1.3x libx86's time. \
+\"compatible (words kept)\" checks two `CompatWords` copied out of the policies \
+beforehand (vendor and max leaves beside the words, seven vectors a side). The designs that would meet 1.0x for deserialise: a flat leaf store \
 in `CpuPolicy` (one array that every (leaf, subleaf) indexes by arithmetic, as the CPUID \
 table does), so that an entry is one range test that is also its clamp (`nospec::checked`) \
 and one 16-byte copy, with no dispatch on the leaf, and a fresh deserialise that fills the \
 caller's policy in place; and an `arch`-provided `cmp; sbb` clamp, the one piece that needs \
-asm. For the compatibility check, the feature words kept inside `CpuPolicy` by every setter \
-remove the gathering (124 to about 69 instructions); below Xen's 62 only by checking fewer \
-words than the crate promises to.
+asm.
 ";
 
 #[cfg(test)]
 mod tests {
     use super::markdown;
+
+    #[test]
+    fn recording_replaces_only_the_section() {
+        let text = "# B\n\n## A\n\nold a\n\n## Host side beside Xen's libx86\n\nold\n\n## Q\n\nq\n";
+        let new = "## Host side beside Xen's libx86\n\nnew\n";
+        assert_eq!(
+            super::replace_section(text, new).unwrap(),
+            "# B\n\n## A\n\nold a\n\n## Host side beside Xen's libx86\n\nnew\n\n## Q\n\nq\n"
+        );
+        // Last in the file: replaced to the end.
+        let text = "# B\n\n## Host side beside Xen's libx86\n\nold\n";
+        assert_eq!(
+            super::replace_section(text, new).unwrap(),
+            format!("# B\n\n{new}")
+        );
+        assert!(super::replace_section("# B\n", new).is_err());
+    }
 
     #[test]
     fn the_printed_table_becomes_rows_with_a_verdict() {

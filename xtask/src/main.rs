@@ -43,6 +43,8 @@ commands:
   provision     install QEMU (qemu-system-x86) if missing, check the bare-metal Rust targets
   bench         run the benchmarks and record them in BENCHMARKS.md
   bench-libx86  the crate beside Xen's libx86 (built at bench time from ../shared/xen-libx86), one process
+  bench-libx86 --record
+                the same, and its section of BENCHMARKS.md rewritten (the rest left as it is)
   qemu --cpu MODEL --scenario NAME [--icount] [--smp N] [--timeout S] [--append OPTS]
                 boot the test hypervisor once (scenarios: xen-dom0, pv-forced, hvm, switch,
                 pv-levelled, abi, agent, at-level, smp, msr-fault, bench)
@@ -72,8 +74,9 @@ enum Command {
     Provision,
     /// `cargo xtask bench`.
     Bench,
-    /// `cargo xtask bench-libx86`.
-    BenchLibx86,
+    /// `cargo xtask bench-libx86 [--record]`: with `--record`, its BENCHMARKS.md section
+    /// rewritten.
+    BenchLibx86 { record: bool },
     /// `cargo xtask qemu ARGS`, with its arguments.
     Qemu(Vec<String>),
     /// `cargo xtask xen-conformance [--xen PATH]`, with its arguments.
@@ -100,7 +103,8 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         "xen-policies" => return Ok(Command::XenPolicies(rest.to_vec())),
         "provision" => Command::Provision,
         "bench" => Command::Bench,
-        "bench-libx86" => Command::BenchLibx86,
+        "bench-libx86" if rest == ["--record"] => return Ok(Command::BenchLibx86 { record: true }),
+        "bench-libx86" => Command::BenchLibx86 { record: false },
         "help" | "-h" | "--help" => Command::Help,
         other => return Err(format!("unknown command `{other}`")),
     };
@@ -141,7 +145,8 @@ fn execute(command: Command) -> ExitCode {
         Command::Run(args) => report(run::run(&workspace, &args)),
         Command::Provision => report(provision::run(&workspace)),
         Command::Bench => report(bench::bench(&workspace)),
-        Command::BenchLibx86 => report(bench_libx86::run(&workspace).map(drop)),
+        Command::BenchLibx86 { record: false } => report(bench_libx86::run(&workspace).map(drop)),
+        Command::BenchLibx86 { record: true } => report(bench_libx86::record(&workspace)),
         Command::Qemu(args) => report(qemu::run(&workspace, &args)),
         Command::XenConformance(args) => report(conformance::run(&workspace, &args)),
         Command::XenBoot(args) => report(xen::xen_boot(&workspace, &args)),

@@ -267,12 +267,12 @@ fn main() {
         rows.push(("compatible (words kept)", c, x));
         for (op, c, x) in rows {
             let ratio = c / x;
-            if op != "compatible" && op != "deserialise (merged copy)" {
+            if op != "deserialise (merged copy)" {
                 worst = worst.max(ratio);
             }
             println!("{name:<16} {op:<28} {c:>10.1} {x:>10.1} {ratio:>9.2}");
         }
         println!("{name:<16} ({} leaves)", leaves.len());
     }
-    println!("worst crate/Xen ratio (serialise, deserialise fresh and into existing, compatible with words kept): {worst:.2}");
+    println!("worst crate/Xen ratio (serialise, deserialise fresh and into existing, compatible, compatible with words kept): {worst:.2}");
 }
