@@ -334,16 +334,9 @@ impl CpuPolicy {
     /// The registers in `slot`, for writing, through the guard [`CpuPolicy::leaf_mut`]
     /// returns; the index is clamped under speculation as in [`CpuPolicy::slot`].
     pub fn slot_mut(&mut self, slot: Slot) -> LeafMut<'_> {
-        let kept = &mut self.kept;
-        let regs = match slot {
-            Slot::Basic(i) => nospec::at_mut(&mut self.basic, i),
-            Slot::Cache(i) => nospec::at_mut(&mut self.cache, i),
-            Slot::Feat(i) => nospec::at_mut(&mut self.feat, i),
-            Slot::Topo(i) => nospec::at_mut(&mut self.topo, i),
-            Slot::Xstate(i) => nospec::at_mut(&mut self.xstate, i),
-            Slot::Extd(i) => nospec::at_mut(&mut self.extd, i),
-        };
-        LeafMut { regs, kept, slot }
+        // Checked here, so that a bad slot panics at the call, not at the guard's first use.
+        self.slot(slot);
+        LeafMut { policy: self, slot }
     }
 
     /// The registers in `slot`, for writing, with no guard: for the module's own
@@ -593,30 +586,31 @@ impl CpuPolicy {
 }
 
 /// A policy's registers lent for writing ([`CpuPolicy::leaf_mut`], [`CpuPolicy::slot_mut`]):
-/// derefs to them; its `Drop` brings the policy's kept featureset words up to date.
+/// derefs to them; its `Drop` brings the policy's kept featureset words up to date. It holds
+/// the policy and the slot, and finds the registers again at each use (one clamped index).
 #[derive(Debug)]
 pub struct LeafMut<'a> {
-    regs: &'a mut CpuidRegs,
-    kept: &'a mut [u32; compat::NR_KEPT_WORDS],
+    policy: &'a mut CpuPolicy,
     slot: Slot,
 }
 
 impl core::ops::Deref for LeafMut<'_> {
     type Target = CpuidRegs;
     fn deref(&self) -> &CpuidRegs {
-        self.regs
+        self.policy.slot(self.slot)
     }
 }
 
 impl core::ops::DerefMut for LeafMut<'_> {
     fn deref_mut(&mut self) -> &mut CpuidRegs {
-        self.regs
+        self.policy.regs_mut(self.slot)
     }
 }
 
 impl Drop for LeafMut<'_> {
     fn drop(&mut self) {
-        compat::note(self.kept, self.slot, self.regs);
+        let regs = *self.policy.slot(self.slot);
+        compat::note(&mut self.policy.kept, self.slot, &regs);
     }
 }
 
