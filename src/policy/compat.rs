@@ -147,14 +147,17 @@ fn policy_accepts(max: &CpuPolicy, guest: &CpuPolicy) -> bool {
     for (g, m) in guest.kept.iter().zip(&max.kept) {
         bad |= g & !m;
     }
-    // CPUID.00H:EBX:EDX:ECX: the vendor string, equal.
+    // Leaf 0 read as two 64-bit halves a policy (EAX:EBX, ECX:EDX), not four words: the check
+    // is bound by loads, and each one saved shows.
     let (g0, m0) = (&guest.basic[0], &max.basic[0]);
-    let ecx_edx = |r: &CpuidRegs| u64::from(r.c) | u64::from(r.d) << 32;
-    let vendor = u64::from(g0.b ^ m0.b) | (ecx_edx(g0) ^ ecx_edx(m0));
+    let pair = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+    let (gab, mab) = (pair(g0.a, g0.b), pair(m0.a, m0.b));
+    // CPUID.00H:EBX:EDX:ECX: the vendor string, equal.
+    let vendor = ((gab ^ mab) >> 32) | (pair(g0.c, g0.d) ^ pair(m0.c, m0.d));
     // CPUID.00H:EAX, CPUID.07H.0:EAX and CPUID.80000000H:EAX: the max leaves, not above.
     (bad == 0)
         & (vendor == 0)
-        & (g0.a <= m0.a)
+        & (gab as u32 <= mab as u32)
         & (guest.feat[0].a <= max.feat[0].a)
         & (guest.extd[0].a <= max.extd[0].a)
 }

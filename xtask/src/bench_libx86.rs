@@ -367,15 +367,30 @@ like-for-like). \
 *Compatible*: the crate compares the 19 feature words of both policies and \
 MSR_PLATFORM_INFO's bits (the crate's documented extension: a guest feature the host lacks is \
 refused, naming it), the vendor and the three max leaves, where Xen compares the vendor, the \
-max leaves and MSR_PLATFORM_INFO. A `CpuPolicy` keeps the 20 subset-tested words side by side \
-(its setters, merges and derivations, and the guard `leaf_mut` returns, keep them current), \
-so \"compatible\" (`check_compatible`, inlined) is five 16-byte AND-NOTs, two \
-vendor XORs and three comparisons, no gathering: fewer instructions than libx86, but 20 \
-loads (five vectors, two vendor loads and three max leaves a policy) against libx86's 12 \
-scalar ones, and an OR-reduction of the vector (two shuffles, two ORs, a move to a \
-register) before the first branch: about 1.1-1.3x libx86's time. \
-\"compatible (words kept)\" checks two `CompatWords` copied out of the policies \
-beforehand (vendor and max leaves beside the words, seven vectors a side). The designs that would meet 1.0x for deserialise: a flat leaf store \
+max leaves and MSR_PLATFORM_INFO's faulting bit. A `CpuPolicy` keeps the 20 subset-tested \
+words side by side (its setters, merges and derivations, and the guard `leaf_mut` returns, \
+keep them current), so \"compatible\" (`check_compatible`, inlined) is five 16-byte \
+AND-NOTs, leaf 0 as two 64-bit halves (vendor and max basic leaf) and two more comparisons, \
+no gathering: fewer instructions than libx86, but more loads, and this loop is bound by loads \
+(three a cycle on this machine). A call is 22 loads on the crate's side (the two policies' \
+ten vectors of kept words, four halves of leaf 0, the other two max leaves of each, and four \
+of the bench's own pointer plumbing, alike on both sides) against about 20 on libx86's (the 12 \
+values it compares, the same plumbing, the call through the GOT, the wrapper's constant and \
+two returns): about 1.1-1.2x libx86's time at 0.97x its instructions. Reading leaf 0 as two \
+halves instead of four words (two loads fewer) took the ratio from about 1.23x to 1.15x in \
+interleaved A/B runs of the two builds. Variants measured the same way (2026-12-04) and not \
+kept: the vendor and max leaves kept beside the words in the policy, as `CompatWords` lays \
+them out (seven aligned vectors a policy, 18 loads a call), 1.0-1.06x, but the policy grows \
+to 2080 bytes, past glibc's 2048-byte `rep stosb` threshold, and a fresh deserialise went \
+from 0.85-0.90x to about 1.0x; the same with the four basic slots no leaf reaches (4, 7, 0xB \
+and 0xD live in their own arrays) dropped, so that the aligned policy is 2016 bytes, \
+0.95-1.06x, with serialise and deserialise 140-150 instructions dearer (the basic leaves no \
+longer one array walk). The design that would meet 1.0x with margin is fewer loads than \
+libx86's: the 26 words a policy (104 bytes) are four 32-byte loads with AVX2, which the \
+x86-64 baseline the crate builds for does not have. \"compatible (words kept)\" checks two \
+`CompatWords` copied out of the policies beforehand (vendor and max leaves beside the words, \
+seven vectors a side): the toolstack's way to a check under libx86's time. \
+The designs that would bring deserialise's instruction count under libx86's (its time already is): a flat leaf store \
 in `CpuPolicy` (one array that every (leaf, subleaf) indexes by arithmetic, as the CPUID \
 table does), so that an entry is one range test that is also its clamp (`nospec::checked`) \
 and one 16-byte copy, with no dispatch on the leaf, and a fresh deserialise that fills the \
