@@ -146,7 +146,7 @@ impl SiliconModel {
             return Err(CpuidFaulted);
         }
         let mut r = self.raw_cpuid(leaf, subleaf);
-        let xsave = self.raw.featureset().contains(Feature::XSAVE);
+        let xsave = self.raw.has(Feature::XSAVE);
         let ff_leaf1 = leaf == 1;
         // Fast-forward: live state replaces these bits before any mask applies.
         if ff_leaf1 {
@@ -272,7 +272,7 @@ impl SiliconModel {
             }
             msr::AMD_HWCR if self.msrs.hwcr.is_some() => {
                 // HWCR[35] is reserved unless CpuidUserDis is enumerated.
-                let user_dis = self.raw.featureset().contains(Feature::CPUID_USER_DIS);
+                let user_dis = self.raw.has(Feature::CPUID_USER_DIS);
                 if value & (1 << 35) != 0 && !user_dis {
                     return fault;
                 }

@@ -298,9 +298,10 @@ mod tests {
     use super::{CompatWords, check_compatible, check_compatible_slow};
     use crate::abi::{XenCpuidLeaf, XenMsrEntry};
     use crate::cpuid::{CpuidRegs, CpuidSource, NO_SUBLEAF};
+    use crate::feature::NR_WORDS;
     use crate::featureset::Featureset;
     use crate::policy::system::{DomainKind, HostOptions, SystemPolicies, SystemPolicy};
-    use crate::policy::{CpuPolicy, RawMsrs, Slot, XEN_LEAVES, XEN_LEAVES_RELOCATED};
+    use crate::policy::{CpuPolicy, RawMsrs, Slot, WORD_HOMES, XEN_LEAVES, XEN_LEAVES_RELOCATED};
 
     /// A policy whose every register holds a different pseudo-random value.
     fn noisy(seed: &mut u64, sparse: bool) -> CpuPolicy {
@@ -324,12 +325,16 @@ mod tests {
         p
     }
 
+    /// `feature_words` (which `featureset` returns) reads each word where `WORD_HOMES` says
+    /// it lives, found here the other way: by leaf and subleaf lookups.
     #[test]
-    fn feature_words_are_the_featureset() {
+    fn feature_words_are_where_word_homes_says() {
         let mut seed = 0x1234_5678_9abc_def1;
         for _ in 0..64 {
             let p = noisy(&mut seed, false);
-            assert_eq!(&p.feature_words(), p.featureset().words());
+            let by_lookup: [u32; NR_WORDS] = core::array::from_fn(|w| p.word(WORD_HOMES[w]));
+            assert_eq!(p.feature_words(), by_lookup);
+            assert_eq!(p.featureset().words(), &by_lookup);
         }
     }
 

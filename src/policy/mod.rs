@@ -450,15 +450,11 @@ impl CpuPolicy {
 
     /// The policy's feature words (Xen's `x86_cpu_policy_to_featureset`).
     pub fn featureset(&self) -> Featureset {
-        let mut fs = Featureset::EMPTY;
-        for (word, home) in WORD_HOMES.iter().enumerate() {
-            fs.set_word(word, self.word(*home));
-        }
-        fs
+        Featureset::from_words(self.feature_words())
     }
 
     /// The featureset words, read straight from their homes ([`WORD_HOMES`], which a test
-    /// checks this against): what [`CpuPolicy::featureset`] returns, without lookups.
+    /// checks this against, word by word through lookups): [`CpuPolicy::featureset`].
     pub(crate) fn feature_words(&self) -> [u32; NR_WORDS] {
         let (b1, f0, f1, e1) = (&self.basic[1], &self.feat[0], &self.feat[1], &self.extd[1]);
         [
@@ -499,7 +495,7 @@ impl CpuPolicy {
         self.reseal();
     }
 
-    fn word(&self, home: WordHome) -> u32 {
+    pub(super) fn word(&self, home: WordHome) -> u32 {
         match home {
             WordHome::Cpuid { leaf, subleaf, reg } => {
                 self.leaf(leaf, subleaf).map_or(0, |r| reg.get(&r))

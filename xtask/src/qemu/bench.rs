@@ -599,13 +599,20 @@ fn explain(w: &mut String, results: &[BootFigures]) {
         "**Figures that rose, and why.** `pv-breakdown/trap-context` is 2 instructions more \
          than before the per-vCPU overlay: the trap context lends one pointer more (the \
          overlay), and the whole forced-emulation round trip is still shorter on every leaf. \
-         The CPUIDs the silicon shim answers (`pv-breakdown/cpuid-at-cpl0` and \
-         `pv/cpuid-native-leaf1` under the shim) and, on the host, `guest_cpuid/*` and \
-         `CpuPolicy::leaf` in the criterion table now include the speculation clamp of every \
-         policy leaf read: `nospec::at`/`at_mut` assert the bound and then clamped, and the \
-         compiler, knowing the index in bounds, had folded the mask to a constant (a stack \
-         store and reload of all ones), so those figures were taken without the clamp. The \
-         index now passes an optimisation barrier first (a few instructions a read)."
+         The whole switches (`switch/*`) are 31 instructions more on every plain boot since \
+         the scheduler became the hypercall dispatcher's domain registry (issue 12: the \
+         commits before and after it boot at 434.50 and 465.50 on qemu64): the crate's part \
+         of them did not move (`levelling/*`, `pv/trap-nop`), and neither did they (by more than one) when the \
+         scheduler's slots went back from 8 to 4 or its round robin stopped at the last \
+         filled slot, so the 31 are in the kernel's own bookkeeping around the switch, not \
+         isolated further. On the host, `guest_cpuid/*` and `CpuPolicy::leaf` in the \
+         criterion table include the speculation clamp of every policy leaf read (before the \
+         overlay the compiler had folded it away: `nospec::at` asserted the bound first). \
+         **Figures that fell**: the CPUIDs the silicon shim answers \
+         (`pv-breakdown/cpuid-at-cpl0`, `pv/cpuid-native-leaf1` under the shim), about 900 \
+         instructions fewer: the model asked `CpuPolicy::featureset` for one bit (XSAVE) on \
+         every CPUID, 19 clamped lookups, and asks `CpuPolicy::has` now, one register read; \
+         `featureset` itself reads the words from their homes directly."
     );
 }
 
