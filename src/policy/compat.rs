@@ -422,6 +422,7 @@ mod tests {
         "merged",
         "merge_arrays",
         "from_arrays",
+        "set_from_arrays",
         // system.rs
         "derive",
         "derive_into",
@@ -487,6 +488,7 @@ mod tests {
         Merged(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>),
         MergeArrays(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>),
         FromArrays(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>),
+        SetFromArrays(Vec<XenCpuidLeaf>, Vec<XenMsrEntry>),
         FromSource(Option<u64>, Option<u64>),
         System(usize, bool),
     }
@@ -555,6 +557,7 @@ mod tests {
             1 => arrays().prop_map(|(l, m)| Op::Merged(l, m)),
             1 => arrays().prop_map(|(l, m)| Op::MergeArrays(l, m)),
             1 => arrays().prop_map(|(l, m)| Op::FromArrays(l, m)),
+            1 => arrays().prop_map(|(l, m)| Op::SetFromArrays(l, m)),
             1 => (any::<Option<u64>>(), any::<Option<u64>>())
                 .prop_map(|(p, a)| Op::FromSource(p, a)),
             1 => (0usize..3, any::<bool>()).prop_map(|(k, hap)| Op::System(k, hap)),
@@ -641,6 +644,20 @@ mod tests {
                 if let Ok(q) = CpuPolicy::from_arrays(&leaves, &msrs) {
                     out.push(q);
                 }
+            }
+            // In a copy, so the sequence goes on from the policy it had: the copy is checked,
+            // what `from_arrays` returns or, after an error, empty.
+            Op::SetFromArrays(leaves, msrs) => {
+                let mut q = *p;
+                match (
+                    q.set_from_arrays(&leaves, &msrs),
+                    CpuPolicy::from_arrays(&leaves, &msrs),
+                ) {
+                    (Ok(()), Ok(fresh)) => assert_eq!(q, fresh),
+                    (Err(a), Err(b)) => assert_eq!((a, q), (b, CpuPolicy::EMPTY)),
+                    (a, b) => panic!("set_from_arrays: {a:?}, from_arrays: {:?}", b.map(|_| ())),
+                }
+                out.push(q);
             }
             Op::FromSource(platform_info, arch_caps) => {
                 let msrs = RawMsrs {

@@ -279,17 +279,33 @@ impl CpuPolicy {
         merged
     }
 
-    /// A policy read from arrays alone (merged into [`CpuPolicy::EMPTY`]).
+    /// A policy read from arrays alone (merged into [`CpuPolicy::EMPTY`]). Returned by value,
+    /// so the policy is copied once into the caller's `Result`;
+    /// [`CpuPolicy::set_from_arrays`] builds it in a policy the caller already has.
     pub fn from_arrays(
         leaves: &[XenCpuidLeaf],
         msrs: &[XenMsrEntry],
     ) -> Result<CpuPolicy, PolicyArrayError> {
-        // Built where it is returned: one clearing of the policy, no copy of it.
         let mut p = CpuPolicy::EMPTY;
-        p.merge_leaves(leaves)?;
-        p.merge_msrs(msrs)?;
-        p.reseal();
+        p.merge_arrays(leaves, msrs)?;
         Ok(p)
+    }
+
+    /// Make `self` the policy the arrays alone describe, in place: [`CpuPolicy::from_arrays`]
+    /// without the copy of the result (Xen's `memset` of a policy, then its two
+    /// `copy_from_buffer` calls). On an error `self` is [`CpuPolicy::EMPTY`], never half
+    /// built.
+    pub fn set_from_arrays(
+        &mut self,
+        leaves: &[XenCpuidLeaf],
+        msrs: &[XenMsrEntry],
+    ) -> Result<(), PolicyArrayError> {
+        *self = CpuPolicy::EMPTY;
+        let merged = self.merge_arrays(leaves, msrs);
+        if merged.is_err() {
+            *self = CpuPolicy::EMPTY;
+        }
+        merged
     }
 
     #[inline]

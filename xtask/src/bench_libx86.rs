@@ -125,7 +125,7 @@ pub fn run(workspace: &Workspace) -> Result<Option<String>, String> {
 
 /// The policies and operations the benchmark races, in its order.
 const POLICIES: [&str; 3] = ["SandyBridge", "Genoa", "SapphireRapids"];
-const OPERATIONS: usize = 6;
+const OPERATIONS: usize = 7;
 /// The calls a side makes per operation under `--count` (`COUNT_CALLS` in main.rs).
 const COUNT_CALLS: u64 = 1000;
 
@@ -339,9 +339,10 @@ const WHY: &str = "
 What each side does, on the same serialised arrays (the crate writes them; libx86 reads them \
 back and must produce the identical array before anything is timed): *serialise* is \
 `CpuPolicy::write_leaves` against `x86_cpuid_copy_to_buffer`; *deserialise (fresh)* is \
-`CpuPolicy::from_arrays` (a zeroed policy, the leaves and MSRs merged, the policy returned) \
-against `memset` of the C policy and `x86_cpuid_copy_from_buffer` + \
-`x86_msr_copy_from_buffer`; *into existing* is `merge_arrays` (in place, entries before a \
+`CpuPolicy::set_from_arrays` (the caller's policy zeroed, the leaves and MSRs merged into \
+it) against `memset` of the C policy and `x86_cpuid_copy_from_buffer` + \
+`x86_msr_copy_from_buffer`; *by value* is `CpuPolicy::from_arrays` (the same, returning the \
+policy in a `Result`: one copy of it more, context, not a target) against them too; *into existing* is `merge_arrays` (in place, entries before a \
 bad one kept, as in Xen) against the same two libx86 calls; *merged copy* is `merged` (a copy \
 of the policy, then the merge: all or nothing) against them too; *compatible* is \
 `check_compatible` against `x86_cpu_policies_are_compatible`. Each sample is a batch sized to \
@@ -360,8 +361,9 @@ compiler had folded the crate's clamp away after the bounds check (it knew the i
 range, so the mask was a constant), and the deserialise figures before it (0.9-1.3x in time, \
 depending on the run) were without it. Both deserialisations end by copying the policy's \
 17 featureset words that live in leaves into the words it keeps for the compatibility check \
-(about 30 instructions). *Fresh* adds the zeroing on both sides and, on the crate's, the \
-copy of the 2036-byte policy into the value `from_arrays` returns; *merged copy* copies the \
+(about 30 instructions). *Fresh* adds the zeroing on both sides; *by value* adds the \
+copy of the 2036-byte policy into the value `from_arrays` returns (before `set_from_arrays` \
+this was the fresh row, 0.87-1.05x between runs); *merged copy* copies the \
 policy in and out (all or nothing, the crate's guarantee; `merge_arrays` is the \
 like-for-like). \
 *Compatible*: the crate compares the 19 feature words of both policies and \
