@@ -349,17 +349,20 @@ of the policy, then the merge: all or nothing) against them too; *compatible* is
 take about 200 us, the same count for both sides, the sides alternating which runs first; \
 the crate's results are kept by reference, as libx86's stay in its buffer. The numbers move \
 by 10-30% between runs on this shared two-core machine (other jobs run beside the bench): \
-read the ratios, taken within one round of interleaved samples, not the absolute times.
+read the ratios, not the absolute times: each is the median of the 201 rounds' own ratios \
+(a round times both sides back to back), so a round run while the machine is slow or fast \
+counts for both sides alike. What is left is the placement of the code: the compatibility \
+check, a few nanoseconds, moves by up to 0.1 between builds that differ elsewhere (libx86's \
+loop as much as the crate's).
 
 Where the crate is dearer than libx86 it does more, and the instruction counts say by how \
 much. *Deserialise*: about 30 instructions an entry against libx86's 22-23 (into existing, \
 divided by the leaves). Every entry's index is clamped under speculation; libx86's \
 `array_index_nospec` is `cmp; sbb; and` in inline asm, the crate's (no asm outside `arch/`) \
 is the same flag made data through `black_box`, a stack store and reload, and a second bounds \
-check the compiler cannot drop after it: about 7 instructions an entry. Until this run the \
-compiler had folded the crate's clamp away after the bounds check (it knew the index was in \
-range, so the mask was a constant), and the deserialise figures before it (0.9-1.3x in time, \
-depending on the run) were without it. Both deserialisations end by copying the policy's \
+check the compiler cannot drop after it: about 7 instructions an entry. (Until issue 11's \
+second round the compiler had folded the crate's clamp away after the bounds check, knowing \
+the index in range, and the deserialise figures recorded before it were without it.) Both deserialisations end by copying the policy's \
 17 featureset words that live in leaves into the words it keeps for the compatibility check \
 (about 30 instructions). *Fresh* adds the zeroing on both sides; *by value* adds the \
 copy of the 2036-byte policy into the value `from_arrays` returns (before `set_from_arrays` \
@@ -378,7 +381,7 @@ no gathering: fewer instructions than libx86, but more loads, and this loop is b
 ten vectors of kept words, four halves of leaf 0, the other two max leaves of each, and four \
 of the bench's own pointer plumbing, alike on both sides) against about 20 on libx86's (the 12 \
 values it compares, the same plumbing, the call through the GOT, the wrapper's constant and \
-two returns): about 1.1-1.2x libx86's time at 0.97x its instructions. Reading leaf 0 as two \
+two returns): 1.1-1.25x libx86's time, depending on the build's code placement, at 0.97x its instructions. Reading leaf 0 as two \
 halves instead of four words (two loads fewer) took the ratio from about 1.23x to 1.15x in \
 interleaved A/B runs of the two builds. Variants measured the same way (2026-12-04) and not \
 kept: the vendor and max leaves kept beside the words in the policy, as `CompatWords` lays \

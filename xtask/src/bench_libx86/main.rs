@@ -89,17 +89,18 @@ fn count_xen(op: &mut dyn FnMut()) {
 /// Operations raced so far in this policy (for `--count`).
 static OP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Times `crate_op` and `xen_op` in alternating batches; (crate ns, Xen ns) medians. Under
+/// Times `crate_op` and `xen_op` in alternating batches; (crate ns, Xen ns, crate/Xen):
+/// the medians of the times and of the rounds' ratios. Under
 /// `--count`, runs the operation asked for [`COUNT_CALLS`] times a side instead (and every
 /// other not at all).
-fn race(mut crate_op: impl FnMut(), mut xen_op: impl FnMut()) -> (f64, f64) {
+fn race(mut crate_op: impl FnMut(), mut xen_op: impl FnMut()) -> (f64, f64, f64) {
     let op = OP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some((_, wanted)) = count_mode() {
         if op == wanted {
             count_crate(&mut crate_op);
             count_xen(&mut xen_op);
         }
-        return (0.0, 0.0);
+        return (0.0, 0.0, 0.0);
     }
     // Warm both up, then size the batch from the faster side's time.
     let warm = sample(1000, &mut crate_op).min(sample(1000, &mut xen_op));
@@ -115,7 +116,11 @@ fn race(mut crate_op: impl FnMut(), mut xen_op: impl FnMut()) -> (f64, f64) {
             c.push(sample(batch, &mut crate_op));
         }
     }
-    (median(c), median(x))
+    // The ratio is taken within each round (both sides in the same state of the machine),
+    // then the median of those: steadier than the ratio of the two medians when the shared
+    // machine speeds up or slows down between rounds.
+    let ratios = c.iter().zip(&x).map(|(c, x)| c / x).collect();
+    (median(c), median(x), median(ratios))
 }
 
 fn system(dumps: &str, file: &str) -> SystemPolicies {
@@ -197,8 +202,8 @@ fn main() {
 
         let c_scratch = c_policy(&leaves, &msrs);
         let mut into = Box::new(*max);
-        let mut rows: Vec<(&str, f64, f64)> = Vec::new();
-        let (c, x) = race(
+        let mut rows: Vec<(&str, f64, f64, f64)> = Vec::new();
+        let (c, x, r) = race(
             || {
                 black_box(black_box(&*max).write_leaves(black_box(&mut out_c)).unwrap());
             },
@@ -208,10 +213,10 @@ fn main() {
                 black_box(unsafe { xl_to_buffer(black_box(c_max), out_x.as_mut_ptr(), &mut nr) });
             },
         );
-        rows.push(("serialise", c, x));
+        rows.push(("serialise", c, x, r));
         // Like for like: both sides clear a policy the caller has and fill it.
         let mut fresh = Box::new(CpuPolicy::EMPTY);
-        let (c, x) = race(
+        let (c, x, r) = race(
             || {
                 black_box(&mut *fresh).set_from_arrays(black_box(&leaves), black_box(&msrs)).unwrap();
             },
@@ -222,8 +227,8 @@ fn main() {
                 });
             },
         );
-        rows.push(("deserialise (fresh)", c, x));
-        let (c, x) = race(
+        rows.push(("deserialise (fresh)", c, x, r));
+        let (c, x, r) = race(
             || {
                 // By reference: the policy stays in the `Result` `from_arrays` returned it in.
                 black_box(&CpuPolicy::from_arrays(black_box(&leaves), black_box(&msrs)));
@@ -235,8 +240,8 @@ fn main() {
                 });
             },
         );
-        rows.push(("deserialise (by value)", c, x));
-        let (c, x) = race(
+        rows.push(("deserialise (by value)", c, x, r));
+        let (c, x, r) = race(
             || {
                 black_box(&mut *into).merge_arrays(black_box(&leaves), black_box(&msrs)).unwrap();
             },
@@ -247,8 +252,8 @@ fn main() {
                 });
             },
         );
-        rows.push(("deserialise (into existing)", c, x));
-        let (c, x) = race(
+        rows.push(("deserialise (into existing)", c, x, r));
+        let (c, x, r) = race(
             || {
                 black_box(&black_box(&*max).merged(black_box(&leaves), black_box(&msrs)));
             },
@@ -259,8 +264,8 @@ fn main() {
                 });
             },
         );
-        rows.push(("deserialise (merged copy)", c, x));
-        let (c, x) = race(
+        rows.push(("deserialise (merged copy)", c, x, r));
+        let (c, x, r) = race(
             || {
                 black_box(check_compatible(black_box(&*max), black_box(&*guest)).is_ok());
             },
@@ -269,9 +274,9 @@ fn main() {
                 black_box(unsafe { xl_compatible(black_box(c_max), black_box(c_guest)) });
             },
         );
-        rows.push(("compatible", c, x));
+        rows.push(("compatible", c, x, r));
         let (mw, gw) = (CompatWords::of(&max), CompatWords::of(&guest));
-        let (c, x) = race(
+        let (c, x, r) = race(
             || {
                 black_box(black_box(&mw).accepts(black_box(&gw)));
             },
@@ -280,9 +285,8 @@ fn main() {
                 black_box(unsafe { xl_compatible(black_box(c_max), black_box(c_guest)) });
             },
         );
-        rows.push(("compatible (words kept)", c, x));
-        for (op, c, x) in rows {
-            let ratio = c / x;
+        rows.push(("compatible (words kept)", c, x, r));
+        for (op, c, x, ratio) in rows {
             // The two that copy the policy once more than libx86 by design are context.
             if !matches!(op, "deserialise (merged copy)" | "deserialise (by value)") {
                 worst = worst.max(ratio);
