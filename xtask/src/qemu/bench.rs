@@ -599,13 +599,15 @@ fn explain(w: &mut String, results: &[BootFigures]) {
         "**Figures that rose, and why.** `pv-breakdown/trap-context` is 2 instructions more \
          than before the per-vCPU overlay: the trap context lends one pointer more (the \
          overlay), and the whole forced-emulation round trip is still shorter on every leaf. \
-         The whole switches (`switch/*`) are 31 instructions more on every plain boot since \
-         the scheduler became the hypercall dispatcher's domain registry (issue 12: the \
-         commits before and after it boot at 434.50 and 465.50 on qemu64): the crate's part \
-         of them did not move (`levelling/*`, `pv/trap-nop`), and neither did they (by more than one) when the \
-         scheduler's slots went back from 8 to 4 or its round robin stopped at the last \
-         filled slot, so the 31 are in the kernel's own bookkeeping around the switch, not \
-         isolated further. On the host, `guest_cpuid/*` and `CpuPolicy::leaf` in the \
+         The whole switches (`switch/*`) are 9.5 instructions more on every plain \
+         boot (434.50 to 444): since the scheduler became the hypercall dispatcher's domain \
+         registry (issue 12) it has 8 slots, not 4 (the `abi` scenario runs 5 domains), and its \
+         round robin looks at the empty ones on the way back to the first; that change had also \
+         left the scan out of line, a call that cost 21 more a switch, inlined again since \
+         (found by counting the instructions QEMU executed per function, `-d exec`, in the \
+         `switch` scenario before and after the change). The crate's part did not move \
+         (`levelling/*`, `pv/trap-nop`). \
+         On the host, `guest_cpuid/*` and `CpuPolicy::leaf` in the \
          criterion table include the speculation clamp of every policy leaf read (before the \
          overlay the compiler had folded it away: `nospec::at` asserted the bound first). \
          **Figures that fell**: the CPUIDs the silicon shim answers \
