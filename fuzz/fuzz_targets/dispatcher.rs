@@ -345,14 +345,7 @@ fn encode<T: Wire>(v: &T) -> Vec<u8> {
 }
 
 fn system_policy(index: u8) -> SystemPolicy {
-    [
-        SystemPolicy::Raw,
-        SystemPolicy::Host,
-        SystemPolicy::PvMax,
-        SystemPolicy::PvDefault,
-        SystemPolicy::HvmMax,
-        SystemPolicy::HvmDefault,
-    ][index as usize % 6]
+    SystemPolicy::ALL[index as usize % SystemPolicy::ALL.len()]
 }
 
 /// The policy sysctl's index for a policy (Xen's order: raw, host, PV max, HVM max, PV

@@ -675,14 +675,7 @@ mod tests {
                 let s = SystemPolicies::derive(p, options);
                 let mut t = SystemPolicies::EMPTY;
                 t.derive_into(p, options);
-                for which in [
-                    SystemPolicy::Raw,
-                    SystemPolicy::Host,
-                    SystemPolicy::PvMax,
-                    SystemPolicy::PvDefault,
-                    SystemPolicy::HvmMax,
-                    SystemPolicy::HvmDefault,
-                ] {
+                for which in SystemPolicy::ALL {
                     out.push(*s.get(which));
                     out.push(*t.get(which));
                 }

@@ -132,6 +132,19 @@ pub enum SystemPolicy {
     HvmDefault,
 }
 
+impl SystemPolicy {
+    /// Every system policy, in declaration order (the sysctls number them otherwise:
+    /// `abi::dispatch::POLICY_INDEXES`, `FEATURESET_INDEXES`).
+    pub const ALL: [SystemPolicy; 6] = [
+        SystemPolicy::Raw,
+        SystemPolicy::Host,
+        SystemPolicy::PvMax,
+        SystemPolicy::PvDefault,
+        SystemPolicy::HvmMax,
+        SystemPolicy::HvmDefault,
+    ];
+}
+
 /// The six system policies of one host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SystemPolicies {

@@ -214,18 +214,31 @@ fn main() {
             },
         );
         rows.push(("serialise", c, x, r));
+        // libx86's side of the operations raced twice (they capture only shared references
+        // and pointers, so each is `Copy`).
+        let xen_fresh = || {
+            // SAFETY: as above.
+            black_box(unsafe {
+                xl_from_buffer_fresh(c_scratch, black_box(leaves.as_ptr()), leaves.len() as u32, msrs.as_ptr(), msrs.len() as u32)
+            });
+        };
+        let xen_into = || {
+            // SAFETY: as above.
+            black_box(unsafe {
+                xl_from_buffer(c_scratch, black_box(leaves.as_ptr()), leaves.len() as u32, msrs.as_ptr(), msrs.len() as u32)
+            });
+        };
+        let xen_compatible = || {
+            // SAFETY: as above.
+            black_box(unsafe { xl_compatible(black_box(c_max), black_box(c_guest)) });
+        };
         // Like for like: both sides clear a policy the caller has and fill it.
         let mut fresh = Box::new(CpuPolicy::EMPTY);
         let (c, x, r) = race(
             || {
                 black_box(&mut *fresh).set_from_arrays(black_box(&leaves), black_box(&msrs)).unwrap();
             },
-            || {
-                // SAFETY: as above.
-                black_box(unsafe {
-                    xl_from_buffer_fresh(c_scratch, black_box(leaves.as_ptr()), leaves.len() as u32, msrs.as_ptr(), msrs.len() as u32)
-                });
-            },
+            xen_fresh,
         );
         rows.push(("deserialise (fresh)", c, x, r));
         let (c, x, r) = race(
@@ -233,46 +246,28 @@ fn main() {
                 // By reference: the policy stays in the `Result` `from_arrays` returned it in.
                 black_box(&CpuPolicy::from_arrays(black_box(&leaves), black_box(&msrs)));
             },
-            || {
-                // SAFETY: as above.
-                black_box(unsafe {
-                    xl_from_buffer_fresh(c_scratch, black_box(leaves.as_ptr()), leaves.len() as u32, msrs.as_ptr(), msrs.len() as u32)
-                });
-            },
+            xen_fresh,
         );
         rows.push(("deserialise (by value)", c, x, r));
         let (c, x, r) = race(
             || {
                 black_box(&mut *into).merge_arrays(black_box(&leaves), black_box(&msrs)).unwrap();
             },
-            || {
-                // SAFETY: as above.
-                black_box(unsafe {
-                    xl_from_buffer(c_scratch, black_box(leaves.as_ptr()), leaves.len() as u32, msrs.as_ptr(), msrs.len() as u32)
-                });
-            },
+            xen_into,
         );
         rows.push(("deserialise (into existing)", c, x, r));
         let (c, x, r) = race(
             || {
                 black_box(&black_box(&*max).merged(black_box(&leaves), black_box(&msrs)));
             },
-            || {
-                // SAFETY: as above.
-                black_box(unsafe {
-                    xl_from_buffer(c_scratch, black_box(leaves.as_ptr()), leaves.len() as u32, msrs.as_ptr(), msrs.len() as u32)
-                });
-            },
+            xen_into,
         );
         rows.push(("deserialise (merged copy)", c, x, r));
         let (c, x, r) = race(
             || {
                 black_box(check_compatible(black_box(&*max), black_box(&*guest)).is_ok());
             },
-            || {
-                // SAFETY: as above.
-                black_box(unsafe { xl_compatible(black_box(c_max), black_box(c_guest)) });
-            },
+            xen_compatible,
         );
         rows.push(("compatible", c, x, r));
         let (mw, gw) = (CompatWords::of(&max), CompatWords::of(&guest));
@@ -280,10 +275,7 @@ fn main() {
             || {
                 black_box(black_box(&mw).accepts(black_box(&gw)));
             },
-            || {
-                // SAFETY: as above.
-                black_box(unsafe { xl_compatible(black_box(c_max), black_box(c_guest)) });
-            },
+            xen_compatible,
         );
         rows.push(("compatible (words kept)", c, x, r));
         for (op, c, x, ratio) in rows {
